@@ -1,0 +1,99 @@
+// The Python face of the core: one line per kernel entry point, no logic.
+// Arrays arrive as the tuple (data_ptr, shape, strides, dtype_code, device) that python/pixelops/_arrays.py
+// builds; streams as integers. std exceptions map to Python's: invalid_argument -> ValueError,
+// out_of_range -> IndexError, runtime_error -> RuntimeError.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <type_traits>
+
+#include "ops.h"
+
+namespace py = pybind11;
+using pixelops::Array;
+
+namespace pybind11::detail {
+template <>
+struct type_caster<Array> {
+  PYBIND11_TYPE_CASTER(Array, const_name("ArrayView"));
+
+  bool load(handle src, bool) {
+    if (!PyTuple_Check(src.ptr()) || PyTuple_GET_SIZE(src.ptr()) != 5) return false;
+    PyObject* t = src.ptr();
+    value.data = PyLong_AsVoidPtr(PyTuple_GET_ITEM(t, 0));
+    PyObject* shape = PyTuple_GET_ITEM(t, 1);
+    PyObject* strides = PyTuple_GET_ITEM(t, 2);
+    if (!PyTuple_Check(shape) || !PyTuple_Check(strides)) return false;
+    Py_ssize_t nd = PyTuple_GET_SIZE(shape);
+    if (nd > pixelops::kMaxDims || PyTuple_GET_SIZE(strides) != nd)
+      throw pixelops::ValueError("pixelops handles arrays of at most 8 dimensions");
+    value.ndim = int(nd);
+    for (Py_ssize_t i = 0; i < nd; ++i) {
+      value.size[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
+      value.stride[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(strides, i));
+    }
+    value.dtype = static_cast<pixelops::DType>(PyLong_AsLong(PyTuple_GET_ITEM(t, 3)));
+    value.device = int(PyLong_AsLong(PyTuple_GET_ITEM(t, 4)));
+    if (PyErr_Occurred()) { PyErr_Clear(); return false; }
+    return true;
+  }
+};
+}  // namespace pybind11::detail
+
+namespace {
+
+template <class T> struct Identity { using type = T; };
+
+const Array& first_array(const Array& a, ...) { return a; }
+
+// Binds one op: the CPU kernel for host arrays, the CUDA kernel (on the arrays' GPU) for device arrays.
+template <class... A>
+auto by_device(const char* name, void (*cpu)(A...), typename Identity<void (*)(A...)>::type gpu) {
+  return [name, cpu, gpu](A... args) {
+    const Array& lead = first_array(args...);
+    if (lead.on_cpu()) {
+      py::gil_scoped_release unlocked;
+      return cpu(args...);
+    }
+    if (!gpu)
+      throw pixelops::ValueError(std::string(name) +
+                                 ": got a CUDA array, but this pixelops build has no CUDA kernels "
+                                 "(rebuild where nvcc is found, or with -Ccmake.define.PIXELOPS_CUDA=ON)");
+#ifdef PIXELOPS_WITH_CUDA
+    // Run on the arrays' GPU, then give the thread back the device it had (PyTorch keeps its own notion).
+    int previous = pixelops::cuda::current_device();
+    if (previous == lead.device) return gpu(args...);
+    pixelops::cuda::set_device(lead.device);
+    struct Restore {
+      int d;
+      ~Restore() {
+        try { pixelops::cuda::set_device(d); } catch (...) {}
+      }
+    } restore{previous};
+#endif
+    return gpu(args...);
+  };
+}
+
+}  // namespace
+
+#ifdef PIXELOPS_WITH_CUDA
+#define CUDA_KERNEL(f) &pixelops::cuda::f
+#else
+#define CUDA_KERNEL(f) nullptr
+#endif
+#define BIND(f) m.def(#f, by_device(#f, &pixelops::cpu::f, CUDA_KERNEL(f)))
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pixelops kernels (pointer-and-shape interface; use the pixelops package, not this module)";
+#ifdef PIXELOPS_WITH_CUDA
+  m.attr("built_with_cuda") = true;
+  m.def("cuda_device_count", &pixelops::cuda::device_count);
+#else
+  m.attr("built_with_cuda") = false;
+  m.def("cuda_device_count", [] { return 0; });
+#endif
+
+  BIND(relu_forward);
+  BIND(relu_backward);
+}

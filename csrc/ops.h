@@ -1,0 +1,27 @@
+// Every kernel entry point that bindings.cpp exposes. Each op has a CPU and (when built with CUDA) a CUDA
+// version of one signature; the binding picks one by the device of the first array. The trailing
+// `stream` is the caller's cudaStream_t as an integer (ignored on the CPU).
+#pragma once
+#include <cstdint>
+
+#include "common/array.h"
+
+namespace pixelops {
+
+#define PIXELOPS_DECLARE_OPS                                                                        \
+  /* relu.cpp / relu.cu */                                                                          \
+  void relu_forward(const Array& x, const Array& y, uintptr_t stream);                              \
+  void relu_backward(const Array& y, const Array& grad_y, const Array& grad_x, uintptr_t stream);
+
+namespace cpu {
+PIXELOPS_DECLARE_OPS
+}
+namespace cuda {
+PIXELOPS_DECLARE_OPS
+// device.cu
+int device_count();                 // 0 where no driver or GPU is present
+void set_device(int device);        // makes `device` current for this thread
+int current_device();
+}
+
+}  // namespace pixelops

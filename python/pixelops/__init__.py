@@ -1,0 +1,23 @@
+"""pixelops: handwritten CPU and CUDA kernels for conv nets on images, checked against PyTorch.
+
+The functions mirror torch.nn.functional argument for argument; numpy arrays and torch tensors (CPU or CUDA)
+go in, the same kind comes out.
+"""
+from __future__ import annotations
+
+from . import _C
+from ._torch_loader import load_all as _load_all, torch_is_loaded as _torch_is_loaded
+from .ops.relu import relu
+
+__version__ = "0.1.0"
+
+
+def available_backends() -> dict:
+    """Which devices pixelops can run on here: {"cpu": True, "cuda": built with CUDA and a GPU is present}."""
+    return {"cpu": True, "cuda": bool(_C.built_with_cuda and _C.cuda_device_count() > 0)}
+
+
+if _torch_is_loaded():
+    _load_all()
+
+__all__ = ["relu", "available_backends", "__version__"]

@@ -1,0 +1,34 @@
+"""Command line: python -m pixelops <command>. Each command lives in its own module; this only parses."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _bench(args):
+    from .bench import run
+
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
+    run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m pixelops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="check each op against PyTorch and time them side by side")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--ops", help="comma-separated ops to run (default: all)")
+    bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    bench.add_argument("--repeats", type=int, help="timed samples per side (default 21 on CPU, 50 on CUDA)")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

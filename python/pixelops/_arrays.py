@@ -1,0 +1,125 @@
+"""Hand-off between numpy arrays / torch tensors and the extension.
+
+The extension sees an array as the tuple ``(data_ptr, shape, strides, dtype_code, device)`` (strides in
+elements, device -1 for host memory) plus, for CUDA work, the caller's current stream as an integer. Reading
+these straight off a tensor costs far less than building ``__cuda_array_interface__`` dictionaries.
+
+torch is never imported here: a tensor can only reach us if the caller already imported it.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import _C
+
+# dtype codes shared with csrc/common/array.h
+F32, F64, F16, BF16, I64, I32, U8, B8 = range(8)
+CPU = -1
+
+_NUMPY_CODES = {
+    np.dtype(np.float32): F32,
+    np.dtype(np.float64): F64,
+    np.dtype(np.float16): F16,
+    np.dtype(np.int64): I64,
+    np.dtype(np.int32): I32,
+    np.dtype(np.uint8): U8,
+    np.dtype(np.bool_): B8,
+}
+_torch_codes: dict = {}
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def is_tensor(x) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _torch_code(dtype) -> int:
+    if not _torch_codes:
+        torch = _torch()
+        _torch_codes.update({
+            torch.float32: F32, torch.float64: F64, torch.float16: F16, torch.bfloat16: BF16,
+            torch.int64: I64, torch.int32: I32, torch.uint8: U8, torch.bool: B8,
+        })
+    return _torch_codes.get(dtype, -1)
+
+
+def view(x) -> tuple:
+    """The extension's description of a numpy array or a torch tensor (no copy)."""
+    if isinstance(x, np.ndarray):
+        item = x.itemsize
+        return (x.ctypes.data, x.shape, tuple(s // item for s in x.strides), _NUMPY_CODES.get(x.dtype, -1), CPU)
+    return (x.data_ptr(), tuple(x.shape), x.stride(), _torch_code(x.dtype), x.get_device())
+
+
+def stream(x) -> int:
+    """The caller's current CUDA stream on x's device, as an integer (0 for host arrays)."""
+    if isinstance(x, np.ndarray) or x.device.type != "cuda":
+        return 0
+    torch = _torch()
+    return torch.cuda.current_stream(x.device).cuda_stream
+
+
+# ---- checks shared by every op ---------------------------------------------------------------------------
+
+CPU_FLOATS = ("float32", "float64")
+CUDA_FLOATS = ("float32", "float16", "bfloat16", "float64")
+
+
+def dtype_name(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def device_name(x) -> str:
+    return "cpu" if isinstance(x, np.ndarray) else str(x.device)
+
+
+def check_array(x, name: str, op: str):
+    """x must be a numpy array or a torch tensor."""
+    if not (isinstance(x, np.ndarray) or is_tensor(x)):
+        raise TypeError(f"pixelops.{op}: '{name}' must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def check_float(x, name: str, op: str):
+    """x must hold a floating dtype that x's device has kernels for, on a device this build can run."""
+    check_array(x, name, op)
+    on_cuda = is_tensor(x) and x.is_cuda
+    if is_tensor(x) and not on_cuda and x.device.type != "cpu":
+        raise ValueError(f"pixelops.{op}: '{name}' is on device {x.device}; pixelops runs on cpu and cuda")
+    allowed = CUDA_FLOATS if on_cuda else CPU_FLOATS
+    if dtype_name(x) not in allowed:
+        raise TypeError(
+            f"pixelops.{op}: '{name}' must have dtype {' or '.join(allowed)} on {'cuda' if on_cuda else 'cpu'}, "
+            f"got {dtype_name(x)}")
+    if on_cuda and not _C.built_with_cuda:
+        raise RuntimeError(
+            f"pixelops.{op}: '{name}' is a CUDA tensor, but this pixelops build has no CUDA kernels "
+            "(reinstall where nvcc is on PATH, or with -Ccmake.define.PIXELOPS_CUDA=ON)")
+
+
+def check_same_device(op: str, **arrays):
+    """All named arrays (None skipped) must be of one kind (numpy or torch) and on one device."""
+    items = [(n, a) for n, a in arrays.items() if a is not None]
+    (first_name, first), rest = items[0], items[1:]
+    for name, a in rest:
+        if isinstance(a, np.ndarray) != isinstance(first, np.ndarray):
+            raise TypeError(f"pixelops.{op}: '{name}' and '{first_name}' must both be numpy arrays or both torch tensors")
+        if device_name(a) != device_name(first):
+            raise ValueError(
+                f"pixelops.{op}: '{name}' is on {device_name(a)} but '{first_name}' is on {device_name(first)}; "
+                "expected one device")
+
+
+def check_same_dtype(op: str, **arrays):
+    items = [(n, a) for n, a in arrays.items() if a is not None]
+    (first_name, first), rest = items[0], items[1:]
+    for name, a in rest:
+        if a.dtype != first.dtype:
+            raise TypeError(
+                f"pixelops.{op}: '{name}' has dtype {dtype_name(a)} but '{first_name}' has {dtype_name(first)}; "
+                "expected one dtype")

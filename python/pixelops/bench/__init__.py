@@ -1,0 +1,99 @@
+"""`python -m pixelops bench`: each op of the suite checked against PyTorch and timed beside it.
+
+Every op keeps its cases in pixelops/bench/<op>.py (a function ``cases(device)``); this module runs them,
+prints one table row per case as it finishes, and writes the rows as JSON on request.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import platform
+
+# Suite modules, in the order the table shows them. A new op adds its name here.
+SUITES = ("relu",)
+
+
+def device_description(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def collect(device: str, ops=None):
+    names = SUITES if not ops else [o for o in SUITES if o in ops]
+    unknown = set(ops or ()) - set(SUITES)
+    if unknown:
+        raise SystemExit(f"unknown op(s) for --ops: {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
+    cases = []
+    for name in names:
+        cases.extend(importlib.import_module(f"pixelops.bench.{name}").cases(device))
+    return cases
+
+
+COLUMNS = ("op", "case", "shape", "device", "error", "torch ms", "pixelops ms", "speedup", "throughput")
+WIDTHS = (14, 10, 26, 6, 9, 10, 12, 8, 22)
+
+
+def _row_text(values):
+    return "  ".join(str(v).ljust(w) for v, w in zip(values, WIDTHS)).rstrip()
+
+
+def _throughput(case, ms, ceilings):
+    if ms <= 0:
+        return ""
+    if case.flops:
+        return f"{case.flops / ms / 1e9:.2f} TFLOP/s"
+    if case.bytes:
+        gbs = case.bytes / ms / 1e6
+        text = f"{gbs:.0f} GB/s"
+        if case.ceiling and case.ceiling in ceilings:
+            text += f" ({100 * gbs / ceilings[case.ceiling]:.0f}% copy)"
+        return text
+    return ""
+
+
+def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
+    import torch
+
+    import pixelops
+    from .timer import copy_bandwidth, time_pair
+
+    if device == "cuda" and not pixelops.available_backends()["cuda"]:
+        raise SystemExit("bench --device cuda: no CUDA GPU here, or this pixelops build has no CUDA kernels")
+    torch.manual_seed(0)
+    cases = collect(device, ops)
+    ceilings = {}
+    if any(c.ceiling == "copy" for c in cases):
+        ceilings["copy"] = copy_bandwidth(device)
+    print(f"pixelops {pixelops.__version__} against torch {torch.__version__} on {device_description(device)}")
+    if "copy" in ceilings:
+        print(f"measured copy bandwidth (read + write): {ceilings['copy']:.0f} GB/s")
+    print(_row_text(COLUMNS))
+    print(_row_text("-" * (w - 1) for w in WIDTHS))
+    rows = []
+    for case in cases:
+        args = case.setup()
+        err = case.error(args)
+        t_torch, t_ours = time_pair(case, args, repeats=repeats)
+        row = dict(op=case.op, case=case.name, shape=case.shape, device=case.device, error=err,
+                   torch_ms=t_torch, pixelops_ms=t_ours, speedup=t_torch / t_ours if t_ours > 0 else float("nan"),
+                   bytes=case.bytes, flops=case.flops, throughput=_throughput(case, t_ours, ceilings), **case.notes)
+        rows.append(row)
+        print(_row_text((case.op, case.name, case.shape, case.device, f"{err:.1e}", f"{t_torch:.4f}",
+                         f"{t_ours:.4f}", f"{row['speedup']:.2f}x", row["throughput"])), flush=True)
+        del args
+    if json_path:
+        meta = dict(device=device_description(device), torch=torch.__version__, pixelops=pixelops.__version__,
+                    date=datetime.datetime.now().isoformat(timespec="seconds"), ceilings_gbs=ceilings)
+        with open(json_path, "w") as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        print(f"wrote {json_path}")
+    return rows
