@@ -54,15 +54,16 @@ def view(x) -> tuple:
     if isinstance(x, np.ndarray):
         item = x.itemsize
         return (x.ctypes.data, x.shape, tuple(s // item for s in x.strides), _NUMPY_CODES.get(x.dtype, -1), CPU)
-    return (x.data_ptr(), tuple(x.shape), x.stride(), _torch_code(x.dtype), x.get_device())
+    # torch.Size is a tuple already; this runs twice or more per call, so it stays this short.
+    code = _torch_codes.get(x.dtype) if _torch_codes else _torch_code(x.dtype)
+    return (x.data_ptr(), x.shape, x.stride(), -1 if code is None else code, x.get_device())
 
 
 def stream(x) -> int:
     """The caller's current CUDA stream on x's device, as an integer (0 for host arrays)."""
-    if isinstance(x, np.ndarray) or x.device.type != "cuda":
+    if isinstance(x, np.ndarray) or not x.is_cuda:
         return 0
-    torch = _torch()
-    return torch.cuda.current_stream(x.device).cuda_stream
+    return _torch().cuda.current_stream(x.device).cuda_stream
 
 
 # ---- checks shared by every op ---------------------------------------------------------------------------
@@ -87,19 +88,37 @@ def check_array(x, name: str, op: str):
 
 def check_float(x, name: str, op: str):
     """x must hold a floating dtype that x's device has kernels for, on a device this build can run."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.name not in CPU_FLOATS:
+            raise TypeError(f"pixelops.{op}: '{name}' must have dtype float32 or float64 on cpu, got {x.dtype.name}")
+        return
     check_array(x, name, op)
-    on_cuda = is_tensor(x) and x.is_cuda
-    if is_tensor(x) and not on_cuda and x.device.type != "cpu":
+    # Fast path first: this runs on every call, and attribute reads on a tensor are cheap, .device is not.
+    if x.is_cpu:
+        if x.dtype not in _float_dtypes(False):
+            raise TypeError(f"pixelops.{op}: '{name}' must have dtype {' or '.join(CPU_FLOATS)} on cpu, "
+                            f"got {dtype_name(x)}")
+        return
+    if not x.is_cuda:
         raise ValueError(f"pixelops.{op}: '{name}' is on device {x.device}; pixelops runs on cpu and cuda")
-    allowed = CUDA_FLOATS if on_cuda else CPU_FLOATS
-    if dtype_name(x) not in allowed:
-        raise TypeError(
-            f"pixelops.{op}: '{name}' must have dtype {' or '.join(allowed)} on {'cuda' if on_cuda else 'cpu'}, "
-            f"got {dtype_name(x)}")
-    if on_cuda and not _C.built_with_cuda:
+    if x.dtype not in _float_dtypes(True):
+        raise TypeError(f"pixelops.{op}: '{name}' must have dtype {' or '.join(CUDA_FLOATS)} on cuda, "
+                        f"got {dtype_name(x)}")
+    if not _C.built_with_cuda:
         raise RuntimeError(
             f"pixelops.{op}: '{name}' is a CUDA tensor, but this pixelops build has no CUDA kernels "
             "(reinstall where nvcc is on PATH, or with -Ccmake.define.PIXELOPS_CUDA=ON)")
+
+
+_float_sets: dict = {}
+
+
+def _float_dtypes(cuda: bool) -> frozenset:
+    if not _float_sets:
+        torch = _torch()
+        _float_sets[False] = frozenset(getattr(torch, n) for n in CPU_FLOATS)
+        _float_sets[True] = frozenset(getattr(torch, n) for n in CUDA_FLOATS)
+    return _float_sets[cuda]
 
 
 def check_same_device(op: str, **arrays):

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from .._arrays import stream, view
 from .common import _C, compiling, launch
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
     y = torch.empty_like(x)
-    launch(_C.relu_forward, x, y)
+    _C.relu_forward(view(x), view(y), stream(x))  # spelled out: this is the per-call hot path
     return y
 
 
