@@ -145,7 +145,11 @@ class CrossEntropyFunction(torch.autograd.Function):
                                    "logits and can be used by one backward only (retain_graph is not supported)")
             x, target, weight = ctx.saved_tensors
             _, g3, _ = forward_kernel(x, target, weight, *ctx.args, True)
-        grad = backward_kernel(g3, grad_loss, ctx.args[1], out=g3)
+        reduction = ctx.args[1]
+        if reduction != 0 and not grad_loss.is_cuda and grad_loss.item() == 1.0:
+            grad = g3  # loss.backward() of a mean or sum: the gradient is ready (a host read, so CPU only)
+        else:
+            grad = backward_kernel(g3, grad_loss, reduction, out=g3)
         return grad.view(ctx.shape), None, None, None, None, None, None
 
 
