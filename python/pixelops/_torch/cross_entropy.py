@@ -28,7 +28,7 @@ def _bad_target_check(status: torch.Tensor, C: int, ignore_index: int):
     is a host sync, skipped while a CUDA graph is being captured (nothing has run yet then)."""
     if torch.cuda.is_current_stream_capturing():
         return
-    bad, value = status.tolist()
+    bad, value = status[:2].tolist()
     if bad:
         raise IndexError(f"pixelops.{OP}: target {value} is out of bounds: expected class indices in [0, {C}) "
                          f"or ignore_index={ignore_index}")
@@ -47,7 +47,7 @@ def forward_kernel(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch
     if need_grad:
         in_place = inplace and is_view
         g3 = x3 if in_place else torch.empty_like(x3)
-    status = torch.zeros(2, dtype=torch.int64, device=x.device) if x.is_cuda else None
+    status = torch.zeros(8, dtype=torch.int64, device=x.device) if x.is_cuda else None  # see cross_entropy.cu
     _C.cross_entropy_forward(view(x3), view(t), w, view(loss), NO_ARRAY if g3 is None else view(g3),
                              NO_ARRAY if status is None else view(status), ignore_index, reduction, eps, stream(x))
     if status is not None and not target.is_floating_point():
