@@ -543,3 +543,27 @@ def test_cuda_more_than_2_31_elements():
         p[torch.arange(3), t[rows]] -= 1
         torch.testing.assert_close(g[rows].double(), p / N, rtol=1e-4, atol=1e-12)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(6, 40), (3, 40, 5, 2)])
+def test_masked_logits_minus_inf(device, shape):
+    # Classes masked with -inf (class 0 among them) are legal as long as no target points at one.
+    for eps, probs in [(0.0, False), (0.2, False), (0.0, True)]:
+        x = _logits(shape, torch.float32, device, requires_grad=False)
+        x[:, 0] = -float("inf")
+        x[:, 7] = -float("inf")
+        t = _index_target(shape, device, ignored=0.0).clamp(min=8)
+        if probs:
+            t = torch.nn.functional.one_hot(t, shape[1]).movedim(-1, 1).to(x.dtype) * 0.5 + 0.5 / shape[1]
+            t[:, 0] = 0
+            t[:, 7] = 0
+            t = t / t.sum(1, keepdim=True)
+        x.requires_grad_()
+        for reduction in ("none", "mean"):
+            loss = pixelops.cross_entropy(x, t, reduction=reduction, label_smoothing=eps)
+            ref = F.cross_entropy(x.detach().double(), t.double() if probs else t, reduction=reduction,
+                                  label_smoothing=eps)
+            torch.testing.assert_close(loss.double(), ref, equal_nan=True, **F32_TOL)
+            if eps == 0.0 and not probs:
+                _check(x, t, None, -100, reduction, eps)

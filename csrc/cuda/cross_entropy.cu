@@ -45,6 +45,8 @@ __device__ __forceinline__ double fast_log(double x) { return log(x); }
 // exp(-inf) = 0 instead of exp(-inf - -inf) = NaN, and merging with a pair that saw nothing needs no test.
 template <class A> __device__ __forceinline__ A neg_inf() { return std::is_same_v<A, double> ? -DBL_MAX : -FLT_MAX; }
 
+template <class A> __device__ __forceinline__ A finite_or_zero(A v) { return isfinite(v) ? v : A(0); }
+
 // Adds v to the running (max m, sum s of exp(x - m)).
 template <class A>
 __device__ __forceinline__ void online_add(A& m, A& s, A v) {
@@ -204,7 +206,8 @@ __global__ void ce_rows(Params P) {
     }
     const T* x = X + n * p.xn + s * p.xs;
     const T* q = Probs ? static_cast<const T*>(P.target) + n * p.tn + s * p.ts : nullptr;
-    const A x0 = A(to_float(x[0]));  // a fixed reference: sums of a_c (x_c - x0) do not grow with |x|
+    // a fixed reference: sums of a_c (x_c - x0) do not grow with |x| (0 when class 0 is masked with -inf)
+    const A x0 = finite_or_zero(A(to_float(x[0])));
     // the target's logit is read before the group's barrier: with inplace_backward another thread of the group
     // may overwrite it (g is x) right after
     const A xt = Probs ? A(0) : A(to_float(x[st.t * p.xc]));
@@ -281,7 +284,7 @@ __global__ void ce_positions(Params P) {
     T* g = Gr ? Gr + n * p.gn + s * p.gs : nullptr;
     const T* x = X + n * p.xn + s * p.xs;
     const T* q = Probs ? static_cast<const T*>(P.target) + n * p.tn + s * p.ts : nullptr;
-    const A x0 = active ? A(to_float(x[0])) : A(0);
+    const A x0 = active ? finite_or_zero(A(to_float(x[0]))) : A(0);
     const A xt = (!Probs && active) ? A(to_float(x[st.t * p.xc])) : A(0);  // before the barrier (inplace_backward)
     A m = neg_inf<A>(), sum = 0, a_acc = 0, b_acc = 0;
     if (active) {
