@@ -179,8 +179,9 @@ __device__ void block_add_to(int64_t* status, int i, A v) {
 }
 
 // ---- rows contiguous over the classes: G threads per row ------------------------------------------------
+// Launched with 256 threads (G == 32) or G threads (one row per block); the bound caps registers to fit.
 template <class T, class I, bool Probs, int G>
-__global__ void ce_rows(Params P) {
+__global__ void __launch_bounds__(G > 32 ? G : 256) ce_rows(Params P) {
   using A = Acc<T>;
   const CrossEntropyProblem& p = P.p;
   const T* X = static_cast<const T*>(P.x);
@@ -212,6 +213,7 @@ __global__ void ce_rows(Params P) {
     // may overwrite it (g is x) right after
     const A xt = Probs ? A(0) : A(to_float(x[st.t * p.xc]));
     A m = neg_inf<A>(), sum = 0, a_acc = 0, b_acc = 0;
+#pragma unroll 4
     for (int64_t c = lane; c < p.C; c += G) {
       const A v = A(to_float(x[c * p.xc]));
       online_add(m, sum, v);
@@ -237,6 +239,7 @@ __global__ void ce_rows(Params P) {
     if (g) {
       const A k = gscale * B / sum;
       // with inplace_backward g is x: each element is read before it is written, by the same thread
+#pragma unroll 4
       for (int64_t c = lane; c < p.C; c += G) {
         const A v = A(to_float(x[c * p.xc]));
         A a;
@@ -260,7 +263,7 @@ __global__ void ce_rows(Params P) {
 // Neighbouring threads of a warp read neighbouring positions of one channel (coalesced when positions are
 // contiguous); the K threads of a position split its channels and merge their partial sums in shared memory.
 template <class T, class I, bool Probs, int K>
-__global__ void ce_positions(Params P) {
+__global__ void __launch_bounds__(32 * K) ce_positions(Params P) {
   using A = Acc<T>;
   const CrossEntropyProblem& p = P.p;
   const T* X = static_cast<const T*>(P.x);
@@ -397,7 +400,8 @@ void launch(const Params& P, cudaStream_t st) {
       constexpr int kThreads = 256;  // 8 rows per block, a warp each
       ce_rows<T, I, Probs, 32><<<blocks_for(rows, kThreads / 32), kThreads, 0, st>>>(P);
     } else if (p.xc == 1) {
-      constexpr int kThreads = 512;  // one row per block
+      // one row per block; 1024 threads keep fewer rows in flight, so each row's second read finds it in L2
+      constexpr int kThreads = 1024;
       ce_rows<T, I, Probs, kThreads><<<unsigned(std::min<int64_t>(rows, 65535)), kThreads, 0, st>>>(P);
     } else {
       constexpr int kSplit = 8;  // threads per position: 256 channels -> 32 each
