@@ -21,3 +21,16 @@ if _torch_is_loaded():
     _load_all()
 
 __all__ = ["relu", "available_backends", "__version__"]
+
+
+# pixelops.nn and its swap()/patch() need torch: imported on first use, so numpy users never import torch.
+_NN_NAMES = ("swap", "patch", "unpatch")
+
+
+def __getattr__(name):
+    if name == "nn" or name in _NN_NAMES:
+        import importlib
+
+        nn = importlib.import_module("pixelops.nn")
+        return nn if name == "nn" else getattr(nn, name)
+    raise AttributeError(f"module 'pixelops' has no attribute {name!r}")
