@@ -12,7 +12,9 @@
 // stride-s conv's input gradient is a stride-1 conv of grad_y upsampled by s; the gather reads the zeros of the
 // upsampling implicitly). grad_weight: grad_y (Mg x pixels) times the im2col matrix transposed, summed over
 // images in per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common/dispatch.h"
@@ -42,8 +44,33 @@ struct Geometry {
   int64_t P() const { return OH * OW; }
 };
 
+// Writes count values into the NR-wide panels of one im2col row, starting at column jj: src[i * step], or
+// zeros when src is null. Pieces never cross a panel, so the inner loops are plain copies.
+template <class T>
+inline void emit(T* row, int64_t kcb, int64_t jj, int64_t count, const T* src, int64_t step) {
+  constexpr int NR = Tile<T>::NR;
+  while (count > 0) {
+    const int64_t lane = jj % NR, piece = std::min<int64_t>(count, NR - lane);
+    T* out = row + (jj / NR) * kcb * NR + lane;
+    if (!src) {
+      for (int64_t i = 0; i < piece; ++i) out[i] = T(0);
+    } else if (step == 1) {
+      std::memcpy(out, src, size_t(piece) * sizeof(T));
+      src += piece;
+    } else {
+      for (int64_t i = 0; i < piece; ++i) out[i] = src[i * step];
+      src += piece * step;
+    }
+    jj += piece;
+    count -= piece;
+  }
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
 // Fills dst with the im2col block of image n, group g: rows k in [k0, k0+kcb) (k = c*taps + (t - t0)),
-// columns pixels [p0, p0+nb), as NR-wide panels, zero padded past nb.
+// columns pixels [p0, p0+nb), as NR-wide panels, zero padded past nb. Each output row's run of pixels splits
+// into zeros (left padding), a strided copy of one input row, and zeros (right padding).
 template <class T>
 void gather_im2col(const Geometry& q, const T* x, int64_t n, int64_t g, int64_t k0, int64_t kcb, int64_t p0,
                    int64_t nb, T* dst) {
@@ -56,26 +83,36 @@ void gather_im2col(const Geometry& q, const T* x, int64_t n, int64_t g, int64_t 
     const int64_t offh = (t / q.KW) * q.dh - q.ph, offw = (t % q.KW) * q.dw - q.pw;
     const T* xc = x + n * q.xn + (g * q.Cg + c) * q.xc;
     T* row = dst + (k - k0) * NR;
-    // Walk the pixels output row by output row: the row's vertical test is made once.
+    // Output columns ow whose input column ow*sw + offw lies inside [0, VW): [lo, hi)
+    const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
+    const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(VW - offw, q.sw)));
     int64_t jj = 0;
     while (jj < nb) {
-      const int64_t p = p0 + jj, oh = p / q.OW, ow0 = p % q.OW;
-      const int64_t run = std::min(nb - jj, q.OW - ow0);
+      const int64_t p = p0 + jj, oh = p / q.OW, a = p % q.OW;
+      const int64_t b = a + std::min(nb - jj, q.OW - a);  // this output row's columns [a, b)
       const int64_t vh = oh * q.sh + offh;
-      bool row_ok = vh >= 0 && vh < VH && (q.uh == 1 || vh % q.uh == 0);
-      if (!row_ok) {
-        for (int64_t r = 0; r < run; ++r, ++jj) row[(jj / NR) * kcb * NR + jj % NR] = T(0);
+      if (vh < 0 || vh >= VH || (q.uh > 1 && vh % q.uh)) {
+        emit<T>(row, kcb, jj, b - a, nullptr, 0);
+        jj += b - a;
         continue;
       }
       const T* xr = xc + (vh / q.uh) * q.xh;
-      for (int64_t r = 0; r < run; ++r, ++jj) {
-        const int64_t vw = (ow0 + r) * q.sw + offw;
-        T v = T(0);
-        if (vw >= 0 && vw < VW && (q.uw == 1 || vw % q.uw == 0)) v = xr[(vw / q.uw) * q.xw];
-        row[(jj / NR) * kcb * NR + jj % NR] = v;
+      const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
+      emit<T>(row, kcb, jj, l - a, nullptr, 0);
+      jj += l - a;
+      if (q.uw == 1) {
+        emit<T>(row, kcb, jj, h - l, xr + (l * q.sw + offw) * q.xw, q.sw * q.xw);
+        jj += h - l;
+      } else {  // upsampled input (grad_input of a strided conv): every uw-th column is real
+        for (int64_t ow = l; ow < h; ++ow, ++jj) {
+          const int64_t vw = ow * q.sw + offw;
+          row[(jj / NR) * kcb * NR + jj % NR] = vw % q.uw ? T(0) : xr[(vw / q.uw) * q.xw];
+        }
       }
+      emit<T>(row, kcb, jj, b - h, nullptr, 0);
+      jj += b - h;
     }
-    for (; jj < npad; ++jj) row[(jj / NR) * kcb * NR + jj % NR] = T(0);
+    emit<T>(row, kcb, nb, npad - nb, nullptr, 0);
   }
 }
 

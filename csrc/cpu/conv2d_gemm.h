@@ -28,8 +28,9 @@ template <> struct Tile<double> { static constexpr int MR = 8, NR = 16; };
 void microkernel(int64_t kc, const float* a, const float* b, float* tile);
 void microkernel(int64_t kc, const double* a, const double* b, double* tile);
 
-// Depth of one packed block (k), and pixels per column block: a B block (KC x NC) stays in L2.
-constexpr int64_t KC = 256;
+// Depth of one packed block (k): a B micro-panel (KC x NR, 16 KiB) stays in L1; pixels per column block:
+// a B block (KC x NC) stays in L2.
+constexpr int64_t KC = 128;
 constexpr int64_t NC = 256;
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
