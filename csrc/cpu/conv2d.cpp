@@ -44,6 +44,23 @@ struct Geometry {
   int64_t P() const { return OH * OW; }
 };
 
+// Copies n <= NR values: 64-byte moves for the whole vectors (memcpy becomes `rep movs` here, which is
+// slow to start for runs this short).
+typedef float f32x16u __attribute__((vector_size(64), aligned(4)));
+typedef double f64x8u __attribute__((vector_size(64), aligned(8)));
+template <class T> struct Vec64;
+template <> struct Vec64<float> { using type = f32x16u; };
+template <> struct Vec64<double> { using type = f64x8u; };
+
+template <class T>
+inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
+  using V = typename Vec64<T>::type;
+  constexpr int64_t L = 64 / sizeof(T);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) *reinterpret_cast<V*>(out + i) = *reinterpret_cast<const V*>(src + i);
+  for (; i < n; ++i) out[i] = src[i];
+}
+
 // Writes count values into the NR-wide panels of one im2col row, starting at column jj: src[i * step], or
 // zeros when src is null. Pieces never cross a panel, so the inner loops are plain copies.
 template <class T>
@@ -55,7 +72,7 @@ inline void emit(T* row, int64_t kcb, int64_t jj, int64_t count, const T* src, i
     if (!src) {
       for (int64_t i = 0; i < piece; ++i) out[i] = T(0);
     } else if (step == 1) {
-      std::memcpy(out, src, size_t(piece) * sizeof(T));
+      copy_short(out, src, piece);
       src += piece;
     } else {
       for (int64_t i = 0; i < piece; ++i) out[i] = src[i * step];
@@ -113,6 +130,46 @@ void gather_im2col(const Geometry& q, const T* x, int64_t n, int64_t g, int64_t 
       jj += b - h;
     }
     emit<T>(row, kcb, nb, npad - nb, nullptr, 0);
+  }
+}
+
+// The transposed im2col block of one image and group (x already offset to it), for grad_weight: rows are
+// pixels [k0, k0+kcb), columns are (channel, tap) pairs [j0, j0+nb) (c_of/kh_of/kw_of give each one's),
+// as NR-wide panels, zero padded past nb.
+template <class T>
+void gather_im2col_transposed(const Geometry& q, const T* xg, int64_t k0, int64_t kcb, int64_t j0, int64_t nb,
+                              const int64_t* c_of, const int64_t* kh_of, const int64_t* kw_of, T* dst) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t npad = round_up(nb, NR);
+  for (int64_t jj = 0; jj < npad; ++jj) {
+    T* col = dst + (jj / NR) * kcb * NR + jj % NR;
+    if (jj >= nb) {
+      for (int64_t r = 0; r < kcb; ++r) col[r * NR] = T(0);
+      continue;
+    }
+    const int64_t j = j0 + jj;
+    const int64_t offh = kh_of[j] * q.dh - q.ph, offw = kw_of[j] * q.dw - q.pw;
+    const T* xc = xg + c_of[j] * q.xc;
+    const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
+    const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
+    const int64_t step = q.sw * q.xw;
+    int64_t r = 0;
+    while (r < kcb) {
+      const int64_t p = k0 + r, oh = p / q.OW, a = p % q.OW;
+      const int64_t b = a + std::min(kcb - r, q.OW - a);
+      const int64_t ih = oh * q.sh + offh;
+      T* o = col + r * NR - a * NR;  // o[ow * NR] is pixel (oh, ow)
+      if (ih < 0 || ih >= q.IH) {
+        for (int64_t ow = a; ow < b; ++ow) o[ow * NR] = T(0);
+      } else {
+        const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
+        const T* xr = xc + ih * q.xh + offw * q.xw;
+        for (int64_t ow = a; ow < l; ++ow) o[ow * NR] = T(0);
+        for (int64_t ow = l; ow < h; ++ow) o[ow * NR] = xr[ow * step];
+        for (int64_t ow = h; ow < b; ++ow) o[ow * NR] = T(0);
+      }
+      r += b - a;
+    }
   }
 }
 
@@ -318,25 +375,8 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
             for (int64_t j0 = 0; j0 < K; j0 += NC) {
               conv::gemm<T>(
                   a_packed.data(), q.Mg, P, j0, std::min(NC, K - j0), b_buf.data(),
-                  // B(p, j) = x at pixel p under tap/channel j: rows are pixels here.
                   [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst) {
-                    const int64_t npad = round_up(nbb, NR);
-                    for (int64_t jj = 0; jj < npad; ++jj) {
-                      T* col = dst + (jj / NR) * kcb * NR + jj % NR;
-                      if (jj >= nbb) {
-                        for (int64_t r = 0; r < kcb; ++r) col[r * NR] = T(0);
-                        continue;
-                      }
-                      const int64_t j = n0 + jj;
-                      const int64_t offh = kh_of[j] * q.dh - q.ph, offw = kw_of[j] * q.dw - q.pw;
-                      const T* xc = xg + c_of[j] * q.xc;
-                      int64_t oh = k0 / q.OW, ow = k0 % q.OW;
-                      for (int64_t r = 0; r < kcb; ++r) {
-                        const int64_t ih = oh * q.sh + offh, iw = ow * q.sw + offw;
-                        col[r * NR] = (ih >= 0 && ih < q.IH && iw >= 0 && iw < q.IW) ? xc[ih * q.xh + iw * q.xw] : T(0);
-                        if (++ow == q.OW) { ow = 0; ++oh; }
-                      }
-                    }
+                    gather_im2col_transposed(q, xg, k0, kcb, n0, nbb, c_of.data(), kh_of.data(), kw_of.data(), dst);
                   },
                   [&](int64_t m0, int64_t jc, int mr, int nr, const T* tile, bool, bool) {
                     for (int r = 0; r < mr; ++r) {
