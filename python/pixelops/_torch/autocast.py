@@ -18,7 +18,7 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def _cast(t, dtype):
     # As autocast's own eligibility rule: floating tensors other than float64 are cast.
-    if t is None or not t.is_floating_point() or t.dtype == dtype or t.dtype == torch.float64:
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == dtype or t.dtype == torch.float64:
         return t
     return t.to(dtype)
 
@@ -29,7 +29,7 @@ def low_precision(*tensors):
     if not _any_autocast():
         return tensors, None
     device = tensors[0].device.type
-    if not torch.is_autocast_enabled(device) or tensors[0].dtype == torch.float64:
+    if not torch.is_autocast_enabled(device) or tensors[0].dtype == torch.float64 or tensors[0].is_complex():
         return tensors, None
     low = torch.get_autocast_dtype(device)
     cast = tuple(_cast(t, low) for t in tensors)

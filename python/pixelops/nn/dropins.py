@@ -46,10 +46,12 @@ def _relu_tensors(input, *args, **kwargs):
 
 
 def _cross_entropy_tensors(input, target, weight=None, *args, **kwargs):
-    # Class-index (int64) targets only: probabilities as targets stay with torch.
-    if not isinstance(target, torch.Tensor) or target.dtype != torch.int64:
+    # pixelops takes class indices (int64, uint8) and class probabilities, but no gradient for the latter.
+    if not isinstance(target, torch.Tensor) or target.requires_grad:
         return None
-    return input, weight
+    if target.is_floating_point():
+        return (input, target, weight) if target.dtype == getattr(input, "dtype", None) else None
+    return (input, weight) if target.dtype in (torch.int64, torch.uint8) else None
 
 
 TABLE = (

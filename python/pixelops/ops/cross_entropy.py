@@ -34,6 +34,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     backward that needs them raises instead of reading gradients. Use it only when nothing else needs the
     logits.
     """
+    if is_tensor(input):  # torch.autocast's policy: cross-entropy in float32 (pixelops/_torch/autocast.py)
+        input, target, weight = torch_ops("autocast").float32(input, target, weight)
     check_float(input, "input", OP)
     check_array(target, "target", OP)
     if weight is not None:
