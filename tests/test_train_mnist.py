@@ -25,7 +25,7 @@ def test_compare_on_idx_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "96 train / 40 test images" in out
     assert "pixelops epoch 2:" in out and "torch    epoch 2:" in out
-    assert "time pixelops / torch" in out
+    assert "time per epoch pixelops / torch" in out
     largest = float(out.split("largest difference over the first")[1].split(":")[1].split()[0])
     assert largest < 1e-4  # same seed, same batches: losses agree to float tolerance
 
