@@ -14,6 +14,7 @@ import platform
 SUITES = ("relu",)
 SUITES += ("cross_entropy",)
 SUITES += ("conv2d",)
+SUITES += ("train_step", "overhead")
 
 
 def device_description(device: str) -> str:
