@@ -143,4 +143,6 @@ PYBIND11_MODULE(_C, m) {
   BIND(relu_backward);
   BIND(cross_entropy_forward);
   BIND(cross_entropy_backward);
+  BIND(conv2d_forward);
+  BIND(conv2d_backward);
 }
