@@ -98,4 +98,5 @@ PYBIND11_MODULE(_C, m) {
   BIND(relu_backward);
   BIND(cross_entropy_forward);
   BIND(cross_entropy_backward);
+  BIND(cross_entropy_target_backward);
 }
