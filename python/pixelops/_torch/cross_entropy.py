@@ -1,10 +1,9 @@
 """Cross-entropy on tensors: kernels, the pixelops::cross_entropy custom op, and the eager autograd path.
 
-Class-probability targets that require grad get -(1 - eps) w_c log p_c from a kernel of their own in backward.
-
 The forward kernel writes d loss / d logits (already scaled for the reduction) while it computes the loss; the
 backward kernel only multiplies that by the incoming gradient, in place, so forward + backward hold one extra
 logits-sized buffer (none with inplace_backward=True, where the gradient is written over the logits).
+Class-probability targets that require grad get -(1 - eps) w_c log p_c from a kernel of their own in backward.
 """
 from __future__ import annotations
 
