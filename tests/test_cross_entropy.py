@@ -600,3 +600,15 @@ def test_masked_logits_minus_inf(device, shape):
             torch.testing.assert_close(loss.double(), ref, equal_nan=True, **F32_TOL)
             if eps == 0.0 and not probs:
                 _check(x, t, None, -100, reduction, eps)
+
+
+def test_bench_cases_check_out():
+    # The benchmark rows' own correctness check (pixelops/bench/cross_entropy.py), run once without timing.
+    from pixelops.bench.cross_entropy import cases
+
+    rows = cases("cpu")
+    assert {c.name for c in rows} >= {"imagenet fwd+bwd", "vocab32k fwd+bwd", "pixel256 fwd+bwd"}
+    for case in rows:
+        args = case.setup()
+        assert case.error(args) < 1e-5, case.name
+        assert case.bytes and case.ceiling == "copy"
