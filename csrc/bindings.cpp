@@ -143,6 +143,7 @@ PYBIND11_MODULE(_C, m) {
   BIND(relu_backward);
   BIND(cross_entropy_forward);
   BIND(cross_entropy_backward);
+  BIND(cross_entropy_target_backward);
   BIND(conv2d_forward);
   BIND(conv2d_backward);
 }

@@ -438,7 +438,43 @@ __global__ void ce_scale_strided(const T* g, const T* gl, T* out, Shape sg, Shap
   }
 }
 
+// d loss / d q_c = factor * grad_loss * w_c (x_c - lse) for class-probability targets: a thread per row, a
+// rarely used path kept simple.
+template <class T>
+__global__ void ce_target_grad(const T* X, const T* w, const T* gl, T* out, Shape sx, int64_t wc, Shape sgl,
+                               Shape so, double factor) {
+  using A = Acc<T>;
+  const int64_t N = sx.size[0], C = sx.size[1], S = sx.size[2];
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < N * S; r += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = r / S, s = r - n * S;
+    const T* x = X + n * sx.stride[0] + s * sx.stride[2];
+    T* o = out + n * so.stride[0] + s * so.stride[2];
+    A m = neg_inf<A>(), sum = 0;
+    for (int64_t c = 0; c < C; ++c) online_add(m, sum, A(to_float(x[c * sx.stride[1]])));
+    const A lse = m + fast_log(sum);
+    const A k = A(factor) * A(to_float(gl[n * sgl.stride[0] + s * sgl.stride[1]]));
+    for (int64_t c = 0; c < C; ++c) {
+      const A wv = w ? A(to_float(w[c * wc])) : A(1);
+      o[c * so.stride[1]] = to_storage<T>(k * wv * (A(to_float(x[c * sx.stride[1]])) - lse));
+    }
+  }
+}
+
 }  // namespace
+
+void cross_entropy_target_backward(const Array& logits, const Array& weight, const Array& grad_loss,
+                                   const Array& grad_target, double factor, uintptr_t stream) {
+  const int64_t rows = logits.size[0] * logits.size[2];
+  if (rows == 0 || logits.size[1] == 0) return;
+  dispatch_float(logits.dtype, "cross_entropy_target_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int kThreads = 128;
+    ce_target_grad<T><<<blocks_for(rows, kThreads), kThreads, 0, as_stream(stream)>>>(
+        logits.ptr<T>(), weight.data ? weight.ptr<T>() : nullptr, grad_loss.ptr<T>(), grad_target.ptr<T>(),
+        shape_of(logits), weight.data ? weight.stride[0] : 0, shape_of(grad_loss), shape_of(grad_target), factor);
+    check_launch("cross_entropy_target_backward");
+  });
+}
 
 void cross_entropy_forward(const Array& logits, const Array& target, const Array& weight, const Array& loss,
                            const Array& grad, const Array& status, int64_t ignore_index, int64_t reduction,

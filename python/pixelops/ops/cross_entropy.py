@@ -33,8 +33,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     saving one logits-sized allocation. input's values are gone after the call; autograd is told, so a
     backward that needs them raises instead of reading gradients. Use it only when nothing else needs the
     logits. Under torch.compile the call goes through the functional custom op pixelops::cross_entropy and
-    inplace_backward has no effect. Not supported: the gradient with respect to class-probability targets
-    (NotImplementedError when the target requires grad) and double backward.
+    inplace_backward has no effect. Class-probability targets that require grad get their gradient too
+    (eagerly; not under torch.compile). Not supported: double backward.
 
     On CUDA a class index out of range is flagged by the kernel and raised as IndexError after it (a host
     sync, skipped while a CUDA graph is being captured).
