@@ -232,6 +232,68 @@ std::vector<T> pack_weights(const Geometry& q, Get&& get) {
   return packed;
 }
 
+// grad_input as GEMM + scatter (col2im): for each block of pixels, the tile
+//   cols[(c, t), p] = sum_m w[g*Mg+m, c, t] * gy[n, g*Mg+m, p]
+// is added straight into grad_x at the input pixel that tap t of output pixel p reads. No work is spent on
+// the zeros of a strided conv's upsampled gradient, and the GEMM's rows are channels x taps, so a conv with
+// few input channels (a first layer) still fills the register tiles. Tasks are (image, group): blocks of
+// one image overlap in grad_x.
+template <class T>
+void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t M = q.G * q.Mg, P = q.P(), nt = q.taps(), rows = q.K(), C = q.G * q.Cg, HW = q.IH * q.IW;
+  const T* wp = w.ptr<T>();
+  const int64_t group_stride = round_up(rows, Tile<T>::MR) * q.Mg;
+  std::vector<T> packed(size_t(q.G * group_stride));
+  for (int64_t g = 0; g < q.G; ++g)
+    conv::pack_a(packed.data() + g * group_stride, rows, q.Mg, [&](int64_t row, int64_t m) {
+      const int64_t c = row / nt, t = q.t0 + row % nt;
+      return wp[(g * q.Mg + m) * w.stride[0] + c * w.stride[1] + (t / q.KW) * w.stride[2] + (t % q.KW) * w.stride[3]];
+    });
+  std::vector<int64_t> c_of(static_cast<size_t>(rows)), offh(static_cast<size_t>(rows)), offw(static_cast<size_t>(rows));
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t t = q.t0 + row % nt;
+    c_of[row] = row / nt;
+    offh[row] = (t / q.KW) * q.dh - q.ph;
+    offw[row] = (t % q.KW) * q.dw - q.pw;
+  }
+  std::vector<int64_t> ihb(static_cast<size_t>(P)), iwb(static_cast<size_t>(P));
+  for (int64_t p = 0; p < P; ++p) {
+    ihb[p] = (p / q.OW) * q.sh;
+    iwb[p] = (p % q.OW) * q.sw;
+  }
+  parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> b_buf(size_t(std::min(KC, q.Mg) * round_up(NC, NR)));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / q.G, g = task % q.G;
+      T* gxg = gx + (n * C + g * q.Cg) * HW;
+      std::fill(gxg, gxg + q.Cg * HW, T(0));
+      const T* gyg = gy + (n * M + g * q.Mg) * P;
+      for (int64_t p0 = 0; p0 < P; p0 += NC) {
+        conv::gemm<T>(
+            packed.data() + g * group_stride, rows, q.Mg, p0, std::min(NC, P - p0), b_buf.data(),
+            [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nb, T* dst) {
+              for (int64_t m = k0; m < k0 + kcb; ++m) {
+                emit<T>(dst + (m - k0) * NR, kcb, 0, nb, gyg + m * P + n0, 1);
+                emit<T>(dst + (m - k0) * NR, kcb, nb, round_up(nb, NR) - nb, nullptr, 0);
+              }
+            },
+            [&](int64_t r0, int64_t pc, int mr, int nr, const T* tile, bool, bool) {
+              for (int r = 0; r < mr; ++r) {
+                const int64_t row = r0 + r, oh = offh[row], ow = offw[row];
+                T* gxc = gxg + c_of[row] * HW;
+                const T* src = tile + r * NR;
+                for (int j = 0; j < nr; ++j) {
+                  const int64_t ih = ihb[pc + j] + oh, iw = iwb[pc + j] + ow;
+                  if (uint64_t(ih) < uint64_t(q.IH) && uint64_t(iw) < uint64_t(q.IW)) gxc[ih * q.IW + iw] += src[j];
+                }
+              }
+            });
+      }
+    }
+  });
+}
+
 // The user's convolution, from the arrays and arguments of the entry points.
 Geometry geometry_of(const Array& x, const Array& w, const Array& y, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                      int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
@@ -328,7 +390,9 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       });
     }
 
-    if (grad_x.data && grad_x.numel() > 0) {
+    if (grad_x.data && grad_x.numel() > 0 && (q.sh > 1 || q.sw > 1 || q.Cg < Tile<T>::MR)) {
+      grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
+    } else if (grad_x.data && grad_x.numel() > 0) {
       // A stride-1 conv of grad_y (upsampled by the stride) with the flipped kernel, channels swapped.
       Geometry t{};
       t.N = q.N; t.IH = q.OH; t.IW = q.OW;
