@@ -53,7 +53,7 @@ template <> struct Vec64<float> { using type = f32x16u; };
 template <> struct Vec64<double> { using type = f64x8u; };
 
 template <class T>
-inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
   using V = typename Vec64<T>::type;
   constexpr int64_t L = 64 / sizeof(T);
   int64_t i = 0;
