@@ -173,6 +173,19 @@ void gather_im2col_transposed(const Geometry& q, const T* xg, int64_t k0, int64_
   }
 }
 
+// One tile row into the output: out = (first ? 0 : out) + src + bias, then ReLU (a NaN stays NaN, as in
+// torch). Branch-free loops the compiler vectorises.
+template <class T>
+inline void store_row(T* __restrict out, const T* __restrict src, int nr, bool first, T bias, bool relu) {
+  if (first) {
+    for (int j = 0; j < nr; ++j) out[j] = src[j] + bias;
+  } else {
+    for (int j = 0; j < nr; ++j) out[j] += src[j] + bias;
+  }
+  if (relu)
+    for (int j = 0; j < nr; ++j) out[j] = out[j] < T(0) ? T(0) : out[j];
+}
+
 // y (contiguous N x G*Mg x OH x OW) = act(bias + conv(x)), with the weights packed per group by pack_weights.
 template <class T>
 void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
@@ -189,13 +202,11 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
       const int64_t p0 = blk * NC, nb = std::min(NC, P - p0);
       T* yg = y + (n * M + g * q.Mg) * P;
       const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
-      auto finish = [&](int64_t m, T v) {
-        if (bg) v += bg[m * bias_stride];
-        return relu && !(v > T(0)) && !std::isnan(v) ? T(0) : v;
-      };
       if (K == 0) {  // every tap masked (a 1x1 mask-A conv): the output is the bias alone
-        for (int64_t m = 0; m < q.Mg; ++m)
-          for (int64_t p = p0; p < p0 + nb; ++p) yg[m * P + p] = finish(m, T(0));
+        for (int64_t m = 0; m < q.Mg; ++m) {
+          const T v = bg ? bg[m * bias_stride] : T(0);
+          std::fill(yg + m * P + p0, yg + m * P + p0 + nb, relu && v < T(0) ? T(0) : v);
+        }
         continue;
       }
       conv::gemm<T>(
@@ -205,17 +216,8 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
           },
           [&](int64_t m0, int64_t pc, int mr, int nr, const T* tile, bool first, bool last) {
             for (int r = 0; r < mr; ++r) {
-              T* out = yg + (m0 + r) * P + pc;
-              const T* src = tile + r * Tile<T>::NR;
-              if (first && last) {
-                for (int j = 0; j < nr; ++j) out[j] = finish(m0 + r, src[j]);
-              } else if (first) {
-                for (int j = 0; j < nr; ++j) out[j] = src[j];
-              } else if (last) {
-                for (int j = 0; j < nr; ++j) out[j] = finish(m0 + r, out[j] + src[j]);
-              } else {
-                for (int j = 0; j < nr; ++j) out[j] += src[j];
-              }
+              store_row(yg + (m0 + r) * P + pc, tile + r * Tile<T>::NR, nr, first,
+                        last ? (bg ? bg[(m0 + r) * bias_stride] : T(0)) : T(0), last && relu);
             }
           });
     }
