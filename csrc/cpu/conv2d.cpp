@@ -44,21 +44,35 @@ struct Geometry {
   int64_t P() const { return OH * OW; }
 };
 
-// Copies n <= NR values: 64-byte moves for the whole vectors (memcpy becomes `rep movs` here, which is
-// slow to start for runs this short).
-typedef float f32x16u __attribute__((vector_size(64), aligned(4)));
-typedef double f64x8u __attribute__((vector_size(64), aligned(8)));
-template <class T> struct Vec64;
-template <> struct Vec64<float> { using type = f32x16u; };
-template <> struct Vec64<double> { using type = f64x8u; };
-
+// Copies n <= 2 vectors of values with at most four (possibly overlapping) vector moves: the runs copied
+// into packed panels are short and of every length, and memcpy would become a slow-starting `rep movs`.
+template <class T, int Bytes> struct VecOf {
+  typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
+};
+template <class T, int Bytes>
+inline void move_pair(T* out, const T* src, int64_t n) {  // Bytes/sizeof(T) <= n <= 2*Bytes/sizeof(T)
+  using V = typename VecOf<T, Bytes>::type;
+  constexpr int64_t L = Bytes / sizeof(T);
+  const V a = *reinterpret_cast<const V*>(src), b = *reinterpret_cast<const V*>(src + n - L);
+  *reinterpret_cast<V*>(out) = a;
+  *reinterpret_cast<V*>(out + n - L) = b;
+}
 template <class T>
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
-  using V = typename Vec64<T>::type;
+inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
   constexpr int64_t L = 64 / sizeof(T);
-  int64_t i = 0;
-  for (; i + L <= n; i += L) *reinterpret_cast<V*>(out + i) = *reinterpret_cast<const V*>(src + i);
-  for (; i < n; ++i) out[i] = src[i];
+  if (n > L) {
+    if (n > 2 * L) {  // longer than a panel row: not reached for NR <= 2L, kept for safety
+      for (int64_t i = 0; i < n; ++i) out[i] = src[i];
+    } else {
+      move_pair<T, 64>(out, src, n);
+    }
+  } else if (n >= L / 2) {
+    move_pair<T, 32>(out, src, n);
+  } else if (n >= L / 4) {
+    move_pair<T, 16>(out, src, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = src[i];
+  }
 }
 
 // Writes count values into the NR-wide panels of one im2col row, starting at column jj: src[i * step], or
