@@ -12,7 +12,8 @@ def test_every_suite_has_cpu_cases():
     for name in bench.SUITES:
         cases = bench.collect("cpu", [name])
         assert cases, name
-        assert all(c.device == "cpu" and c.op == name for c in cases)
+        assert all(c.device == "cpu" for c in cases)
+        assert any(c.op == name for c in cases), name  # a suite may add related ops (conv2d: masked_conv2d)
 
 
 def test_unknown_op_is_refused():

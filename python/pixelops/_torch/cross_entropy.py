@@ -56,16 +56,17 @@ def forward_kernel(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch
     return (loss.view(none_shape) if reduction == 0 else loss), g3, in_place
 
 
+def _per_position(grad_loss: torch.Tensor, N: int, S: int, reduction: int, dtype) -> torch.Tensor:
+    """The incoming gradient as an (N, S) array: per position for 'none', else one number broadcast to every
+    position (zero strides, no copy)."""
+    grad_loss = grad_loss.to(dtype)
+    return grad_loss.reshape(N, S) if reduction == 0 else grad_loss.expand(N, S)
+
+
 def backward_kernel(grad3: torch.Tensor, grad_loss: torch.Tensor, reduction: int, out: Optional[torch.Tensor] = None):
     """grad3 * grad_loss (broadcast over the classes), into out (may be grad3 itself) or a new tensor."""
     N, C, S = grad3.shape
-    if grad_loss.dtype != grad3.dtype:
-        grad_loss = grad_loss.to(grad3.dtype)
-    if reduction == 0:
-        gl = view(grad_loss := grad_loss.reshape(N, S))
-    else:  # one number for every row: an (N, S) view with zero strides
-        v = view(grad_loss)
-        gl = (v[0], (N, S), (0, 0), v[3], v[4])
+    gl = _per_position(grad_loss, N, S, reduction, grad3.dtype)
     out = torch.empty_like(grad3) if out is None else out
     _C.cross_entropy_backward(view(grad3), gl, view(out), stream(grad3))
     return out
@@ -174,13 +175,7 @@ def target_grad_kernel(x: torch.Tensor, weight: Optional[torch.Tensor], grad_los
     N, C, S, _ = layout(x.shape)
     x3, _ = _as_3d(x, N, C, S)
     w = NO_ARRAY if weight is None else view(weight := weight.contiguous())
-    if grad_loss.dtype != x.dtype:
-        grad_loss = grad_loss.to(x.dtype)
-    if reduction == 0:
-        gl = view(grad_loss := grad_loss.reshape(N, S))
-    else:
-        v = view(grad_loss)
-        gl = (v[0], (N, S), (0, 0), v[3], v[4])
+    gl = _per_position(grad_loss, N, S, reduction, x.dtype)
     out = torch.empty_like(x3)
     factor = -(1.0 - eps) / (N * S if reduction == 1 else 1)
     _C.cross_entropy_target_backward(view(x3), w, gl, view(out), factor, stream(x))
