@@ -9,6 +9,7 @@ from . import _C
 from ._torch_loader import load_all as _load_all, torch_is_loaded as _torch_is_loaded
 from .ops.relu import relu
 from .ops.cross_entropy import cross_entropy
+from .ops.conv2d import conv2d, masked_conv2d, conv_mask
 
 __version__ = "0.1.0"
 
@@ -23,3 +24,17 @@ if _torch_is_loaded():
 
 __all__ = ["relu", "available_backends", "__version__"]
 __all__ += ["cross_entropy"]
+__all__ += ["conv2d", "masked_conv2d", "conv_mask"]
+
+
+# pixelops.nn and its swap()/patch() need torch: imported on first use, so numpy users never import torch.
+_NN_NAMES = ("swap", "patch", "unpatch")
+
+
+def __getattr__(name):
+    if name == "nn" or name in _NN_NAMES:
+        import importlib
+
+        nn = importlib.import_module("pixelops.nn")
+        return nn if name == "nn" else getattr(nn, name)
+    raise AttributeError(f"module 'pixelops' has no attribute {name!r}")

@@ -12,6 +12,12 @@ def _bench(args):
     run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats)
 
 
+def _train_mnist(args):
+    from .train_mnist import run
+
+    run(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m pixelops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +28,11 @@ def build_parser():
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.add_argument("--repeats", type=int, help="timed samples per side (default 21 on CPU, 50 on CUDA)")
     bench.set_defaults(func=_bench)
+
+    from .train_mnist import add_arguments as train_mnist_arguments  # no torch import until it runs
+    train = sub.add_parser("train-mnist", help="train a small CNN on real MNIST digits with pixelops")
+    train_mnist_arguments(train)
+    train.set_defaults(func=_train_mnist)
     return parser
 
 

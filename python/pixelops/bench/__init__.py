@@ -13,6 +13,8 @@ import platform
 # Suite modules, in the order the table shows them. A new op adds its name here.
 SUITES = ("relu",)
 SUITES += ("cross_entropy",)
+SUITES += ("conv2d",)
+SUITES += ("train_step", "overhead")
 
 
 def device_description(device: str) -> str:

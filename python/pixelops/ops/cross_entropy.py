@@ -39,6 +39,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     On CUDA a class index out of range is flagged by the kernel and raised as IndexError after it (a host
     sync, skipped while a CUDA graph is being captured).
     """
+    if is_tensor(input):  # torch.autocast's policy: cross-entropy in float32 (pixelops/_torch/autocast.py)
+        input, target, weight = torch_ops("autocast").float32(input, target, weight)
     check_float(input, "input", OP)
     check_array(target, "target", OP)
     if weight is not None:
