@@ -190,15 +190,34 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
   });
 }
 
-// Packs the weights of every group, w(g, m, k) with k = c*taps + (t - t0).
-template <class T, class Get>
-std::vector<T> pack_weights(const Geometry& q, Get&& get) {
-  const int64_t K = q.K(), group_stride = round_up(q.Mg, Tile<T>::MR) * K;
-  std::vector<T> packed(size_t(std::max<int64_t>(q.G * group_stride, 1)));
-  for (int64_t g = 0; g < q.G; ++g)
-    conv::pack_a(packed.data() + g * group_stride, q.Mg, K, [&](int64_t m, int64_t k) { return get(g, m, k); });
+// Packs a weight matrix per group for the GEMM: value (g, row, k) = w[row_off[g*rows + row] + k_off[g*K + k]]
+// (element offsets into the weight array; the tables carry the channel/tap arithmetic, so the packing loop
+// does no division: it runs on every call, and a small conv is dominated by it).
+template <class T>
+std::vector<T> pack_weights(const T* w, int64_t G, int64_t rows, int64_t K, const std::vector<int64_t>& row_off,
+                            const std::vector<int64_t>& k_off) {
+  const int64_t group_stride = round_up(rows, Tile<T>::MR) * K;
+  std::vector<T> packed(size_t(std::max<int64_t>(G * group_stride, 1)));
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t* ro = row_off.data() + g * rows;
+    const int64_t* ko = k_off.data() + g * K;
+    conv::pack_a(packed.data() + g * group_stride, rows, K, [&](int64_t r, int64_t k) { return w[ro[r] + ko[k]]; });
+  }
   return packed;
 }
+
+// Weight offsets of (out channel g*Mg+m, in channel c, tap t): wo(g*Mg+m) + wc(c) + wt(t).
+struct WeightOffsets {
+  std::vector<int64_t> out, in, tap;
+  WeightOffsets(const Array& w, int64_t KW) {
+    out.resize(size_t(w.size[0]));
+    in.resize(size_t(w.size[1]));
+    tap.resize(size_t(w.size[2] * w.size[3]));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = int64_t(i) * w.stride[0];
+    for (size_t i = 0; i < in.size(); ++i) in[i] = int64_t(i) * w.stride[1];
+    for (size_t t = 0; t < tap.size(); ++t) tap[t] = (int64_t(t) / KW) * w.stride[2] + (int64_t(t) % KW) * w.stride[3];
+  }
+};
 
 // grad_input as GEMM + scatter (col2im): for each block of pixels, the tile
 //   cols[(c, t), p] = sum_m w[g*Mg+m, c, t] * gy[n, g*Mg+m, p]
@@ -212,12 +231,14 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
   const int64_t M = q.G * q.Mg, P = q.P(), nt = q.taps(), rows = q.K(), C = q.G * q.Cg, HW = q.IH * q.IW;
   const T* wp = w.ptr<T>();
   const int64_t group_stride = round_up(rows, Tile<T>::MR) * q.Mg;
-  std::vector<T> packed(size_t(q.G * group_stride));
-  for (int64_t g = 0; g < q.G; ++g)
-    conv::pack_a(packed.data() + g * group_stride, rows, q.Mg, [&](int64_t row, int64_t m) {
-      const int64_t c = row / nt, t = q.t0 + row % nt;
-      return wp[(g * q.Mg + m) * w.stride[0] + c * w.stride[1] + (t / q.KW) * w.stride[2] + (t % q.KW) * w.stride[3]];
-    });
+  // rows (c, t), depth m: w[g*Mg+m, c, t]
+  const WeightOffsets wo(w, q.KW);
+  std::vector<int64_t> row_off(size_t(q.G * rows)), k_off(size_t(q.G * q.Mg));
+  for (int64_t g = 0; g < q.G; ++g) {
+    for (int64_t row = 0; row < rows; ++row) row_off[g * rows + row] = wo.in[row / nt] + wo.tap[q.t0 + row % nt];
+    for (int64_t m = 0; m < q.Mg; ++m) k_off[g * q.Mg + m] = wo.out[g * q.Mg + m];
+  }
+  const std::vector<T> packed = pack_weights<T>(wp, q.G, rows, q.Mg, row_off, k_off);
   std::vector<int64_t> c_of(static_cast<size_t>(rows)), offh(static_cast<size_t>(rows)), offw(static_cast<size_t>(rows));
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t t = q.t0 + row % nt;
@@ -390,12 +411,14 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
   dispatch_cpu_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const Geometry q = geometry_of(x, w, y, sh, sw, ph, pw, dh, dw, groups, ntaps);
-    const T* wp = w.ptr<T>();
-    const int64_t nt = q.taps();
-    auto packed = pack_weights<T>(q, [&](int64_t g, int64_t m, int64_t k) {
-      const int64_t c = k / nt, t = k % nt;
-      return wp[(g * q.Mg + m) * w.stride[0] + c * w.stride[1] + (t / q.KW) * w.stride[2] + (t % q.KW) * w.stride[3]];
-    });
+    const int64_t nt = q.taps(), K = q.K();
+    const WeightOffsets wo(w, q.KW);
+    std::vector<int64_t> row_off(size_t(q.G * q.Mg)), k_off(size_t(q.G * K));
+    for (int64_t g = 0; g < q.G; ++g) {
+      for (int64_t m = 0; m < q.Mg; ++m) row_off[g * q.Mg + m] = wo.out[g * q.Mg + m];
+      for (int64_t k = 0; k < K; ++k) k_off[g * K + k] = wo.in[k / nt] + wo.tap[q.t0 + k % nt];
+    }
+    const auto packed = pack_weights<T>(w.ptr<T>(), q.G, q.Mg, K, row_off, k_off);
     forward_engine<T>(q, x.ptr<T>(), packed.data(), bias.data ? bias.ptr<T>() : nullptr,
                       bias.data ? bias.stride[0] : 0, relu, y.ptr<T>());
   });
@@ -461,12 +484,15 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       t.dh = q.dh; t.dw = q.dw;
       t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
       t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
-      const T* wp = w.ptr<T>();
-      auto packed = pack_weights<T>(t, [&](int64_t g, int64_t ci, int64_t k) {
-        const int64_t co = k / nt, tf = t.t0 + k % nt, to = KK - 1 - tf;  // flipped tap -> original tap
-        return wp[(g * q.Mg + co) * w.stride[0] + ci * w.stride[1] + (to / q.KW) * w.stride[2] +
-                  (to % q.KW) * w.stride[3]];
-      });
+      // rows: input channels ci; depth k = (co, flipped tap): w[g*Mg+co, ci, KK-1-flipped]
+      const int64_t K = t.K();
+      const WeightOffsets wo(w, q.KW);
+      std::vector<int64_t> row_off(size_t(q.G * q.Cg)), k_off(size_t(q.G * K));
+      for (int64_t g = 0; g < q.G; ++g) {
+        for (int64_t ci = 0; ci < q.Cg; ++ci) row_off[g * q.Cg + ci] = wo.in[ci];
+        for (int64_t k = 0; k < K; ++k) k_off[g * K + k] = wo.out[g * q.Mg + k / nt] + wo.tap[KK - 1 - (t.t0 + k % nt)];
+      }
+      const auto packed = pack_weights<T>(w.ptr<T>(), q.G, q.Cg, K, row_off, k_off);
       forward_engine<T>(t, gy, packed.data(), nullptr, 0, false, grad_x.ptr<T>());
     }
 
