@@ -118,30 +118,32 @@ void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t
     runs.push_back(Run{jj, a, b, oh * q.sh, n * q.xn});
     jj += b - a;
   }
+  // Each k row is built contiguous (zeros, then one copy per run's valid part), then moved into the panels
+  // NR values at a time: far fewer, longer copies than writing piece by piece across panel boundaries.
+  alignas(64) T line[NC + NR];
   for (int64_t k = k0; k < k0 + kcb; ++k) {
     const int64_t c = k / nt, t = q.t0 + k % nt;
     const int64_t offh = (t / q.KW) * q.dh - q.ph, offw = (t % q.KW) * q.dw - q.pw;
     const T* xc = x + (g * q.Cg + c) * q.xc;
-    T* row = dst + (k - k0) * NR;
     // Output columns ow whose input column ow*sw + offw lies inside [0, IW): [lo, hi)
     const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
     const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
+    std::fill(line, line + npad, T(0));
     for (const Run& run : runs) {
-      const int64_t a = run.a, b = run.b, vh = run.vh0 + offh;
-      int64_t jj = run.jj;
-      if (vh < 0 || vh >= q.IH) {
-        emit<T>(row, kcb, jj, b - a, nullptr, 0);
-        continue;
+      const int64_t vh = run.vh0 + offh;
+      if (vh < 0 || vh >= q.IH) continue;
+      const int64_t l = std::clamp(lo, run.a, run.b), h = std::clamp(hi, l, run.b);
+      const T* xr = xc + run.xoff + vh * q.xh + (l * q.sw + offw) * q.xw;
+      T* o = line + run.jj + (l - run.a);
+      const int64_t step = q.sw * q.xw;
+      if (step == 1) {
+        for (int64_t i = 0; i < h - l; ++i) o[i] = xr[i];
+      } else {
+        for (int64_t i = 0; i < h - l; ++i) o[i] = xr[i * step];
       }
-      const T* xr = xc + run.xoff + vh * q.xh;
-      const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
-      emit<T>(row, kcb, jj, l - a, nullptr, 0);
-      jj += l - a;
-      emit<T>(row, kcb, jj, h - l, xr + (l * q.sw + offw) * q.xw, q.sw * q.xw);
-      jj += h - l;
-      emit<T>(row, kcb, jj, b - h, nullptr, 0);
     }
-    emit<T>(row, kcb, nb, npad - nb, nullptr, 0);
+    T* row = dst + (k - k0) * NR;
+    for (int64_t j = 0; j < npad; j += NR) copy_short(row + (j / NR) * kcb * NR, line + j, NR);
   }
 }
 
