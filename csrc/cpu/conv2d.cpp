@@ -333,7 +333,9 @@ void im2col_row(const Geometry& q, const T* xc, int64_t offh, int64_t offw, int6
 template <class T>
 void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
   constexpr int DR = conv::DotTile::DR, DC = conv::DotTile::DC;
-  constexpr int64_t L = conv::kLanes<T>, PC = 1024, KB = 8 * DC;
+  // Long dot products (PC pixels per call: one horizontal sum per tile per chunk); KB im2col rows of PC
+  // pixels make a block of about 384 KiB that stays in L2 while the grad_y rows stream past it.
+  constexpr int64_t L = conv::kLanes<T>, PC = 4096;
   const int64_t M = q.G * q.Mg, P = q.P(), K = q.K(), nt = q.taps();
   std::vector<int64_t> c_of(static_cast<size_t>(K)), offh(static_cast<size_t>(K)), offw(static_cast<size_t>(K)),
       lo(static_cast<size_t>(K)), hi(static_cast<size_t>(K));
@@ -346,6 +348,7 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
     hi[k] = std::max(lo[k], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[k], q.sw)));
   }
   const int64_t LD = round_up(std::min(PC, P), L), MgP = round_up(q.Mg, DR);
+  const int64_t KB = std::clamp<int64_t>((int64_t(384) << 10) / (LD * int64_t(sizeof(T))) / DC * DC, DC, 8 * DC);
   parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> acc(size_t(M * K), T(0));
     std::vector<T> a_buf(size_t(MgP * LD), T(0)), b_buf(size_t(KB * LD), T(0));
