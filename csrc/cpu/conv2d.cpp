@@ -329,7 +329,7 @@ void im2col_row(const Geometry& q, const T* xc, int64_t offh, int64_t offw, int6
 // grad_weight[g] (Mg x Cg*taps) += grad_y[n, g] (Mg x P) . im2col(x[n, g])^T, summed over images. Both
 // operands keep the pixels (the reduction) contiguous, so the tiles are dot products along them (dot_tile):
 // grad_y rows are copied as they are, im2col rows are built by row copies; nothing is transposed. Blocks of
-// PC pixels and KB im2col rows keep both operands in L2. Threads take images, each with its own sums.
+// PC columns and KB im2col rows keep both operands in L2. Each thread keeps its own sums.
 template <class T>
 void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
   constexpr int DR = conv::DotTile::DR, DC = conv::DotTile::DC;
@@ -347,22 +347,34 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
     lo[k] = std::max<int64_t>(0, ceil_div(-offw[k], q.sw));
     hi[k] = std::max(lo[k], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[k], q.sw)));
   }
-  const int64_t LD = round_up(std::min(PC, P), L), MgP = round_up(q.Mg, DR);
+  // The reduction runs over (image, pixel) pairs: a thread's images are laid end to end, so small images
+  // still give long dot products. Threads take ranges of images.
+  const int64_t LD = round_up(std::min(PC, q.N * P), L), MgP = round_up(q.Mg, DR);
   const int64_t KB = std::clamp<int64_t>((int64_t(384) << 10) / (LD * int64_t(sizeof(T))) / DC * DC, DC, 8 * DC);
-  parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(q.N, 1, [&](int64_t n_begin, int64_t n_end) {
     std::vector<T> acc(size_t(M * K), T(0));
     std::vector<T> a_buf(size_t(MgP * LD), T(0)), b_buf(size_t(KB * LD), T(0));
     alignas(64) T out[DR * DC];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / q.G, g = task % q.G;
-      const T* gyg = gy + (n * M + g * q.Mg) * P;
-      const T* xg = x + n * q.xn + g * q.Cg * q.xc;
+    const int64_t col_end = n_end * P;
+    for (int64_t g = 0; g < q.G; ++g) {
       T* accg = acc.data() + g * q.Mg * K;
-      for (int64_t p0 = 0; p0 < P; p0 += PC) {
-        const int64_t len = std::min(PC, P - p0), lenp = round_up(len, L);
+      for (int64_t c0 = n_begin * P; c0 < col_end; c0 += PC) {
+        const int64_t len = std::min(PC, col_end - c0), lenp = round_up(len, L);
+        // calls f(n, p0, count, offset in the chunk) for each image's part of columns [c0, c0+len)
+        auto by_image = [&](auto&& f) {
+          for (int64_t col = c0; col < c0 + len;) {
+            const int64_t n = col / P, p0 = col % P, count = std::min(P - p0, c0 + len - col);
+            f(n, p0, count, col - c0);
+            col += count;
+          }
+        };
         for (int64_t m = 0; m < q.Mg; ++m) {
-          std::copy(gyg + m * P + p0, gyg + m * P + p0 + len, a_buf.data() + m * LD);
-          std::fill(a_buf.data() + m * LD + len, a_buf.data() + m * LD + lenp, T(0));
+          T* row = a_buf.data() + m * LD;
+          by_image([&](int64_t n, int64_t p0, int64_t count, int64_t at) {
+            const T* src = gy + (n * M + g * q.Mg + m) * P + p0;
+            std::copy(src, src + count, row + at);
+          });
+          std::fill(row + len, row + lenp, T(0));
         }
         for (int64_t j0 = 0; j0 < K; j0 += KB) {
           const int64_t kb = std::min(KB, K - j0), kbp = round_up(kb, DC);
@@ -370,7 +382,10 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
             T* row = b_buf.data() + jj * LD;
             const int64_t k = j0 + jj;
             if (jj < kb) {
-              im2col_row(q, xg + c_of[k] * q.xc, offh[k], offw[k], lo[k], hi[k], p0, len, row);
+              by_image([&](int64_t n, int64_t p0, int64_t count, int64_t at) {
+                const T* xc = x + n * q.xn + (g * q.Cg + c_of[k]) * q.xc;
+                im2col_row(q, xc, offh[k], offw[k], lo[k], hi[k], p0, count, row + at);
+              });
               std::fill(row + len, row + lenp, T(0));
             } else {
               std::fill(row, row + lenp, T(0));
@@ -517,7 +532,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       // grad_w[g] (Mg x Cg*taps) = sum over images of grad_y[n, g] (Mg x P) times im2col(x[n, g])^T (P x Cg*taps).
       const int64_t K = q.K();
       std::vector<T> total(size_t(M * std::max<int64_t>(K, 1)), T(0));
-      if (K > 0 && P > 0) grad_weight_dot<T>(q, x.ptr<T>(), gy, total.data());
+      if (K > 0 && P > 0 && q.N > 0) grad_weight_dot<T>(q, x.ptr<T>(), gy, total.data());
       // Scatter into grad_w's (M, Cg, KH, KW) layout; masked taps get exact zeros.
       T* gw = grad_w.ptr<T>();
       for (int64_t m = 0; m < M; ++m)
