@@ -123,6 +123,11 @@ def test_unbatched_and_numpy():
     np.testing.assert_allclose(y, torch.relu(F.conv2d(x, w, b, padding=1)).numpy(), rtol=1e-5, atol=1e-5)
     y64 = pixelops.conv2d(x.double().numpy()[None], w.double().numpy(), stride=2)
     np.testing.assert_allclose(y64, F.conv2d(x.double()[None], w.double(), stride=2).numpy(), rtol=1e-12)
+    # numpy views: reversed rows (negative strides), every other column
+    xv = x.double().numpy()[None][:, :, ::-1, ::2]
+    ref = F.conv2d(torch.from_numpy(xv.copy()), w.double(), padding=(1, 2), dilation=(1, 2)).numpy()
+    np.testing.assert_allclose(pixelops.conv2d(xv, w.double().numpy(), padding=(1, 2), dilation=(1, 2)), ref,
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_inputs_not_modified_and_no_grad_path():
