@@ -260,10 +260,11 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
     offh[row] = (t / q.KW) * q.dh - q.ph;
     offw[row] = (t % q.KW) * q.dw - q.pw;
   }
-  std::vector<int64_t> ihb(static_cast<size_t>(P)), iwb(static_cast<size_t>(P));
-  for (int64_t p = 0; p < P; ++p) {
-    ihb[p] = (p / q.OW) * q.sh;
-    iwb[p] = (p % q.OW) * q.sw;
+  // Output columns ow whose input column ow*sw + offw lies inside [0, IW), per row: [lo, hi)
+  std::vector<int64_t> lo(static_cast<size_t>(rows)), hi(static_cast<size_t>(rows));
+  for (int64_t row = 0; row < rows; ++row) {
+    lo[row] = std::max<int64_t>(0, ceil_div(-offw[row], q.sw));
+    hi[row] = std::max(lo[row], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[row], q.sw)));
   }
   parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> b_buf(size_t(std::min(KC, q.Mg) * round_up(NC, NR)));
@@ -282,13 +283,34 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
               }
             },
             [&](int64_t r0, int64_t pc, int mr, int nr, const T* tile, bool, bool) {
+              // the tile's columns as runs within one output row, then one (strided) add per run and row
+              int64_t run_j[NR + 1], run_oh[NR], run_a[NR];
+              int runs = 0;
+              for (int64_t j = 0; j < nr;) {
+                const int64_t p = pc + j, a = p % q.OW, len = std::min<int64_t>(nr - j, q.OW - a);
+                run_j[runs] = j;
+                run_oh[runs] = p / q.OW;
+                run_a[runs++] = a;
+                j += len;
+              }
+              run_j[runs] = nr;
+              const int64_t step = q.sw;
               for (int r = 0; r < mr; ++r) {
-                const int64_t row = r0 + r, oh = offh[row], ow = offw[row];
+                const int64_t row = r0 + r;
                 T* gxc = gxg + c_of[row] * HW;
                 const T* src = tile + r * NR;
-                for (int j = 0; j < nr; ++j) {
-                  const int64_t ih = ihb[pc + j] + oh, iw = iwb[pc + j] + ow;
-                  if (uint64_t(ih) < uint64_t(q.IH) && uint64_t(iw) < uint64_t(q.IW)) gxc[ih * q.IW + iw] += src[j];
+                for (int u = 0; u < runs; ++u) {
+                  const int64_t ih = run_oh[u] * q.sh + offh[row];
+                  if (ih < 0 || ih >= q.IH) continue;
+                  const int64_t a = run_a[u], b = a + (run_j[u + 1] - run_j[u]);
+                  const int64_t l = std::clamp(lo[row], a, b), h = std::clamp(hi[row], l, b);
+                  T* dst = gxc + ih * q.IW + l * step + offw[row];
+                  const T* s0 = src + run_j[u] + (l - a);
+                  if (step == 1) {
+                    for (int64_t i = 0; i < h - l; ++i) dst[i] += s0[i];
+                  } else {
+                    for (int64_t i = 0; i < h - l; ++i) dst[i * step] += s0[i];
+                  }
                 }
               }
             });
