@@ -25,6 +25,9 @@ CONFIGS = [
     ((0, 3, 8, 8), (4, 3, 3), dict(padding=1)),                                  # empty batch
     ((2, 40, 10, 11), (70, 3, 3), dict(padding=1)),                              # several GEMM tiles and k blocks
     ((1, 300, 5, 5), (9, 1, 1), dict()),                                         # k deeper than one block
+    # more input than output channels: grad_input takes the flipped-kernel path instead of the scatter
+    ((2, 16, 7, 8), (8, 3, 3), dict(padding=1)),
+    ((1, 12, 9, 9), (6, 3, 3), dict(padding=(3, 1), dilation=(2, 1))),
 ]
 
 

@@ -9,8 +9,10 @@
 // Forward: C = W (Mg x Cg*taps, packed once) times the image's im2col matrix, gathered block by block straight
 // into the GEMM's packed B panels (no full im2col buffer); tasks are (group, block of image x pixel columns).
 // grad_input, stride 1: the same forward engine run on grad_y with the kernel flipped and in/out channels
-// swapped. Strided convs, or few input channels: a GEMM W^T . grad_y whose tiles are added straight into
-// grad_input (col2im), which spends nothing on the zeros a strided conv's gradient would be upsampled with.
+// swapped. Strided convs, or fewer input than output channels: a GEMM W^T . grad_y whose tiles are added
+// straight into grad_input (col2im), which spends nothing on the zeros a strided conv's gradient would be
+// upsampled with. (Each way pays a copy per element of one operand: im2col of grad_y, reused Cg times, or
+// the scatter, reused Mg times; mnist_c2's 32->64 grad_input: 14.1 ms flipped, 12.1 ms scattered.)
 // grad_weight: dot products of grad_y rows with im2col rows along the pixels, summed over images in
 // per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
 #include <algorithm>
@@ -525,7 +527,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       });
     }
 
-    if (grad_x.data && grad_x.numel() > 0 && (q.sh > 1 || q.sw > 1 || q.Cg < Tile<T>::MR)) {
+    if (grad_x.data && grad_x.numel() > 0 && (q.sh > 1 || q.sw > 1 || q.Cg < Tile<T>::MR || q.Mg > q.Cg)) {
       grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
     } else if (grad_x.data && grad_x.numel() > 0) {
       // A stride-1 conv of grad_y with the flipped kernel, channels swapped.
