@@ -25,6 +25,9 @@ CONFIGS = [
     ((0, 3, 8, 8), (4, 3, 3), dict(padding=1)),                                  # empty batch
     ((2, 40, 10, 11), (70, 3, 3), dict(padding=1)),                              # several GEMM tiles and k blocks
     ((1, 300, 5, 5), (9, 1, 1), dict()),                                         # k deeper than one block
+    # more input than output channels: grad_input takes the flipped-kernel path instead of the scatter
+    ((2, 16, 7, 8), (8, 3, 3), dict(padding=1)),
+    ((1, 12, 9, 9), (6, 3, 3), dict(padding=(3, 1), dilation=(2, 1))),
 ]
 
 
@@ -123,6 +126,11 @@ def test_unbatched_and_numpy():
     np.testing.assert_allclose(y, torch.relu(F.conv2d(x, w, b, padding=1)).numpy(), rtol=1e-5, atol=1e-5)
     y64 = pixelops.conv2d(x.double().numpy()[None], w.double().numpy(), stride=2)
     np.testing.assert_allclose(y64, F.conv2d(x.double()[None], w.double(), stride=2).numpy(), rtol=1e-12)
+    # numpy views: reversed rows (negative strides), every other column
+    xv = x.double().numpy()[None][:, :, ::-1, ::2]
+    ref = F.conv2d(torch.from_numpy(xv.copy()), w.double(), padding=(1, 2), dilation=(1, 2)).numpy()
+    np.testing.assert_allclose(pixelops.conv2d(xv, w.double().numpy(), padding=(1, 2), dilation=(1, 2)), ref,
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_inputs_not_modified_and_no_grad_path():

@@ -17,6 +17,7 @@ CONFIGS = [
     ((2, 3, 9, 11), (4, 3, 3), dict(stride=2, padding=1)),
     ((2, 6, 7, 7), (6, 3, 3), dict(groups=6, padding=(2, 0))),
     ((0, 3, 5, 5), (2, 3, 3), dict()),
+    ((2, 16, 6, 7), (8, 5, 3), dict()),                # more in than out channels (flipped grad_input)
 ]
 
 
