@@ -100,4 +100,5 @@ PYBIND11_MODULE(_C, m) {
   BIND(cross_entropy_backward);
   BIND(conv2d_forward);
   BIND(conv2d_backward);
+  BIND(cross_entropy_target_backward);
 }
