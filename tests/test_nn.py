@@ -159,6 +159,10 @@ def test_patch_points_functionals_at_pixelops_and_restores_them():
         probs = torch.softmax(torch.randn(2, 4, dtype=torch.float64), 1)
         torch.testing.assert_close(F.cross_entropy(logits, probs), originals[2](logits, probs))
         assert F.relu(torch.randn(4).half()).dtype == torch.float16
+        xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)  # no CPU bfloat16 kernels, no autocast: torch's
+        torch.testing.assert_close(F.conv2d(xb, wb, None, 1, 1), originals[0](xb, wb, None, 1, 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast pixelops takes them (as float32 work)
+            assert F.conv2d(xb, wb, None, 1, 1).dtype == torch.bfloat16
     assert (F.conv2d, F.relu, F.cross_entropy) == originals
     assert not pnn.is_patched()
 

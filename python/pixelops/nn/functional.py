@@ -19,16 +19,17 @@ def kernel_dtypes(device_type: str) -> tuple:
     return _CPU_FLOATS if device_type == "cpu" else _CUDA_FLOATS if device_type == "cuda" else ()
 
 
-def runs_on_pixelops(*tensors) -> bool:
+def runs_on_pixelops(*tensors, half_on_cpu: bool = False) -> bool:
     """True when every given tensor (None skipped) is a plain dense tensor on cpu/cuda whose dtype pixelops
-    has kernels for, counting the CPU's half types that autocast turns into float32 work."""
+    has kernels for; with `half_on_cpu`, also float16/bfloat16 on the CPU (which the op computes in float32:
+    ReLU always, convolution and cross-entropy under CPU autocast)."""
     for t in tensors:
         if t is None:
             continue
         if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
             return False
         device = t.device.type
-        if t.dtype in kernel_dtypes(device) or (device == "cpu" and t.dtype in _LOW):
+        if t.dtype in kernel_dtypes(device) or (half_on_cpu and device == "cpu" and t.dtype in _LOW):
             continue
         return False
     return True
