@@ -111,6 +111,7 @@ def test_swap_reports_what_it_left_and_why(capsys):
         torch.nn.Conv2d(2, 2, 1).half(),  # no float16 kernels on the CPU
         torch.nn.ReLU(),
         torch.nn.CrossEntropyLoss(),
+        pnn.MaskedConv2d(2, 2, 3),  # pixelops already: neither swapped nor reported
     )
     pixelops.swap(model)
     report = model.pixelops_swap_report
