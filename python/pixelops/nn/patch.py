@@ -32,7 +32,7 @@ def _patched(row, original):
     @functools.wraps(original)
     def call(*args, **kwargs):
         tensors = supports(*args, **kwargs)
-        if tensors is None or not runs_on_pixelops(*tensors, half_on_cpu=half_on_cpu()):
+        if tensors is None or not runs_on_pixelops(*tensors, half_on_cpu=half_on_cpu):
             return original(*args, **kwargs)
         if is_compiling():  # Dynamo traces this function: no thread-local state in the graph
             return run(*args, **kwargs)
