@@ -18,9 +18,9 @@ namespace pixelops {
                              int64_t ignore_index, int64_t reduction, double label_smoothing,      \
                              uintptr_t stream);                                                    \
   void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Array& grad_in,      \
-                              uintptr_t stream);                                                   \
-  void cross_entropy_target_backward(const Array& logits, const Array& weight,                     \
-                                     const Array& grad_loss, const Array& grad_target,             \
+                              uintptr_t stream);                                                    \
+  void cross_entropy_target_backward(const Array& logits, const Array& weight,                      \
+                                     const Array& grad_loss, const Array& grad_target,              \
                                      double factor, uintptr_t stream);                              \
   /* conv2d.cpp / conv2d.cu: ntaps = active taps, a row-major prefix of the kernel (all of them, or a     \
      PixelCNN mask); bias, y (relu only) and each gradient may be absent (null data) */                  \

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from .._arrays import stream, view
-from .common import _C, compiling, differentiable_op, launch
+from .._arrays import stream
+from .common import _C, check_float_tensor, compiling, differentiable_op, launch
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
+    # spelled out: this is the per-call hot path (the extension reads the tensors themselves)
     y = torch.empty_like(x)
-    _C.relu_forward(view(x), view(y), stream(x))  # spelled out: this is the per-call hot path
+    _C.relu_forward(x, y, 0 if x.is_cpu else stream(x))
     return y
 
 
@@ -54,6 +55,7 @@ class ReluInplaceFunction(torch.autograd.Function):
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    check_float_tensor(x, "input", "relu")
     if compiling():
         y = relu_op(x)
         return x.copy_(y) if inplace else y
