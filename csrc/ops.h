@@ -12,7 +12,7 @@ namespace pixelops {
   /* relu.cpp / relu.cu */                                                                          \
   void relu_forward(const Array& x, const Array& y, uintptr_t stream);                              \
   void relu_backward(const Array& y, const Array& grad_y, const Array& grad_x, uintptr_t stream);        \
-  /* cross_entropy.cpp / cross_entropy.cu (status: CUDA int64[2] bad-target flag and value) */     \
+  /* cross_entropy.cpp / cross_entropy.cu (status: CUDA int64[8] flag, bad index, sums) */       \
   void cross_entropy_forward(const Array& logits, const Array& target, const Array& weight,        \
                              const Array& loss, const Array& grad, const Array& status,            \
                              int64_t ignore_index, int64_t reduction, double label_smoothing,      \

@@ -72,3 +72,14 @@ def _cross_entropy_probabilities_none():
 @case("cross_entropy_backward")
 def _cross_entropy_backward():
     return (_randn(4, 6, 3), _randn(4, 3), 0), {}
+
+
+@case("cross_entropy_backward")
+def _cross_entropy_backward_scalar_mean():
+    # 'mean' / 'sum' send one number back for every row: a 0-d gradient, read as an (N, S) view of zero strides
+    return (_randn(5, 7, 2), torch.randn((), dtype=torch.float64), 1), {}
+
+
+@case("cross_entropy")
+def _cross_entropy_uint8_sum_no_grad():
+    return (_randn(4, 256, 3), torch.randint(0, 256, (4, 3), dtype=torch.uint8), None, -100, 2, 0.0, False), {}
