@@ -88,6 +88,7 @@ def test_swap_keeps_parameters_and_the_optimizer_steps_them():
     assert pixelops.swap(model, verbose=False) is model
     assert all(a is b for a, b in zip(params, model.parameters()))
     assert type(model[0]) is pnn.Conv2d and type(model[1]) is pnn.ReLU and type(model[3]) is pnn.ReLU
+    assert "pixelops.Conv2d(1, 4" in repr(model) and "(5): Linear" in repr(model)
     before = [p.detach().clone() for p in params]
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     for i in range(3):
