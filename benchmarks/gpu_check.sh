@@ -32,5 +32,8 @@ tests_rc=${PIPESTATUS[0]}
 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
 bench_rc=${PIPESTATUS[0]}
 
+# The training demo on the GPU beside torch (loss agreement, accuracy, time ratio); informative, not in rc.
+"$PY" -m pixelops train-mnist --device cuda --compare 2>&1 | tee "$OUT/train-mnist-cuda.log"
+
 echo "cuda tests rc=$tests_rc, bench rc=$bench_rc"
 exit $(( tests_rc || bench_rc ))

@@ -70,3 +70,18 @@ def test_cuda_autocast_dtypes(low):
     with torch.autocast("cuda", dtype=low):
         ref_loss = F.cross_entropy(ref(x), y)
     torch.testing.assert_close(loss, ref_loss, rtol=3e-2, atol=3e-2)
+
+
+def test_autocast_inside_a_compiled_function():
+    torch._dynamo.reset()
+    model = pixelops.swap(small_cnn(), verbose=False)
+    x, y = batch()
+
+    def loss(x, y):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return pixelops.nn.CrossEntropyLoss()(model(x), y)
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")(x, y)
+    eager = loss(x, y)
+    assert compiled.dtype == eager.dtype == torch.float32
+    torch.testing.assert_close(compiled, eager)

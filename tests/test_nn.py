@@ -88,6 +88,7 @@ def test_swap_keeps_parameters_and_the_optimizer_steps_them():
     assert pixelops.swap(model, verbose=False) is model
     assert all(a is b for a, b in zip(params, model.parameters()))
     assert type(model[0]) is pnn.Conv2d and type(model[1]) is pnn.ReLU and type(model[3]) is pnn.ReLU
+    assert "pixelops.Conv2d(1, 4" in repr(model) and "(5): Linear" in repr(model)
     before = [p.detach().clone() for p in params]
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     for i in range(3):
@@ -111,6 +112,7 @@ def test_swap_reports_what_it_left_and_why(capsys):
         torch.nn.Conv2d(2, 2, 1).half(),  # no float16 kernels on the CPU
         torch.nn.ReLU(),
         torch.nn.CrossEntropyLoss(),
+        pnn.MaskedConv2d(2, 2, 3),  # pixelops already: neither swapped nor reported
     )
     pixelops.swap(model)
     report = model.pixelops_swap_report
@@ -159,6 +161,10 @@ def test_patch_points_functionals_at_pixelops_and_restores_them():
         probs = torch.softmax(torch.randn(2, 4, dtype=torch.float64), 1)
         torch.testing.assert_close(F.cross_entropy(logits, probs), originals[2](logits, probs))
         assert F.relu(torch.randn(4).half()).dtype == torch.float16
+        xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)  # no CPU bfloat16 kernels, no autocast: torch's
+        torch.testing.assert_close(F.conv2d(xb, wb, None, 1, 1), originals[0](xb, wb, None, 1, 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast pixelops takes them (as float32 work)
+            assert F.conv2d(xb, wb, None, 1, 1).dtype == torch.bfloat16
     assert (F.conv2d, F.relu, F.cross_entropy) == originals
     assert not pnn.is_patched()
 

@@ -51,3 +51,13 @@ def test_make_fx_traces_pixelops_ops_forward_and_backward():
     gm = make_fx(step, tracing_mode="fake")(torch.randn(3, 4, requires_grad=True))
     text = str(gm.graph)
     assert "pixelops.relu.default" in text and "pixelops.relu_backward.default" in text
+
+
+def test_eager_double_backward_fails_loudly():
+    # The eager path has no second derivative: create_graph=True routes the backward through the backward
+    # custom op, which has no autograd, so differentiating again raises instead of giving zeros.
+    x = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(pixelops.relu(x).sum(), x, create_graph=True)
+    torch.testing.assert_close(gx, (x > 0).double())
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        torch.autograd.grad(gx.sum(), x)

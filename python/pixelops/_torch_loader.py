@@ -23,6 +23,7 @@ def load_all():
     from ._torch import OP_MODULES
     for name in OP_MODULES:
         torch_ops(name)
+    torch_ops("autocast")  # the autocast policy the ops' entry points call (pixelops/_torch/autocast.py)
 
 
 def torch_is_loaded() -> bool:

@@ -20,12 +20,13 @@ class DropIn:
     functional: str                              # the torch.nn.functional name patch() points at `function`
     function: Callable
     tensors: Callable                            # a call's arguments -> tensors that must suit pixelops (None: never)
+    half_on_cpu: Callable[[], bool]              # whether CPU float16/bfloat16 arguments can go to pixelops now
 
 
 def _params_reason(module) -> Optional[str]:
     tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
     for t in tensors:
-        if not PF.runs_on_pixelops(t) or t.dtype in PF._LOW and t.is_cpu:
+        if not PF.runs_on_pixelops(t):
             return (f"its parameters are {str(t.dtype).replace('torch.', '')} on {t.device}; "
                     f"pixelops has kernels for {', '.join(str(d).replace('torch.', '') for d in PF.kernel_dtypes(t.device.type)) or 'nothing'} there")
     return None
@@ -54,9 +55,19 @@ def _cross_entropy_tensors(input, target, weight=None, *args, **kwargs):
     return (input, weight) if target.dtype in (torch.int64, torch.uint8) else None
 
 
+def _always():
+    return True
+
+
+def _under_cpu_autocast():
+    # conv2d and cross_entropy take CPU half types only where autocast turns them into float32 work
+    return torch.is_autocast_enabled("cpu")
+
+
 TABLE = (
-    DropIn(torch.nn.Conv2d, modules.Conv2d, _conv_reason, "conv2d", PF.conv2d, _conv_tensors),
-    DropIn(torch.nn.ReLU, modules.ReLU, _params_reason, "relu", PF.relu, _relu_tensors),
+    DropIn(torch.nn.Conv2d, modules.Conv2d, _conv_reason, "conv2d", PF.conv2d, _conv_tensors,
+           _under_cpu_autocast),
+    DropIn(torch.nn.ReLU, modules.ReLU, _params_reason, "relu", PF.relu, _relu_tensors, _always),
     DropIn(torch.nn.CrossEntropyLoss, modules.CrossEntropyLoss, _params_reason, "cross_entropy",
-           PF.cross_entropy, _cross_entropy_tensors),
+           PF.cross_entropy, _cross_entropy_tensors, _under_cpu_autocast),
 )

@@ -19,18 +19,24 @@ def kernel_dtypes(device_type: str) -> tuple:
     return _CPU_FLOATS if device_type == "cpu" else _CUDA_FLOATS if device_type == "cuda" else ()
 
 
-def runs_on_pixelops(*tensors) -> bool:
+def runs_on_pixelops(*tensors, half_on_cpu=False) -> bool:
     """True when every given tensor (None skipped) is a plain dense tensor on cpu/cuda whose dtype pixelops
-    has kernels for, counting the CPU's half types that autocast turns into float32 work."""
+    has kernels for; with `half_on_cpu` (a bool, or a callable asked only when it matters), also float16 and
+    bfloat16 on the CPU, which the op computes in float32 (ReLU always; conv and cross-entropy under CPU
+    autocast). Runs on every patched call: attribute reads only, .device is slower."""
     for t in tensors:
         if t is None:
             continue
         if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
             return False
-        device = t.device.type
-        if t.dtype in kernel_dtypes(device) or (device == "cpu" and t.dtype in _LOW):
-            continue
-        return False
+        if t.is_cpu:
+            if t.dtype in _CPU_FLOATS:
+                continue
+            if t.dtype in _LOW and (half_on_cpu() if callable(half_on_cpu) else half_on_cpu):
+                continue
+            return False
+        if not (t.is_cuda and t.dtype in _CUDA_FLOATS):
+            return False
     return True
 
 

@@ -17,7 +17,14 @@ def _zeros_padding_only(module, cls_name):
                          "pixelops convolves with zero padding only (keep torch.nn.Conv2d for this layer)")
 
 
-class Conv2d(torch.nn.Conv2d):
+class _Named:
+    """print(model) says which layers run pixelops: "pixelops.Conv2d(1, 16, ...)"."""
+
+    def _get_name(self):
+        return "pixelops." + type(self).__name__
+
+
+class Conv2d(_Named, torch.nn.Conv2d):
     """torch.nn.Conv2d on pixelops.conv2d (padding_mode="zeros" only)."""
 
     def __init__(self, *args, **kwargs):
@@ -28,7 +35,7 @@ class Conv2d(torch.nn.Conv2d):
         return PF.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class MaskedConv2d(torch.nn.Conv2d):
+class MaskedConv2d(_Named, torch.nn.Conv2d):
     """PixelCNN's masked convolution: torch.nn.Conv2d's arguments plus `mask_type` ("A": each output pixel
     sees the pixels strictly before it in raster order; "B": also itself). The weight keeps its full shape
     (state_dict as nn.Conv2d's); pixelops.masked_conv2d ignores the masked-out taps, which get zero gradient.
@@ -51,14 +58,14 @@ class MaskedConv2d(torch.nn.Conv2d):
                                 self.dilation, self.groups)
 
 
-class ReLU(torch.nn.ReLU):
+class ReLU(_Named, torch.nn.ReLU):
     """torch.nn.ReLU on pixelops.relu."""
 
     def forward(self, input):
         return PF.relu(input, inplace=self.inplace)
 
 
-class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+class CrossEntropyLoss(_Named, torch.nn.CrossEntropyLoss):
     """torch.nn.CrossEntropyLoss on pixelops.cross_entropy."""
 
     def forward(self, input, target):
