@@ -96,4 +96,6 @@ PYBIND11_MODULE(_C, m) {
 
   BIND(relu_forward);
   BIND(relu_backward);
+  BIND(pixelcnn_sample);
+  BIND(pixel_uniforms);
 }

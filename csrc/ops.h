@@ -11,7 +11,12 @@ namespace pixelops {
 #define PIXELOPS_DECLARE_OPS                                                                        \
   /* relu.cpp / relu.cu */                                                                          \
   void relu_forward(const Array& x, const Array& y, uintptr_t stream);                              \
-  void relu_backward(const Array& y, const Array& grad_y, const Array& grad_x, uintptr_t stream);
+  void relu_backward(const Array& y, const Array& grad_y, const Array& grad_x, uintptr_t stream);         \
+  /* pixelcnn_sample.cpp / pixelcnn_sample.cu */                                                    \
+  void pixelcnn_sample(const Array& params, const Array& config, const Array& observed,             \
+                       const Array& observed_mask, const Array& samples, const Array& logits,       \
+                       const Array& scratch, double temperature, uint64_t seed, uintptr_t stream);  \
+  void pixel_uniforms(const Array& out, uint64_t seed, uintptr_t stream);
 
 namespace cpu {
 PIXELOPS_DECLARE_OPS

@@ -21,3 +21,14 @@ if _torch_is_loaded():
     _load_all()
 
 __all__ = ["relu", "available_backends", "__version__"]
+
+
+def __getattr__(name):
+    # PixelCNN is a torch module: imported on first use, so numpy users never import torch.
+    if name == "PixelCNN":
+        from .pixelcnn import PixelCNN
+        return PixelCNN
+    raise AttributeError(f"module 'pixelops' has no attribute {name!r}")
+
+
+__all__ += ["PixelCNN"]
