@@ -39,8 +39,8 @@ struct PixelCNNPlan {
   int64_t w0, b0, wl, bl, layer_stride, wh1, bh1, wh2, bh2, total;  // offsets into params
 
   // Offsets of layer l's weight and bias (1 <= l <= layers).
-  int64_t weight_of(int l) const { return wl + int64_t(l - 1) * layer_stride; }
-  int64_t bias_of(int l) const { return bl + int64_t(l - 1) * layer_stride; }
+  PIXELOPS_HD int64_t weight_of(int l) const { return wl + int64_t(l - 1) * layer_stride; }
+  PIXELOPS_HD int64_t bias_of(int l) const { return bl + int64_t(l - 1) * layer_stride; }
 };
 
 inline int64_t config_value(const Array& config, int i) {
