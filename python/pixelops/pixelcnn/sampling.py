@@ -97,12 +97,13 @@ def sample(model, n, size, temperature, seed, observed, observed_mask, method):
 
 
 # ---- the samplers ------------------------------------------------------------------------------------------
-def naive(model, n, H, W, temperature, seed, obs_idx=None, obs_mask=None) -> torch.Tensor:
-    """The reference: the whole network once per pixel (H*W forward passes). Level indices (n, H, W)."""
+def naive(model, n, H, W, temperature, seed, obs_idx=None, obs_mask=None, pixels=None) -> torch.Tensor:
+    """The reference: the whole network once per pixel (H*W forward passes). Level indices (n, H, W).
+    `pixels` stops after the first that many pixels (the benchmark times a share and scales it)."""
     device = model.first.weight.device
     u = uniforms(n, H * W, seed, device)
     k = torch.zeros(n, H, W, dtype=torch.long, device=device)
-    for i in range(H * W):
+    for i in range(H * W if pixels is None else min(pixels, H * W)):
         r, c = divmod(i, W)
         fixed = None
         if obs_mask is not None:
