@@ -96,6 +96,8 @@ PYBIND11_MODULE(_C, m) {
 
   BIND(relu_forward);
   BIND(relu_backward);
+  BIND(cross_entropy_forward);
+  BIND(cross_entropy_backward);
   BIND(pixelcnn_sample);
   BIND(pixel_uniforms);
 }

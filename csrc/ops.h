@@ -11,7 +11,14 @@ namespace pixelops {
 #define PIXELOPS_DECLARE_OPS                                                                        \
   /* relu.cpp / relu.cu */                                                                          \
   void relu_forward(const Array& x, const Array& y, uintptr_t stream);                              \
-  void relu_backward(const Array& y, const Array& grad_y, const Array& grad_x, uintptr_t stream);         \
+  void relu_backward(const Array& y, const Array& grad_y, const Array& grad_x, uintptr_t stream);        \
+  /* cross_entropy.cpp / cross_entropy.cu (status: CUDA int64[2] bad-target flag and value) */     \
+  void cross_entropy_forward(const Array& logits, const Array& target, const Array& weight,        \
+                             const Array& loss, const Array& grad, const Array& status,            \
+                             int64_t ignore_index, int64_t reduction, double label_smoothing,      \
+                             uintptr_t stream);                                                    \
+  void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Array& grad_in,      \
+                              uintptr_t stream);                                                    \
   /* pixelcnn_sample.cpp / pixelcnn_sample.cu */                                                    \
   void pixelcnn_sample(const Array& params, const Array& config, const Array& observed,             \
                        const Array& observed_mask, const Array& samples, const Array& logits,       \

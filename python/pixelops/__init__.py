@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import _C
 from ._torch_loader import load_all as _load_all, torch_is_loaded as _torch_is_loaded
 from .ops.relu import relu
+from .ops.cross_entropy import cross_entropy
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ if _torch_is_loaded():
     _load_all()
 
 __all__ = ["relu", "available_backends", "__version__"]
+__all__ += ["cross_entropy"]
 
 
 def __getattr__(name):

@@ -12,6 +12,7 @@ import platform
 
 # Suite modules, in the order the table shows them. A new op adds its name here.
 SUITES = ("relu",)
+SUITES += ("cross_entropy",)
 SUITES += ("sampling",)
 
 
@@ -91,6 +92,8 @@ def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
         rows.append(row)
         print(_row_text((case.op, case.name, case.shape, case.device, f"{err:.1e}", f"{t_torch:.4f}",
                          f"{t_ours:.4f}", f"{row['speedup']:.2f}x", row["throughput"])), flush=True)
+        if case.notes:  # e.g. peak device memory, measured once beside the timings
+            print("    " + ", ".join(f"{k}={v}" for k, v in case.notes.items()), flush=True)
         del args
     if json_path:
         meta = dict(device=device_description(device), torch=torch.__version__, pixelops=pixelops.__version__,

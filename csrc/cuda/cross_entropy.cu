@@ -1,0 +1,445 @@
+// Softmax cross-entropy on CUDA: loss and gradient in one sweep over the logits (formulas in
+// common/cross_entropy.h), float32 arithmetic for float32/float16/bfloat16 logits (float64 for float64).
+//
+// Each row keeps a running max and a running sum of exponentials (online softmax) while it reads its logits
+// once; when a gradient is wanted the row is read a second time (from L2: a row is at most a few hundred KB and
+// is read back right away) to write B p_c - a_c, scaled for the reduction. Kernels:
+//   ce_rows       rows contiguous over the classes ((N, C) logits): a warp per row up to 2048 classes, a
+//                 block per row above;
+//   ce_positions  anything else, above all (N, C, H, W): a thread per position, neighbouring threads on
+//                 neighbouring positions, so every load of a channel is coalesced;
+//   ce_prepare    class-index 'mean': the sum of the kept rows' weights (the mean's denominator), read from
+//                 device memory by the main kernel, so no host sync; also the sum of the weights (smoothing);
+//   ce_finish     the reduced loss: sum / denominator, in the logits' dtype.
+// A class index out of range sets a flag in device memory (status[0], the index in status[1]) and its row is
+// skipped; Python reads the flag after the launch and raises (no device-side assert).
+#include <cfloat>
+#include <type_traits>
+
+#include "common/cross_entropy.h"
+#include "cuda/cuda_utils.cuh"
+#include "ops.h"
+
+namespace pixelops::cuda {
+namespace {
+
+// status layout (int64[8], zeroed by the caller): [0] bad-index flag, [1] the bad index, [2] denominator
+// (double), [3] loss sum (double), [4] sum of weights (double).
+constexpr int kDenom = 2, kLossSum = 3, kWeightSum = 4;
+
+template <class T> using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// Stores an accumulator value in the storage type (cuda_utils' from_float covers the float-accumulated types).
+template <class T, class A>
+__device__ __forceinline__ T to_storage(A v) {
+  if constexpr (std::is_same_v<T, double>) return v;
+  else return from_float<T>(float(v));
+}
+
+__device__ __forceinline__ float fast_exp(float x) { return __expf(x); }
+__device__ __forceinline__ double fast_exp(double x) { return exp(x); }
+__device__ __forceinline__ float fast_log(float x) { return __logf(x); }
+__device__ __forceinline__ double fast_log(double x) { return log(x); }
+
+// The running max starts at the lowest finite value, not -inf: then -inf logits (masked classes) add
+// exp(-inf) = 0 instead of exp(-inf - -inf) = NaN, and merging with a pair that saw nothing needs no test.
+template <class A> __device__ __forceinline__ A neg_inf() { return std::is_same_v<A, double> ? -DBL_MAX : -FLT_MAX; }
+
+// Adds v to the running (max m, sum s of exp(x - m)).
+template <class A>
+__device__ __forceinline__ void online_add(A& m, A& s, A v) {
+  if (v > m) {
+    s = s * fast_exp(m - v) + A(1);
+    m = v;
+  } else {
+    s += fast_exp(v - m);
+  }
+}
+
+// Merges two running (max, sum) pairs; a pair that saw nothing is (lowest, 0).
+template <class A>
+__device__ __forceinline__ void online_merge(A& m, A& s, A m2, A s2) {
+  if (m2 > m) {
+    s = s2 + s * fast_exp(m - m2);
+    m = m2;
+  } else {
+    s += s2 * fast_exp(m2 - m);
+  }
+}
+
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <class A>
+__device__ __forceinline__ void warp_online(A& m, A& s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    A m2 = __shfl_xor_sync(0xffffffffu, m, o);
+    A s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    online_merge(m, s, m2, s2);
+  }
+}
+
+// Reductions over a group of G threads that share a row: one warp (G == 32) or the whole block (G ==
+// blockDim.x, a multiple of 32). Every thread of the group gets the result.
+template <int G, class A>
+struct GroupReduce {
+  __device__ static void run(A& m, A& s, A& a, A& b) {
+    warp_online(m, s);
+    a = warp_sum(a);
+    b = warp_sum(b);
+    if constexpr (G > 32) {
+      __shared__ A sh[4][G / 32];
+      const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+      __syncthreads();  // the previous row's readers are done with sh
+      if (lane == 0) { sh[0][warp] = m; sh[1][warp] = s; sh[2][warp] = a; sh[3][warp] = b; }
+      __syncthreads();
+      m = neg_inf<A>(); s = 0; a = 0; b = 0;
+      for (int w = 0; w < G / 32; ++w) {
+        online_merge(m, s, sh[0][w], sh[1][w]);
+        a += sh[2][w];
+        b += sh[3][w];
+      }
+    }
+  }
+};
+
+struct Params {
+  CrossEntropyProblem p;
+  const void* x;
+  void* g;
+  const void* target;
+  const void* w;
+  void* loss;
+  int64_t* status;
+  double gscale_host;  // the reduction's factor when known on the host (not a class-index 'mean')
+  bool denom_on_device;
+};
+
+__device__ __forceinline__ double* status_f64(int64_t* status, int i) { return reinterpret_cast<double*>(status + i); }
+
+// Everything about a row that does not depend on the loop over its classes.
+template <class T, class I, bool Probs>
+struct RowSetup {
+  int64_t t;       // class index (index targets)
+  bool skip;       // ignored, or a bad index
+};
+
+template <class T, class I, bool Probs>
+__device__ __forceinline__ RowSetup<T, I, Probs> row_setup(const Params& P, int64_t n, int64_t s) {
+  RowSetup<T, I, Probs> r{0, false};
+  if constexpr (!Probs) {
+    const CrossEntropyProblem& p = P.p;
+    r.t = int64_t(static_cast<const I*>(P.target)[n * p.tn + s * p.ts]);
+    if (r.t == p.ignore_index) {
+      r.skip = true;
+    } else if (r.t < 0 || r.t >= p.C) {
+      if (atomicCAS(reinterpret_cast<unsigned long long*>(P.status), 0ull, 1ull) == 0ull)
+        P.status[1] = r.t;
+      r.skip = true;
+    }
+  }
+  return r;
+}
+
+template <class A>
+__device__ __forceinline__ A read_gscale(const Params& P) {
+  if (P.denom_on_device) return A(1.0 / *status_f64(P.status, kDenom));
+  return A(P.gscale_host);
+}
+
+template <class A>
+__device__ __forceinline__ A read_wsum(const Params& P) {
+  return (P.w && P.p.eps != 0.0) ? A(*status_f64(P.status, kWeightSum)) : A(P.p.C);
+}
+
+// Sum of one value per thread of a block into status[i] (one atomic per block).
+template <class A>
+__device__ void block_add_to(int64_t* status, int i, A v) {
+  __shared__ double partial[32];
+  double d = double(v);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = d;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial[w];
+    if (total != 0.0) atomicAdd(status_f64(status, i), total);
+  }
+}
+
+// ---- rows contiguous over the classes: G threads per row ------------------------------------------------
+template <class T, class I, bool Probs, int G>
+__global__ void ce_rows(Params P) {
+  using A = Acc<T>;
+  const CrossEntropyProblem& p = P.p;
+  const T* X = static_cast<const T*>(P.x);
+  const T* W = static_cast<const T*>(P.w);
+  T* Gr = static_cast<T*>(P.g);
+  const int lane = threadIdx.x % G;
+  const int64_t groups_per_block = blockDim.x / G;
+  const int64_t rows = p.N * p.S;
+  const A eps = A(p.eps), smooth = A(p.eps / double(p.C));
+  const A gscale = read_gscale<A>(P);
+  const A wsum = read_wsum<A>(P);
+  A loss_acc = 0;
+  for (int64_t r = int64_t(blockIdx.x) * groups_per_block + threadIdx.x / G; r < rows;
+       r += int64_t(gridDim.x) * groups_per_block) {
+    const int64_t n = r / p.S, s = r - n * p.S;
+    const auto st = row_setup<T, I, Probs>(P, n, s);
+    T* g = Gr ? Gr + n * p.gn + s * p.gs : nullptr;
+    if (st.skip) {  // the whole group takes this branch together
+      if (g)
+        for (int64_t c = lane; c < p.C; c += G) g[c * p.gc] = to_storage<T>(0.f);
+      if (p.reduction == kNone && lane == 0) static_cast<T*>(P.loss)[n * p.ln + s * p.ls] = to_storage<T>(0.f);
+      continue;
+    }
+    const T* x = X + n * p.xn + s * p.xs;
+    const T* q = Probs ? static_cast<const T*>(P.target) + n * p.tn + s * p.ts : nullptr;
+    const A x0 = A(to_float(x[0]));  // a fixed reference: sums of a_c (x_c - x0) do not grow with |x|
+    A m = neg_inf<A>(), sum = 0, a_acc = 0, b_acc = 0;
+    for (int64_t c = lane; c < p.C; c += G) {
+      const A v = A(to_float(x[c * p.xc]));
+      online_add(m, sum, v);
+      if constexpr (Probs) {
+        const A a = (W ? A(to_float(W[c * p.wc])) : A(1)) * ((A(1) - eps) * A(to_float(q[c * p.tc])) + smooth);
+        a_acc += a * (v - x0);
+        b_acc += a;
+      } else if (p.eps != 0.0) {
+        a_acc += (W ? A(to_float(W[c * p.wc])) : A(1)) * (v - x0);
+      }
+    }
+    GroupReduce<G, A>::run(m, sum, a_acc, b_acc);
+    A B, Ax, wt = 0;
+    if constexpr (Probs) {
+      B = b_acc;
+      Ax = a_acc;
+    } else {
+      wt = W ? A(to_float(W[st.t * p.wc])) : A(1);
+      B = (A(1) - eps) * wt + smooth * wsum;
+      Ax = (A(1) - eps) * wt * (A(to_float(x[st.t * p.xc])) - x0) + smooth * a_acc;
+    }
+    const A loss = B * (m - x0 + fast_log(sum)) - Ax;
+    if (g) {
+      const A k = gscale * B / sum;
+      // with inplace_backward g is x: each element is read before it is written, by the same thread
+      for (int64_t c = lane; c < p.C; c += G) {
+        const A v = A(to_float(x[c * p.xc]));
+        A a;
+        if constexpr (Probs) {
+          a = (W ? A(to_float(W[c * p.wc])) : A(1)) * ((A(1) - eps) * A(to_float(q[c * p.tc])) + smooth);
+        } else {
+          a = smooth * (W ? A(to_float(W[c * p.wc])) : A(1)) + (c == st.t ? (A(1) - eps) * wt : A(0));
+        }
+        g[c * p.gc] = to_storage<T>(k * fast_exp(v - m) - gscale * a);
+      }
+    }
+    if (lane == 0) {
+      if (p.reduction == kNone) static_cast<T*>(P.loss)[n * p.ln + s * p.ls] = to_storage<T>(loss);
+      else loss_acc += loss;
+    }
+  }
+  if (p.reduction != kNone) block_add_to(P.status, kLossSum, loss_acc);
+}
+
+// ---- any layout, above all (N, C, H, W): one thread per position ----------------------------------------------
+template <class T, class I, bool Probs>
+__global__ void ce_positions(Params P) {
+  using A = Acc<T>;
+  const CrossEntropyProblem& p = P.p;
+  const T* X = static_cast<const T*>(P.x);
+  const T* W = static_cast<const T*>(P.w);
+  T* Gr = static_cast<T*>(P.g);
+  const int64_t rows = p.N * p.S;
+  const A eps = A(p.eps), smooth = A(p.eps / double(p.C));
+  const A gscale = read_gscale<A>(P);
+  const A wsum = read_wsum<A>(P);
+  A loss_acc = 0;
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = r / p.S, s = r - n * p.S;
+    const auto st = row_setup<T, I, Probs>(P, n, s);
+    T* g = Gr ? Gr + n * p.gn + s * p.gs : nullptr;
+    if (st.skip) {
+      if (g)
+        for (int64_t c = 0; c < p.C; ++c) g[c * p.gc] = to_storage<T>(0.f);
+      if (p.reduction == kNone) static_cast<T*>(P.loss)[n * p.ln + s * p.ls] = to_storage<T>(0.f);
+      continue;
+    }
+    const T* x = X + n * p.xn + s * p.xs;
+    const T* q = Probs ? static_cast<const T*>(P.target) + n * p.tn + s * p.ts : nullptr;
+    const A x0 = A(to_float(x[0]));
+    A m = neg_inf<A>(), sum = 0, a_acc = 0, b_acc = 0;
+    for (int64_t c = 0; c < p.C; ++c) {
+      const A v = A(to_float(x[c * p.xc]));
+      online_add(m, sum, v);
+      if constexpr (Probs) {
+        const A a = (W ? A(to_float(W[c * p.wc])) : A(1)) * ((A(1) - eps) * A(to_float(q[c * p.tc])) + smooth);
+        a_acc += a * (v - x0);
+        b_acc += a;
+      } else if (p.eps != 0.0) {
+        a_acc += (W ? A(to_float(W[c * p.wc])) : A(1)) * (v - x0);
+      }
+    }
+    A B, Ax, wt = 0;
+    if constexpr (Probs) {
+      B = b_acc;
+      Ax = a_acc;
+    } else {
+      wt = W ? A(to_float(W[st.t * p.wc])) : A(1);
+      B = (A(1) - eps) * wt + smooth * wsum;
+      Ax = (A(1) - eps) * wt * (A(to_float(x[st.t * p.xc])) - x0) + smooth * a_acc;
+    }
+    const A loss = B * (m - x0 + fast_log(sum)) - Ax;
+    if (g) {
+      const A k = gscale * B / sum;
+      for (int64_t c = 0; c < p.C; ++c) {
+        const A v = A(to_float(x[c * p.xc]));
+        A a;
+        if constexpr (Probs) {
+          a = (W ? A(to_float(W[c * p.wc])) : A(1)) * ((A(1) - eps) * A(to_float(q[c * p.tc])) + smooth);
+        } else {
+          a = smooth * (W ? A(to_float(W[c * p.wc])) : A(1)) + (c == st.t ? (A(1) - eps) * wt : A(0));
+        }
+        g[c * p.gc] = to_storage<T>(k * fast_exp(v - m) - gscale * a);
+      }
+    }
+    if (p.reduction == kNone) static_cast<T*>(P.loss)[n * p.ln + s * p.ls] = to_storage<T>(loss);
+    else loss_acc += loss;
+  }
+  if (p.reduction != kNone) block_add_to(P.status, kLossSum, loss_acc);
+}
+
+// ---- class-index 'mean': the denominator (and, for smoothing, the weights' sum) before the main pass ------------
+template <class T, class I>
+__global__ void ce_prepare(Params P) {
+  const CrossEntropyProblem& p = P.p;
+  const T* W = static_cast<const T*>(P.w);
+  const I* tgt = static_cast<const I*>(P.target);
+  double kept = 0;
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < p.N * p.S; r += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = r / p.S, s = r - n * p.S;
+    const int64_t t = int64_t(tgt[n * p.tn + s * p.ts]);
+    if (t != p.ignore_index && t >= 0 && t < p.C) kept += W ? double(to_float(W[t * p.wc])) : 1.0;
+  }
+  block_add_to(P.status, kDenom, kept);
+  if (W && blockIdx.x == 0) {
+    __syncthreads();
+    double wsum = 0;
+    for (int64_t c = threadIdx.x; c < p.C; c += blockDim.x) wsum += double(to_float(W[c * p.wc]));
+    block_add_to(P.status, kWeightSum, wsum);
+  }
+}
+
+template <class T>
+__global__ void ce_finish(Params P, double denom_host) {
+  const double total = *status_f64(P.status, kLossSum);
+  const double denom = P.denom_on_device ? *status_f64(P.status, kDenom) : denom_host;
+  // 'mean' over nothing (every row ignored, or no rows) is 0/0 = NaN, as in PyTorch
+  static_cast<T*>(P.loss)[0] = to_storage<T>(Acc<T>(P.p.reduction == kMean ? total / denom : total));
+}
+
+unsigned blocks_for(int64_t work, int threads) {
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>((work + threads - 1) / threads, 65535)));
+}
+
+template <class T, class I, bool Probs>
+void launch(const Params& P, cudaStream_t st) {
+  const CrossEntropyProblem& p = P.p;
+  const int64_t rows = p.N * p.S;
+  if (!Probs && (P.denom_on_device || (P.w && p.eps != 0.0)))
+    ce_prepare<T, I><<<blocks_for(rows, 256), 256, 0, st>>>(P);
+  if (rows > 0) {
+    if (p.xc == 1 && p.C <= 2048) {
+      constexpr int kThreads = 256;  // 8 rows per block, a warp each
+      ce_rows<T, I, Probs, 32><<<blocks_for(rows, kThreads / 32), kThreads, 0, st>>>(P);
+    } else if (p.xc == 1) {
+      constexpr int kThreads = 512;  // one row per block
+      ce_rows<T, I, Probs, kThreads><<<unsigned(std::min<int64_t>(rows, 65535)), kThreads, 0, st>>>(P);
+    } else {
+      constexpr int kThreads = 128;
+      ce_positions<T, I, Probs><<<blocks_for(rows, kThreads), kThreads, 0, st>>>(P);
+    }
+  }
+  if (p.reduction != kNone) {
+    double denom_host = double(rows);
+    ce_finish<T><<<1, 1, 0, st>>>(P, denom_host);
+  }
+}
+
+// grad_in[n, c, s] = grad[n, c, s] * grad_loss[n, s]
+template <class T>
+__global__ void ce_scale_flat(const T* g, const T* gl, T* out, int64_t n) {
+  const Acc<T> k = Acc<T>(to_float(gl[0]));
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = to_storage<T>(Acc<T>(to_float(g[i])) * k);
+}
+
+template <class T>
+__global__ void ce_scale_strided(const T* g, const T* gl, T* out, Shape sg, Shape sgl, Shape so) {
+  const int64_t N = sg.size[0], C = sg.size[1], S = sg.size[2], total = N * C * S;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t s = i % S, nc = i / S, c = nc % C, n = nc / C;
+    const Acc<T> k = Acc<T>(to_float(gl[n * sgl.stride[0] + s * sgl.stride[1]]));
+    const Acc<T> v = Acc<T>(to_float(g[n * sg.stride[0] + c * sg.stride[1] + s * sg.stride[2]]));
+    out[n * so.stride[0] + c * so.stride[1] + s * so.stride[2]] = to_storage<T>(v * k);
+  }
+}
+
+}  // namespace
+
+void cross_entropy_forward(const Array& logits, const Array& target, const Array& weight, const Array& loss,
+                           const Array& grad, const Array& status, int64_t ignore_index, int64_t reduction,
+                           double label_smoothing, uintptr_t stream) {
+  const CrossEntropyProblem p =
+      describe_cross_entropy(logits, target, weight, loss, grad, ignore_index, reduction, label_smoothing);
+  if (status.data == nullptr || status.numel() < 8 || status.dtype != DType::i64)
+    throw ValueError("cross_entropy: the CUDA kernels need a zeroed int64[8] status buffer");
+  Params P{p, logits.data, grad.data, target.data, weight.data, loss.data, status.ptr<int64_t>(), 1.0, false};
+  const int64_t rows = p.N * p.S;
+  if (reduction == kMean) {
+    if (p.probs) P.gscale_host = 1.0 / double(rows);
+    else P.denom_on_device = true;
+  }
+  cudaStream_t st = as_stream(stream);
+  dispatch_float(logits.dtype, "cross_entropy", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (p.probs) {
+      if (target.dtype != logits.dtype) throw ValueError("cross_entropy: probabilities must have the logits' dtype");
+      launch<T, T, true>(P, st);
+    } else if (target.dtype == DType::i64) {
+      launch<T, int64_t, false>(P, st);
+    } else if (target.dtype == DType::u8) {
+      launch<T, uint8_t, false>(P, st);
+    } else {
+      throw ValueError("cross_entropy: class indices must be int64 or uint8");
+    }
+    check_launch("cross_entropy_forward");
+  });
+}
+
+void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Array& grad_in, uintptr_t stream) {
+  const int64_t n = grad.numel();
+  if (n == 0) return;
+  cudaStream_t st = as_stream(stream);
+  dispatch_float(grad.dtype, "cross_entropy_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr int kThreads = 256;
+    const unsigned blocks = unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 4));
+    const bool scalar = grad_loss.stride[0] == 0 && grad_loss.stride[1] == 0;
+    if (scalar && grad.contiguous() && grad_in.contiguous()) {
+      ce_scale_flat<T><<<blocks, kThreads, 0, st>>>(grad.ptr<T>(), grad_loss.ptr<T>(), grad_in.ptr<T>(), n);
+    } else {
+      ce_scale_strided<T><<<blocks, kThreads, 0, st>>>(grad.ptr<T>(), grad_loss.ptr<T>(), grad_in.ptr<T>(),
+                                                       shape_of(grad), shape_of(grad_loss), shape_of(grad_in));
+    }
+    check_launch("cross_entropy_backward");
+  });
+}
+
+}  // namespace pixelops::cuda

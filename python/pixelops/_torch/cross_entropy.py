@@ -1,0 +1,170 @@
+"""Cross-entropy on tensors: kernels, the pixelops::cross_entropy custom op, and the eager autograd path.
+
+The forward kernel writes d loss / d logits (already scaled for the reduction) while it computes the loss; the
+backward kernel only multiplies that by the incoming gradient, in place, so forward + backward hold one extra
+logits-sized buffer (none with inplace_backward=True, where the gradient is written over the logits).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .._arrays import stream, view
+from ..ops.cross_entropy import NO_ARRAY, OP, layout
+from .common import _C, compiling
+
+
+def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
+    """(N, C, S) view of the logits when their strides allow one (True), else a copy (False)."""
+    try:
+        return x.view(N, C, S), True
+    except RuntimeError:
+        return x.reshape(N, C, S), False
+
+
+def _bad_target_check(status: torch.Tensor, C: int, ignore_index: int):
+    """CUDA kernels flag a bad class index in device memory instead of a device-side assert; reading the flag
+    is a host sync, skipped while a CUDA graph is being captured (nothing has run yet then)."""
+    if torch.cuda.is_current_stream_capturing():
+        return
+    bad, value = status[:2].tolist()
+    if bad:
+        raise IndexError(f"pixelops.{OP}: target {value} is out of bounds: expected class indices in [0, {C}) "
+                         f"or ignore_index={ignore_index}")
+
+
+def forward_kernel(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
+                   reduction: int, eps: float, need_grad: bool, inplace: bool = False):
+    """(loss, gradient as an (N, C, S) tensor or None, whether the gradient was written over x)."""
+    N, C, S, none_shape = layout(x.shape)
+    x3, is_view = _as_3d(x, N, C, S)
+    t = target.reshape(N, C, S) if target.is_floating_point() else target.reshape(N, S)
+    w = NO_ARRAY if weight is None else view(weight := weight.contiguous())
+    loss = torch.empty((N, S) if reduction == 0 else (), dtype=x.dtype, device=x.device)
+    g3 = None
+    in_place = False
+    if need_grad:
+        in_place = inplace and is_view
+        g3 = x3 if in_place else torch.empty_like(x3)
+    status = torch.zeros(8, dtype=torch.int64, device=x.device) if x.is_cuda else None  # see cross_entropy.cu
+    _C.cross_entropy_forward(view(x3), view(t), w, view(loss), NO_ARRAY if g3 is None else view(g3),
+                             NO_ARRAY if status is None else view(status), ignore_index, reduction, eps, stream(x))
+    if status is not None and not target.is_floating_point():
+        _bad_target_check(status, C, ignore_index)
+    return (loss.view(none_shape) if reduction == 0 else loss), g3, in_place
+
+
+def backward_kernel(grad3: torch.Tensor, grad_loss: torch.Tensor, reduction: int, out: Optional[torch.Tensor] = None):
+    """grad3 * grad_loss (broadcast over the classes), into out (may be grad3 itself) or a new tensor."""
+    N, C, S = grad3.shape
+    if grad_loss.dtype != grad3.dtype:
+        grad_loss = grad_loss.to(grad3.dtype)
+    if reduction == 0:
+        gl = view(grad_loss := grad_loss.reshape(N, S))
+    else:  # one number for every row: an (N, S) view with zero strides
+        v = view(grad_loss)
+        gl = (v[0], (N, S), (0, 0), v[3], v[4])
+    out = torch.empty_like(grad3) if out is None else out
+    _C.cross_entropy_backward(view(grad3), gl, view(out), stream(grad3))
+    return out
+
+
+# ---- torch.library: what torch.compile and opcheck see --------------------------------------------------
+def _grad_like(x: torch.Tensor) -> torch.Tensor:
+    N, C, S, _ = layout(x.shape)
+    return torch.empty_like(x.reshape(N, C, S))
+
+
+@torch.library.custom_op("pixelops::cross_entropy", mutates_args=())
+def cross_entropy_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
+                     reduction: int, label_smoothing: float, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    loss, g3, _ = forward_kernel(input, target, weight, ignore_index, reduction, label_smoothing, need_grad)
+    return loss, (g3 if need_grad else input.new_empty(0))
+
+
+@cross_entropy_op.register_fake
+def _(input, target, weight, ignore_index, reduction, label_smoothing, need_grad):
+    N, C, S, none_shape = layout(input.shape)
+    loss = input.new_empty(none_shape if reduction == 0 else ())
+    return loss, (_grad_like(input) if need_grad else input.new_empty(0))
+
+
+@torch.library.custom_op("pixelops::cross_entropy_backward", mutates_args=())
+def cross_entropy_backward_op(grad: torch.Tensor, grad_loss: torch.Tensor, reduction: int) -> torch.Tensor:
+    return backward_kernel(grad, grad_loss, reduction)
+
+
+@cross_entropy_backward_op.register_fake
+def _(grad, grad_loss, reduction):
+    return torch.empty_like(grad)
+
+
+def _setup_context(ctx, inputs, output):
+    x, reduction, need_grad = inputs[0], inputs[4], inputs[6]
+    ctx.shape = x.shape
+    ctx.reduction = reduction
+    ctx.need_grad = need_grad
+    ctx.save_for_backward(output[1])
+
+
+def _op_backward(ctx, grad_loss, _grad_of_grad):
+    if not ctx.need_grad:
+        raise RuntimeError(f"pixelops.{OP}: the forward ran without a gradient (need_grad=False)")
+    (g3,) = ctx.saved_tensors
+    return cross_entropy_backward_op(g3, grad_loss, ctx.reduction).view(ctx.shape), None, None, None, None, None, None
+
+
+cross_entropy_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+# ---- eager: the same kernels without the dispatcher round trip ----------------------------------------------
+class CrossEntropyFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, target, weight, ignore_index, reduction, eps, inplace):
+        loss, g3, in_place = forward_kernel(x, target, weight, ignore_index, reduction, eps, True, inplace)
+        ctx.g3 = g3  # an attribute, not a saved tensor: with inplace it is x, whose version we bump below
+        ctx.shape = x.shape
+        ctx.args = (ignore_index, reduction, eps)
+        ctx.in_place = in_place
+        if in_place:
+            # x now holds the gradient: anything that saved x for its own backward must fail its version check.
+            torch.autograd.graph.increment_version(x)
+            ctx.save_for_backward(None, target, weight)
+        else:
+            ctx.save_for_backward(x, target, weight)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        g3, ctx.g3 = ctx.g3, None
+        if g3 is None:  # a second backward through this graph (retain_graph=True): the first one used g3 up
+            if ctx.in_place:
+                raise RuntimeError(f"pixelops.{OP}: with inplace_backward=True the gradient was written over the "
+                                   "logits and can be used by one backward only (retain_graph is not supported)")
+            x, target, weight = ctx.saved_tensors
+            _, g3, _ = forward_kernel(x, target, weight, *ctx.args, True)
+        reduction = ctx.args[1]
+        if reduction != 0 and not grad_loss.is_cuda and grad_loss.item() == 1.0:
+            grad = g3  # loss.backward() of a mean or sum: the gradient is ready (a host read, so CPU only)
+        else:
+            grad = backward_kernel(g3, grad_loss, reduction, out=g3)
+        return grad.view(ctx.shape), None, None, None, None, None, None
+
+
+def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
+                  reduction: int, eps: float, inplace: bool) -> torch.Tensor:
+    needs_grad = x.requires_grad and torch.is_grad_enabled()
+    if target.requires_grad and torch.is_grad_enabled():
+        raise NotImplementedError(f"pixelops.{OP}: the gradient with respect to class-probability 'target' is not "
+                                  "implemented (detach the target)")
+    if compiling():
+        loss, _ = cross_entropy_op(x, target, weight, ignore_index, reduction, eps, needs_grad)
+        return loss
+    if not needs_grad:
+        return forward_kernel(x, target, weight, ignore_index, reduction, eps, False)[0]
+    if inplace and x.is_leaf:
+        raise RuntimeError(f"pixelops.{OP}: inplace_backward=True would overwrite a leaf tensor that requires grad; "
+                           "use it on computed logits (the output of a layer)")
+    return CrossEntropyFunction.apply(x, target, weight, ignore_index, reduction, eps, inplace)

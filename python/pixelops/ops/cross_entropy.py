@@ -1,0 +1,118 @@
+"""pixelops.cross_entropy: torch.nn.functional.cross_entropy on pixelops' fused softmax-cross-entropy kernels."""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from .. import _C
+from .._arrays import check_array, check_float, check_same_device, dtype_name, is_tensor, view
+from .._torch_loader import torch_ops
+
+OP = "cross_entropy"
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}  # torch's Reduction enum, as the kernels take it
+NO_ARRAY = (0, (), (), 0, -1)  # what the kernels read as "absent" (a null pointer)
+_INDEX_DTYPES = ("int64", "uint8")  # PyTorch takes Long or Byte class indices
+
+
+def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0, *, inplace_backward: bool = False):
+    """Softmax cross-entropy between logits and targets, as ``torch.nn.functional.cross_entropy``.
+
+    input: logits of shape (C), (N, C) or (N, C, d1, ..., dk), the classes on dimension 1 (any strides: the
+    (N, C, H, W) case is read in place, without a transposed copy). target: class indices (int64 or uint8) of
+    shape (), (N) or (N, d1, ..., dk), or class probabilities of input's shape and dtype. weight: (C) class
+    weights. ignore_index, reduction ('none', 'mean', 'sum') and label_smoothing as in PyTorch, including its
+    weighted mean and the NaN of a mean over targets that are all ignored.
+
+    numpy arrays in, numpy array out (CPU, float32/float64); torch tensors in, a tensor out (CPU: float32,
+    float64; CUDA: float32, float16, bfloat16 with float32 arithmetic), differentiable through pixelops' own
+    kernels: the forward pass writes the gradient as it computes the loss and backward only scales it.
+
+    inplace_backward=True (tensors only) writes that gradient into input's own memory instead of a new buffer,
+    saving one logits-sized allocation. input's values are gone after the call; autograd is told, so a
+    backward that needs them raises instead of reading gradients. Use it only when nothing else needs the
+    logits.
+    """
+    check_float(input, "input", OP)
+    check_array(target, "target", OP)
+    if weight is not None:
+        check_float(weight, "weight", OP)
+    check_same_device(OP, input=input, target=target, weight=weight)
+    red = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
+    if red is None:
+        raise ValueError(f"pixelops.{OP}: 'reduction' must be 'none', 'mean' or 'sum', got {reduction!r}")
+    try:
+        ignore_index = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"pixelops.{OP}: 'ignore_index' must be an integer, got {type(ignore_index).__name__}") from None
+    try:
+        label_smoothing = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(f"pixelops.{OP}: 'label_smoothing' must be a number, got {label_smoothing!r}") from None
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"pixelops.{OP}: 'label_smoothing' must be between 0.0 and 1.0, got {label_smoothing}")
+
+    shape = tuple(input.shape)
+    if len(shape) == 0:
+        raise ValueError(f"pixelops.{OP}: 'input' must have shape (C), (N, C) or (N, C, d1, ..., dk), got a 0-d array")
+    classes = shape[0] if len(shape) == 1 else shape[1]
+    if classes == 0:
+        raise ValueError(f"pixelops.{OP}: 'input' has no classes (size 0 on its class dimension)")
+    probs = _is_floating(target)
+    if probs:
+        if target.dtype != input.dtype:
+            raise TypeError(f"pixelops.{OP}: class-probability 'target' must have input's dtype {dtype_name(input)}, "
+                            f"got {dtype_name(target)}")
+        if tuple(target.shape) != shape:
+            raise ValueError(f"pixelops.{OP}: class-probability 'target' must have input's shape {shape}, "
+                             f"got {tuple(target.shape)}")
+    else:
+        if dtype_name(target) not in _INDEX_DTYPES:
+            raise TypeError(f"pixelops.{OP}: 'target' must hold class indices (int64 or uint8) or class "
+                            f"probabilities (input's dtype), got dtype {dtype_name(target)}")
+        expected = shape[:1] + shape[2:] if len(shape) > 1 else ()
+        if tuple(target.shape) != expected:
+            raise ValueError(f"pixelops.{OP}: class-index 'target' must have shape {expected} for input of shape "
+                             f"{shape}, got {tuple(target.shape)}")
+    if weight is not None:
+        if tuple(weight.shape) != (classes,):
+            raise ValueError(f"pixelops.{OP}: 'weight' must have shape ({classes},), one weight per class, "
+                             f"got {tuple(weight.shape)}")
+        if weight.dtype != input.dtype:
+            raise TypeError(f"pixelops.{OP}: 'weight' must have input's dtype {dtype_name(input)}, "
+                            f"got {dtype_name(weight)}")
+
+    if isinstance(input, np.ndarray):
+        if inplace_backward:
+            raise ValueError(f"pixelops.{OP}: inplace_backward=True needs torch tensors (numpy arrays have no backward)")
+        return _numpy_forward(input, target, weight, ignore_index, red, label_smoothing, probs)
+    return torch_ops(OP).cross_entropy(input, target, weight, ignore_index, red, label_smoothing,
+                                       bool(inplace_backward))
+
+
+def _is_floating(a) -> bool:
+    if isinstance(a, np.ndarray):
+        return a.dtype.kind == "f"
+    return is_tensor(a) and a.is_floating_point()
+
+
+def layout(shape):
+    """(N, C, S, loss shape for 'none') of logits of this shape: S is the product of the spatial sizes."""
+    if len(shape) == 1:
+        return 1, shape[0], 1, ()
+    spatial = 1
+    for d in shape[2:]:
+        spatial *= d
+    return shape[0], shape[1], spatial, shape[:1] + shape[2:]
+
+
+def _numpy_forward(x, target, weight, ignore_index, red, eps, probs):
+    N, C, S, none_shape = layout(x.shape)
+    x3 = x.reshape(N, C, S)  # a view where the strides allow one, else a copy
+    t = target.reshape(N, C, S) if probs else target.reshape(N, S)
+    w_arr = None if weight is None else np.ascontiguousarray(weight)  # held: the kernel reads its memory
+    w = NO_ARRAY if w_arr is None else view(w_arr)
+    loss = np.empty((N, S) if red == 0 else (), dtype=x.dtype)
+    _C.cross_entropy_forward(view(x3), view(t), w, view(loss), NO_ARRAY, NO_ARRAY, ignore_index, red, eps, 0)
+    return loss.reshape(none_shape) if red == 0 else loss
