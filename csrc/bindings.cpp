@@ -100,4 +100,6 @@ PYBIND11_MODULE(_C, m) {
   BIND(cross_entropy_backward);
   BIND(pixelcnn_sample);
   BIND(pixel_uniforms);
+  BIND(conv2d_forward);
+  BIND(conv2d_backward);
 }

@@ -23,7 +23,16 @@ namespace pixelops {
   void pixelcnn_sample(const Array& params, const Array& config, const Array& observed,             \
                        const Array& observed_mask, const Array& samples, const Array& logits,       \
                        const Array& scratch, double temperature, uint64_t seed, uintptr_t stream);  \
-  void pixel_uniforms(const Array& out, uint64_t seed, uintptr_t stream);
+  void pixel_uniforms(const Array& out, uint64_t seed, uintptr_t stream);                           \
+  /* conv2d.cpp / conv2d.cu: ntaps = active taps, a row-major prefix of the kernel (all of them, or a     \
+     PixelCNN mask); bias, y (relu only) and each gradient may be absent (null data) */                  \
+  void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Array& y, int64_t sh,       \
+                      int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups,          \
+                      int64_t ntaps, bool relu, bool allow_tf32, uintptr_t stream);                        \
+  void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array& grad_y,                 \
+                       const Array& grad_x, const Array& grad_w, const Array& grad_b, int64_t sh,          \
+                       int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups,         \
+                       int64_t ntaps, bool relu, bool allow_tf32, uintptr_t stream);
 
 namespace cpu {
 PIXELOPS_DECLARE_OPS

@@ -9,6 +9,7 @@ from . import _C
 from ._torch_loader import load_all as _load_all, torch_is_loaded as _torch_is_loaded
 from .ops.relu import relu
 from .ops.cross_entropy import cross_entropy
+from .ops.conv2d import conv2d, masked_conv2d, conv_mask
 
 __version__ = "0.1.0"
 
@@ -34,3 +35,4 @@ def __getattr__(name):
 
 
 __all__ += ["PixelCNN"]
+__all__ += ["conv2d", "masked_conv2d", "conv_mask"]

@@ -8,3 +8,4 @@ Both share the same forward, setup_context and backward functions.
 # Modules that register ops; pixelops._torch_loader.load_all imports each.
 OP_MODULES = ("relu",)
 OP_MODULES += ("cross_entropy",)
+OP_MODULES += ("conv2d",)

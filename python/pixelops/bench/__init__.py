@@ -14,6 +14,7 @@ import platform
 SUITES = ("relu",)
 SUITES += ("cross_entropy",)
 SUITES += ("sampling",)
+SUITES += ("conv2d",)
 
 
 def device_description(device: str) -> str:

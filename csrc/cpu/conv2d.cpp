@@ -1,0 +1,470 @@
+// conv2d and masked conv2d on the CPU, forward and backward, as blocked GEMMs over the active taps.
+//
+//   y[n, g*Mg+m, oh, ow] = act(b[g*Mg+m] + sum_{c < Cg, t in taps} w[g*Mg+m, c, t] * x[n, g*Cg+c, oh*sh-ph+kh(t)*dh, ow*sw-pw+kw(t)*dw])
+//
+// Taps are numbered row-major (t = kh*KW + kw); the active ones are always a contiguous range [t0, t1): all of
+// them for conv2d, and for a PixelCNN mask a prefix (every row above the centre, then the centre row up to the
+// centre, excluded for mask A). So a masked conv is an ordinary conv over fewer taps: masked taps cost nothing.
+//
+// Forward: C = W (Mg x Cg*taps, packed once) times the image's im2col matrix, gathered block by block straight
+// into the GEMM's packed B panels (no full im2col buffer); tasks are (image, group, block of pixels).
+// grad_input: the same forward engine, run on grad_y with the kernel flipped and in/out channels swapped (a
+// stride-s conv's input gradient is a stride-1 conv of grad_y upsampled by s; the gather reads the zeros of the
+// upsampling implicitly). grad_weight: grad_y (Mg x pixels) times the im2col matrix transposed, summed over
+// images in per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "common/dispatch.h"
+#include "common/parallel.h"
+#include "cpu/conv2d_gemm.h"
+#include "ops.h"
+
+namespace pixelops::cpu {
+namespace {
+
+using conv::KC;
+using conv::NC;
+using conv::round_up;
+using conv::Tile;
+
+// One convolution's shape, as the forward engine sees it (grad_input runs the engine on a transformed one).
+struct Geometry {
+  int64_t N, IH, IW;          // input batch and spatial size
+  int64_t G, Cg, Mg;          // groups, input and output channels per group
+  int64_t OH, OW;             // output size
+  int64_t KH, KW, t0, t1;     // kernel size and active tap range [t0, t1), row-major
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t uh, uw;             // input upsampling: the engine reads input (v / u) where v % u == 0, else zero
+  int64_t xn, xc, xh, xw;     // input strides
+  int64_t taps() const { return t1 - t0; }
+  int64_t K() const { return Cg * taps(); }
+  int64_t P() const { return OH * OW; }
+};
+
+// Copies n <= NR values: 64-byte moves for the whole vectors (memcpy becomes `rep movs` here, which is
+// slow to start for runs this short).
+typedef float f32x16u __attribute__((vector_size(64), aligned(4)));
+typedef double f64x8u __attribute__((vector_size(64), aligned(8)));
+template <class T> struct Vec64;
+template <> struct Vec64<float> { using type = f32x16u; };
+template <> struct Vec64<double> { using type = f64x8u; };
+
+template <class T>
+inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
+  using V = typename Vec64<T>::type;
+  constexpr int64_t L = 64 / sizeof(T);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) *reinterpret_cast<V*>(out + i) = *reinterpret_cast<const V*>(src + i);
+  for (; i < n; ++i) out[i] = src[i];
+}
+
+// Writes count values into the NR-wide panels of one im2col row, starting at column jj: src[i * step], or
+// zeros when src is null. Pieces never cross a panel, so the inner loops are plain copies.
+template <class T>
+inline void emit(T* row, int64_t kcb, int64_t jj, int64_t count, const T* src, int64_t step) {
+  constexpr int NR = Tile<T>::NR;
+  while (count > 0) {
+    const int64_t lane = jj % NR, piece = std::min<int64_t>(count, NR - lane);
+    T* out = row + (jj / NR) * kcb * NR + lane;
+    if (!src) {
+      for (int64_t i = 0; i < piece; ++i) out[i] = T(0);
+    } else if (step == 1) {
+      copy_short(out, src, piece);
+      src += piece;
+    } else {
+      for (int64_t i = 0; i < piece; ++i) out[i] = src[i * step];
+      src += piece * step;
+    }
+    jj += piece;
+    count -= piece;
+  }
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+// Fills dst with the im2col block of image n, group g: rows k in [k0, k0+kcb) (k = c*taps + (t - t0)),
+// columns pixels [p0, p0+nb), as NR-wide panels, zero padded past nb. Each output row's run of pixels splits
+// into zeros (left padding), a strided copy of one input row, and zeros (right padding).
+template <class T>
+void gather_im2col(const Geometry& q, const T* x, int64_t n, int64_t g, int64_t k0, int64_t kcb, int64_t p0,
+                   int64_t nb, T* dst) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t nt = q.taps();
+  const int64_t VH = (q.IH - 1) * q.uh + 1, VW = (q.IW - 1) * q.uw + 1;
+  const int64_t npad = round_up(nb, NR);
+  for (int64_t k = k0; k < k0 + kcb; ++k) {
+    const int64_t c = k / nt, t = q.t0 + k % nt;
+    const int64_t offh = (t / q.KW) * q.dh - q.ph, offw = (t % q.KW) * q.dw - q.pw;
+    const T* xc = x + n * q.xn + (g * q.Cg + c) * q.xc;
+    T* row = dst + (k - k0) * NR;
+    // Output columns ow whose input column ow*sw + offw lies inside [0, VW): [lo, hi)
+    const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
+    const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(VW - offw, q.sw)));
+    int64_t jj = 0;
+    while (jj < nb) {
+      const int64_t p = p0 + jj, oh = p / q.OW, a = p % q.OW;
+      const int64_t b = a + std::min(nb - jj, q.OW - a);  // this output row's columns [a, b)
+      const int64_t vh = oh * q.sh + offh;
+      if (vh < 0 || vh >= VH || (q.uh > 1 && vh % q.uh)) {
+        emit<T>(row, kcb, jj, b - a, nullptr, 0);
+        jj += b - a;
+        continue;
+      }
+      const T* xr = xc + (vh / q.uh) * q.xh;
+      const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
+      emit<T>(row, kcb, jj, l - a, nullptr, 0);
+      jj += l - a;
+      if (q.uw == 1) {
+        emit<T>(row, kcb, jj, h - l, xr + (l * q.sw + offw) * q.xw, q.sw * q.xw);
+        jj += h - l;
+      } else {  // upsampled input (grad_input of a strided conv): every uw-th column is real
+        for (int64_t ow = l; ow < h; ++ow, ++jj) {
+          const int64_t vw = ow * q.sw + offw;
+          row[(jj / NR) * kcb * NR + jj % NR] = vw % q.uw ? T(0) : xr[(vw / q.uw) * q.xw];
+        }
+      }
+      emit<T>(row, kcb, jj, b - h, nullptr, 0);
+      jj += b - h;
+    }
+    emit<T>(row, kcb, nb, npad - nb, nullptr, 0);
+  }
+}
+
+// The transposed im2col block of one image and group (x already offset to it), for grad_weight: rows are
+// pixels [k0, k0+kcb), columns are (channel, tap) pairs [j0, j0+nb) (c_of/kh_of/kw_of give each one's),
+// as NR-wide panels, zero padded past nb.
+template <class T>
+void gather_im2col_transposed(const Geometry& q, const T* xg, int64_t k0, int64_t kcb, int64_t j0, int64_t nb,
+                              const int64_t* c_of, const int64_t* kh_of, const int64_t* kw_of, T* dst) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t npad = round_up(nb, NR);
+  for (int64_t jj = 0; jj < npad; ++jj) {
+    T* col = dst + (jj / NR) * kcb * NR + jj % NR;
+    if (jj >= nb) {
+      for (int64_t r = 0; r < kcb; ++r) col[r * NR] = T(0);
+      continue;
+    }
+    const int64_t j = j0 + jj;
+    const int64_t offh = kh_of[j] * q.dh - q.ph, offw = kw_of[j] * q.dw - q.pw;
+    const T* xc = xg + c_of[j] * q.xc;
+    const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
+    const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
+    const int64_t step = q.sw * q.xw;
+    int64_t r = 0;
+    while (r < kcb) {
+      const int64_t p = k0 + r, oh = p / q.OW, a = p % q.OW;
+      const int64_t b = a + std::min(kcb - r, q.OW - a);
+      const int64_t ih = oh * q.sh + offh;
+      T* o = col + r * NR - a * NR;  // o[ow * NR] is pixel (oh, ow)
+      if (ih < 0 || ih >= q.IH) {
+        for (int64_t ow = a; ow < b; ++ow) o[ow * NR] = T(0);
+      } else {
+        const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
+        const T* xr = xc + ih * q.xh + offw * q.xw;
+        for (int64_t ow = a; ow < l; ++ow) o[ow * NR] = T(0);
+        for (int64_t ow = l; ow < h; ++ow) o[ow * NR] = xr[ow * step];
+        for (int64_t ow = h; ow < b; ++ow) o[ow * NR] = T(0);
+      }
+      r += b - a;
+    }
+  }
+}
+
+// y (contiguous N x G*Mg x OH x OW) = act(bias + conv(x)), with the weights packed per group by pack_weights.
+template <class T>
+void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
+                    T* y) {
+  const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg;
+  const int64_t blocks = (P + NC - 1) / NC;
+  const int64_t tasks = q.N * q.G * blocks;
+  const int64_t group_stride = round_up(q.Mg, Tile<T>::MR) * K;
+  const double work = double(q.N) * M * P * std::max<int64_t>(K, 1);
+  parallel_for(tasks, work < 2e5 ? tasks : 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> b_buf(size_t(std::min(KC, std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t blk = task % blocks, ng = task / blocks, g = ng % q.G, n = ng / q.G;
+      const int64_t p0 = blk * NC, nb = std::min(NC, P - p0);
+      T* yg = y + (n * M + g * q.Mg) * P;
+      const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
+      auto finish = [&](int64_t m, T v) {
+        if (bg) v += bg[m * bias_stride];
+        return relu && !(v > T(0)) && !std::isnan(v) ? T(0) : v;
+      };
+      if (K == 0) {  // every tap masked (a 1x1 mask-A conv): the output is the bias alone
+        for (int64_t m = 0; m < q.Mg; ++m)
+          for (int64_t p = p0; p < p0 + nb; ++p) yg[m * P + p] = finish(m, T(0));
+        continue;
+      }
+      conv::gemm<T>(
+          w_packed + g * group_stride, q.Mg, K, p0, nb, b_buf.data(),
+          [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst) {
+            gather_im2col(q, x, n, g, k0, kcb, n0, nbb, dst);
+          },
+          [&](int64_t m0, int64_t pc, int mr, int nr, const T* tile, bool first, bool last) {
+            for (int r = 0; r < mr; ++r) {
+              T* out = yg + (m0 + r) * P + pc;
+              const T* src = tile + r * Tile<T>::NR;
+              if (first && last) {
+                for (int j = 0; j < nr; ++j) out[j] = finish(m0 + r, src[j]);
+              } else if (first) {
+                for (int j = 0; j < nr; ++j) out[j] = src[j];
+              } else if (last) {
+                for (int j = 0; j < nr; ++j) out[j] = finish(m0 + r, out[j] + src[j]);
+              } else {
+                for (int j = 0; j < nr; ++j) out[j] += src[j];
+              }
+            }
+          });
+    }
+  });
+}
+
+// Packs the weights of every group, w(g, m, k) with k = c*taps + (t - t0).
+template <class T, class Get>
+std::vector<T> pack_weights(const Geometry& q, Get&& get) {
+  const int64_t K = q.K(), group_stride = round_up(q.Mg, Tile<T>::MR) * K;
+  std::vector<T> packed(size_t(std::max<int64_t>(q.G * group_stride, 1)));
+  for (int64_t g = 0; g < q.G; ++g)
+    conv::pack_a(packed.data() + g * group_stride, q.Mg, K, [&](int64_t m, int64_t k) { return get(g, m, k); });
+  return packed;
+}
+
+// grad_input as GEMM + scatter (col2im): for each block of pixels, the tile
+//   cols[(c, t), p] = sum_m w[g*Mg+m, c, t] * gy[n, g*Mg+m, p]
+// is added straight into grad_x at the input pixel that tap t of output pixel p reads. No work is spent on
+// the zeros of a strided conv's upsampled gradient, and the GEMM's rows are channels x taps, so a conv with
+// few input channels (a first layer) still fills the register tiles. Tasks are (image, group): blocks of
+// one image overlap in grad_x.
+template <class T>
+void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
+  constexpr int NR = Tile<T>::NR;
+  const int64_t M = q.G * q.Mg, P = q.P(), nt = q.taps(), rows = q.K(), C = q.G * q.Cg, HW = q.IH * q.IW;
+  const T* wp = w.ptr<T>();
+  const int64_t group_stride = round_up(rows, Tile<T>::MR) * q.Mg;
+  std::vector<T> packed(size_t(q.G * group_stride));
+  for (int64_t g = 0; g < q.G; ++g)
+    conv::pack_a(packed.data() + g * group_stride, rows, q.Mg, [&](int64_t row, int64_t m) {
+      const int64_t c = row / nt, t = q.t0 + row % nt;
+      return wp[(g * q.Mg + m) * w.stride[0] + c * w.stride[1] + (t / q.KW) * w.stride[2] + (t % q.KW) * w.stride[3]];
+    });
+  std::vector<int64_t> c_of(static_cast<size_t>(rows)), offh(static_cast<size_t>(rows)), offw(static_cast<size_t>(rows));
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t t = q.t0 + row % nt;
+    c_of[row] = row / nt;
+    offh[row] = (t / q.KW) * q.dh - q.ph;
+    offw[row] = (t % q.KW) * q.dw - q.pw;
+  }
+  std::vector<int64_t> ihb(static_cast<size_t>(P)), iwb(static_cast<size_t>(P));
+  for (int64_t p = 0; p < P; ++p) {
+    ihb[p] = (p / q.OW) * q.sh;
+    iwb[p] = (p % q.OW) * q.sw;
+  }
+  parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> b_buf(size_t(std::min(KC, q.Mg) * round_up(NC, NR)));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / q.G, g = task % q.G;
+      T* gxg = gx + (n * C + g * q.Cg) * HW;
+      std::fill(gxg, gxg + q.Cg * HW, T(0));
+      const T* gyg = gy + (n * M + g * q.Mg) * P;
+      for (int64_t p0 = 0; p0 < P; p0 += NC) {
+        conv::gemm<T>(
+            packed.data() + g * group_stride, rows, q.Mg, p0, std::min(NC, P - p0), b_buf.data(),
+            [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nb, T* dst) {
+              for (int64_t m = k0; m < k0 + kcb; ++m) {
+                emit<T>(dst + (m - k0) * NR, kcb, 0, nb, gyg + m * P + n0, 1);
+                emit<T>(dst + (m - k0) * NR, kcb, nb, round_up(nb, NR) - nb, nullptr, 0);
+              }
+            },
+            [&](int64_t r0, int64_t pc, int mr, int nr, const T* tile, bool, bool) {
+              for (int r = 0; r < mr; ++r) {
+                const int64_t row = r0 + r, oh = offh[row], ow = offw[row];
+                T* gxc = gxg + c_of[row] * HW;
+                const T* src = tile + r * NR;
+                for (int j = 0; j < nr; ++j) {
+                  const int64_t ih = ihb[pc + j] + oh, iw = iwb[pc + j] + ow;
+                  if (uint64_t(ih) < uint64_t(q.IH) && uint64_t(iw) < uint64_t(q.IW)) gxc[ih * q.IW + iw] += src[j];
+                }
+              }
+            });
+      }
+    }
+  });
+}
+
+// The user's convolution, from the arrays and arguments of the entry points.
+Geometry geometry_of(const Array& x, const Array& w, const Array& y, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                     int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
+  Geometry q{};
+  q.N = x.size[0];
+  q.IH = x.size[2];
+  q.IW = x.size[3];
+  q.G = groups;
+  q.Cg = x.size[1] / groups;
+  q.Mg = w.size[0] / groups;
+  q.OH = y.size[2];
+  q.OW = y.size[3];
+  q.KH = w.size[2];
+  q.KW = w.size[3];
+  q.t0 = 0;
+  q.t1 = ntaps;
+  q.sh = sh; q.sw = sw; q.ph = ph; q.pw = pw; q.dh = dh; q.dw = dw;
+  q.uh = q.uw = 1;
+  q.xn = x.stride[0]; q.xc = x.stride[1]; q.xh = x.stride[2]; q.xw = x.stride[3];
+  return q;
+}
+
+void check_taps(const Array& w, int64_t ntaps, const char* what) {
+  if (ntaps < 0 || ntaps > w.size[2] * w.size[3])
+    throw ValueError(std::string(what) + ": tap count out of range for the kernel size");
+}
+
+}  // namespace
+
+void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Array& y, int64_t sh, int64_t sw,
+                    int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int64_t ntaps, bool relu, bool,
+                    uintptr_t) {
+  check_taps(w, ntaps, "conv2d");
+  expect_contiguous(y, "conv2d: output");
+  if (y.numel() == 0) return;
+  dispatch_cpu_float(x.dtype, "conv2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const Geometry q = geometry_of(x, w, y, sh, sw, ph, pw, dh, dw, groups, ntaps);
+    const T* wp = w.ptr<T>();
+    const int64_t nt = q.taps();
+    auto packed = pack_weights<T>(q, [&](int64_t g, int64_t m, int64_t k) {
+      const int64_t c = k / nt, t = k % nt;
+      return wp[(g * q.Mg + m) * w.stride[0] + c * w.stride[1] + (t / q.KW) * w.stride[2] + (t % q.KW) * w.stride[3]];
+    });
+    forward_engine<T>(q, x.ptr<T>(), packed.data(), bias.data ? bias.ptr<T>() : nullptr,
+                      bias.data ? bias.stride[0] : 0, relu, y.ptr<T>());
+  });
+}
+
+void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array& grad_y, const Array& grad_x,
+                     const Array& grad_w, const Array& grad_b, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                     int64_t dh, int64_t dw, int64_t groups, int64_t ntaps, bool relu, bool, uintptr_t) {
+  check_taps(w, ntaps, "conv2d_backward");
+  dispatch_cpu_float(x.dtype, "conv2d_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const Geometry q = geometry_of(x, w, grad_y, sh, sw, ph, pw, dh, dw, groups, ntaps);
+    const int64_t M = q.G * q.Mg, P = q.P(), nt = q.taps(), KK = q.KH * q.KW;
+
+    // grad_y, masked by the fused ReLU, as a contiguous N x M x P array (used as is when already so).
+    std::vector<T> gy_copy;
+    const T* gy = grad_y.ptr<T>();
+    if (relu || !grad_y.contiguous()) {
+      gy_copy.resize(size_t(q.N * M * P));
+      const T* yp = relu ? y.ptr<T>() : nullptr;
+      const T* g = grad_y.ptr<T>();
+      parallel_for(q.N * M, std::max<int64_t>(1, 32768 / std::max<int64_t>(P, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) {
+          const int64_t n = r / M, m = r % M;
+          const T* gr = g + n * grad_y.stride[0] + m * grad_y.stride[1];
+          const T* yr = yp ? yp + n * y.stride[0] + m * y.stride[1] : nullptr;
+          T* out = gy_copy.data() + r * P;
+          for (int64_t oh = 0; oh < q.OH; ++oh)
+            for (int64_t ow = 0; ow < q.OW; ++ow) {
+              T v = gr[oh * grad_y.stride[2] + ow * grad_y.stride[3]];
+              if (yr && !(yr[oh * y.stride[2] + ow * y.stride[3]] > T(0))) v = T(0);
+              out[oh * q.OW + ow] = v;
+            }
+        }
+      });
+      gy = gy_copy.data();
+    }
+
+    if (grad_b.data) {
+      T* gb = grad_b.ptr<T>();
+      parallel_for(M, 16, [&](int64_t b, int64_t e) {
+        for (int64_t m = b; m < e; ++m) {
+          double s = 0;
+          for (int64_t n = 0; n < q.N; ++n) {
+            const T* r = gy + (n * M + m) * P;
+            for (int64_t p = 0; p < P; ++p) s += double(r[p]);
+          }
+          gb[m * grad_b.stride[0]] = T(s);
+        }
+      });
+    }
+
+    if (grad_x.data && grad_x.numel() > 0 && (q.sh > 1 || q.sw > 1 || q.Cg < Tile<T>::MR)) {
+      grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
+    } else if (grad_x.data && grad_x.numel() > 0) {
+      // A stride-1 conv of grad_y (upsampled by the stride) with the flipped kernel, channels swapped.
+      Geometry t{};
+      t.N = q.N; t.IH = q.OH; t.IW = q.OW;
+      t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
+      t.OH = q.IH; t.OW = q.IW;
+      t.KH = q.KH; t.KW = q.KW; t.t0 = KK - q.t1; t.t1 = KK - q.t0;
+      t.sh = t.sw = 1;
+      t.dh = q.dh; t.dw = q.dw;
+      t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
+      t.uh = q.sh; t.uw = q.sw;
+      t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
+      const T* wp = w.ptr<T>();
+      auto packed = pack_weights<T>(t, [&](int64_t g, int64_t ci, int64_t k) {
+        const int64_t co = k / nt, tf = t.t0 + k % nt, to = KK - 1 - tf;  // flipped tap -> original tap
+        return wp[(g * q.Mg + co) * w.stride[0] + ci * w.stride[1] + (to / q.KW) * w.stride[2] +
+                  (to % q.KW) * w.stride[3]];
+      });
+      forward_engine<T>(t, gy, packed.data(), nullptr, 0, false, grad_x.ptr<T>());
+    }
+
+    if (grad_w.data && grad_w.numel() > 0) {
+      // grad_w[g] (Mg x Cg*taps) = sum over images of grad_y[n, g] (Mg x P) times im2col(x[n, g])^T (P x Cg*taps).
+      const int64_t K = q.K();
+      std::vector<T> total(size_t(M * std::max<int64_t>(K, 1)), T(0));
+      if (K > 0 && P > 0) {
+        parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
+          constexpr int NR = Tile<T>::NR;
+          std::vector<T> acc(size_t(M * K), T(0));
+          std::vector<T> a_packed(size_t(round_up(q.Mg, Tile<T>::MR) * P));
+          std::vector<T> b_buf(size_t(std::min(KC, P) * round_up(std::min(NC, K), NR)));
+          std::vector<int64_t> kh_of(static_cast<size_t>(K)), kw_of(static_cast<size_t>(K)), c_of(static_cast<size_t>(K));
+          for (int64_t k = 0; k < K; ++k) {
+            c_of[k] = k / nt;
+            kh_of[k] = (k % nt) / q.KW;
+            kw_of[k] = (k % nt) % q.KW;
+          }
+          const T* xp = x.ptr<T>();
+          for (int64_t ng = begin; ng < end; ++ng) {
+            const int64_t n = ng / q.G, g = ng % q.G;
+            const T* gyg = gy + (n * M + g * q.Mg) * P;
+            conv::pack_a(a_packed.data(), q.Mg, P, [&](int64_t m, int64_t p) { return gyg[m * P + p]; });
+            const T* xg = xp + n * q.xn + g * q.Cg * q.xc;
+            T* accg = acc.data() + g * q.Mg * K;
+            for (int64_t j0 = 0; j0 < K; j0 += NC) {
+              conv::gemm<T>(
+                  a_packed.data(), q.Mg, P, j0, std::min(NC, K - j0), b_buf.data(),
+                  [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst) {
+                    gather_im2col_transposed(q, xg, k0, kcb, n0, nbb, c_of.data(), kh_of.data(), kw_of.data(), dst);
+                  },
+                  [&](int64_t m0, int64_t jc, int mr, int nr, const T* tile, bool, bool) {
+                    for (int r = 0; r < mr; ++r) {
+                      T* out = accg + (m0 + r) * K + jc;
+                      const T* src = tile + r * NR;
+                      for (int j = 0; j < nr; ++j) out[j] += src[j];
+                    }
+                  });
+            }
+          }
+#pragma omp critical(pixelops_conv2d_grad_w)
+          for (size_t i = 0; i < acc.size(); ++i) total[i] += acc[i];
+        });
+      }
+      // Scatter into grad_w's (M, Cg, KH, KW) layout; masked taps get exact zeros.
+      T* gw = grad_w.ptr<T>();
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t c = 0; c < q.Cg; ++c)
+          for (int64_t t = 0; t < KK; ++t) {
+            T v = (t >= q.t0 && t < q.t1) ? total[m * K + c * nt + (t - q.t0)] : T(0);
+            gw[m * grad_w.stride[0] + c * grad_w.stride[1] + (t / q.KW) * grad_w.stride[2] + (t % q.KW) * grad_w.stride[3]] = v;
+          }
+    }
+  });
+}
+
+}  // namespace pixelops::cpu

@@ -1,0 +1,84 @@
+// The register-tiled microkernel and the blocked GEMM driver behind every CPU convolution pass.
+//
+//   C[MR x NR tile] = sum_k A[k][0..MR) * B[k][0..NR)       (A and B packed in panels, k-major)
+//
+// The packers (an im2col gather of the image, the weights, a gradient) are the callers' templates; only the
+// microkernel is compiled per instruction set (target_clones cannot clone templates), so it takes plain
+// pointers to packed panels and writes its tile to a small buffer that the caller's store callback reads.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace pixelops::cpu::conv {
+
+// Clones for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and the baseline; the loader picks one per CPU.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(PIXELOPS_NO_CLONES)
+#define PIXELOPS_CONV_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PIXELOPS_CONV_CLONES
+#endif
+
+// Tile shape per type: MR rows (output channels) by NR columns (pixels, two 64-byte vectors).
+template <class T> struct Tile;
+template <> struct Tile<float> { static constexpr int MR = 8, NR = 32; };
+template <> struct Tile<double> { static constexpr int MR = 8, NR = 16; };
+
+void microkernel(int64_t kc, const float* a, const float* b, float* tile);
+void microkernel(int64_t kc, const double* a, const double* b, double* tile);
+
+// Depth of one packed block (k): a B micro-panel (KC x NR, 16 KiB) stays in L1; pixels per column block:
+// a B block (KC x NC) stays in L2.
+constexpr int64_t KC = 128;
+constexpr int64_t NC = 256;
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Packed A: for each k block [k0, k0+kcb): for each MR-row panel: kcb rows of MR values (zero padded).
+// Offset of (k block starting at k0 of depth kcb, panel i) in a packing of M rows.
+template <class T>
+inline int64_t packed_a_offset(int64_t M, int64_t k0, int64_t kcb, int64_t panel) {
+  return round_up(M, Tile<T>::MR) * k0 + panel * Tile<T>::MR * kcb;
+}
+
+// Packs A(m, k) for m < M, k < K from an accessor into the layout above.
+template <class T, class Get>
+void pack_a(T* dst, int64_t M, int64_t K, Get&& get) {
+  constexpr int MR = Tile<T>::MR;
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t kcb = std::min(KC, K - k0);
+    for (int64_t i = 0; i * MR < M; ++i) {
+      T* p = dst + packed_a_offset<T>(M, k0, kcb, i);
+      for (int64_t k = 0; k < kcb; ++k)
+        for (int r = 0; r < MR; ++r) {
+          int64_t m = i * MR + r;
+          p[k * MR + r] = m < M ? get(m, k0 + k) : T(0);
+        }
+    }
+  }
+}
+
+// C (M x N) = A (packed, M x K) * B, where pack_b(k0, kcb, n0, nb, dst) fills dst with the B block
+// [k0, k0+kcb) x [n0, n0+nb) as ceil(nb/NR) panels of kcb rows of NR values (zero padded), and
+// store(m0, n0, mr, nr, tile, first, last) consumes an MR x NR tile (first/last: first/last k block).
+template <class T, class PackB, class Store>
+void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_buf, PackB&& pack_b,
+          Store&& store) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  alignas(64) T tile[MR * NR];
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t kcb = std::min(KC, K - k0);
+    pack_b(k0, kcb, n0, nb, b_buf);
+    for (int64_t j = 0; j * NR < nb; ++j) {
+      const T* bp = b_buf + j * kcb * NR;
+      for (int64_t i = 0; i * MR < M; ++i) {
+        microkernel(kcb, a_packed + packed_a_offset<T>(M, k0, kcb, i), bp, tile);
+        store(i * MR, n0 + j * NR, int(std::min<int64_t>(MR, M - i * MR)), int(std::min<int64_t>(NR, nb - j * NR)),
+              tile, k0 == 0, k0 + kcb == K);
+      }
+    }
+  }
+}
+
+}  // namespace pixelops::cpu::conv

@@ -1,0 +1,40 @@
+// The convolutions' inner loop: an MR x NR tile of C accumulated in registers over kc steps of packed A and B.
+//   tile[r][j] = sum_k a[k*MR + r] * b[k*NR + j]
+// Written with GCC vector types of 64 bytes (two per tile row): one zmm each under AVX-512, two ymm under
+// AVX2, so the same source serves every clone. The tile goes out to memory once per call.
+#include "cpu/conv2d_gemm.h"
+
+namespace pixelops::cpu::conv {
+namespace {
+
+typedef float f32x16 __attribute__((vector_size(64), aligned(4)));
+typedef double f64x8 __attribute__((vector_size(64), aligned(8)));
+
+}  // namespace
+
+#define PIXELOPS_CONV_MICROKERNEL(T, V, LANES)                                                     \
+  PIXELOPS_CONV_CLONES void microkernel(int64_t kc, const T* __restrict a, const T* __restrict b,   \
+                                        T* __restrict tile) {                                       \
+    constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;                                               \
+    static_assert(NR == 2 * LANES, "two vectors per tile row");                                     \
+    V c0[MR], c1[MR];                                                                               \
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) { c0[r] = V{}; c1[r] = V{}; }             \
+    for (int64_t k = 0; k < kc; ++k) {                                                              \
+      const V b0 = *reinterpret_cast<const V*>(b + k * NR);                                         \
+      const V b1 = *reinterpret_cast<const V*>(b + k * NR + LANES);                                 \
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                        \
+        const T s = a[k * MR + r];                                                                  \
+        c0[r] += s * b0;                                                                            \
+        c1[r] += s * b1;                                                                            \
+      }                                                                                             \
+    }                                                                                               \
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                          \
+      *reinterpret_cast<V*>(tile + r * NR) = c0[r];                                                 \
+      *reinterpret_cast<V*>(tile + r * NR + LANES) = c1[r];                                         \
+    }                                                                                               \
+  }
+
+PIXELOPS_CONV_MICROKERNEL(float, f32x16, 16)
+PIXELOPS_CONV_MICROKERNEL(double, f64x8, 8)
+
+}  // namespace pixelops::cpu::conv

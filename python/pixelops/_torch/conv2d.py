@@ -1,0 +1,130 @@
+"""conv2d on tensors: kernels, the pixelops::conv2d custom ops (fake kernels, autograd) and the eager path.
+
+params (from pixelops.ops.conv2d._setup): (stride pair, padding (top, bottom, left, right), dilation pair,
+groups, ntaps, relu, allow_tf32 or None). Masked convolutions are conv2d over fewer taps (ntaps).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from .._arrays import stream, view
+from .common import _C, compiling
+
+
+def _none(like):
+    return (0, (0,), (1,), view(like)[3], view(like)[4])
+
+
+def _out_size(x_size, w_size, stride, pads, dilation):
+    n, _, h, w = x_size
+    cout, _, kh, kw = w_size
+    oh = (h + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return (n, cout, oh, ow)
+
+
+def _tf32(x, allow_tf32) -> bool:
+    if x.dtype != torch.float32 or not x.is_cuda:
+        return False
+    return torch.backends.cudnn.allow_tf32 if allow_tf32 is None else bool(allow_tf32)
+
+
+def forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32):
+    y = torch.empty(_out_size(x.shape, w.shape, stride, pads, dilation), dtype=x.dtype, device=x.device)
+    _C.conv2d_forward(view(x), view(w), view(b) if b is not None else _none(x), view(y), stride[0], stride[1],
+                      pads[0], pads[2], dilation[0], dilation[1], groups, ntaps, relu, tf32, stream(x))
+    return y
+
+
+def backward_kernel(x, w, y, grad, stride, pads, dilation, groups, ntaps, relu, tf32, needs):
+    """(grad_input, grad_weight, grad_bias), None where needs says not to compute it."""
+    gx = torch.empty_like(x, memory_format=torch.contiguous_format) if needs[0] else None
+    gw = torch.empty_like(w, memory_format=torch.contiguous_format) if needs[1] else None
+    gb = torch.empty(w.shape[0], dtype=w.dtype, device=w.device) if needs[2] else None
+    if gx is None and gw is None and gb is None:
+        return None, None, None
+    none = _none(x)
+    _C.conv2d_backward(view(x), view(w), view(y) if relu else none, view(grad),
+                       view(gx) if gx is not None else none, view(gw) if gw is not None else none,
+                       view(gb) if gb is not None else none, stride[0], stride[1], pads[0], pads[2],
+                       dilation[0], dilation[1], groups, ntaps, relu, tf32, stream(x))
+    return gx, gw, gb
+
+
+# ---- torch.library: what torch.compile and opcheck see --------------------------------------------------
+@torch.library.custom_op("pixelops::conv2d", mutates_args=())
+def conv2d_op(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: List[int], padding: List[int],
+              dilation: List[int], groups: int, ntaps: int, relu: bool, tf32: bool) -> torch.Tensor:
+    return forward_kernel(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32)
+
+
+@conv2d_op.register_fake
+def _(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32):
+    return x.new_empty(_out_size(x.shape, w.shape, stride, padding, dilation))
+
+
+@torch.library.custom_op("pixelops::conv2d_backward", mutates_args=())
+def conv2d_backward_op(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, grad: torch.Tensor, stride: List[int],
+                       padding: List[int], dilation: List[int], groups: int, ntaps: int, relu: bool, tf32: bool,
+                       needs: List[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gx, gw, gb = backward_kernel(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs)
+    # custom ops return tensors: an unneeded gradient comes back empty
+    empty = x.new_empty(0)
+    return (empty if gx is None else gx, empty if gw is None else gw, empty if gb is None else gb)
+
+
+@conv2d_backward_op.register_fake
+def _(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs):
+    return (x.new_empty(x.shape) if needs[0] else x.new_empty(0),
+            w.new_empty(w.shape) if needs[1] else x.new_empty(0),
+            w.new_empty(w.shape[0]) if needs[2] else x.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32 = inputs
+    ctx.conv = (list(stride), list(padding), list(dilation), groups, ntaps, relu, tf32)
+    ctx.has_bias = b is not None
+    ctx.save_for_backward(x, w, output if relu else None)
+
+
+def _needs(ctx):
+    return [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+
+
+def _op_backward(ctx, grad):
+    x, w, y = ctx.saved_tensors
+    needs = _needs(ctx)
+    gx, gw, gb = conv2d_backward_op(x, w, y if y is not None else x, grad, *ctx.conv, needs)
+    return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None,
+            None, None, None, None, None, None, None)
+
+
+conv2d_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+# ---- eager: the same kernels without the dispatcher round trip ----------------------------------------------
+class Conv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32):
+        return forward_kernel(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32)
+
+    setup_context = staticmethod(_setup_context)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, w, y = ctx.saved_tensors
+        gx, gw, gb = backward_kernel(x, w, y, grad, *ctx.conv, _needs(ctx))
+        return gx, gw, gb, None, None, None, None, None, None, None
+
+
+def conv2d(x, w, b, params):
+    stride, pads, dilation, groups, ntaps, relu, allow_tf32 = params
+    tf32 = _tf32(x, allow_tf32)
+    if compiling():
+        return conv2d_op(x, w, b, list(stride), list(pads), list(dilation), groups, ntaps, relu, tf32)
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
+        return Conv2dFunction.apply(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32)
+    return forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32)

@@ -1,0 +1,190 @@
+"""pixelops.conv2d, pixelops.masked_conv2d and pixelops.conv_mask: torch.nn.functional.conv2d on pixelops'
+kernels, and PixelCNN's masked convolution that skips the masked taps instead of multiplying them by zero.
+
+All checks live here (in torch's words, naming the argument); the kernels trust what they are given. The
+kernels see a convolution as: stride, padding (top, bottom, left, right), dilation, groups, and the number of
+active taps, which are always a row-major prefix of the kernel (all of them, or a PixelCNN mask).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from .._arrays import check_array, check_float, check_same_device, check_same_dtype, is_tensor, view
+from .._torch_loader import torch_ops
+
+ACTIVATIONS = (None, "relu")
+MASK_TYPES = ("A", "B")
+
+
+def _pair(value, name: str, op: str) -> tuple:
+    """An int or a pair of ints, as torch's conv arguments take them."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"pixelops.{op}: '{name}' must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"pixelops.{op}: '{name}' must be an int or a pair of ints, got {value!r}") from None
+    if len(items) == 1:
+        items = items * 2
+    if len(items) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"pixelops.{op}: '{name}' must be an int or a pair of ints, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def mask_taps(kernel_size, mask_type: str = "B", op: str = "conv_mask") -> int:
+    """How many taps a PixelCNN mask keeps, in row-major order: the rows above the centre, then the centre
+    row up to the centre (mask "B" keeps the centre, "A" does not)."""
+    kh, kw = _pair(kernel_size, "kernel_size", op)
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"pixelops.{op}: 'mask_type' must be 'A' or 'B', got {mask_type!r}")
+    if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"pixelops.{op}: masked convolutions need an odd kernel size, got {kh}x{kw} "
+                         "(the weight's last two dimensions)")
+    return (kh // 2) * kw + kw // 2 + (1 if mask_type == "B" else 0)
+
+
+def conv_mask(kernel_size, mask_type: str = "B", *, dtype=None, device=None):
+    """The PixelCNN mask of a kernel, shape (kH, kW): 1 on the taps a masked conv uses, 0 elsewhere.
+
+    ``masked_conv2d(x, w, ...)`` equals ``F.conv2d(x, w * conv_mask(w.shape[-2:], mask_type), ...)``.
+    A torch tensor (float32 by default, or ``dtype``/``device``), or a numpy array when ``dtype`` is a numpy
+    dtype.
+    """
+    kh, kw = _pair(kernel_size, "kernel_size", "conv_mask")
+    keep = mask_taps((kh, kw), mask_type, "conv_mask")
+    flat = (np.arange(kh * kw) < keep).reshape(kh, kw)
+    if dtype is not None and not _is_torch_dtype(dtype):
+        return flat.astype(np.dtype(dtype))
+    import torch
+
+    return torch.tensor(flat, dtype=dtype or torch.float32, device=device)
+
+
+def _is_torch_dtype(dtype) -> bool:
+    return type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype"
+
+
+def _check_int(value, name: str, op: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"pixelops.{op}: '{name}' must be an int, got {value!r}")
+    return int(value)
+
+
+def _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type=None):
+    """Checks every argument; returns (params, output shape) with params the kernels' tuple
+    (stride, padding4, dilation, groups, ntaps, relu, allow_tf32)."""
+    check_float(input, "input", op)
+    check_float(weight, "weight", op)
+    if bias is not None:
+        check_float(bias, "bias", op)
+    check_same_device(op, input=input, weight=weight, bias=bias)
+    check_same_dtype(op, input=input, weight=weight, bias=bias)
+    if input.ndim != 4:
+        raise ValueError(f"pixelops.{op}: 'input' must be 4-D (N, C, H, W) or 3-D (C, H, W), "
+                         f"got shape {tuple(input.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"pixelops.{op}: 'weight' must be 4-D (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    groups = _check_int(groups, "groups", op)
+    if groups < 1:
+        raise ValueError(f"pixelops.{op}: 'groups' must be at least 1, got {groups}")
+    n, c, h, w = (int(s) for s in input.shape)
+    cout, cg, kh, kw = (int(s) for s in weight.shape)
+    if cout % groups:
+        raise ValueError(f"pixelops.{op}: 'weight' has {cout} output channels, not divisible by groups={groups}")
+    if cg * groups != c:
+        raise ValueError(f"pixelops.{op}: 'input' has {c} channels but 'weight' expects {cg} per group x "
+                         f"groups={groups} = {cg * groups}")
+    if cg == 0 or cout == 0 or kh == 0 or kw == 0:
+        raise ValueError(f"pixelops.{op}: 'weight' must have no empty dimension, got shape {tuple(weight.shape)}")
+    if bias is not None and (bias.ndim != 1 or int(bias.shape[0]) != cout):
+        raise ValueError(f"pixelops.{op}: 'bias' must have shape ({cout},), got {tuple(bias.shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"pixelops.{op}: 'activation' must be None or 'relu', got {activation!r}")
+    sh, sw = _pair(stride, "stride", op)
+    dh, dw = _pair(dilation, "dilation", op)
+    if sh < 1 or sw < 1:
+        raise ValueError(f"pixelops.{op}: 'stride' must be at least 1, got {stride!r}")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"pixelops.{op}: 'dilation' must be at least 1, got {dilation!r}")
+    span_h, span_w = dh * (kh - 1), dw * (kw - 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if sh != 1 or sw != 1:
+                raise ValueError(f"pixelops.{op}: padding='same' needs stride 1, got stride={stride!r}")
+            # torch pads the extra row/column (even kernels) at the bottom/right
+            pads = (span_h // 2, span_h - span_h // 2, span_w // 2, span_w - span_w // 2)
+        else:
+            raise ValueError(f"pixelops.{op}: 'padding' must be 'same', 'valid', an int or a pair, got {padding!r}")
+    else:
+        ph, pw = _pair(padding, "padding", op)
+        if ph < 0 or pw < 0:
+            raise ValueError(f"pixelops.{op}: 'padding' must not be negative, got {padding!r}")
+        pads = (ph, ph, pw, pw)
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    if hp < span_h + 1 or wp < span_w + 1:
+        raise ValueError(f"pixelops.{op}: the kernel ({kh}x{kw}, dilation {dh}x{dw}) is larger than the padded "
+                         f"input ({hp}x{wp}); 'weight' too large for 'input'")
+    oh, ow = (hp - span_h - 1) // sh + 1, (wp - span_w - 1) // sw + 1
+    ntaps = kh * kw if mask_type is None else mask_taps((kh, kw), mask_type, op)
+    if allow_tf32 is not None and not isinstance(allow_tf32, bool):
+        raise TypeError(f"pixelops.{op}: 'allow_tf32' must be None, True or False, got {allow_tf32!r}")
+    params = ((sh, sw), pads, (dh, dw), groups, ntaps, activation == "relu", allow_tf32)
+    return params, (n, cout, oh, ow)
+
+
+def _none_view(like):
+    """The kernels' spelling of an absent array."""
+    return (0, (0,), (1,), view(like)[3], view(like)[4])
+
+
+def _numpy_forward(input, weight, bias, params, shape):
+    (sh, sw), pads, (dh, dw), groups, ntaps, relu, _ = params
+    out = np.empty(shape, dtype=input.dtype)
+    _C.conv2d_forward(view(input), view(weight), view(bias) if bias is not None else _none_view(input), view(out),
+                      sh, sw, pads[0], pads[2], dh, dw, groups, ntaps, relu, False, 0)
+    return out
+
+
+def _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type=None):
+    check_array(input, "input", op)
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input[None]
+    params, shape = _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op,
+                           mask_type)
+    if isinstance(input, np.ndarray):
+        out = _numpy_forward(input, weight, bias, params, shape)
+    else:
+        out = torch_ops("conv2d").conv2d(input, weight, bias, params)
+    return out[0] if unbatched else out
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+           allow_tf32=None):
+    """2-D convolution of NCHW input, as ``torch.nn.functional.conv2d`` (same arguments and defaults).
+
+    ``activation="relu"`` applies ReLU in the kernel's output write (and its gradient in the backward).
+    On CUDA, float32 uses TF32 tensor cores exactly when ``allow_tf32`` is True, or when it is None and
+    ``torch.backends.cudnn.allow_tf32`` is (as cuDNN does). numpy arrays in give a numpy array out (forward).
+    """
+    return _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, "conv2d")
+
+
+def masked_conv2d(input, weight, bias=None, mask_type="B", stride=1, padding="same", dilation=1, groups=1, *,
+                  activation=None, allow_tf32=None):
+    """PixelCNN's masked convolution: ``F.conv2d(input, weight * conv_mask(kernel, mask_type), bias, ...)``.
+
+    The mask keeps the kernel rows above the centre and the centre row left of the centre, plus the centre
+    itself for mask type "B". Masked taps are skipped, not multiplied by zero (a 3x3 mask-B conv does 5/9 of
+    the work); the gradient reaching them is exactly zero. Odd kernel sizes only.
+    """
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"pixelops.masked_conv2d: 'mask_type' must be 'A' or 'B', got {mask_type!r}")
+    return _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, "masked_conv2d",
+                mask_type)

@@ -1,0 +1,208 @@
+"""pixelops.conv2d against torch.nn.functional.conv2d: every option forward and backward, layouts, dtypes,
+numpy, gradcheck, torch.compile/opcheck, and bad input."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pixelops
+from _util import DEVICES, LAYOUTS, strided
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+
+# (N, C, H, W), (Cout, kH, kW), kwargs: awkward sizes, every option of F.conv2d
+CONFIGS = [
+    ((2, 3, 7, 9), (4, 3, 3), dict(padding=1)),
+    ((1, 1, 5, 5), (1, 1, 1), dict()),
+    ((3, 5, 11, 6), (7, 2, 4), dict(stride=(2, 1), padding=(1, 2))),
+    ((2, 4, 13, 10), (6, 3, 3), dict(stride=(2, 3), padding=2, dilation=(2, 1), groups=2)),
+    ((2, 6, 9, 9), (6, 3, 3), dict(padding=1, groups=6)),                       # depthwise
+    ((2, 4, 8, 7), (8, 5, 5), dict(padding="same", dilation=2, groups=2)),
+    ((1, 3, 8, 8), (5, 2, 4), dict(padding="same")),                             # even kernel, asymmetric pad
+    ((2, 3, 9, 8), (4, 3, 3), dict(padding="valid", stride=3)),
+    ((2, 3, 6, 6), (4, 6, 6), dict()),                                           # kernel = input
+    ((1, 2, 5, 4), (3, 3, 3), dict(padding=(4, 3), stride=2)),                    # padding larger than kernel
+    ((0, 3, 8, 8), (4, 3, 3), dict(padding=1)),                                  # empty batch
+    ((2, 40, 10, 11), (70, 3, 3), dict(padding=1)),                              # several GEMM tiles and k blocks
+    ((1, 300, 5, 5), (9, 1, 1), dict()),                                         # k deeper than one block
+]
+
+
+def _data(x_shape, w_shape, groups, dtype, device, bias=True):
+    gen = torch.Generator().manual_seed(hash((x_shape, w_shape)) % 2**31)
+    cout, kh, kw = w_shape
+    x = torch.randn(x_shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    w = torch.randn((cout, x_shape[1] // groups, kh, kw), generator=gen, dtype=torch.float64).to(device, dtype)
+    b = torch.randn(cout, generator=gen, dtype=torch.float64).to(device, dtype) if bias else None
+    return x, w, b
+
+
+def _reference(x, w, b, relu, **kw):
+    y = F.conv2d(x, w, b, **kw)
+    return torch.relu(y) if relu else y
+
+
+def _compare(x, w, b, relu, kw, tol, ref_dtype=torch.float64):
+    """Forward and all three gradients of pixelops against torch (computed in ref_dtype)."""
+    leaves = [t.detach().requires_grad_() for t in (x, w) + ((b,) if b is not None else ())]
+    y = pixelops.conv2d(leaves[0], leaves[1], leaves[2] if b is not None else None, **kw,
+                        activation="relu" if relu else None)
+    ref_leaves = [t.detach().to(ref_dtype).requires_grad_() for t in leaves]
+    kw_ref = {k: v for k, v in kw.items() if k != "allow_tf32"}
+    y_ref = _reference(ref_leaves[0], ref_leaves[1], ref_leaves[2] if b is not None else None, relu, **kw_ref)
+    assert y.shape == y_ref.shape and y.dtype == x.dtype and y.device == x.device
+    torch.testing.assert_close(y.to(ref_dtype), y_ref, **tol)
+    g = torch.randn(y.shape, dtype=torch.float64).to(y.device, y.dtype)
+    grads = torch.autograd.grad(y, leaves, g)
+    grads_ref = torch.autograd.grad(y_ref, ref_leaves, g.to(ref_dtype))
+    for name, a, r in zip(("input", "weight", "bias"), grads, grads_ref):
+        assert a.shape == r.shape, name
+        torch.testing.assert_close(a.to(ref_dtype), r, **tol, msg=lambda m: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,w_shape,kw", CONFIGS)
+def test_matches_torch_float64(device, x_shape, w_shape, kw, relu):
+    x, w, b = _data(x_shape, w_shape, kw.get("groups", 1), torch.float64, device)
+    _compare(x, w, b, relu, kw, dict(rtol=1e-10, atol=1e-10))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_shape,w_shape,kw", CONFIGS[::2])
+def test_matches_torch_float32(device, x_shape, w_shape, kw):
+    x, w, b = _data(x_shape, w_shape, kw.get("groups", 1), torch.float32, device)
+    # float32 sums in another order than the float64 reference: tolerance scales with the reduction length
+    _compare(x, w, b, True, dict(kw, allow_tf32=False), dict(rtol=1e-4, atol=1e-4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_without_bias(device):
+    x, w, _ = _data((2, 3, 6, 7), (5, 3, 3), 1, torch.float64, device, bias=False)
+    _compare(x, w, None, True, dict(padding=1), dict(rtol=1e-10, atol=1e-10))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+def test_any_strides(device, layout):
+    x, w, b = _data((3, 4, 7, 6), (5, 3, 2), 1, torch.float64, device)
+    xs, ws = strided(x, layout), strided(w, layout)
+    assert not (xs.is_contiguous() and ws.is_contiguous()) or layout == "offset"
+    _compare(xs, ws, strided(b, layout), False, dict(stride=(1, 2), padding=1), dict(rtol=1e-10, atol=1e-10))
+    # channels_last input
+    _compare(x.to(memory_format=torch.channels_last), w, b, True, dict(padding=1), dict(rtol=1e-10, atol=1e-10))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_with_zero_strides(device):
+    # .sum() sends an expanded (stride 0) gradient back
+    x, w, b = _data((2, 3, 5, 5), (4, 3, 3), 1, torch.float64, device)
+    x.requires_grad_()
+    pixelops.conv2d(x, w, b, padding=1, activation="relu").sum().backward()
+    x2 = x.detach().requires_grad_()
+    torch.relu(F.conv2d(x2, w, b, padding=1)).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_gradcheck_float64():
+    x, w, b = _data((2, 4, 5, 6), (4, 3, 2), 2, torch.float64, "cpu")
+    args = [t.requires_grad_() for t in (x, w, b)]
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: pixelops.conv2d(x, w, b, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2), args)
+    # ReLU fused: keep the pre-activations away from the kink
+    assert torch.autograd.gradcheck(lambda x, w, b: pixelops.conv2d(x, w, b + 0.05, padding=1, groups=2,
+                                                                    activation="relu"), args)
+
+
+def test_unbatched_and_numpy():
+    x, w, b = _data((1, 3, 6, 7), (4, 3, 3), 1, torch.float32, "cpu")
+    x = x[0]  # unbatched (C, H, W), as F.conv2d takes it
+    torch.testing.assert_close(pixelops.conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1))
+    y = pixelops.conv2d(x.numpy(), w.numpy(), b.numpy(), padding=1, activation="relu")
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32
+    np.testing.assert_allclose(y, torch.relu(F.conv2d(x, w, b, padding=1)).numpy(), rtol=1e-5, atol=1e-5)
+    y64 = pixelops.conv2d(x.double().numpy()[None], w.double().numpy(), stride=2)
+    np.testing.assert_allclose(y64, F.conv2d(x.double()[None], w.double(), stride=2).numpy(), rtol=1e-12)
+
+
+def test_inputs_not_modified_and_no_grad_path():
+    x, w, b = _data((2, 3, 6, 6), (4, 3, 3), 1, torch.float32, "cpu")
+    copies = [t.clone() for t in (x, w, b)]
+    with torch.no_grad():
+        y = pixelops.conv2d(x.requires_grad_(), w, b, padding=1, activation="relu")
+    assert not y.requires_grad
+    for t, c in zip((x, w, b), copies):
+        assert torch.equal(t, c)
+
+
+def test_nan_propagates_through_relu():
+    x, w, b = _data((1, 2, 4, 4), (3, 3, 3), 1, torch.float32, "cpu")
+    x[0, 0, 1, 1] = float("nan")
+    y = pixelops.conv2d(x, w, b, padding=1, activation="relu")
+    ref = torch.relu(F.conv2d(x, w, b, padding=1))
+    torch.testing.assert_close(y, ref, equal_nan=True)
+
+
+def test_torch_compile_fullgraph_and_opcheck():
+    x, w, b = _data((2, 4, 6, 6), (6, 3, 3), 2, torch.float32, "cpu")
+
+    def f(x, w, b):
+        return pixelops.conv2d(x, w, b, stride=2, padding=1, groups=2, activation="relu").square().sum()
+
+    args = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref_args = [t.clone().requires_grad_() for t in (x, w, b)]
+    torch.compile(f, fullgraph=True, backend="aot_eager")(*args).backward()
+    (torch.relu(F.conv2d(ref_args[0], ref_args[1], ref_args[2], stride=2, padding=1, groups=2)).square().sum()
+     .backward())
+    for a, r in zip(args, ref_args):
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-4, atol=1e-4)
+    from pixelops._torch import conv2d as ops
+    torch.library.opcheck(ops.conv2d_op, (x, w, b, [2, 1], [1, 1, 0, 0], [1, 1], 2, 9, True, False))
+    torch.library.opcheck(ops.conv2d_op, (x.requires_grad_(), w.requires_grad_(), None, [1, 1], [0, 0, 0, 0],
+                                          [1, 2], 2, 5, False, False))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_types(dtype):
+    x, w, b = _data((2, 8, 9, 10), (16, 3, 3), 1, dtype, "cuda")
+    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.float16 else dict(rtol=5e-2, atol=5e-2)
+    _compare(x, w, b, True, dict(padding=1), tol, ref_dtype=torch.float32)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("allow_tf32", [None, True, False])
+def test_cuda_tf32_switch(allow_tf32):
+    x, w, b = _data((2, 32, 12, 12), (32, 3, 3), 1, torch.float32, "cuda")
+    tol = dict(rtol=1e-4, atol=1e-4) if allow_tf32 is False else dict(rtol=1e-2, atol=1e-2)
+    _compare(x, w, b, False, dict(padding=1, allow_tf32=allow_tf32), tol)
+
+
+BAD = [
+    (lambda x, w, b: pixelops.conv2d(x, w[:, :2], b), ValueError, "channels"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, groups=2), ValueError, "groups"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, groups=0), ValueError, "groups"),
+    (lambda x, w, b: pixelops.conv2d(x[0, 0], w, b), ValueError, "input"),
+    (lambda x, w, b: pixelops.conv2d(x, w[0], b), ValueError, "weight"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b[:2]), ValueError, "bias"),
+    (lambda x, w, b: pixelops.conv2d(x[..., :2, :2], w, b), ValueError, "larger than the padded input"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, stride=0), ValueError, "stride"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, dilation=(1, 0)), ValueError, "dilation"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, padding=-1), ValueError, "padding"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, padding="full"), ValueError, "padding"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, padding="same", stride=2), ValueError, "padding"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, stride=1.5), TypeError, "stride"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, activation="gelu"), ValueError, "activation"),
+    (lambda x, w, b: pixelops.conv2d(x.long(), w, b), TypeError, "input"),
+    (lambda x, w, b: pixelops.conv2d(x, w.double(), b), TypeError, "dtype"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b.double()), TypeError, "dtype"),
+    (lambda x, w, b: pixelops.conv2d(x, w.numpy(), b), TypeError, "weight"),
+    (lambda x, w, b: pixelops.conv2d([1.0], w, b), TypeError, "input"),
+]
+
+
+@pytest.mark.parametrize("call,error,words", BAD)
+def test_bad_input(call, error, words):
+    x, w, b = _data((2, 4, 6, 6), (6, 3, 3), 1, torch.float32, "cpu")
+    with pytest.raises(error, match=words):
+        call(x, w, b)
