@@ -21,10 +21,10 @@ class _Conv(nn.Module):
         bound = 1 / math.sqrt(cin * kernel * kernel)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
         if self.mask_type is None:
-            return layers.conv1x1(x, self.weight, self.bias)
-        return layers.masked_conv(x, self.weight, self.bias, self.mask_type)
+            return layers.conv1x1(x, self.weight, self.bias, relu)
+        return layers.masked_conv(x, self.weight, self.bias, self.mask_type, relu)
 
 
 def _check_kernel(name, k):
@@ -82,12 +82,12 @@ class PixelCNN(nn.Module):
         return self._logits(h)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        h = layers.relu(self.first(h))
+        # every ReLU is fused into the output write of the conv before it
+        h = self.first(h, relu=True)
         for conv in self.body:
-            out = layers.relu(conv(h))
+            out = conv(h, relu=True)
             h = h + out if self.residual else out
-        h = layers.relu(self.head1(h))
-        return self.head2(h)
+        return self.head2(self.head1(h, relu=True))
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy (nats per pixel) of the images x."""
