@@ -303,3 +303,18 @@ def test_fused_refuses_models_it_cannot_run():
     custom = Custom(levels=2, channels=4, layers=1)
     with pytest.raises(ValueError, match="fused.*overridden"):
         custom.sample(1, size=(3, 3), method="fused")
+
+
+def test_pixelcnn_command_writes_both_pictures(tmp_path, capsys):
+    from PIL import Image
+
+    from pixelops.pixelcnn.demo import run
+
+    # a tiny model and one short epoch: the command's path end to end, not its quality
+    result = run(epochs=1, out=str(tmp_path), channels=8, layers=1, batch=128, timing_images=1, train_digits=512)
+    text = capsys.readouterr().out
+    assert "held-out NLL" in text and "naive" in text and "fused" in text
+    for name in ("samples.png", "inpainting.png"):
+        img = Image.open(tmp_path / name)
+        assert img.size[0] > 100 and len(np.unique(np.asarray(img))) > 2
+    assert 0 < result["nll"] < 784 * np.log(2) and result["agree"] >= 0.99

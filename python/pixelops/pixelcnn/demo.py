@@ -40,15 +40,15 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def run(data=None, epochs=2, device="cpu", out=".", channels=32, layers=5, batch=64, lr=3e-3, seed=0,
-        timing_images=8):
+def run(data=None, epochs=3, device="cpu", out=".", channels=32, layers=5, batch=64, lr=3e-3, seed=0,
+        timing_images=8, train_digits=None):
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("pixelcnn --device cuda: no CUDA GPU here")
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
     digits = load_mnist(data)
-    train, test = binarise(digits["train"][0], device), binarise(digits["test"][0], device)
+    train, test = binarise(digits["train"][0][:train_digits], device), binarise(digits["test"][0], device)
     print(f"binarised MNIST: {len(train)} training and {len(test)} held-out digits, device {device}")
     model = PixelCNN(levels=2, channels=channels, layers=layers, first_kernel=7, kernel=3, head_channels=channels,
                      residual=True).to(device)
