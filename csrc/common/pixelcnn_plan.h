@@ -38,6 +38,10 @@ struct PixelCNNPlan {
   int taps_a, taps_b;
   int64_t w0, b0, wl, bl, layer_stride, wh1, bh1, wh2, bh2, total;  // offsets into params
 
+  // Cached activations keep only the rows a mask-B layer still reads (rows r - kernel/2 .. r), in a ring:
+  // pixel (row, col) of a layer lives in slot (row % ring_rows) * W + col. Scratch: N x (layers+1) x ring x C.
+  PIXELOPS_HD int ring_rows() const { return kernel / 2 + 1; }
+
   // Offsets of layer l's weight and bias (1 <= l <= layers).
   PIXELOPS_HD int64_t weight_of(int l) const { return wl + int64_t(l - 1) * layer_stride; }
   PIXELOPS_HD int64_t bias_of(int l) const { return bl + int64_t(l - 1) * layer_stride; }

@@ -105,7 +105,8 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
     if (logits.numel() != N * p.levels * HW) throw ValueError("pixelcnn_sample: 'logits' must be (N, levels, H, W)");
   }
   expect_dtype(scratch, DType::f32, "pixelcnn_sample: scratch");
-  if (scratch.numel() < N * int64_t(p.layers + 1) * HW * p.channels)
+  const int64_t R = p.ring_rows(), ring = R * W;  // activation rows kept per layer (pixelcnn_plan.h)
+  if (scratch.numel() < N * int64_t(p.layers + 1) * ring * p.channels)
     throw ValueError("pixelcnn_sample: 'scratch' is too small");
   if (N == 0 || HW == 0) return;
 
@@ -134,15 +135,15 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
     std::vector<float> x(size_t(kGroup) * max_k), y(size_t(kGroup) * max_co);
     std::vector<float> image(size_t(kGroup) * HW);
     std::vector<double> cum(levels);
-    // Cached activations: per image of the group, per layer, per pixel, C channels. Scratch from the caller.
+    // Cached activations: per image of the group, per layer, a ring of rows of C channels (the caller's scratch).
     float* act_base = scratch.ptr<float>();
     for (int64_t grp = gb; grp < ge; ++grp) {
       const int64_t n0 = grp * kGroup;
       const int G = int(std::min<int64_t>(kGroup, N - n0));
       std::fill(x.begin(), x.end(), 0.f);  // members past G stay zero
-      auto act = [&](int g, int l) { return act_base + ((n0 + g) * int64_t(L + 1) + l) * HW * C; };
+      auto act = [&](int g, int l) { return act_base + ((n0 + g) * int64_t(L + 1) + l) * ring * C; };
       for (int64_t i = 0; i < HW; ++i) {
-        const int64_t r = i / W, c = i % W;
+        const int64_t r = i / W, c = i % W, slot = (r % R) * W + c;
         // Layer 0, mask A over the image drawn so far (one input channel).
         {
           const int K = p.taps_a;
@@ -154,7 +155,7 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
           const PaddedLayer& ly = layer[0];
           group_matvec(x.data(), K, ly.w.data(), ly.co_pad, ly.b.data(), y.data());
           for (int g = 0; g < G; ++g) {
-            float* a = act(g, 0) + i * C;
+            float* a = act(g, 0) + slot * C;
             for (int co = 0; co < C; ++co) a[co] = std::max(y[size_t(g) * ly.co_pad + co], 0.f);
           }
         }
@@ -167,7 +168,7 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
             for (int t = 0; t < p.taps_b; ++t) {
               const int64_t rr = r + dyb[t], cc = c + dxb[t];
               if (rr >= 0 && cc >= 0 && cc < W)
-                std::memcpy(xg + t * C, below + (rr * W + cc) * C, sizeof(float) * C);
+                std::memcpy(xg + t * C, below + ((rr % R) * W + cc) * C, sizeof(float) * C);
               else
                 std::memset(xg + t * C, 0, sizeof(float) * C);
             }
@@ -175,8 +176,8 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
           const PaddedLayer& ly = layer[l];
           group_matvec(x.data(), K, ly.w.data(), ly.co_pad, ly.b.data(), y.data());
           for (int g = 0; g < G; ++g) {
-            float* a = act(g, l) + i * C;
-            const float* res = act(g, l - 1) + i * C;
+            float* a = act(g, l) + slot * C;
+            const float* res = act(g, l - 1) + slot * C;
             for (int co = 0; co < C; ++co) {
               const float v = std::max(y[size_t(g) * ly.co_pad + co], 0.f);
               a[co] = p.residual ? res[co] + v : v;
@@ -187,7 +188,7 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
         bool any_draw = false;
         for (int g = 0; g < G; ++g) any_draw |= !(has_mask && obs_mask[(n0 + g) * HW + i]);
         if (any_draw || has_logits) {
-          for (int g = 0; g < G; ++g) std::memcpy(x.data() + size_t(g) * C, act(g, L) + i * C, sizeof(float) * C);
+          for (int g = 0; g < G; ++g) std::memcpy(x.data() + size_t(g) * C, act(g, L) + slot * C, sizeof(float) * C);
           group_matvec(x.data(), C, head1.w.data(), head1.co_pad, head1.b.data(), y.data());
           for (int g = 0; g < G; ++g)
             for (int h = 0; h < Hc; ++h) x[size_t(g) * Hc + h] = std::max(y[size_t(g) * head1.co_pad + h], 0.f);

@@ -1,8 +1,8 @@
 // Fused PixelCNN sampling on CUDA (network layout: common/pixelcnn_plan.h; the order of work is explained in
 // csrc/cpu/pixelcnn_sample.cpp). The whole H x W generation is ONE kernel launch: one thread block per image
 // walks the pixels in raster order; at each pixel it computes every layer at that one position from the
-// cached activations of the layer below (global scratch, hot in L1/L2), then the head, the softmax and the
-// inverse-CDF draw, with __syncthreads between dependent steps. Never a launch per pixel.
+// cached activations of the layer below (a ring of rows in global scratch, hot in L1/L2), then the head, the
+// softmax and the inverse-CDF draw, with __syncthreads between dependent steps. Never a launch per pixel.
 //
 // Each dense step out[co] = b[co] + sum_k x[k] w[k][co] splits K over the threads that C_out leaves free
 // (256 threads, 64 channels: 4 slices of K), then sums the slices in shared memory.
@@ -106,32 +106,34 @@ __global__ void __launch_bounds__(kThreads) pixelcnn_sample_kernel(SampleArgs a,
   float* lg = hidden + Hc;             // levels
 
   const int64_t n = blockIdx.x;
-  float* act = a.act + n * int64_t(L + 1) * HW * C;
+  const int R = p.ring_rows();
+  const int64_t ring = int64_t(R) * W;  // activation rows kept per layer (pixelcnn_plan.h)
+  float* act = a.act + n * int64_t(L + 1) * ring * C;
   const float* prm = a.params;
   const float level_div = float(levels - 1);
 
   for (int i = 0; i < HW; ++i) {
-    const int r = i / W, c = i % W;
+    const int r = i / W, c = i % W, slot = (r % R) * W + c;
     // Layer 0: mask A over the image.
     for (int t = threadIdx.x; t < taps.n_a; t += kThreads) {
       const int rr = r + taps.dya[t], cc = c + taps.dxa[t];
       x[t] = (rr >= 0 && cc >= 0 && cc < W) ? image[rr * W + cc] : 0.f;
     }
     __syncthreads();
-    float* a0 = act + int64_t(i) * C;
+    float* a0 = act + int64_t(slot) * C;
     dense(x, taps.n_a, prm + p.w0, prm + p.b0, C, red, [&](int co, float v) { a0[co] = fmaxf(v, 0.f); });
     // Layers 1..L: mask B over the layer below at pixels <= i (written by this block, so plain loads).
     for (int l = 1; l <= L; ++l) {
-      const float* below = act + int64_t(l - 1) * HW * C;
+      const float* below = act + int64_t(l - 1) * ring * C;
       const int K = taps.n_b * C;
       for (int e = threadIdx.x; e < K; e += kThreads) {
         const int t = e / C, ci = e - t * C;
         const int rr = r + taps.dyb[t], cc = c + taps.dxb[t];
-        x[e] = (rr >= 0 && cc >= 0 && cc < W) ? below[int64_t(rr * W + cc) * C + ci] : 0.f;
+        x[e] = (rr >= 0 && cc >= 0 && cc < W) ? below[int64_t((rr % R) * W + cc) * C + ci] : 0.f;
       }
       __syncthreads();
-      float* out = act + (int64_t(l) * HW + i) * C;
-      const float* res = below + int64_t(i) * C;
+      float* out = act + (int64_t(l) * ring + slot) * C;
+      const float* res = below + int64_t(slot) * C;
       const bool residual = p.residual != 0;
       dense(x, K, prm + p.weight_of(l), prm + p.bias_of(l), C, red, [&](int co, float v) {
         v = fmaxf(v, 0.f);
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(kThreads) pixelcnn_sample_kernel(SampleArgs a,
     }
     const bool observed = a.observed_mask != nullptr && a.observed_mask[n * HW + i];
     if (!observed || a.logits != nullptr) {
-      const float* top = act + (int64_t(L) * HW + i) * C;
+      const float* top = act + (int64_t(L) * ring + slot) * C;
       for (int e = threadIdx.x; e < C; e += kThreads) x[e] = top[e];
       __syncthreads();
       dense(x, C, prm + p.wh1, prm + p.bh1, Hc, red, [&](int h, float v) { hidden[h] = fmaxf(v, 0.f); });
@@ -205,7 +207,7 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
     if (logits.numel() != N * p.levels * HW) throw ValueError("pixelcnn_sample: 'logits' must be (N, levels, H, W)");
   }
   expect_dtype(scratch, DType::f32, "pixelcnn_sample: scratch");
-  if (scratch.numel() < N * int64_t(p.layers + 1) * HW * p.channels)
+  if (scratch.numel() < N * int64_t(p.layers + 1) * p.ring_rows() * W * p.channels)
     throw ValueError("pixelcnn_sample: 'scratch' is too small");
   if (N == 0 || HW == 0) return;
   if (N > 2147483647) throw ValueError("pixelcnn_sample: too many images for one launch");

@@ -126,7 +126,9 @@ def run_fused(model, n, H, W, temperature, seed, obs_idx=None, obs_mask=None, wa
     cfg = pack.config(model)
     samples = torch.empty(n, H, W, dtype=torch.int32, device=device)
     logits = torch.empty(n, model.levels, H, W, dtype=torch.float32, device=device) if want_logits else None
-    scratch = torch.empty(n * (model.n_layers + 1) * H * W * model.channels, dtype=torch.float32, device=device)
+    # cached activations: a ring of kernel // 2 + 1 rows per layer (ring_rows in csrc/common/pixelcnn_plan.h)
+    ring = (model.kernel // 2 + 1) * W
+    scratch = torch.empty(n * (model.n_layers + 1) * ring * model.channels, dtype=torch.float32, device=device)
     dev = -1 if device.type == "cpu" else device.index if device.index is not None else torch.cuda.current_device()
     absent = (0, (), (), 0, dev)
     _C.pixelcnn_sample(view(params), (cfg.ctypes.data, cfg.shape, (1,), 4, -1),
