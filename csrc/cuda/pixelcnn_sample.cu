@@ -1,8 +1,9 @@
 // Fused PixelCNN sampling on CUDA (network layout: common/pixelcnn_plan.h; the order of work is explained in
 // csrc/cpu/pixelcnn_sample.cpp). The whole H x W generation is ONE kernel launch: one thread block per image
 // walks the pixels in raster order; at each pixel it computes every layer at that one position from the
-// cached activations of the layer below (a ring of rows in global scratch, hot in L1/L2), then the head, the
-// softmax and the inverse-CDF draw, with __syncthreads between dependent steps. Never a launch per pixel.
+// cached activations of the layer below (a ring of rows: in shared memory where it fits, else in global
+// scratch), then the head, the softmax and the inverse-CDF draw, with __syncthreads between dependent steps.
+// Never a launch per pixel.
 //
 // Each dense step out[co] = b[co] + sum_k x[k] w[k][co] splits K over the threads that C_out leaves free
 // (256 threads, 64 channels: 4 slices of K), then sums the slices in shared memory.
@@ -29,7 +30,8 @@ struct SampleArgs {
   const uint8_t* observed_mask;  // null when nothing is observed
   int32_t* samples;
   float* logits;                 // null unless teacher-forced logits are asked for
-  float* act;                    // (N, layers + 1, H * W, C) scratch
+  float* act;                    // (N, layers + 1, ring, C) scratch, used when the ring is too big for smem
+  bool act_in_smem;              // the activation ring lives in shared memory after the buffers below
   int H, W;
   double inv_temperature;
   uint64_t seed;
@@ -99,8 +101,7 @@ __global__ void __launch_bounds__(kThreads) pixelcnn_sample_kernel(SampleArgs a,
   const int W = a.W, HW = a.H * a.W;
   const int max_k = max(max(taps.n_a, taps.n_b * C), max(C, Hc));
   const int max_red = kThreads * 2 + max(max(C, Hc), levels);
-  float* image = smem;                 // HW: the pixels drawn so far, as k / (levels - 1)
-  float* x = image + HW;               // max_k: gathered inputs of the current step
+  float* x = smem;                     // max_k: gathered inputs of the current step
   float* red = x + max_k;              // partial sums
   float* hidden = red + max_red;       // Hc
   float* lg = hidden + Hc;             // levels
@@ -108,7 +109,9 @@ __global__ void __launch_bounds__(kThreads) pixelcnn_sample_kernel(SampleArgs a,
   const int64_t n = blockIdx.x;
   const int R = p.ring_rows();
   const int64_t ring = int64_t(R) * W;  // activation rows kept per layer (pixelcnn_plan.h)
-  float* act = a.act + n * int64_t(L + 1) * ring * C;
+  // Generic pointers: the same loads and stores serve a ring in shared memory or in global scratch.
+  float* act = a.act_in_smem ? lg + levels : a.act + n * int64_t(L + 1) * ring * C;
+  const int32_t* drawn = a.samples + n * HW;  // the image so far (written by thread 0 of this block)
   const float* prm = a.params;
   const float level_div = float(levels - 1);
 
@@ -117,7 +120,8 @@ __global__ void __launch_bounds__(kThreads) pixelcnn_sample_kernel(SampleArgs a,
     // Layer 0: mask A over the image.
     for (int t = threadIdx.x; t < taps.n_a; t += kThreads) {
       const int rr = r + taps.dya[t], cc = c + taps.dxa[t];
-      x[t] = (rr >= 0 && cc >= 0 && cc < W) ? image[rr * W + cc] : 0.f;
+      // k / (levels - 1) with IEEE division, as torch computes the model's input
+      x[t] = (rr >= 0 && cc >= 0 && cc < W) ? __fdiv_rn(float(drawn[rr * W + cc]), level_div) : 0.f;
     }
     __syncthreads();
     float* a0 = act + int64_t(slot) * C;
@@ -157,10 +161,7 @@ __global__ void __launch_bounds__(kThreads) pixelcnn_sample_kernel(SampleArgs a,
         v = a.observed[n * HW + i];
       else
         v = warp_draw(lg, levels, a.inv_temperature, pixel_uniform(a.seed, n, i));
-      if (threadIdx.x == 0) {
-        a.samples[n * HW + i] = v;
-        image[i] = __fdiv_rn(float(v), level_div);  // IEEE division, as torch computes k / (levels - 1)
-      }
+      if (threadIdx.x == 0) a.samples[n * HW + i] = v;
     }
     __syncthreads();
   }
@@ -218,10 +219,14 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
   const int C = p.channels, Hc = p.head_channels;
   const int64_t max_k = std::max<int64_t>({taps.n_a, int64_t(taps.n_b) * C, C, Hc});
   const int64_t max_red = kThreads * 2 + std::max({C, Hc, p.levels});
-  const int64_t smem = sizeof(float) * (HW + max_k + max_red + Hc + p.levels);
+  const int64_t buffers = sizeof(float) * (max_k + max_red + Hc + p.levels);
+  const int64_t ring_bytes = sizeof(float) * int64_t(p.layers + 1) * p.ring_rows() * W * C;
   int device = 0, limit = 0;
   check(cudaGetDevice(&device), "pixelcnn_sample");
   check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "pixelcnn_sample");
+  // The activation ring in shared memory where it fits (the anchors' model at 28 wide: 115 KB), else global.
+  const bool act_in_smem = buffers + ring_bytes <= limit;
+  const int64_t smem = act_in_smem ? buffers + ring_bytes : buffers;
   if (smem > limit)
     throw ValueError("pixelcnn_sample: this image size and network need " + std::to_string(smem) +
                      " bytes of shared memory per block, the GPU has " + std::to_string(limit));
@@ -239,6 +244,7 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
   a.W = int(W);
   a.inv_temperature = 1.0 / temperature;
   a.seed = seed;
+  a.act_in_smem = act_in_smem;
   pixelcnn_sample_kernel<<<unsigned(N), kThreads, size_t(smem), as_stream(stream)>>>(a, taps);
   check_launch("pixelcnn_sample");
 }
