@@ -98,6 +98,7 @@ PYBIND11_MODULE(_C, m) {
   BIND(relu_backward);
   BIND(cross_entropy_forward);
   BIND(cross_entropy_backward);
+  BIND(cross_entropy_target_backward);
   BIND(pixelcnn_sample);
   BIND(pixel_uniforms);
   BIND(conv2d_forward);

@@ -18,7 +18,10 @@ namespace pixelops {
                              int64_t ignore_index, int64_t reduction, double label_smoothing,      \
                              uintptr_t stream);                                                    \
   void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Array& grad_in,      \
-                              uintptr_t stream);                                                    \
+                              uintptr_t stream);                                                   \
+  void cross_entropy_target_backward(const Array& logits, const Array& weight,                     \
+                                     const Array& grad_loss, const Array& grad_target,             \
+                                     double factor, uintptr_t stream);                              \
   /* pixelcnn_sample.cpp / pixelcnn_sample.cu */                                                    \
   void pixelcnn_sample(const Array& params, const Array& config, const Array& observed,             \
                        const Array& observed_mask, const Array& samples, const Array& logits,       \

@@ -449,11 +449,44 @@ def test_bad_logits():
         pixelops.cross_entropy([[1.0, 2.0]], torch.zeros(1, dtype=torch.int64))
 
 
-def test_target_requiring_grad_is_refused():
-    x = _logits((3, 4), torch.float32, "cpu")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(6, 9), (3, 12, 4, 5)])
+def test_gradient_with_respect_to_probability_targets(device, shape):
+    # PyTorch differentiates through soft targets too (e.g. distillation with a learned teacher).
+    for reduction, eps, weighted, x_grad in itertools.product(["none", "mean", "sum"], [0.0, 0.3], [False, True],
+                                                              [True, False]):
+        x = _logits(shape, torch.float64, device, "transposed" if weighted else "contiguous", requires_grad=x_grad)
+        q = _prob_target(shape, torch.float64, device).requires_grad_()
+        w = _weight(_classes(shape), torch.float64, device) if weighted else None
+        loss = pixelops.cross_entropy(x, q, w, reduction=reduction, label_smoothing=eps)
+        g = torch.randn(loss.shape, dtype=torch.float64, device=device)
+        inputs = (x, q) if x_grad else (q,)
+        got = torch.autograd.grad(loss, inputs, g)
+        xr = x.detach().requires_grad_(x_grad)
+        qr = q.detach().requires_grad_()
+        ref_loss = F.cross_entropy(xr, qr, w, reduction=reduction, label_smoothing=eps)
+        ref = torch.autograd.grad(ref_loss, (xr, qr) if x_grad else (qr,), g)
+        torch.testing.assert_close(loss, ref_loss)
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b)
+
+
+def test_gradcheck_probability_targets():
+    x = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    q = torch.softmax(torch.randn(4, 5, 3, dtype=torch.float64), 1).requires_grad_()
+    w = torch.rand(5, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(lambda x, q: pixelops.cross_entropy(x, q, w, label_smoothing=0.1), (x, q))
+    assert torch.autograd.gradcheck(lambda x, q: pixelops.cross_entropy(x, q, reduction="none"), (x, q))
+
+
+def test_probability_target_grad_refuses_inplace_backward_and_compile():
+    a = _logits((3, 4), torch.float32, "cpu")
     q = torch.softmax(torch.randn(3, 4), 1).requires_grad_()
-    with pytest.raises(NotImplementedError, match="class-probability 'target'"):
-        pixelops.cross_entropy(x, q)
+    with pytest.raises(ValueError, match="inplace_backward=True cannot be used"):
+        pixelops.cross_entropy(a * 2, q, inplace_backward=True)
+    compiled = torch.compile(lambda x, q: pixelops.cross_entropy(x, q), fullgraph=True, backend="eager")
+    with pytest.raises(Exception, match="cannot require grad"):
+        compiled(a, q)
 
 
 # ---- CUDA only -----------------------------------------------------------------------------------------------
@@ -543,3 +576,39 @@ def test_cuda_more_than_2_31_elements():
         p[torch.arange(3), t[rows]] -= 1
         torch.testing.assert_close(g[rows].double(), p / N, rtol=1e-4, atol=1e-12)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(6, 40), (3, 40, 5, 2)])
+def test_masked_logits_minus_inf(device, shape):
+    # Classes masked with -inf (class 0 among them) are legal as long as no target points at one.
+    for eps, probs in [(0.0, False), (0.2, False), (0.0, True)]:
+        x = _logits(shape, torch.float32, device, requires_grad=False)
+        x[:, 0] = -float("inf")
+        x[:, 7] = -float("inf")
+        t = _index_target(shape, device, ignored=0.0).clamp(min=8)
+        if probs:
+            t = torch.nn.functional.one_hot(t, shape[1]).movedim(-1, 1).to(x.dtype) * 0.5 + 0.5 / shape[1]
+            t[:, 0] = 0
+            t[:, 7] = 0
+            t = t / t.sum(1, keepdim=True)
+        x.requires_grad_()
+        for reduction in ("none", "mean"):
+            loss = pixelops.cross_entropy(x, t, reduction=reduction, label_smoothing=eps)
+            ref = F.cross_entropy(x.detach().double(), t.double() if probs else t, reduction=reduction,
+                                  label_smoothing=eps)
+            torch.testing.assert_close(loss.double(), ref, equal_nan=True, **F32_TOL)
+            if eps == 0.0 and not probs:
+                _check(x, t, None, -100, reduction, eps)
+
+
+def test_bench_cases_check_out():
+    # The benchmark rows' own correctness check (pixelops/bench/cross_entropy.py), run once without timing.
+    from pixelops.bench.cross_entropy import cases
+
+    rows = cases("cpu")
+    assert {c.name for c in rows} >= {"imagenet fwd+bwd", "vocab32k fwd+bwd", "pixel256 fwd+bwd"}
+    for case in rows:
+        args = case.setup()
+        assert case.error(args) < 1e-5, case.name
+        assert case.bytes and case.ceiling == "copy"

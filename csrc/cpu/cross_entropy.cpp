@@ -10,6 +10,7 @@
 //   - positions contiguous (the (N, C, H, W) case):        a tile of up to kLanes positions at a time,
 //                                                           vectorised across positions, threads over tiles;
 //   - any other strides, and class-probability targets:    the same tile code one position at a time.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -428,6 +429,39 @@ void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Arr
         const T* glr = gl + n * grad_loss.stride[0];
         for (int64_t s = 0; s < S; ++s)
           outr[s * grad_in.stride[2]] = gr[s * grad.stride[2]] * glr[s * grad_loss.stride[1]];
+      }
+    });
+  });
+}
+
+// The gradient with respect to class-probability targets (PyTorch differentiates through them too):
+//   d loss / d q_c = -(1 - eps) w_c log p_c = factor * grad_loss * w_c (x_c - lse),
+// with factor = -(1 - eps) times the reduction's 1/(N S) for 'mean'. logits (N, C, S); weight (C) or absent;
+// grad_loss (N, S) (stride 0 for a scalar); grad_target (N, C, S). A rarely used path: scalar loops.
+void cross_entropy_target_backward(const Array& logits, const Array& weight, const Array& grad_loss,
+                                   const Array& grad_target, double factor, uintptr_t) {
+  dispatch_cpu_float(logits.dtype, "cross_entropy_target_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t N = logits.size[0], C = logits.size[1], S = logits.size[2];
+    const T* X = logits.ptr<T>();
+    const T* w = weight.data ? weight.ptr<T>() : nullptr;
+    const T* gl = grad_loss.ptr<T>();
+    T* out = grad_target.ptr<T>();
+    parallel_for(N * S, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t n = r / S, s = r - n * S;
+        const T* x = X + n * logits.stride[0] + s * logits.stride[2];
+        T* o = out + n * grad_target.stride[0] + s * grad_target.stride[2];
+        double m = -std::numeric_limits<double>::infinity();
+        for (int64_t c = 0; c < C; ++c) m = std::max(m, double(x[c * logits.stride[1]]));
+        double sum = 0;
+        for (int64_t c = 0; c < C; ++c) sum += exp_nonpos(double(x[c * logits.stride[1]]) - m);
+        const double lse = m + std::log(sum);
+        const double k = factor * double(gl[n * grad_loss.stride[0] + s * grad_loss.stride[1]]);
+        for (int64_t c = 0; c < C; ++c) {
+          const double wc = w ? double(w[c * weight.stride[0]]) : 1.0;
+          o[c * grad_target.stride[1]] = T(k * wc * (double(x[c * logits.stride[1]]) - lse));
+        }
       }
     });
   });

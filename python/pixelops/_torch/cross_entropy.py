@@ -3,6 +3,7 @@
 The forward kernel writes d loss / d logits (already scaled for the reduction) while it computes the loss; the
 backward kernel only multiplies that by the incoming gradient, in place, so forward + backward hold one extra
 logits-sized buffer (none with inplace_backward=True, where the gradient is written over the logits).
+Class-probability targets that require grad get -(1 - eps) w_c log p_c from a kernel of their own in backward.
 """
 from __future__ import annotations
 
@@ -122,7 +123,11 @@ cross_entropy_op.register_autograd(_op_backward, setup_context=_setup_context)
 class CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, eps, inplace):
-        loss, g3, in_place = forward_kernel(x, target, weight, ignore_index, reduction, eps, True, inplace)
+        x_grad, target_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if target_grad and inplace:
+            raise ValueError(f"pixelops.{OP}: inplace_backward=True cannot be used when the class-probability "
+                             "'target' requires grad (its gradient needs the logits)")
+        loss, g3, in_place = forward_kernel(x, target, weight, ignore_index, reduction, eps, x_grad, inplace)
         ctx.g3 = g3  # an attribute, not a saved tensor: with inplace it is x, whose version we bump below
         ctx.shape = x.shape
         ctx.args = (ignore_index, reduction, eps)
@@ -138,33 +143,64 @@ class CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
-        g3, ctx.g3 = ctx.g3, None
-        if g3 is None:  # a second backward through this graph (retain_graph=True): the first one used g3 up
-            if ctx.in_place:
-                raise RuntimeError(f"pixelops.{OP}: with inplace_backward=True the gradient was written over the "
-                                   "logits and can be used by one backward only (retain_graph is not supported)")
+        grad_x = grad_target = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _input_grad(ctx, grad_loss)
+        if ctx.needs_input_grad[1]:
             x, target, weight = ctx.saved_tensors
-            _, g3, _ = forward_kernel(x, target, weight, *ctx.args, True)
-        reduction = ctx.args[1]
-        if reduction != 0 and not grad_loss.is_cuda and grad_loss.item() == 1.0:
-            grad = g3  # loss.backward() of a mean or sum: the gradient is ready (a host read, so CPU only)
-        else:
-            grad = backward_kernel(g3, grad_loss, reduction, out=g3)
-        return grad.view(ctx.shape), None, None, None, None, None, None
+            grad_target = target_grad_kernel(x, weight, grad_loss, ctx.args[1], ctx.args[2])
+        return grad_x, grad_target, None, None, None, None, None
+
+
+def _input_grad(ctx, grad_loss):
+    g3, ctx.g3 = ctx.g3, None
+    if g3 is None:  # a second backward through this graph (retain_graph=True): the first one used g3 up
+        if ctx.in_place:
+            raise RuntimeError(f"pixelops.{OP}: with inplace_backward=True the gradient was written over the "
+                               "logits and can be used by one backward only (retain_graph is not supported)")
+        x, target, weight = ctx.saved_tensors
+        _, g3, _ = forward_kernel(x, target, weight, *ctx.args, True)
+    reduction = ctx.args[1]
+    if reduction != 0 and not grad_loss.is_cuda and grad_loss.item() == 1.0:
+        grad = g3  # loss.backward() of a mean or sum: the gradient is ready (a host read, so CPU only)
+    else:
+        grad = backward_kernel(g3, grad_loss, reduction, out=g3)
+    return grad.view(ctx.shape)
+
+
+def target_grad_kernel(x: torch.Tensor, weight: Optional[torch.Tensor], grad_loss: torch.Tensor, reduction: int,
+                       eps: float) -> torch.Tensor:
+    """d loss / d target for class-probability targets: -(1 - eps) w_c log p_c, scaled by the reduction."""
+    N, C, S, _ = layout(x.shape)
+    x3, _ = _as_3d(x, N, C, S)
+    w = NO_ARRAY if weight is None else view(weight := weight.contiguous())
+    if grad_loss.dtype != x.dtype:
+        grad_loss = grad_loss.to(x.dtype)
+    if reduction == 0:
+        gl = view(grad_loss := grad_loss.reshape(N, S))
+    else:
+        v = view(grad_loss)
+        gl = (v[0], (N, S), (0, 0), v[3], v[4])
+    out = torch.empty_like(x3)
+    factor = -(1.0 - eps) / (N * S if reduction == 1 else 1)
+    _C.cross_entropy_target_backward(view(x3), w, gl, view(out), factor, stream(x))
+    return out.view(x.shape)
 
 
 def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
                   reduction: int, eps: float, inplace: bool) -> torch.Tensor:
-    needs_grad = x.requires_grad and torch.is_grad_enabled()
-    if target.requires_grad and torch.is_grad_enabled():
-        raise NotImplementedError(f"pixelops.{OP}: the gradient with respect to class-probability 'target' is not "
-                                  "implemented (detach the target)")
+    grad_on = torch.is_grad_enabled()
+    needs_grad = x.requires_grad and grad_on
+    target_grad = target.requires_grad and grad_on  # only class probabilities can require grad
     if compiling():
+        if target_grad:
+            raise NotImplementedError(f"pixelops.{OP}: under torch.compile the class-probability 'target' cannot "
+                                      "require grad (detach it, or call pixelops.cross_entropy eagerly)")
         loss, _ = cross_entropy_op(x, target, weight, ignore_index, reduction, eps, needs_grad)
         return loss
-    if not needs_grad:
+    if not (needs_grad or target_grad):
         return forward_kernel(x, target, weight, ignore_index, reduction, eps, False)[0]
-    if inplace and x.is_leaf:
+    if inplace and needs_grad and x.is_leaf:
         raise RuntimeError(f"pixelops.{OP}: inplace_backward=True would overwrite a leaf tensor that requires grad; "
                            "use it on computed logits (the output of a layer)")
     return CrossEntropyFunction.apply(x, target, weight, ignore_index, reduction, eps, inplace)

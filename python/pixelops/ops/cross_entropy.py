@@ -32,13 +32,19 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     inplace_backward=True (tensors only) writes that gradient into input's own memory instead of a new buffer,
     saving one logits-sized allocation. input's values are gone after the call; autograd is told, so a
     backward that needs them raises instead of reading gradients. Use it only when nothing else needs the
-    logits.
+    logits. Under torch.compile the call goes through the functional custom op pixelops::cross_entropy and
+    inplace_backward has no effect. Class-probability targets that require grad get their gradient too
+    (eagerly; not under torch.compile). Not supported: double backward.
+
+    On CUDA a class index out of range is flagged by the kernel and raised as IndexError after it (a host
+    sync, skipped while a CUDA graph is being captured).
     """
     check_float(input, "input", OP)
     check_array(target, "target", OP)
     if weight is not None:
         check_float(weight, "weight", OP)
-    check_same_device(OP, input=input, target=target, weight=weight)
+    if not _same_tensor_device(input, target, weight):  # the cheap test first; the full one words the error
+        check_same_device(OP, input=input, target=target, weight=weight)
     red = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
     if red is None:
         raise ValueError(f"pixelops.{OP}: 'reduction' must be 'none', 'mean' or 'sum', got {reduction!r}")
@@ -68,7 +74,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
             raise ValueError(f"pixelops.{OP}: class-probability 'target' must have input's shape {shape}, "
                              f"got {tuple(target.shape)}")
     else:
-        if dtype_name(target) not in _INDEX_DTYPES:
+        if not _is_index_dtype(target):
             raise TypeError(f"pixelops.{OP}: 'target' must hold class indices (int64 or uint8) or class "
                             f"probabilities (input's dtype), got dtype {dtype_name(target)}")
         expected = shape[:1] + shape[2:] if len(shape) > 1 else ()
@@ -89,6 +95,33 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
         return _numpy_forward(input, target, weight, ignore_index, red, label_smoothing, probs)
     return torch_ops(OP).cross_entropy(input, target, weight, ignore_index, red, label_smoothing,
                                        bool(inplace_backward))
+
+
+def _same_tensor_device(x, target, weight) -> bool:
+    """True when all are torch tensors on one device (reads ints off the tensors; str(device) is slow)."""
+    if not (is_tensor(x) and is_tensor(target) and (weight is None or is_tensor(weight))):
+        return False
+    for a in (target, weight):
+        if a is not None and (a.is_cpu != x.is_cpu or a.get_device() != x.get_device()):
+            return False
+    return True
+
+
+def _is_index_dtype(t) -> bool:
+    if isinstance(t, np.ndarray):
+        return t.dtype.name in _INDEX_DTYPES
+    return t.dtype in _index_torch_dtypes()
+
+
+_index_dtype_set: list = []
+
+
+def _index_torch_dtypes():
+    if not _index_dtype_set:
+        import torch  # a tensor reached us, so torch is loaded already
+
+        _index_dtype_set.append(frozenset((torch.int64, torch.uint8)))
+    return _index_dtype_set[0]
 
 
 def _is_floating(a) -> bool:
