@@ -8,10 +8,11 @@
 //
 // Forward: C = W (Mg x Cg*taps, packed once) times the image's im2col matrix, gathered block by block straight
 // into the GEMM's packed B panels (no full im2col buffer); tasks are (image, group, block of pixels).
-// grad_input: the same forward engine, run on grad_y with the kernel flipped and in/out channels swapped (a
-// stride-s conv's input gradient is a stride-1 conv of grad_y upsampled by s; the gather reads the zeros of the
-// upsampling implicitly). grad_weight: grad_y (Mg x pixels) times the im2col matrix transposed, summed over
-// images in per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
+// grad_input, stride 1: the same forward engine run on grad_y with the kernel flipped and in/out channels
+// swapped. Strided convs, or few input channels: a GEMM W^T . grad_y whose tiles are added straight into
+// grad_input (col2im), which spends nothing on the zeros a strided conv's gradient would be upsampled with.
+// grad_weight: dot products of grad_y rows with im2col rows along the pixels, summed over images in
+// per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -37,28 +38,41 @@ struct Geometry {
   int64_t OH, OW;             // output size
   int64_t KH, KW, t0, t1;     // kernel size and active tap range [t0, t1), row-major
   int64_t sh, sw, ph, pw, dh, dw;
-  int64_t uh, uw;             // input upsampling: the engine reads input (v / u) where v % u == 0, else zero
   int64_t xn, xc, xh, xw;     // input strides
   int64_t taps() const { return t1 - t0; }
   int64_t K() const { return Cg * taps(); }
   int64_t P() const { return OH * OW; }
 };
 
-// Copies n <= NR values: 64-byte moves for the whole vectors (memcpy becomes `rep movs` here, which is
-// slow to start for runs this short).
-typedef float f32x16u __attribute__((vector_size(64), aligned(4)));
-typedef double f64x8u __attribute__((vector_size(64), aligned(8)));
-template <class T> struct Vec64;
-template <> struct Vec64<float> { using type = f32x16u; };
-template <> struct Vec64<double> { using type = f64x8u; };
-
+// Copies n <= 2 vectors of values with at most four (possibly overlapping) vector moves: the runs copied
+// into packed panels are short and of every length, and memcpy would become a slow-starting `rep movs`.
+template <class T, int Bytes> struct VecOf {
+  typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
+};
+template <class T, int Bytes>
+inline void move_pair(T* out, const T* src, int64_t n) {  // Bytes/sizeof(T) <= n <= 2*Bytes/sizeof(T)
+  using V = typename VecOf<T, Bytes>::type;
+  constexpr int64_t L = Bytes / sizeof(T);
+  const V a = *reinterpret_cast<const V*>(src), b = *reinterpret_cast<const V*>(src + n - L);
+  *reinterpret_cast<V*>(out) = a;
+  *reinterpret_cast<V*>(out + n - L) = b;
+}
 template <class T>
 inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
-  using V = typename Vec64<T>::type;
   constexpr int64_t L = 64 / sizeof(T);
-  int64_t i = 0;
-  for (; i + L <= n; i += L) *reinterpret_cast<V*>(out + i) = *reinterpret_cast<const V*>(src + i);
-  for (; i < n; ++i) out[i] = src[i];
+  if (n > L) {
+    if (n > 2 * L) {  // longer than a panel row: not reached for NR <= 2L, kept for safety
+      for (int64_t i = 0; i < n; ++i) out[i] = src[i];
+    } else {
+      move_pair<T, 64>(out, src, n);
+    }
+  } else if (n >= L / 2) {
+    move_pair<T, 32>(out, src, n);
+  } else if (n >= L / 4) {
+    move_pair<T, 16>(out, src, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = src[i];
+  }
 }
 
 // Writes count values into the NR-wide panels of one im2col row, starting at column jj: src[i * step], or
@@ -93,39 +107,31 @@ void gather_im2col(const Geometry& q, const T* x, int64_t n, int64_t g, int64_t 
                    int64_t nb, T* dst) {
   constexpr int NR = Tile<T>::NR;
   const int64_t nt = q.taps();
-  const int64_t VH = (q.IH - 1) * q.uh + 1, VW = (q.IW - 1) * q.uw + 1;
   const int64_t npad = round_up(nb, NR);
   for (int64_t k = k0; k < k0 + kcb; ++k) {
     const int64_t c = k / nt, t = q.t0 + k % nt;
     const int64_t offh = (t / q.KW) * q.dh - q.ph, offw = (t % q.KW) * q.dw - q.pw;
     const T* xc = x + n * q.xn + (g * q.Cg + c) * q.xc;
     T* row = dst + (k - k0) * NR;
-    // Output columns ow whose input column ow*sw + offw lies inside [0, VW): [lo, hi)
+    // Output columns ow whose input column ow*sw + offw lies inside [0, IW): [lo, hi)
     const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
-    const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(VW - offw, q.sw)));
+    const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
     int64_t jj = 0;
     while (jj < nb) {
       const int64_t p = p0 + jj, oh = p / q.OW, a = p % q.OW;
       const int64_t b = a + std::min(nb - jj, q.OW - a);  // this output row's columns [a, b)
       const int64_t vh = oh * q.sh + offh;
-      if (vh < 0 || vh >= VH || (q.uh > 1 && vh % q.uh)) {
+      if (vh < 0 || vh >= q.IH) {
         emit<T>(row, kcb, jj, b - a, nullptr, 0);
         jj += b - a;
         continue;
       }
-      const T* xr = xc + (vh / q.uh) * q.xh;
+      const T* xr = xc + vh * q.xh;
       const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
       emit<T>(row, kcb, jj, l - a, nullptr, 0);
       jj += l - a;
-      if (q.uw == 1) {
-        emit<T>(row, kcb, jj, h - l, xr + (l * q.sw + offw) * q.xw, q.sw * q.xw);
-        jj += h - l;
-      } else {  // upsampled input (grad_input of a strided conv): every uw-th column is real
-        for (int64_t ow = l; ow < h; ++ow, ++jj) {
-          const int64_t vw = ow * q.sw + offw;
-          row[(jj / NR) * kcb * NR + jj % NR] = vw % q.uw ? T(0) : xr[(vw / q.uw) * q.xw];
-        }
-      }
+      emit<T>(row, kcb, jj, h - l, xr + (l * q.sw + offw) * q.xw, q.sw * q.xw);
+      jj += h - l;
       emit<T>(row, kcb, jj, b - h, nullptr, 0);
       jj += b - h;
     }
@@ -133,44 +139,17 @@ void gather_im2col(const Geometry& q, const T* x, int64_t n, int64_t g, int64_t 
   }
 }
 
-// The transposed im2col block of one image and group (x already offset to it), for grad_weight: rows are
-// pixels [k0, k0+kcb), columns are (channel, tap) pairs [j0, j0+nb) (c_of/kh_of/kw_of give each one's),
-// as NR-wide panels, zero padded past nb.
+// One tile row into the output: out = (first ? 0 : out) + src + bias, then ReLU (a NaN stays NaN, as in
+// torch). Branch-free loops the compiler vectorises.
 template <class T>
-void gather_im2col_transposed(const Geometry& q, const T* xg, int64_t k0, int64_t kcb, int64_t j0, int64_t nb,
-                              const int64_t* c_of, const int64_t* kh_of, const int64_t* kw_of, T* dst) {
-  constexpr int NR = Tile<T>::NR;
-  const int64_t npad = round_up(nb, NR);
-  for (int64_t jj = 0; jj < npad; ++jj) {
-    T* col = dst + (jj / NR) * kcb * NR + jj % NR;
-    if (jj >= nb) {
-      for (int64_t r = 0; r < kcb; ++r) col[r * NR] = T(0);
-      continue;
-    }
-    const int64_t j = j0 + jj;
-    const int64_t offh = kh_of[j] * q.dh - q.ph, offw = kw_of[j] * q.dw - q.pw;
-    const T* xc = xg + c_of[j] * q.xc;
-    const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
-    const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
-    const int64_t step = q.sw * q.xw;
-    int64_t r = 0;
-    while (r < kcb) {
-      const int64_t p = k0 + r, oh = p / q.OW, a = p % q.OW;
-      const int64_t b = a + std::min(kcb - r, q.OW - a);
-      const int64_t ih = oh * q.sh + offh;
-      T* o = col + r * NR - a * NR;  // o[ow * NR] is pixel (oh, ow)
-      if (ih < 0 || ih >= q.IH) {
-        for (int64_t ow = a; ow < b; ++ow) o[ow * NR] = T(0);
-      } else {
-        const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
-        const T* xr = xc + ih * q.xh + offw * q.xw;
-        for (int64_t ow = a; ow < l; ++ow) o[ow * NR] = T(0);
-        for (int64_t ow = l; ow < h; ++ow) o[ow * NR] = xr[ow * step];
-        for (int64_t ow = h; ow < b; ++ow) o[ow * NR] = T(0);
-      }
-      r += b - a;
-    }
+inline void store_row(T* __restrict out, const T* __restrict src, int nr, bool first, T bias, bool relu) {
+  if (first) {
+    for (int j = 0; j < nr; ++j) out[j] = src[j] + bias;
+  } else {
+    for (int j = 0; j < nr; ++j) out[j] += src[j] + bias;
   }
+  if (relu)
+    for (int j = 0; j < nr; ++j) out[j] = out[j] < T(0) ? T(0) : out[j];
 }
 
 // y (contiguous N x G*Mg x OH x OW) = act(bias + conv(x)), with the weights packed per group by pack_weights.
@@ -189,13 +168,11 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
       const int64_t p0 = blk * NC, nb = std::min(NC, P - p0);
       T* yg = y + (n * M + g * q.Mg) * P;
       const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
-      auto finish = [&](int64_t m, T v) {
-        if (bg) v += bg[m * bias_stride];
-        return relu && !(v > T(0)) && !std::isnan(v) ? T(0) : v;
-      };
       if (K == 0) {  // every tap masked (a 1x1 mask-A conv): the output is the bias alone
-        for (int64_t m = 0; m < q.Mg; ++m)
-          for (int64_t p = p0; p < p0 + nb; ++p) yg[m * P + p] = finish(m, T(0));
+        for (int64_t m = 0; m < q.Mg; ++m) {
+          const T v = bg ? bg[m * bias_stride] : T(0);
+          std::fill(yg + m * P + p0, yg + m * P + p0 + nb, relu && v < T(0) ? T(0) : v);
+        }
         continue;
       }
       conv::gemm<T>(
@@ -205,17 +182,8 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
           },
           [&](int64_t m0, int64_t pc, int mr, int nr, const T* tile, bool first, bool last) {
             for (int r = 0; r < mr; ++r) {
-              T* out = yg + (m0 + r) * P + pc;
-              const T* src = tile + r * Tile<T>::NR;
-              if (first && last) {
-                for (int j = 0; j < nr; ++j) out[j] = finish(m0 + r, src[j]);
-              } else if (first) {
-                for (int j = 0; j < nr; ++j) out[j] = src[j];
-              } else if (last) {
-                for (int j = 0; j < nr; ++j) out[j] = finish(m0 + r, out[j] + src[j]);
-              } else {
-                for (int j = 0; j < nr; ++j) out[j] += src[j];
-              }
+              store_row(yg + (m0 + r) * P + pc, tile + r * Tile<T>::NR, nr, first,
+                        last ? (bg ? bg[(m0 + r) * bias_stride] : T(0)) : T(0), last && relu);
             }
           });
     }
@@ -294,6 +262,97 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
   });
 }
 
+// One im2col row, contiguous: the values that channel plane xc shows under a tap (offsets offh, offw) at
+// output pixels [p0, p0+len). [lo, hi) are the output columns whose input column is inside the image.
+template <class T>
+void im2col_row(const Geometry& q, const T* xc, int64_t offh, int64_t offw, int64_t lo, int64_t hi, int64_t p0,
+                int64_t len, T* out) {
+  const int64_t step = q.sw * q.xw;
+  int64_t r = 0;
+  while (r < len) {
+    const int64_t p = p0 + r, oh = p / q.OW, a = p % q.OW;
+    const int64_t b = a + std::min(len - r, q.OW - a);
+    const int64_t ih = oh * q.sh + offh;
+    T* o = out + r - a;  // o[ow] is pixel (oh, ow)
+    if (ih < 0 || ih >= q.IH) {
+      std::fill(o + a, o + b, T(0));
+    } else {
+      const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
+      const T* xr = xc + ih * q.xh + offw * q.xw;
+      std::fill(o + a, o + l, T(0));
+      if (step == 1) {
+        std::copy(xr + l, xr + h, o + l);
+      } else {
+        for (int64_t ow = l; ow < h; ++ow) o[ow] = xr[ow * step];
+      }
+      std::fill(o + h, o + b, T(0));
+    }
+    r += b - a;
+  }
+}
+
+// grad_weight[g] (Mg x Cg*taps) += grad_y[n, g] (Mg x P) . im2col(x[n, g])^T, summed over images. Both
+// operands keep the pixels (the reduction) contiguous, so the tiles are dot products along them (dot_tile):
+// grad_y rows are copied as they are, im2col rows are built by row copies; nothing is transposed. Blocks of
+// PC pixels and KB im2col rows keep both operands in L2. Threads take images, each with its own sums.
+template <class T>
+void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
+  constexpr int DR = conv::DotTile::DR, DC = conv::DotTile::DC;
+  constexpr int64_t L = conv::kLanes<T>, PC = 1024, KB = 8 * DC;
+  const int64_t M = q.G * q.Mg, P = q.P(), K = q.K(), nt = q.taps();
+  std::vector<int64_t> c_of(static_cast<size_t>(K)), offh(static_cast<size_t>(K)), offw(static_cast<size_t>(K)),
+      lo(static_cast<size_t>(K)), hi(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t t = q.t0 + k % nt;
+    c_of[k] = k / nt;
+    offh[k] = (t / q.KW) * q.dh - q.ph;
+    offw[k] = (t % q.KW) * q.dw - q.pw;
+    lo[k] = std::max<int64_t>(0, ceil_div(-offw[k], q.sw));
+    hi[k] = std::max(lo[k], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[k], q.sw)));
+  }
+  const int64_t LD = round_up(std::min(PC, P), L), MgP = round_up(q.Mg, DR);
+  parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(size_t(M * K), T(0));
+    std::vector<T> a_buf(size_t(MgP * LD), T(0)), b_buf(size_t(KB * LD), T(0));
+    alignas(64) T out[DR * DC];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / q.G, g = task % q.G;
+      const T* gyg = gy + (n * M + g * q.Mg) * P;
+      const T* xg = x + n * q.xn + g * q.Cg * q.xc;
+      T* accg = acc.data() + g * q.Mg * K;
+      for (int64_t p0 = 0; p0 < P; p0 += PC) {
+        const int64_t len = std::min(PC, P - p0), lenp = round_up(len, L);
+        for (int64_t m = 0; m < q.Mg; ++m) {
+          std::copy(gyg + m * P + p0, gyg + m * P + p0 + len, a_buf.data() + m * LD);
+          std::fill(a_buf.data() + m * LD + len, a_buf.data() + m * LD + lenp, T(0));
+        }
+        for (int64_t j0 = 0; j0 < K; j0 += KB) {
+          const int64_t kb = std::min(KB, K - j0), kbp = round_up(kb, DC);
+          for (int64_t jj = 0; jj < kbp; ++jj) {
+            T* row = b_buf.data() + jj * LD;
+            const int64_t k = j0 + jj;
+            if (jj < kb) {
+              im2col_row(q, xg + c_of[k] * q.xc, offh[k], offw[k], lo[k], hi[k], p0, len, row);
+              std::fill(row + len, row + lenp, T(0));
+            } else {
+              std::fill(row, row + lenp, T(0));
+            }
+          }
+          for (int64_t m0 = 0; m0 < q.Mg; m0 += DR)
+            for (int64_t jj = 0; jj < kb; jj += DC) {
+              conv::dot_tile(lenp, a_buf.data() + m0 * LD, LD, b_buf.data() + jj * LD, LD, out);
+              const int rows = int(std::min<int64_t>(DR, q.Mg - m0)), cols = int(std::min<int64_t>(DC, kb - jj));
+              for (int r = 0; r < rows; ++r)
+                for (int j = 0; j < cols; ++j) accg[(m0 + r) * K + j0 + jj + j] += out[r * DC + j];
+            }
+        }
+      }
+    }
+#pragma omp critical(pixelops_conv2d_grad_w)
+    for (size_t i = 0; i < acc.size(); ++i) total[i] += acc[i];
+  });
+}
+
 // The user's convolution, from the arrays and arguments of the entry points.
 Geometry geometry_of(const Array& x, const Array& w, const Array& y, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                      int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
@@ -311,7 +370,6 @@ Geometry geometry_of(const Array& x, const Array& w, const Array& y, int64_t sh,
   q.t0 = 0;
   q.t1 = ntaps;
   q.sh = sh; q.sw = sw; q.ph = ph; q.pw = pw; q.dh = dh; q.dw = dw;
-  q.uh = q.uw = 1;
   q.xn = x.stride[0]; q.xc = x.stride[1]; q.xh = x.stride[2]; q.xw = x.stride[3];
   return q;
 }
@@ -393,7 +451,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     if (grad_x.data && grad_x.numel() > 0 && (q.sh > 1 || q.sw > 1 || q.Cg < Tile<T>::MR)) {
       grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
     } else if (grad_x.data && grad_x.numel() > 0) {
-      // A stride-1 conv of grad_y (upsampled by the stride) with the flipped kernel, channels swapped.
+      // A stride-1 conv of grad_y with the flipped kernel, channels swapped.
       Geometry t{};
       t.N = q.N; t.IH = q.OH; t.IW = q.OW;
       t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
@@ -402,7 +460,6 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       t.sh = t.sw = 1;
       t.dh = q.dh; t.dw = q.dw;
       t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
-      t.uh = q.sh; t.uw = q.sw;
       t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
       const T* wp = w.ptr<T>();
       auto packed = pack_weights<T>(t, [&](int64_t g, int64_t ci, int64_t k) {
@@ -417,44 +474,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       // grad_w[g] (Mg x Cg*taps) = sum over images of grad_y[n, g] (Mg x P) times im2col(x[n, g])^T (P x Cg*taps).
       const int64_t K = q.K();
       std::vector<T> total(size_t(M * std::max<int64_t>(K, 1)), T(0));
-      if (K > 0 && P > 0) {
-        parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
-          constexpr int NR = Tile<T>::NR;
-          std::vector<T> acc(size_t(M * K), T(0));
-          std::vector<T> a_packed(size_t(round_up(q.Mg, Tile<T>::MR) * P));
-          std::vector<T> b_buf(size_t(std::min(KC, P) * round_up(std::min(NC, K), NR)));
-          std::vector<int64_t> kh_of(static_cast<size_t>(K)), kw_of(static_cast<size_t>(K)), c_of(static_cast<size_t>(K));
-          for (int64_t k = 0; k < K; ++k) {
-            c_of[k] = k / nt;
-            kh_of[k] = (k % nt) / q.KW;
-            kw_of[k] = (k % nt) % q.KW;
-          }
-          const T* xp = x.ptr<T>();
-          for (int64_t ng = begin; ng < end; ++ng) {
-            const int64_t n = ng / q.G, g = ng % q.G;
-            const T* gyg = gy + (n * M + g * q.Mg) * P;
-            conv::pack_a(a_packed.data(), q.Mg, P, [&](int64_t m, int64_t p) { return gyg[m * P + p]; });
-            const T* xg = xp + n * q.xn + g * q.Cg * q.xc;
-            T* accg = acc.data() + g * q.Mg * K;
-            for (int64_t j0 = 0; j0 < K; j0 += NC) {
-              conv::gemm<T>(
-                  a_packed.data(), q.Mg, P, j0, std::min(NC, K - j0), b_buf.data(),
-                  [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst) {
-                    gather_im2col_transposed(q, xg, k0, kcb, n0, nbb, c_of.data(), kh_of.data(), kw_of.data(), dst);
-                  },
-                  [&](int64_t m0, int64_t jc, int mr, int nr, const T* tile, bool, bool) {
-                    for (int r = 0; r < mr; ++r) {
-                      T* out = accg + (m0 + r) * K + jc;
-                      const T* src = tile + r * NR;
-                      for (int j = 0; j < nr; ++j) out[j] += src[j];
-                    }
-                  });
-            }
-          }
-#pragma omp critical(pixelops_conv2d_grad_w)
-          for (size_t i = 0; i < acc.size(); ++i) total[i] += acc[i];
-        });
-      }
+      if (K > 0 && P > 0) grad_weight_dot<T>(q, x.ptr<T>(), gy, total.data());
       // Scatter into grad_w's (M, Cg, KH, KW) layout; masked taps get exact zeros.
       T* gw = grad_w.ptr<T>();
       for (int64_t m = 0; m < M; ++m)

@@ -28,6 +28,12 @@ template <> struct Tile<double> { static constexpr int MR = 8, NR = 16; };
 void microkernel(int64_t kc, const float* a, const float* b, float* tile);
 void microkernel(int64_t kc, const double* a, const double* b, double* tile);
 
+// Dot-product tile for grad_weight (conv2d_microkernel.cpp): DR rows of A against DC rows of B.
+struct DotTile { static constexpr int DR = 4, DC = 6; };
+template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width of dot_tile's rows
+void dot_tile(int64_t len, const float* a, int64_t lda, const float* b, int64_t ldb, float* out);
+void dot_tile(int64_t len, const double* a, int64_t lda, const double* b, int64_t ldb, double* out);
+
 // Depth of one packed block (k): a B micro-panel (KC x NR, 16 KiB) stays in L1; pixels per column block:
 // a B block (KC x NC) stays in L2.
 constexpr int64_t KC = 128;

@@ -38,3 +38,36 @@ PIXELOPS_CONV_MICROKERNEL(float, f32x16, 16)
 PIXELOPS_CONV_MICROKERNEL(double, f64x8, 8)
 
 }  // namespace pixelops::cpu::conv
+
+namespace pixelops::cpu::conv {
+
+// grad_weight's inner loop: a DR x DC tile of dot products of rows, vectorised along the rows (the pixels).
+//   out[r][j] = sum_p a[r*lda + p] * b[j*ldb + p]      len a multiple of the vector width; rows zero padded
+// Both operands keep pixels contiguous (grad_y rows and im2col rows), so neither needs a transposing pack.
+#define PIXELOPS_CONV_DOT_TILE(T, V, LANES)                                                                     \
+  PIXELOPS_CONV_CLONES void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* __restrict b,    \
+                                     int64_t ldb, T* __restrict out) {                                          \
+    constexpr int DR = DotTile::DR, DC = DotTile::DC;                                                           \
+    V acc[DR][DC];                                                                                              \
+    _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r)                                                        \
+      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) acc[r][j] = V{};                                     \
+    for (int64_t p = 0; p < len; p += LANES) {                                                                  \
+      V av[DR];                                                                                                 \
+      _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) av[r] = *reinterpret_cast<const V*>(a + r * lda + p); \
+      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) {                                                    \
+        const V bv = *reinterpret_cast<const V*>(b + j * ldb + p);                                              \
+        _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) acc[r][j] += av[r] * bv;                           \
+      }                                                                                                         \
+    }                                                                                                           \
+    for (int r = 0; r < DR; ++r)                                                                                \
+      for (int j = 0; j < DC; ++j) {                                                                            \
+        T s = 0;                                                                                                \
+        for (int l = 0; l < LANES; ++l) s += acc[r][j][l];                                                      \
+        out[r * DC + j] = s;                                                                                    \
+      }                                                                                                         \
+  }
+
+PIXELOPS_CONV_DOT_TILE(float, f32x16, 16)
+PIXELOPS_CONV_DOT_TILE(double, f64x8, 8)
+
+}  // namespace pixelops::cpu::conv
