@@ -127,7 +127,11 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
   float* logit_out = has_logits ? logits.ptr<float>() : nullptr;
   const double inv_t = 1.0 / temperature;
   const float level_div = float(levels - 1);
-  const int64_t groups = (N + kGroup - 1) / kGroup;
+  // Up to kGroup images per group, fewer when that leaves threads idle (8 images on 2 threads: 2 groups of 4;
+  // the matrix product still computes kGroup rows, so a short group costs a full one on its own thread).
+  const int64_t threads = std::max(1, omp_get_max_threads());
+  const int64_t per_group = std::min<int64_t>(kGroup, std::max<int64_t>(1, (N + threads - 1) / threads));
+  const int64_t groups = (N + per_group - 1) / per_group;
 
   parallel_for(groups, 1, [&](int64_t gb, int64_t ge) {
     const int max_k = std::max({p.taps_a, p.taps_b * C, C, Hc});
@@ -138,8 +142,8 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
     // Cached activations: per image of the group, per layer, a ring of rows of C channels (the caller's scratch).
     float* act_base = scratch.ptr<float>();
     for (int64_t grp = gb; grp < ge; ++grp) {
-      const int64_t n0 = grp * kGroup;
-      const int G = int(std::min<int64_t>(kGroup, N - n0));
+      const int64_t n0 = grp * per_group;
+      const int G = int(std::min<int64_t>(per_group, N - n0));
       std::fill(x.begin(), x.end(), 0.f);  // members past G stay zero
       auto act = [&](int g, int l) { return act_base + ((n0 + g) * int64_t(L + 1) + l) * ring * C; };
       for (int64_t i = 0; i < HW; ++i) {
