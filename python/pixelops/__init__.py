@@ -24,15 +24,24 @@ if _torch_is_loaded():
 
 __all__ = ["relu", "available_backends", "__version__"]
 __all__ += ["cross_entropy"]
+__all__ += ["conv2d", "masked_conv2d", "conv_mask"]
+
+
+# pixelops.nn and its swap()/patch() need torch: imported on first use, so numpy users never import torch.
+_NN_NAMES = ("swap", "patch", "unpatch")
 
 
 def __getattr__(name):
-    # PixelCNN is a torch module: imported on first use, so numpy users never import torch.
+    # PixelCNN is a torch module too: imported on first use.
     if name == "PixelCNN":
         from .pixelcnn import PixelCNN
         return PixelCNN
+    if name == "nn" or name in _NN_NAMES:
+        import importlib
+
+        nn = importlib.import_module("pixelops.nn")
+        return nn if name == "nn" else getattr(nn, name)
     raise AttributeError(f"module 'pixelops' has no attribute {name!r}")
 
 
 __all__ += ["PixelCNN"]
-__all__ += ["conv2d", "masked_conv2d", "conv_mask"]

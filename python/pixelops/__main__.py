@@ -18,6 +18,12 @@ def _pixelcnn(args):
     run(data=args.data, epochs=args.epochs, device=args.device, out=args.out)
 
 
+def _train_mnist(args):
+    from .train_mnist import run
+
+    run(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m pixelops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +41,11 @@ def build_parser():
     pcnn.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     pcnn.add_argument("--out", metavar="DIR", default=".", help="where the pictures go (default: here)")
     pcnn.set_defaults(func=_pixelcnn)
+
+    from .train_mnist import add_arguments as train_mnist_arguments  # no torch import until it runs
+    train = sub.add_parser("train-mnist", help="train a small CNN on real MNIST digits with pixelops")
+    train_mnist_arguments(train)
+    train.set_defaults(func=_train_mnist)
     return parser
 
 

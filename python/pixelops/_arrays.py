@@ -1,8 +1,9 @@
 """Hand-off between numpy arrays / torch tensors and the extension.
 
-The extension sees an array as the tuple ``(data_ptr, shape, strides, dtype_code, device)`` (strides in
-elements, device -1 for host memory) plus, for CUDA work, the caller's current stream as an integer. Reading
-these straight off a tensor costs far less than building ``__cuda_array_interface__`` dictionaries.
+The extension sees a numpy array as the tuple ``(data_ptr, shape, strides, dtype_code, device)`` (strides in
+elements, device -1 for host memory) and reads a torch tensor's pointer, sizes, strides, dtype and device
+straight off it; CUDA work also takes the caller's current stream as an integer. Both cost far less than
+building ``__cuda_array_interface__`` dictionaries.
 
 torch is never imported here: a tensor can only reach us if the caller already imported it.
 """
@@ -39,24 +40,25 @@ def is_tensor(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _torch_code(dtype) -> int:
-    if not _torch_codes:
-        torch = _torch()
-        _torch_codes.update({
-            torch.float32: F32, torch.float64: F64, torch.float16: F16, torch.bfloat16: BF16,
-            torch.int64: I64, torch.int32: I32, torch.uint8: U8, torch.bool: B8,
-        })
-    return _torch_codes.get(dtype, -1)
+def register_torch():
+    """Tells the extension what torch.Tensor and torch's dtypes are, so it reads tensors directly."""
+    torch = _torch()
+    dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16,
+              torch.int64, torch.int32, torch.uint8, torch.bool)  # in dtype-code order
+    _C.register_torch(torch.Tensor, dtypes)
+    _torch_codes.update({d: code for code, d in enumerate(dtypes)})
 
 
-def view(x) -> tuple:
-    """The extension's description of a numpy array or a torch tensor (no copy)."""
+def view(x):
+    """The extension's description of a numpy array or a torch tensor (no copy). A tensor is its own
+    description: the extension reads data_ptr(), shape, stride(), dtype and get_device() off it directly,
+    which is the cheaper way on a per-call hot path."""
     if isinstance(x, np.ndarray):
         item = x.itemsize
         return (x.ctypes.data, x.shape, tuple(s // item for s in x.strides), _NUMPY_CODES.get(x.dtype, -1), CPU)
-    # torch.Size is a tuple already; this runs twice or more per call, so it stays this short.
-    code = _torch_codes.get(x.dtype) if _torch_codes else _torch_code(x.dtype)
-    return (x.data_ptr(), x.shape, x.stride(), -1 if code is None else code, x.get_device())
+    if not _torch_codes:
+        register_torch()
+    return x
 
 
 def stream(x) -> int:

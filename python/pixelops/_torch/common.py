@@ -1,21 +1,110 @@
-"""What every op's torch side shares: the kernel call on tensors and the eager/compiled switch."""
+"""What every op's torch side shares: the kernel call on tensors, the eager/compiled switch, and the builder
+that turns a pair of kernels into a torch.library custom op plus the cheaper eager autograd.Function.
+
+    relu = differentiable_op(
+        "relu",
+        forward=forward_kernel, forward_fake=lambda x: torch.empty_like(x),
+        backward_kernel=backward_kernel, backward_fake=lambda y, g: torch.empty_like(y),
+        setup_context=setup_context,            # (ctx, inputs, output), shared by both paths
+        backward=lambda ctx, grad, bwd: bwd(ctx.saved_tensors[0], grad),
+    )
+    relu.op(x)          # pixelops::relu, what torch.compile / opcheck / fake modes see
+    relu.Function       # torch.autograd.Function on the same kernels, for eager calls
+
+`backward` is written once: it receives `bwd`, which is the pixelops::<name>_backward custom op on the
+compiled path (so the backward graph holds an op with a fake kernel, not an opaque kernel call) and the plain
+backward kernel on the eager path.
+"""
 from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Callable, Optional
 
 import torch
 
 from .. import _C
-from .._arrays import stream, view
+from .._arrays import CPU_FLOATS, CUDA_FLOATS, check_float, register_torch, stream
+
+register_torch()  # from here on the extension reads tensors directly
 
 LIB = "pixelops"
 
-compiling = torch.compiler.is_compiling
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+
+
+def compiling() -> bool:
+    """True where a call must go through the torch.library custom op rather than straight to the kernels:
+    under torch.compile (Dynamo), and under any dispatch mode (FakeTensorMode, make_fx/AOTAutograd tracing,
+    the schema checks of opcheck, functionalization), whose tensors may have no data a kernel could read.
+
+    is_compiling() comes first: Dynamo folds it to True, so it never traces the dispatch-stack query."""
+    return _is_compiling() or _dispatch_modes() > 0
+
+
+_CPU_FLOATS = frozenset(getattr(torch, n) for n in CPU_FLOATS)
+_CUDA_FLOATS = frozenset(getattr(torch, n) for n in CUDA_FLOATS) if _C.built_with_cuda else frozenset()
+
+
+def check_float_tensor(x, name: str, op: str):
+    """check_float for the torch side: the common case (a float tensor on a device with kernels) is
+    recognised in a few attribute reads, since this runs on every eager call; anything else takes the full
+    check, which raises the clear error."""
+    if isinstance(x, torch.Tensor) and x.dtype in (_CPU_FLOATS if x.is_cpu else _CUDA_FLOATS if x.is_cuda else ()):
+        return
+    check_float(x, name, op)
 
 
 def launch(kernel, *tensors, lead=None):
-    """Runs an extension kernel on tensors (None passes through as None) on the current stream of the
-    lead tensor's device (the first one by default)."""
+    """Runs an extension kernel on tensors (which the extension reads directly; other arguments pass as they
+    are) on the current stream of the lead tensor's device (the first one by default)."""
     lead = tensors[0] if lead is None else lead
-    return kernel(*[view(t) if isinstance(t, torch.Tensor) else t for t in tensors], stream(lead))
+    return kernel(*tensors, stream(lead))
 
 
-__all__ = ["LIB", "compiling", "launch", "_C"]
+# Every custom op registered through this module, by short name ("relu", "relu_backward", ...).
+OPS: dict = {}
+
+
+def custom_op(name: str, kernel: Callable, fake: Callable, *, mutates_args=(), schema: Optional[str] = None):
+    """Registers `kernel` (type-annotated, as torch.library requires, or given `schema`) as pixelops::<name>
+    with `fake` as its fake kernel (shapes and dtypes only, no data)."""
+    op = torch.library.custom_op(f"{LIB}::{name}", kernel, mutates_args=mutates_args, schema=schema)
+    op.register_fake(fake)
+    OPS[name] = op
+    return op
+
+
+def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, backward_kernel: Callable,
+                      backward_fake: Callable, setup_context: Callable, backward: Callable,
+                      once_differentiable: bool = True) -> SimpleNamespace:
+    """pixelops::<name> and pixelops::<name>_backward with autograd registered, and the eager
+    autograd.Function sharing the same kernels, setup_context and backward formula.
+
+    Returns a namespace with .op, .backward_op and .Function. Non-tensor arguments of `forward` come after
+    the tensors and get no gradient (backward returns None for them)."""
+    op = custom_op(name, forward, forward_fake)
+    backward_op = custom_op(f"{name}_backward", backward_kernel, backward_fake)
+
+    def op_backward(ctx, *grads):
+        return backward(ctx, *grads, backward_op)
+
+    op.register_autograd(op_backward, setup_context=setup_context)
+
+    def eager_backward(ctx, *grads):
+        return backward(ctx, *grads, backward_kernel)
+
+    if once_differentiable:
+        # The eager backward calls kernels directly, which autograd cannot differentiate again.
+        eager_backward = torch.autograd.function.once_differentiable(eager_backward)
+
+    function = type(f"{name.title().replace('_', '')}Function", (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(eager_backward),
+        "__doc__": f"Eager autograd path of pixelops::{name} (same kernels, no dispatcher round trip).",
+    })
+    return SimpleNamespace(op=op, backward_op=backward_op, Function=function)
+
+
+__all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "custom_op", "differentiable_op", "_C"]

@@ -64,8 +64,7 @@ def backward_kernel(grad3: torch.Tensor, grad_loss: torch.Tensor, reduction: int
     if reduction == 0:
         gl = view(grad_loss := grad_loss.reshape(N, S))
     else:  # one number for every row: an (N, S) view with zero strides
-        v = view(grad_loss)
-        gl = (v[0], (N, S), (0, 0), v[3], v[4])
+        gl = view(grad_loss := grad_loss.expand(N, S))
     out = torch.empty_like(grad3) if out is None else out
     _C.cross_entropy_backward(view(grad3), gl, view(out), stream(grad3))
     return out
@@ -179,8 +178,7 @@ def target_grad_kernel(x: torch.Tensor, weight: Optional[torch.Tensor], grad_los
     if reduction == 0:
         gl = view(grad_loss := grad_loss.reshape(N, S))
     else:
-        v = view(grad_loss)
-        gl = (v[0], (N, S), (0, 0), v[3], v[4])
+        gl = view(grad_loss := grad_loss.expand(N, S))
     out = torch.empty_like(x3)
     factor = -(1.0 - eps) / (N * S if reduction == 1 else 1)
     _C.cross_entropy_target_backward(view(x3), w, gl, view(out), factor, stream(x))

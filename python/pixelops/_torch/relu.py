@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from .._arrays import stream, view
-from .common import _C, compiling, launch
+from .._arrays import stream
+from .common import _C, check_float_tensor, compiling, differentiable_op, launch
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
+    # spelled out: this is the per-call hot path (the extension reads the tensors themselves)
     y = torch.empty_like(x)
-    _C.relu_forward(view(x), view(y), stream(x))  # spelled out: this is the per-call hot path
+    _C.relu_forward(x, y, 0 if x.is_cpu else stream(x))
     return y
 
 
@@ -19,52 +20,23 @@ def backward_kernel(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return grad_x
 
 
-# ---- torch.library: what torch.compile and opcheck see --------------------------------------------------
-@torch.library.custom_op("pixelops::relu", mutates_args=())
-def relu_op(x: torch.Tensor) -> torch.Tensor:
-    return forward_kernel(x)
-
-
-@relu_op.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("pixelops::relu_backward", mutates_args=())
-def relu_backward_op(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return backward_kernel(y, grad)
-
-
-@relu_backward_op.register_fake
-def _(y, grad):
-    return torch.empty_like(y)
-
-
+# ---- pixelops::relu (compiled path) and ReluFunction (eager path), on the same kernels ----------------------
 def setup_context(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
-def _op_backward(ctx, grad):
+def _backward(ctx, grad, bwd):
     (y,) = ctx.saved_tensors
-    return relu_backward_op(y, grad)
+    return bwd(y, grad)
 
 
-relu_op.register_autograd(_op_backward, setup_context=setup_context)
-
-
-# ---- eager: the same kernels without the dispatcher round trip ----------------------------------------------
-class ReluFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return forward_kernel(x)
-
-    setup_context = staticmethod(setup_context)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return backward_kernel(y, grad)
+_relu = differentiable_op(
+    "relu",
+    forward=forward_kernel, forward_fake=lambda x: torch.empty_like(x),
+    backward_kernel=backward_kernel, backward_fake=lambda y, grad: torch.empty_like(y),
+    setup_context=setup_context, backward=_backward,
+)
+relu_op, relu_backward_op, ReluFunction = _relu.op, _relu.backward_op, _relu.Function
 
 
 class ReluInplaceFunction(torch.autograd.Function):
@@ -83,6 +55,7 @@ class ReluInplaceFunction(torch.autograd.Function):
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    check_float_tensor(x, "input", "relu")
     if compiling():
         y = relu_op(x)
         return x.copy_(y) if inplace else y

@@ -13,8 +13,9 @@ import platform
 # Suite modules, in the order the table shows them. A new op adds its name here.
 SUITES = ("relu",)
 SUITES += ("cross_entropy",)
-SUITES += ("sampling",)
 SUITES += ("conv2d",)
+SUITES += ("train_step", "overhead")
+SUITES += ("sampling",)
 
 
 def device_description(device: str) -> str:

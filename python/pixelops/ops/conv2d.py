@@ -156,12 +156,17 @@ def _run(input, weight, bias, stride, padding, dilation, groups, activation, all
     unbatched = input.ndim == 3
     if unbatched:
         input = input[None]
+    out_dtype = None
+    if is_tensor(input):  # torch.autocast's policy: convolutions in low precision (pixelops/_torch/autocast.py)
+        (input, weight, bias), out_dtype = torch_ops("autocast").low_precision(input, weight, bias)
     params, shape = _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op,
                            mask_type)
     if isinstance(input, np.ndarray):
         out = _numpy_forward(input, weight, bias, params, shape)
     else:
         out = torch_ops("conv2d").conv2d(input, weight, bias, params)
+        if out_dtype is not None:
+            out = out.to(out_dtype)
     return out[0] if unbatched else out
 
 

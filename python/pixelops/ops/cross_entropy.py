@@ -37,8 +37,11 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     (eagerly; not under torch.compile). Not supported: double backward.
 
     On CUDA a class index out of range is flagged by the kernel and raised as IndexError after it (a host
-    sync, skipped while a CUDA graph is being captured).
+    sync, skipped while a CUDA graph is being captured); with inplace_backward=True the logits may already be
+    overwritten by then.
     """
+    if is_tensor(input):  # torch.autocast's policy: cross-entropy in float32 (pixelops/_torch/autocast.py)
+        input, target, weight = torch_ops("autocast").float32(input, target, weight)
     check_float(input, "input", OP)
     check_array(target, "target", OP)
     if weight is not None:

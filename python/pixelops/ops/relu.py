@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import _C
 from .._arrays import check_float, view
-from .._torch_loader import torch_ops
+from .._torch_loader import torch_is_loaded, torch_ops
 
 
 def relu(input, inplace: bool = False):
@@ -15,14 +15,16 @@ def relu(input, inplace: bool = False):
     float64; CUDA: float32, float16, bfloat16, float64), differentiable through pixelops' backward kernel.
     ``inplace=True`` writes the result into ``input`` and returns it. Any strides are accepted.
     """
+    if not isinstance(input, np.ndarray):
+        if not torch_is_loaded():  # then it cannot be a tensor
+            check_float(input, "input", "relu")
+        return torch_ops("relu").relu(input, inplace)  # checks there, on the fast path
     check_float(input, "input", "relu")
-    if isinstance(input, np.ndarray):
-        if inplace:
-            if not input.flags.writeable:
-                raise ValueError("pixelops.relu: 'input' is read-only, so inplace=True cannot write into it")
-            out = input
-        else:
-            out = np.empty_like(input)
-        _C.relu_forward(view(input), view(out), 0)
-        return out
-    return torch_ops("relu").relu(input, inplace)
+    if inplace:
+        if not input.flags.writeable:
+            raise ValueError("pixelops.relu: 'input' is read-only, so inplace=True cannot write into it")
+        out = input
+    else:
+        out = np.empty_like(input)
+    _C.relu_forward(view(input), view(out), 0)
+    return out

@@ -1,0 +1,62 @@
+"""The one table of drop-ins: which torch.nn module and which torch.nn.functional function pixelops replaces,
+with what, and when it must not. swap() and patch() only read this table; a new op adds one row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from . import functional as PF
+from . import modules
+
+
+@dataclass(frozen=True)
+class DropIn:
+    torch_module: type                           # replaced by swap() where why_not() gives no reason
+    module: type                                 # the pixelops.nn subclass it becomes
+    why_not: Callable[[torch.nn.Module], Optional[str]]
+    functional: str                              # the torch.nn.functional name patch() points at `function`
+    function: Callable
+    tensors: Callable                            # a call's arguments -> tensors that must suit pixelops (None: never)
+
+
+def _params_reason(module) -> Optional[str]:
+    tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+    for t in tensors:
+        if not PF.runs_on_pixelops(t) or t.dtype in PF._LOW and t.is_cpu:
+            return (f"its parameters are {str(t.dtype).replace('torch.', '')} on {t.device}; "
+                    f"pixelops has kernels for {', '.join(str(d).replace('torch.', '') for d in PF.kernel_dtypes(t.device.type)) or 'nothing'} there")
+    return None
+
+
+def _conv_reason(module) -> Optional[str]:
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r}: pixelops convolves with zero padding only"
+    return _params_reason(module)
+
+
+def _conv_tensors(input, weight, bias=None, *args, **kwargs):
+    return input, weight, bias
+
+
+def _relu_tensors(input, *args, **kwargs):
+    return (input,)
+
+
+def _cross_entropy_tensors(input, target, weight=None, *args, **kwargs):
+    # pixelops takes class indices (int64, uint8) and class probabilities, but no gradient for the latter.
+    if not isinstance(target, torch.Tensor) or target.requires_grad:
+        return None
+    if target.is_floating_point():
+        return (input, target, weight) if target.dtype == getattr(input, "dtype", None) else None
+    return (input, weight) if target.dtype in (torch.int64, torch.uint8) else None
+
+
+TABLE = (
+    DropIn(torch.nn.Conv2d, modules.Conv2d, _conv_reason, "conv2d", PF.conv2d, _conv_tensors),
+    DropIn(torch.nn.ReLU, modules.ReLU, _params_reason, "relu", PF.relu, _relu_tensors),
+    DropIn(torch.nn.CrossEntropyLoss, modules.CrossEntropyLoss, _params_reason, "cross_entropy",
+           PF.cross_entropy, _cross_entropy_tensors),
+)

@@ -1,0 +1,58 @@
+"""The functionals that pixelops.nn's modules and pixelops.patch() call: pixelops' ops with the few
+adaptations a drop-in needs to take whatever torch.nn.functional takes where pixelops can run it.
+
+`runs_on_pixelops(...)` says whether pixelops has kernels for the tensors' dtype and device; patch() sends
+everything else to torch's own functional, unchanged.
+"""
+from __future__ import annotations
+
+import torch
+
+import pixelops
+
+_CPU_FLOATS = (torch.float32, torch.float64)
+_CUDA_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def kernel_dtypes(device_type: str) -> tuple:
+    return _CPU_FLOATS if device_type == "cpu" else _CUDA_FLOATS if device_type == "cuda" else ()
+
+
+def runs_on_pixelops(*tensors) -> bool:
+    """True when every given tensor (None skipped) is a plain dense tensor on cpu/cuda whose dtype pixelops
+    has kernels for, counting the CPU's half types that autocast turns into float32 work."""
+    for t in tensors:
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+            return False
+        device = t.device.type
+        if t.dtype in kernel_dtypes(device) or (device == "cpu" and t.dtype in _LOW):
+            continue
+        return False
+    return True
+
+
+def relu(input, inplace: bool = False):
+    # No half kernels on the CPU (autocast hands ReLU bfloat16 there): relu in float32 is exact after rounding.
+    if input.dtype in _LOW and input.is_cpu:
+        out = pixelops.relu(input.float()).to(input.dtype)
+        return input.copy_(out) if inplace else out
+    return pixelops.relu(input, inplace)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return pixelops.conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def masked_conv2d(input, weight, bias=None, mask_type="B", stride=1, padding="same", dilation=1, groups=1):
+    return pixelops.masked_conv2d(input, weight, bias, mask_type, stride, padding, dilation, groups)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    if size_average is not None or reduce is not None:  # torch's deprecated spelling of `reduction`
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    return pixelops.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                                  label_smoothing=label_smoothing)

@@ -1,0 +1,96 @@
+"""pixelops.patch(): torch.nn.functional.conv2d, relu and cross_entropy pointed at pixelops.
+
+    pixelops.patch()                 # from now on (until pixelops.unpatch())
+    with pixelops.patch():           # inside the block only; restored on exit, also after an exception
+        ...
+
+Code that calls the functionals (torch.nn.Conv2d, ReLU and CrossEntropyLoss do too) then runs pixelops
+wherever pixelops has kernels for the arguments; anything else (other dtypes, probability targets) goes to
+torch's own function, unchanged. Patches nest: the originals come back when the outermost one ends.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch.nn.functional as F
+from torch.compiler import is_compiling
+
+from .dropins import TABLE
+
+_lock = threading.Lock()
+_depth = 0
+_originals: dict = {}
+# Set while a patched call runs pixelops: a torch functional reached from inside pixelops is torch's own.
+_inside = threading.local()
+
+
+def _patched(row, original):
+    supports, run = row.tensors, row.function
+    from .functional import runs_on_pixelops
+
+    @functools.wraps(original)
+    def call(*args, **kwargs):
+        tensors = supports(*args, **kwargs)
+        if tensors is None or not runs_on_pixelops(*tensors):
+            return original(*args, **kwargs)
+        if is_compiling():  # Dynamo traces this function: no thread-local state in the graph
+            return run(*args, **kwargs)
+        if getattr(_inside, "active", False):
+            return original(*args, **kwargs)
+        _inside.active = True
+        try:
+            return run(*args, **kwargs)
+        finally:
+            _inside.active = False
+
+    call.__pixelops_original__ = original
+    return call
+
+
+class patch:
+    """Points torch.nn.functional's conv2d, relu and cross_entropy at pixelops now; restores them on
+    restore() (or pixelops.unpatch(), or leaving the `with` block)."""
+
+    def __init__(self):
+        global _depth
+        with _lock:
+            if _depth == 0:
+                for row in TABLE:
+                    original = getattr(F, row.functional)
+                    _originals[row.functional] = original
+                    setattr(F, row.functional, _patched(row, original))
+            _depth += 1
+        self._active = True
+
+    def restore(self):
+        global _depth
+        with _lock:
+            if not self._active:
+                return
+            self._active = False
+            _depth -= 1
+            if _depth == 0:
+                for name, original in _originals.items():
+                    setattr(F, name, original)
+                _originals.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
+
+
+def unpatch():
+    """Undoes every pixelops.patch() still in force."""
+    global _depth
+    with _lock:
+        for name, original in _originals.items():
+            setattr(F, name, original)
+        _originals.clear()
+        _depth = 0
+
+
+def is_patched() -> bool:
+    return _depth > 0

@@ -1,0 +1,72 @@
+"""torch.autocast: pixelops follows PyTorch's policy (convolution in the low precision, cross-entropy in
+float32), on the functionals, the nn modules and a whole training step."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pixelops
+from nn_models import batch, small_cnn
+
+CPU_LOW = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("low", CPU_LOW)
+def test_cpu_autocast_conv_low_precision_and_cross_entropy_float32(low):
+    x = torch.randn(2, 3, 9, 8, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    t = torch.randint(0, 5, (2, 9, 8))
+    with torch.autocast("cpu", dtype=low):
+        y, y_ref = pixelops.conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1)
+        assert y.dtype == y_ref.dtype == low
+        loss, loss_ref = pixelops.cross_entropy(y, t), F.cross_entropy(y_ref, t)
+        assert loss.dtype == loss_ref.dtype == torch.float32
+        m = pixelops.masked_conv2d(x, w, b, "A")
+        assert m.dtype == low
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=2e-2, atol=5e-2)
+    torch.testing.assert_close(loss, loss_ref, rtol=2e-2, atol=2e-2)
+    g, g_ref = torch.autograd.grad(loss, [x, w, b]), torch.autograd.grad(loss_ref, [x, w, b])
+    for a, r in zip(g, g_ref):
+        assert a.dtype == r.dtype == torch.float32  # gradients of float32 leaves stay float32, as with torch
+        torch.testing.assert_close(a, r, rtol=5e-2, atol=5e-2)
+
+
+def test_autocast_leaves_float64_and_no_autocast_alone():
+    x, w = torch.randn(1, 2, 5, 5, dtype=torch.float64), torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert pixelops.conv2d(x, w).dtype == torch.float64
+    assert pixelops.conv2d(x.float(), w.float()).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert pixelops.conv2d(x.float(), w.float()).dtype == torch.float32
+
+
+def test_swapped_model_trains_under_cpu_autocast_like_torch():
+    ref, ours = small_cnn(), pixelops.swap(small_cnn(), verbose=False)
+    x, y = batch()
+    outs = []
+    for model, loss_fn in ((ref, torch.nn.CrossEntropyLoss()), (ours, pixelops.nn.CrossEntropyLoss())):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        loss.backward()
+        outs.append((logits.dtype, loss.dtype, [p.grad.dtype for p in model.parameters()]))
+        assert loss.isfinite()
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16])
+def test_cuda_autocast_dtypes(low):
+    model = pixelops.swap(small_cnn(device="cuda"), verbose=False)
+    x, y = batch(device="cuda")
+    with torch.autocast("cuda", dtype=low):
+        h = model[0](x)
+        assert h.dtype == low
+        assert model[1](h).dtype == low
+        loss = pixelops.nn.CrossEntropyLoss()(model(x), y)
+        assert loss.dtype == torch.float32
+    loss.backward()
+    ref = small_cnn(device="cuda")
+    with torch.autocast("cuda", dtype=low):
+        ref_loss = F.cross_entropy(ref(x), y)
+    torch.testing.assert_close(loss, ref_loss, rtol=3e-2, atol=3e-2)

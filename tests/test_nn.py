@@ -1,0 +1,186 @@
+"""pixelops.nn modules, swap() and patch(): drop-ins that keep parameters, state_dicts and optimizers."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pixelops
+import pixelops.nn as pnn
+from nn_models import batch, small_cnn
+
+
+def _train_steps(model, loss_fn, steps=3, lr=0.1):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    losses = []
+    for i in range(steps):
+        x, y = batch(seed=10 + i, dtype=next(model.parameters()).dtype)
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+# ---- modules ---------------------------------------------------------------------------------------------
+
+def test_modules_are_torch_subclasses_with_torch_state_dict_keys():
+    pairs = [
+        (pnn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False), torch.nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False)),
+        (pnn.MaskedConv2d(3, 5, 3, mask_type="A"), torch.nn.Conv2d(3, 5, 3, padding="same")),
+        (pnn.ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+        (pnn.CrossEntropyLoss(weight=torch.rand(4), label_smoothing=0.1), torch.nn.CrossEntropyLoss(weight=torch.rand(4))),
+    ]
+    for ours, theirs in pairs:
+        assert isinstance(ours, type(theirs))
+        assert list(ours.state_dict()) == list(theirs.state_dict())
+        assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+        ours.load_state_dict(theirs.state_dict())  # checkpoints move both ways
+
+
+def test_conv2d_module_matches_torch_forward_and_backward():
+    torch.manual_seed(0)
+    theirs = torch.nn.Conv2d(3, 6, (3, 5), stride=(2, 1), padding=(1, 2), dilation=1, groups=3).double()
+    ours = pnn.Conv2d(3, 6, (3, 5), stride=(2, 1), padding=(1, 2), dilation=1, groups=3).double()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
+    y_ref, y = theirs(x), ours(x)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, [x, ours.weight, ours.bias], g),
+                               torch.autograd.grad(y_ref, [x, theirs.weight, theirs.bias], g))
+
+
+def test_masked_conv2d_module_matches_masked_torch_conv():
+    torch.manual_seed(0)
+    ours = pnn.MaskedConv2d(2, 4, 5, mask_type="A").double()
+    x = torch.randn(3, 2, 8, 7, dtype=torch.float64)
+    mask = pixelops.conv_mask(5, "A", dtype=torch.float64)
+    ref = F.conv2d(x, ours.weight * mask, ours.bias, padding="same")
+    torch.testing.assert_close(ours(x), ref)
+    assert "mask_type='A'" in repr(ours)
+
+
+def test_relu_and_cross_entropy_modules_match_torch():
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 4, 2, -100, 1, 3])
+    w = torch.rand(5, dtype=torch.float64) + 0.5
+    for kw in [{}, dict(reduction="sum"), dict(reduction="none", label_smoothing=0.2), dict(weight=w)]:
+        torch.testing.assert_close(pnn.CrossEntropyLoss(**kw)(x, t), torch.nn.CrossEntropyLoss(**kw)(x, t))
+    torch.testing.assert_close(pnn.ReLU()(x), torch.relu(x))
+
+
+def test_conv_module_refuses_other_padding_modes():
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        pnn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match="'mask_type'"):
+        pnn.MaskedConv2d(1, 1, 3, mask_type="C")
+
+
+# ---- swap ----------------------------------------------------------------------------------------------
+
+def test_swap_keeps_parameters_and_the_optimizer_steps_them():
+    reference = small_cnn()
+    model = small_cnn()
+    params = list(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert pixelops.swap(model, verbose=False) is model
+    assert all(a is b for a, b in zip(params, model.parameters()))
+    assert type(model[0]) is pnn.Conv2d and type(model[1]) is pnn.ReLU and type(model[3]) is pnn.ReLU
+    before = [p.detach().clone() for p in params]
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for i in range(3):
+        x, y = batch(seed=i)
+        for m, o, fn in ((model, opt, pnn.CrossEntropyLoss()), (reference, ref_opt, torch.nn.CrossEntropyLoss())):
+            o.zero_grad()
+            fn(m(x), y).backward()
+            o.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, params))  # the old optimizer moved them
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_swap_reports_what_it_left_and_why(capsys):
+    class MyConv(torch.nn.Conv2d):
+        pass
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"),
+        MyConv(2, 2, 1),
+        torch.nn.Conv2d(2, 2, 1).half(),  # no float16 kernels on the CPU
+        torch.nn.ReLU(),
+        torch.nn.CrossEntropyLoss(),
+    )
+    pixelops.swap(model)
+    report = model.pixelops_swap_report
+    assert [name for name, *_ in report.swapped] == ["3", "4"]
+    left = {name: why for name, _, why in report.left}
+    assert "padding_mode='reflect'" in left["0"]
+    assert "subclass" in left["1"]
+    assert "float16" in left["2"]
+    assert type(model[0]) is torch.nn.Conv2d and type(model[1]) is MyConv
+    err = capsys.readouterr().err
+    assert "2 module(s) swapped, 3 left" in err and "padding_mode='reflect'" in err
+
+
+def test_swap_a_bare_module_and_state_dict_round_trip():
+    conv = torch.nn.Conv2d(2, 3, 3)
+    sd = copy.deepcopy(conv.state_dict())
+    assert type(pixelops.swap(conv, verbose=False)) is pnn.Conv2d
+    assert conv.state_dict().keys() == sd.keys()
+    torch.save(conv.state_dict(), "/dev/null")
+
+
+# ---- patch ---------------------------------------------------------------------------------------------
+
+def test_patch_points_functionals_at_pixelops_and_restores_them():
+    originals = (F.conv2d, F.relu, F.cross_entropy)
+    calls = []
+    real_relu = pixelops.relu
+    with pixelops.patch():
+        assert pnn.is_patched()
+        assert (F.conv2d, F.relu, F.cross_entropy) != originals
+        x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+        w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+        torch.testing.assert_close(F.conv2d(x, w, None, 1, 1), originals[0](x, w, None, 1, 1))
+        t = torch.tensor([1, 0])
+        logits = torch.randn(2, 4, dtype=torch.float64)
+        torch.testing.assert_close(F.cross_entropy(logits, t, label_smoothing=0.1),
+                                   originals[2](logits, t, label_smoothing=0.1))
+        # torch.nn modules call the functionals too
+        pixelops.relu = lambda *a, **k: calls.append(1) or real_relu(*a, **k)
+        try:
+            torch.nn.ReLU()(x)
+        finally:
+            pixelops.relu = real_relu
+        assert calls == [1]
+        # what pixelops has no kernels for goes to torch: probabilities as targets, CPU float16
+        probs = torch.softmax(torch.randn(2, 4, dtype=torch.float64), 1)
+        torch.testing.assert_close(F.cross_entropy(logits, probs), originals[2](logits, probs))
+        assert F.relu(torch.randn(4).half()).dtype == torch.float16
+    assert (F.conv2d, F.relu, F.cross_entropy) == originals
+    assert not pnn.is_patched()
+
+
+def test_patch_restores_after_exception_and_without_with():
+    originals = (F.conv2d, F.relu, F.cross_entropy)
+    with pytest.raises(KeyError):
+        with pixelops.patch():
+            with pixelops.patch():  # nested
+                raise KeyError
+    assert (F.conv2d, F.relu, F.cross_entropy) == originals
+    p = pixelops.patch()
+    assert F.relu is not originals[1]
+    p.restore()
+    assert (F.conv2d, F.relu, F.cross_entropy) == originals
+    pixelops.patch()
+    pixelops.unpatch()
+    assert (F.conv2d, F.relu, F.cross_entropy) == originals
+
+
+def test_patched_training_matches_torch():
+    ref = _train_steps(small_cnn(), F.cross_entropy)
+    with pixelops.patch():
+        ours = _train_steps(small_cnn(), F.cross_entropy)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,53 @@
+"""The PyTorch machinery: every pixelops:: op passes torch.library.opcheck, fake/dispatch modes take the
+custom-op path, and torch.compile(fullgraph=True) of a pixelops model matches eager."""
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
+
+import pixelops
+import pixelops.nn  # noqa: F401  (registers every op)
+from pixelops._torch import common
+from opcheck_cases import CASES
+
+
+def registered_ops():
+    names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("pixelops::")}
+    return sorted(names)
+
+
+def test_every_registered_op_has_an_opcheck_case():
+    missing = [name for name in registered_ops() if name not in CASES]
+    assert not missing, f"add opcheck cases to tests/opcheck_cases.py for: {missing}"
+    assert "relu" in registered_ops() and "relu_backward" in registered_ops()
+
+
+@pytest.mark.parametrize("name,make", [(n, m) for n, ms in sorted(CASES.items()) for m in ms],
+                         ids=lambda v: v if isinstance(v, str) else v.__name__)
+def test_opcheck(name, make):
+    op = getattr(torch.ops.pixelops, name).default
+    args, kwargs = make()
+    torch.library.opcheck(op, args, kwargs)
+
+
+def test_compiling_is_false_in_plain_eager():
+    assert not common.compiling()
+
+
+def test_fake_mode_takes_the_custom_op_path():
+    with FakeTensorMode():
+        assert common.compiling()
+        x = torch.randn(4, 5)
+        y = pixelops.relu(x)
+        assert y.shape == (4, 5) and y.dtype == x.dtype
+
+
+def test_make_fx_traces_pixelops_ops_forward_and_backward():
+    def step(x):
+        y = pixelops.relu(x)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        return y, g
+
+    gm = make_fx(step, tracing_mode="fake")(torch.randn(3, 4, requires_grad=True))
+    text = str(gm.graph)
+    assert "pixelops.relu.default" in text and "pixelops.relu_backward.default" in text
