@@ -143,9 +143,9 @@ PYBIND11_MODULE(_C, m) {
   BIND(relu_backward);
   BIND(cross_entropy_forward);
   BIND(cross_entropy_backward);
+  BIND(cross_entropy_target_backward);
   BIND(conv2d_forward);
   BIND(conv2d_backward);
-  BIND(cross_entropy_target_backward);
   BIND(pixelcnn_sample);
   BIND(pixel_uniforms);
 }

@@ -19,6 +19,9 @@ namespace pixelops {
                              uintptr_t stream);                                                    \
   void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Array& grad_in,      \
                               uintptr_t stream);                                                    \
+  void cross_entropy_target_backward(const Array& logits, const Array& weight,                      \
+                                     const Array& grad_loss, const Array& grad_target,              \
+                                     double factor, uintptr_t stream);                              \
   /* conv2d.cpp / conv2d.cu: ntaps = active taps, a row-major prefix of the kernel (all of them, or a     \
      PixelCNN mask); bias, y (relu only) and each gradient may be absent (null data) */                  \
   void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Array& y, int64_t sh,       \
@@ -27,11 +30,7 @@ namespace pixelops {
   void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array& grad_y,                 \
                        const Array& grad_x, const Array& grad_w, const Array& grad_b, int64_t sh,          \
                        int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups,         \
-                       int64_t ntaps, bool relu, bool allow_tf32, uintptr_t stream);                        \
-  /* cross_entropy.cpp / cross_entropy.cu: d loss / d class-probability target */                  \
-  void cross_entropy_target_backward(const Array& logits, const Array& weight,                     \
-                                     const Array& grad_loss, const Array& grad_target,             \
-                                     double factor, uintptr_t stream);                              \
+                       int64_t ntaps, bool relu, bool allow_tf32, uintptr_t stream);                \
   /* pixelcnn_sample.cpp / pixelcnn_sample.cu */                                                    \
   void pixelcnn_sample(const Array& params, const Array& config, const Array& observed,             \
                        const Array& observed_mask, const Array& samples, const Array& logits,       \

@@ -49,6 +49,10 @@ def register_torch():
     _torch_codes.update({d: code for code, d in enumerate(dtypes)})
 
 
+# What the kernels read as an absent optional array (a null pointer): a missing bias, a gradient not wanted.
+ABSENT = (0, (), (), 0, CPU)
+
+
 def view(x):
     """The extension's description of a numpy array or a torch tensor (no copy). A tensor is its own
     description: the extension reads data_ptr(), shape, stride(), dtype and get_device() off it directly,

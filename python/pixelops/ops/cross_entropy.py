@@ -6,12 +6,12 @@ import operator
 import numpy as np
 
 from .. import _C
-from .._arrays import check_array, check_float, check_same_device, dtype_name, is_tensor, view
+from .._arrays import ABSENT, check_array, check_float, check_same_device, dtype_name, is_tensor, view
 from .._torch_loader import torch_ops
 
 OP = "cross_entropy"
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}  # torch's Reduction enum, as the kernels take it
-NO_ARRAY = (0, (), (), 0, -1)  # what the kernels read as "absent" (a null pointer)
+NO_ARRAY = ABSENT
 _INDEX_DTYPES = ("int64", "uint8")  # PyTorch takes Long or Byte class indices
 
 
