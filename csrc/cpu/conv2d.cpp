@@ -7,7 +7,7 @@
 // centre, excluded for mask A). So a masked conv is an ordinary conv over fewer taps: masked taps cost nothing.
 //
 // Forward: C = W (Mg x Cg*taps, packed once) times the image's im2col matrix, gathered block by block straight
-// into the GEMM's packed B panels (no full im2col buffer); tasks are (image, group, block of pixels).
+// into the GEMM's packed B panels (no full im2col buffer); tasks are (group, block of image x pixel columns).
 // grad_input, stride 1: the same forward engine run on grad_y with the kernel flipped and in/out channels
 // swapped. Strided convs, or few input channels: a GEMM W^T . grad_y whose tiles are added straight into
 // grad_input (col2im), which spends nothing on the zeros a strided conv's gradient would be upsampled with.
@@ -99,41 +99,47 @@ inline void emit(T* row, int64_t kcb, int64_t jj, int64_t count, const T* src, i
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
-// Fills dst with the im2col block of image n, group g: rows k in [k0, k0+kcb) (k = c*taps + (t - t0)),
-// columns pixels [p0, p0+nb), as NR-wide panels, zero padded past nb. Each output row's run of pixels splits
-// into zeros (left padding), a strided copy of one input row, and zeros (right padding).
+// Fills dst with the im2col block of group g: rows k in [k0, k0+kcb) (k = c*taps + (t - t0)), columns
+// [c0, c0+nb) of the (image, pixel) space (column = n*P + p), as NR-wide panels, zero padded past nb.
+// Each output row's run of pixels splits into zeros (left padding), a strided copy of one input row, and
+// zeros (right padding).
 template <class T>
-void gather_im2col(const Geometry& q, const T* x, int64_t n, int64_t g, int64_t k0, int64_t kcb, int64_t p0,
-                   int64_t nb, T* dst) {
+void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t kcb, int64_t c0, int64_t nb,
+                   T* dst) {
   constexpr int NR = Tile<T>::NR;
-  const int64_t nt = q.taps();
+  const int64_t nt = q.taps(), P = q.P();
   const int64_t npad = round_up(nb, NR);
+  // The block's columns as runs within one output row (the same for every k row): worked out once.
+  struct Run { int64_t jj, a, b, vh0, xoff; };  // columns [jj, jj+b-a) are pixels (oh, a..b) of an image
+  std::vector<Run> runs;
+  for (int64_t jj = 0; jj < nb;) {
+    const int64_t col = c0 + jj, n = col / P, p = col % P, oh = p / q.OW, a = p % q.OW;
+    const int64_t b = a + std::min(nb - jj, q.OW - a);
+    runs.push_back(Run{jj, a, b, oh * q.sh, n * q.xn});
+    jj += b - a;
+  }
   for (int64_t k = k0; k < k0 + kcb; ++k) {
     const int64_t c = k / nt, t = q.t0 + k % nt;
     const int64_t offh = (t / q.KW) * q.dh - q.ph, offw = (t % q.KW) * q.dw - q.pw;
-    const T* xc = x + n * q.xn + (g * q.Cg + c) * q.xc;
+    const T* xc = x + (g * q.Cg + c) * q.xc;
     T* row = dst + (k - k0) * NR;
     // Output columns ow whose input column ow*sw + offw lies inside [0, IW): [lo, hi)
     const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
     const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
-    int64_t jj = 0;
-    while (jj < nb) {
-      const int64_t p = p0 + jj, oh = p / q.OW, a = p % q.OW;
-      const int64_t b = a + std::min(nb - jj, q.OW - a);  // this output row's columns [a, b)
-      const int64_t vh = oh * q.sh + offh;
+    for (const Run& run : runs) {
+      const int64_t a = run.a, b = run.b, vh = run.vh0 + offh;
+      int64_t jj = run.jj;
       if (vh < 0 || vh >= q.IH) {
         emit<T>(row, kcb, jj, b - a, nullptr, 0);
-        jj += b - a;
         continue;
       }
-      const T* xr = xc + vh * q.xh;
+      const T* xr = xc + run.xoff + vh * q.xh;
       const int64_t l = std::clamp(lo, a, b), h = std::clamp(hi, l, b);
       emit<T>(row, kcb, jj, l - a, nullptr, 0);
       jj += l - a;
       emit<T>(row, kcb, jj, h - l, xr + (l * q.sw + offw) * q.xw, q.sw * q.xw);
       jj += h - l;
       emit<T>(row, kcb, jj, b - h, nullptr, 0);
-      jj += b - h;
     }
     emit<T>(row, kcb, nb, npad - nb, nullptr, 0);
   }
@@ -156,49 +162,74 @@ inline void store_row(T* __restrict out, const T* __restrict src, int nr, bool f
 template <class T>
 void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
                     T* y) {
-  const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg;
-  const int64_t blocks = (P + NC - 1) / NC;
-  const int64_t tasks = q.N * q.G * blocks;
+  // GEMM columns are (image, pixel) pairs, so small images (a PixelCNN sampler's windows) still fill the tiles
+  const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, cols = q.N * P;
+  const int64_t blocks = (cols + NC - 1) / NC;
+  const int64_t tasks = q.G * blocks;
   const int64_t group_stride = round_up(q.Mg, Tile<T>::MR) * K;
-  const double work = double(q.N) * M * P * std::max<int64_t>(K, 1);
+  const double work = double(cols) * M * std::max<int64_t>(K, 1);
   parallel_for(tasks, work < 2e5 ? tasks : 1, [&](int64_t begin, int64_t end) {
     std::vector<T> b_buf(size_t(std::min(KC, std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t blk = task % blocks, ng = task / blocks, g = ng % q.G, n = ng / q.G;
-      const int64_t p0 = blk * NC, nb = std::min(NC, P - p0);
-      T* yg = y + (n * M + g * q.Mg) * P;
+      const int64_t blk = task % blocks, g = task / blocks;
+      const int64_t c0 = blk * NC, nb = std::min(NC, cols - c0);
       const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
+      // out(m, col): where output channel g*Mg+m of column col lives
+      auto out = [&](int64_t m, int64_t col) { return y + ((col / P) * M + g * q.Mg + m) * P + col % P; };
       if (K == 0) {  // every tap masked (a 1x1 mask-A conv): the output is the bias alone
         for (int64_t m = 0; m < q.Mg; ++m) {
           const T v = bg ? bg[m * bias_stride] : T(0);
-          std::fill(yg + m * P + p0, yg + m * P + p0 + nb, relu && v < T(0) ? T(0) : v);
+          for (int64_t col = c0; col < c0 + nb; ++col) *out(m, col) = relu && v < T(0) ? T(0) : v;
         }
         continue;
       }
       conv::gemm<T>(
-          w_packed + g * group_stride, q.Mg, K, p0, nb, b_buf.data(),
+          w_packed + g * group_stride, q.Mg, K, c0, nb, b_buf.data(),
           [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst) {
-            gather_im2col(q, x, n, g, k0, kcb, n0, nbb, dst);
+            gather_im2col(q, x, g, k0, kcb, n0, nbb, dst);
           },
           [&](int64_t m0, int64_t pc, int mr, int nr, const T* tile, bool first, bool last) {
-            for (int r = 0; r < mr; ++r) {
-              store_row(yg + (m0 + r) * P + pc, tile + r * Tile<T>::NR, nr, first,
-                        last ? (bg ? bg[(m0 + r) * bias_stride] : T(0)) : T(0), last && relu);
+            for (int j = 0; j < nr;) {  // split the tile's columns where an image ends
+              const int64_t col = pc + j;
+              const int run = int(std::min<int64_t>(nr - j, P - col % P));
+              for (int r = 0; r < mr; ++r)
+                store_row(out(m0 + r, col), tile + r * Tile<T>::NR + j, run, first,
+                          last ? (bg ? bg[(m0 + r) * bias_stride] : T(0)) : T(0), last && relu);
+              j += run;
             }
           });
     }
   });
 }
 
-// Packs the weights of every group, w(g, m, k) with k = c*taps + (t - t0).
-template <class T, class Get>
-std::vector<T> pack_weights(const Geometry& q, Get&& get) {
-  const int64_t K = q.K(), group_stride = round_up(q.Mg, Tile<T>::MR) * K;
-  std::vector<T> packed(size_t(std::max<int64_t>(q.G * group_stride, 1)));
-  for (int64_t g = 0; g < q.G; ++g)
-    conv::pack_a(packed.data() + g * group_stride, q.Mg, K, [&](int64_t m, int64_t k) { return get(g, m, k); });
+// Packs a weight matrix per group for the GEMM: value (g, row, k) = w[row_off[g*rows + row] + k_off[g*K + k]]
+// (element offsets into the weight array; the tables carry the channel/tap arithmetic, so the packing loop
+// does no division: it runs on every call, and a small conv is dominated by it).
+template <class T>
+std::vector<T> pack_weights(const T* w, int64_t G, int64_t rows, int64_t K, const std::vector<int64_t>& row_off,
+                            const std::vector<int64_t>& k_off) {
+  const int64_t group_stride = round_up(rows, Tile<T>::MR) * K;
+  std::vector<T> packed(size_t(std::max<int64_t>(G * group_stride, 1)));
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t* ro = row_off.data() + g * rows;
+    const int64_t* ko = k_off.data() + g * K;
+    conv::pack_a(packed.data() + g * group_stride, rows, K, [&](int64_t r, int64_t k) { return w[ro[r] + ko[k]]; });
+  }
   return packed;
 }
+
+// Weight offsets of (out channel g*Mg+m, in channel c, tap t): wo(g*Mg+m) + wc(c) + wt(t).
+struct WeightOffsets {
+  std::vector<int64_t> out, in, tap;
+  WeightOffsets(const Array& w, int64_t KW) {
+    out.resize(size_t(w.size[0]));
+    in.resize(size_t(w.size[1]));
+    tap.resize(size_t(w.size[2] * w.size[3]));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = int64_t(i) * w.stride[0];
+    for (size_t i = 0; i < in.size(); ++i) in[i] = int64_t(i) * w.stride[1];
+    for (size_t t = 0; t < tap.size(); ++t) tap[t] = (int64_t(t) / KW) * w.stride[2] + (int64_t(t) % KW) * w.stride[3];
+  }
+};
 
 // grad_input as GEMM + scatter (col2im): for each block of pixels, the tile
 //   cols[(c, t), p] = sum_m w[g*Mg+m, c, t] * gy[n, g*Mg+m, p]
@@ -212,12 +243,14 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
   const int64_t M = q.G * q.Mg, P = q.P(), nt = q.taps(), rows = q.K(), C = q.G * q.Cg, HW = q.IH * q.IW;
   const T* wp = w.ptr<T>();
   const int64_t group_stride = round_up(rows, Tile<T>::MR) * q.Mg;
-  std::vector<T> packed(size_t(q.G * group_stride));
-  for (int64_t g = 0; g < q.G; ++g)
-    conv::pack_a(packed.data() + g * group_stride, rows, q.Mg, [&](int64_t row, int64_t m) {
-      const int64_t c = row / nt, t = q.t0 + row % nt;
-      return wp[(g * q.Mg + m) * w.stride[0] + c * w.stride[1] + (t / q.KW) * w.stride[2] + (t % q.KW) * w.stride[3]];
-    });
+  // rows (c, t), depth m: w[g*Mg+m, c, t]
+  const WeightOffsets wo(w, q.KW);
+  std::vector<int64_t> row_off(size_t(q.G * rows)), k_off(size_t(q.G * q.Mg));
+  for (int64_t g = 0; g < q.G; ++g) {
+    for (int64_t row = 0; row < rows; ++row) row_off[g * rows + row] = wo.in[row / nt] + wo.tap[q.t0 + row % nt];
+    for (int64_t m = 0; m < q.Mg; ++m) k_off[g * q.Mg + m] = wo.out[g * q.Mg + m];
+  }
+  const std::vector<T> packed = pack_weights<T>(wp, q.G, rows, q.Mg, row_off, k_off);
   std::vector<int64_t> c_of(static_cast<size_t>(rows)), offh(static_cast<size_t>(rows)), offw(static_cast<size_t>(rows));
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t t = q.t0 + row % nt;
@@ -390,12 +423,14 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
   dispatch_cpu_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const Geometry q = geometry_of(x, w, y, sh, sw, ph, pw, dh, dw, groups, ntaps);
-    const T* wp = w.ptr<T>();
-    const int64_t nt = q.taps();
-    auto packed = pack_weights<T>(q, [&](int64_t g, int64_t m, int64_t k) {
-      const int64_t c = k / nt, t = k % nt;
-      return wp[(g * q.Mg + m) * w.stride[0] + c * w.stride[1] + (t / q.KW) * w.stride[2] + (t % q.KW) * w.stride[3]];
-    });
+    const int64_t nt = q.taps(), K = q.K();
+    const WeightOffsets wo(w, q.KW);
+    std::vector<int64_t> row_off(size_t(q.G * q.Mg)), k_off(size_t(q.G * K));
+    for (int64_t g = 0; g < q.G; ++g) {
+      for (int64_t m = 0; m < q.Mg; ++m) row_off[g * q.Mg + m] = wo.out[g * q.Mg + m];
+      for (int64_t k = 0; k < K; ++k) k_off[g * K + k] = wo.in[k / nt] + wo.tap[q.t0 + k % nt];
+    }
+    const auto packed = pack_weights<T>(w.ptr<T>(), q.G, q.Mg, K, row_off, k_off);
     forward_engine<T>(q, x.ptr<T>(), packed.data(), bias.data ? bias.ptr<T>() : nullptr,
                       bias.data ? bias.stride[0] : 0, relu, y.ptr<T>());
   });
@@ -461,12 +496,15 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       t.dh = q.dh; t.dw = q.dw;
       t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
       t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
-      const T* wp = w.ptr<T>();
-      auto packed = pack_weights<T>(t, [&](int64_t g, int64_t ci, int64_t k) {
-        const int64_t co = k / nt, tf = t.t0 + k % nt, to = KK - 1 - tf;  // flipped tap -> original tap
-        return wp[(g * q.Mg + co) * w.stride[0] + ci * w.stride[1] + (to / q.KW) * w.stride[2] +
-                  (to % q.KW) * w.stride[3]];
-      });
+      // rows: input channels ci; depth k = (co, flipped tap): w[g*Mg+co, ci, KK-1-flipped]
+      const int64_t K = t.K();
+      const WeightOffsets wo(w, q.KW);
+      std::vector<int64_t> row_off(size_t(q.G * q.Cg)), k_off(size_t(q.G * K));
+      for (int64_t g = 0; g < q.G; ++g) {
+        for (int64_t ci = 0; ci < q.Cg; ++ci) row_off[g * q.Cg + ci] = wo.in[ci];
+        for (int64_t k = 0; k < K; ++k) k_off[g * K + k] = wo.out[g * q.Mg + k / nt] + wo.tap[KK - 1 - (t.t0 + k % nt)];
+      }
+      const auto packed = pack_weights<T>(w.ptr<T>(), q.G, q.Cg, K, row_off, k_off);
       forward_engine<T>(t, gy, packed.data(), nullptr, 0, false, grad_x.ptr<T>());
     }
 
