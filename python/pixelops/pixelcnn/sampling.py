@@ -11,7 +11,7 @@ import math
 import torch
 
 from .. import _C
-from .._arrays import stream, view
+from .._arrays import ABSENT, stream, view
 from . import pack
 
 METHODS = ("auto", "naive", "fused")
@@ -129,8 +129,7 @@ def run_fused(model, n, H, W, temperature, seed, obs_idx=None, obs_mask=None, wa
     # cached activations: a ring of kernel // 2 + 1 rows per layer (ring_rows in csrc/common/pixelcnn_plan.h)
     ring = (model.kernel // 2 + 1) * W
     scratch = torch.empty(n * (model.n_layers + 1) * ring * model.channels, dtype=torch.float32, device=device)
-    dev = -1 if device.type == "cpu" else device.index if device.index is not None else torch.cuda.current_device()
-    absent = (0, (), (), 0, dev)
+    absent = ABSENT  # a null pointer: the kernel skips what it stands for
     _C.pixelcnn_sample(view(params), (cfg.ctypes.data, cfg.shape, (1,), 4, -1),
                        view(obs_idx) if obs_idx is not None else absent,
                        view(obs_mask) if obs_mask is not None else absent, view(samples),
