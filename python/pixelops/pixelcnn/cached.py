@@ -8,7 +8,6 @@ product), then the head and the same inverse-CDF draw as the other samplers. On 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .layers import mask
 from .sampling import draw, uniforms
@@ -79,4 +78,4 @@ def sample_cached(model, n, H, W, temperature=1.0, seed=0, sampler=None) -> torc
     return out
 
 
-__all__ = ["CachedSampler", "sample_cached", "F"]
+__all__ = ["CachedSampler", "sample_cached"]
