@@ -270,7 +270,7 @@ def test_bad_sample_arguments():
     ok = torch.ones(2, 1, 4, 5)
     cases = [
         (dict(temperature=0), "temperature"), (dict(temperature=-1.0), "temperature"),
-        (dict(temperature=float("nan")), "temperature"), (dict(temperature=float("inf")), "temperature"),
+        (dict(temperature=float("nan")), "temperature"), (dict(temperature=float("inf")), "temperature"), (dict(temperature=1e-320), "temperature"),
         (dict(method="fast"), "method"), (dict(seed=-1), "seed"), (dict(seed=2 ** 64), "seed"),
         (dict(size=(4,)), "size"), (dict(size=(0, 5)), "size"),
         (dict(observed=obs), "together"), (dict(observed_mask=ok), "together"),

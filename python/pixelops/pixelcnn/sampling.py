@@ -42,7 +42,7 @@ def _check(model, n, size, temperature, seed, observed, observed_mask, method):
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
         raise ValueError(f"PixelCNN.sample: 'size' must be (H, W) of positive ints, got {size!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0):
+            math.isfinite(temperature) and temperature > 0 and math.isfinite(1.0 / temperature)):
         raise ValueError(f"PixelCNN.sample: 'temperature' must be a finite number > 0, got {temperature!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64):
         raise ValueError(f"PixelCNN.sample: 'seed' must be None or an int in [0, 2**64), got {seed!r}")
