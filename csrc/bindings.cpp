@@ -146,4 +146,6 @@ PYBIND11_MODULE(_C, m) {
   BIND(cross_entropy_target_backward);
   BIND(conv2d_forward);
   BIND(conv2d_backward);
+  BIND(pixelcnn_sample);
+  BIND(pixel_uniforms);
 }

@@ -30,7 +30,12 @@ namespace pixelops {
   void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array& grad_y,                 \
                        const Array& grad_x, const Array& grad_w, const Array& grad_b, int64_t sh,          \
                        int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups,         \
-                       int64_t ntaps, bool relu, bool allow_tf32, uintptr_t stream);
+                       int64_t ntaps, bool relu, bool allow_tf32, uintptr_t stream);                \
+  /* pixelcnn_sample.cpp / pixelcnn_sample.cu */                                                    \
+  void pixelcnn_sample(const Array& params, const Array& config, const Array& observed,             \
+                       const Array& observed_mask, const Array& samples, const Array& logits,       \
+                       const Array& scratch, double temperature, uint64_t seed, uintptr_t stream);  \
+  void pixel_uniforms(const Array& out, uint64_t seed, uintptr_t stream);
 
 namespace cpu {
 PIXELOPS_DECLARE_OPS

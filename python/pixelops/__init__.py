@@ -32,9 +32,16 @@ _NN_NAMES = ("swap", "patch", "unpatch")
 
 
 def __getattr__(name):
+    # PixelCNN is a torch module too: imported on first use.
+    if name == "PixelCNN":
+        from .pixelcnn import PixelCNN
+        return PixelCNN
     if name == "nn" or name in _NN_NAMES:
         import importlib
 
         nn = importlib.import_module("pixelops.nn")
         return nn if name == "nn" else getattr(nn, name)
     raise AttributeError(f"module 'pixelops' has no attribute {name!r}")
+
+
+__all__ += ["PixelCNN"]

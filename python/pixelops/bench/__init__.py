@@ -11,7 +11,7 @@ import json
 import platform
 
 # Suite modules, in the order the table shows them. A new op adds its name here.
-SUITES = ("relu", "cross_entropy", "conv2d", "train_step", "overhead")
+SUITES = ("relu", "cross_entropy", "conv2d", "sampling", "train_step", "overhead")
 
 
 def device_description(device: str) -> str:
@@ -82,7 +82,8 @@ def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
     for case in cases:
         args = case.setup()
         err = case.error(args)
-        t_torch, t_ours = time_pair(case, args, repeats=repeats)
+        t_torch, t_ours = time_pair(case, args, repeats=repeats or case.repeats)
+        t_torch *= case.torch_scale
         row = dict(op=case.op, case=case.name, shape=case.shape, device=case.device, error=err,
                    torch_ms=t_torch, pixelops_ms=t_ours, speedup=t_torch / t_ours if t_ours > 0 else float("nan"),
                    bytes=case.bytes, flops=case.flops, throughput=_throughput(case, t_ours, ceilings), **case.notes)

@@ -21,6 +21,8 @@ class Case:
     host_bound: bool = False                 # time many calls back to back on the host clock (per-call overhead)
     ceiling: Optional[str] = None            # "copy": also print the fraction of measured copy bandwidth
     notes: dict = field(default_factory=dict)
+    torch_scale: float = 1.0                 # torch_fn does 1/torch_scale of the work (a slow reference): its time is scaled back
+    repeats: Optional[int] = None            # timed samples per side when --repeats is not given (slow cases take fewer)
 
 
 def rel_error(ours, ref) -> float:
