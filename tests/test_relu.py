@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pixelops
+import pixelops._torch.common
 from _util import DEVICES, LAYOUTS, strided
 
 SHAPES = [(0,), (1,), (7,), (33, 5), (3, 17, 13), (2, 3, 5, 7), (1 << 16) + 3]
@@ -175,6 +176,8 @@ def test_cuda_tensor_without_cuda_build_message(monkeypatch):
         is_cpu = property(lambda self: False)
 
     fake = torch.randn(3).as_subclass(LooksCuda)
+    # What a build without CUDA kernels looks like to the checks (the torch side's dtype table is built once).
     monkeypatch.setattr(pixelops._arrays._C, "built_with_cuda", False)
+    monkeypatch.setattr(pixelops._torch.common, "_CUDA_FLOATS", frozenset())
     with pytest.raises(RuntimeError, match="'input' is a CUDA tensor, but this pixelops build has no CUDA kernels"):
         pixelops.relu(fake)
