@@ -105,4 +105,38 @@ PIXELOPS_HD int inverse_cdf_draw(const float* logits, int levels, double inv_tem
   return levels - 1;
 }
 
+// The sampler's arrays as both samplers need them (host code, before any work): samples (N, H, W) int32;
+// optional observed (int32) and observed_mask (uint8) of the same shape; optional teacher-forced logits
+// (N, levels, H, W) float32; scratch for the activation rings of every layer.
+struct SampleShape {
+  int64_t N, H, W;
+  bool has_mask, has_logits;
+};
+
+inline SampleShape check_sample_arrays(const PixelCNNPlan& p, const Array& observed, const Array& observed_mask,
+                                       const Array& samples, const Array& logits, const Array& scratch) {
+  expect_dtype(samples, DType::i32, "pixelcnn_sample: samples");
+  expect_contiguous(samples, "pixelcnn_sample: samples");
+  if (samples.ndim != 3) throw ValueError("pixelcnn_sample: 'samples' must be (N, H, W)");
+  const int64_t N = samples.size[0], H = samples.size[1], W = samples.size[2], HW = H * W;
+  const bool has_mask = observed_mask.data != nullptr, has_logits = logits.data != nullptr;
+  if (has_mask) {
+    expect_dtype(observed, DType::i32, "pixelcnn_sample: observed");
+    expect_dtype(observed_mask, DType::u8, "pixelcnn_sample: observed_mask");
+    expect_contiguous(observed, "pixelcnn_sample: observed");
+    expect_contiguous(observed_mask, "pixelcnn_sample: observed_mask");
+    if (observed.numel() != N * HW || observed_mask.numel() != N * HW)
+      throw ValueError("pixelcnn_sample: 'observed' and 'observed_mask' must be (N, H, W) like 'samples'");
+  }
+  if (has_logits) {
+    expect_dtype(logits, DType::f32, "pixelcnn_sample: logits");
+    expect_contiguous(logits, "pixelcnn_sample: logits");
+    if (logits.numel() != N * p.levels * HW) throw ValueError("pixelcnn_sample: 'logits' must be (N, levels, H, W)");
+  }
+  expect_dtype(scratch, DType::f32, "pixelcnn_sample: scratch");
+  if (scratch.numel() < N * int64_t(p.layers + 1) * p.ring_rows() * W * p.channels)
+    throw ValueError("pixelcnn_sample: 'scratch' is too small");
+  return {N, H, W, has_mask, has_logits};
+}
+
 }  // namespace pixelops

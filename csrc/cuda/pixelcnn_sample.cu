@@ -189,27 +189,9 @@ void pixelcnn_sample(const Array& params, const Array& config, const Array& obse
                      const Array& samples, const Array& logits, const Array& scratch, double temperature,
                      uint64_t seed, uintptr_t stream) {
   const PixelCNNPlan p = make_plan(config, params);
-  expect_dtype(samples, DType::i32, "pixelcnn_sample: samples");
-  expect_contiguous(samples, "pixelcnn_sample: samples");
-  if (samples.ndim != 3) throw ValueError("pixelcnn_sample: 'samples' must be (N, H, W)");
-  const int64_t N = samples.size[0], H = samples.size[1], W = samples.size[2], HW = H * W;
-  const bool has_mask = observed_mask.data != nullptr, has_logits = logits.data != nullptr;
-  if (has_mask) {
-    expect_dtype(observed, DType::i32, "pixelcnn_sample: observed");
-    expect_dtype(observed_mask, DType::u8, "pixelcnn_sample: observed_mask");
-    expect_contiguous(observed, "pixelcnn_sample: observed");
-    expect_contiguous(observed_mask, "pixelcnn_sample: observed_mask");
-    if (observed.numel() != N * HW || observed_mask.numel() != N * HW)
-      throw ValueError("pixelcnn_sample: 'observed' and 'observed_mask' must be (N, H, W) like 'samples'");
-  }
-  if (has_logits) {
-    expect_dtype(logits, DType::f32, "pixelcnn_sample: logits");
-    expect_contiguous(logits, "pixelcnn_sample: logits");
-    if (logits.numel() != N * p.levels * HW) throw ValueError("pixelcnn_sample: 'logits' must be (N, levels, H, W)");
-  }
-  expect_dtype(scratch, DType::f32, "pixelcnn_sample: scratch");
-  if (scratch.numel() < N * int64_t(p.layers + 1) * p.ring_rows() * W * p.channels)
-    throw ValueError("pixelcnn_sample: 'scratch' is too small");
+  const SampleShape shape = check_sample_arrays(p, observed, observed_mask, samples, logits, scratch);
+  const int64_t N = shape.N, H = shape.H, W = shape.W, HW = H * W;
+  const bool has_mask = shape.has_mask, has_logits = shape.has_logits;
   if (N == 0 || HW == 0) return;
   if (N > 2147483647) throw ValueError("pixelcnn_sample: too many images for one launch");
 
