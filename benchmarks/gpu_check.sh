@@ -26,7 +26,7 @@ cd /tmp  # import the installed package, not the source tree
 "$PY" -c "import pixelops; print(pixelops.available_backends())" | tee "$OUT/backends.txt"
 
 # Tests: the CUDA ones (marked) first, then the rest, so a GPU failure shows early in the log.
-"$PY" -m pytest "$OLDPWD/tests" -q -m cuda -x --no-header -p no:cacheprovider 2>&1 | tee "$OUT/tests-cuda.log"
+"$PY" -m pytest "$OLDPWD/tests" -q -m cuda --maxfail=25 --no-header -p no:cacheprovider 2>&1 | tee "$OUT/tests-cuda.log"
 tests_rc=${PIPESTATUS[0]}
 
 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
