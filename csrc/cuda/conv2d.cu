@@ -100,6 +100,12 @@ void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
   check_launch(what);
 }
 
+// Forward and grad_input decode their k (channel, tap) in 32 bits, with room for a tile past the end.
+void check_k32(int64_t K, const char* what) {
+  if (K > 0x7fffff00)
+    throw ValueError(std::string(what) + ": channels per group times kernel taps must stay below 2^31");
+}
+
 unsigned grid_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
 
 template <class T>
@@ -153,6 +159,7 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
     p.q = q; p.x = x.ptr<T>(); p.w = w.ptr<T>(); p.b = bias.data ? bias.ptr<T>() : nullptr; p.y = y.ptr<T>();
     p.relu = relu;
     p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+    check_k32(p.K, "conv2d_forward");
     launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
   });
 }
@@ -173,6 +180,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       conv::GradInputGemm<T> p;
       p.q = q; p.w = w.ptr<T>(); p.y = yp; p.gy = grad_y.ptr<T>(); p.gx = grad_x.ptr<T>();
       p.M = q.Cg; p.N = q.N * q.H * q.W; p.K = q.Mg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+      check_k32(p.K, "conv2d_backward (input)");
       launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
     }
     if (grad_w.data && grad_w.numel() > 0) {
