@@ -5,8 +5,7 @@
 //
 // Active taps are a row-major prefix [0, ntaps) of the kernel (all taps, or a PixelCNN mask), so masked taps
 // are never visited. float32 runs on TF32 tensor cores exactly when allow_tf32 is set, otherwise in fp32
-// SIMT; float16 and bfloat16 are converted to float on load and accumulated in float; float64 runs in
-// double. grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in
+// SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double. grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in
 // a second, deterministic pass; grad_bias is a per-channel reduction.
 #include <algorithm>
 #include <string>
@@ -80,7 +79,8 @@ int sm_count() {
   return std::max(sms, 1);
 }
 
-// Launches gemm_kernel for problem p (sizes and splits already set), on TF32 tensor cores when asked.
+// Launches gemm_kernel for problem p (sizes and splits already set): float16 and bfloat16 on tensor cores,
+// float32 on TF32 tensor cores when asked, else SIMT.
 template <class T, class P>
 void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
   if (p.M == 0 || p.N == 0) return;
@@ -89,14 +89,16 @@ void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
     throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
                      std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
   const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
-  if constexpr (std::is_same_v<T, float>) {
-    if (tf32) {
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
+    conv::gemm_kernel<P, conv::HalfMma<T>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+  } else if constexpr (std::is_same_v<T, float>) {
+    if (tf32)
       conv::gemm_kernel<P, conv::Tf32Mma><<<grid, conv::kGemmThreads, 0, s>>>(p);
-      check_launch(what);
-      return;
-    }
+    else
+      conv::gemm_kernel<P, conv::SimtMma<float>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+  } else {
+    conv::gemm_kernel<P, conv::SimtMma<typename P::Acc>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   }
-  conv::gemm_kernel<P, conv::SimtMma<typename P::Acc>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   check_launch(what);
 }
 

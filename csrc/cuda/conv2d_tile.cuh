@@ -46,6 +46,9 @@ struct Geometry {
 // The fp32/fp64 register-tiled product of the staged tiles: As[k][m], Bs[k][n].
 template <class A>
 struct SimtMma {
+  using Stage = A;  // element type of the shared tiles
+  static constexpr int kLd = kLds;
+  static __device__ __forceinline__ A stage(A v) { return v; }
   A acc[4][4];
   __device__ SimtMma() {
     for (int i = 0; i < 4; ++i)
