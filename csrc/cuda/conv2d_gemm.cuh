@@ -75,7 +75,8 @@ template <class H> using HalfMma = WmmaMma<H, H, 16>;  // H: __half or __nv_bflo
 template <class P, class Mma>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(P p) {
   using A = typename P::Acc;
-  using S = Slot<P::kFetch>;
+  using SA = Slot<P::kFetchA>;
+  using SB = Slot<P::kFetchB>;
   using Stage = typename Mma::Stage;
   __shared__ __align__(32) Stage As[kBK][Mma::kLd];
   __shared__ __align__(32) Stage Bs[kBK][Mma::kLd];
@@ -92,8 +93,8 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(P p) {
   for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      As[S::k(tid, r)][S::mn(tid, r)] = Mma::stage(ra[r]);
-      Bs[S::k(tid, r)][S::mn(tid, r)] = Mma::stage(rb[r]);
+      As[SA::k(tid, r)][SA::mn(tid, r)] = Mma::stage(ra[r]);
+      Bs[SB::k(tid, r)][SB::mn(tid, r)] = Mma::stage(rb[r]);
     }
     __syncthreads();
     if (k0 + kBK < kend) loader.load(p, k0 + kBK, kend, ra, rb, tid);

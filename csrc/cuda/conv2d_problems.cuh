@@ -44,7 +44,8 @@ struct GemmShape {
 template <class T>
 struct ForwardGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
-  static constexpr Fetch kFetch = Fetch::kMnFast;
+  // Weights K-fast (a weight row is contiguous in (c, tap)), pixels N-fast (contiguous in ow).
+  static constexpr Fetch kFetchA = Fetch::kKFast, kFetchB = Fetch::kMnFast;
   Geometry q;
   const T* x;
   const T* w;
@@ -53,13 +54,17 @@ struct ForwardGemm : GemmShape {
   bool relu;
 
   struct Loader {
-    const T* w_row = nullptr;  // w[g*Mg+m], null past M
-    const T* x_img = nullptr;  // x[img, g*Cg], null past N
+    const T* w_row[4] = {};    // w[g*Mg+m] of A slot r, null past M
+    const T* x_img = nullptr;  // x[img, g*Cg] of the thread's column, null past N
     int64_t ih0 = 0, iw0 = 0;  // input corner of output pixel (oh, ow)
     __device__ Loader(const ForwardGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
-      const int64_t m = m0 + tid % 64, n = n0 + tid % 64;
-      if (m < p.M) w_row = p.w + (g * q.Mg + m) * q.ws[0];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t m = m0 + Slot<kFetchA>::mn(tid, r);
+        w_row[r] = m < p.M ? p.w + (g * q.Mg + m) * q.ws[0] : nullptr;
+      }
+      const int64_t n = n0 + Slot<kFetchB>::mn(tid, 0);
       if (n < p.N) {
         const int64_t pix = q.OH * q.OW, img = n / pix, r = n - img * pix, oh = r / q.OW, ow = r - oh * q.OW;
         x_img = p.x + img * q.xs[0] + g * q.Cg * q.xs[1];
@@ -69,15 +74,22 @@ struct ForwardGemm : GemmShape {
     }
     __device__ void load(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
+      // A: one k (channel, tap) for the four rows. K < 2^31 (checked on the host): 32-bit division.
+      {
+        const int k = int(k0) + Slot<kFetchA>::k(tid, 0);
+        const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+        const int64_t off = c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[r] = k < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+      }
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        a[r] = b[r] = Acc(0);
-        const int k = int(k0) + Slot<kFetch>::k(tid, r);  // K < 2^31 (checked on the host): 32-bit division
-        if (k >= kend) continue;
+        b[r] = Acc(0);
+        const int k = int(k0) + Slot<kFetchB>::k(tid, r);
+        if (k >= kend || !x_img) continue;
         const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
-        if (w_row) a[r] = Acc(to_float(w_row[c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3]]));
         const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-        if (x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W)
+        if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W)
           b[r] = Acc(to_float(x_img[c * q.xs[1] + ih * q.xs[2] + iw * q.xs[3]]));
       }
     }
@@ -95,7 +107,7 @@ struct ForwardGemm : GemmShape {
 template <class T>
 struct GradInputGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
-  static constexpr Fetch kFetch = Fetch::kMnFast;
+  static constexpr Fetch kFetch = Fetch::kMnFast, kFetchA = kFetch, kFetchB = kFetch;
   Geometry q;
   const T* w;
   const T* y;   // null: no ReLU mask
@@ -148,7 +160,7 @@ struct GradInputGemm : GemmShape {
 template <class T>
 struct GradWeightGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
-  static constexpr Fetch kFetch = Fetch::kKFast;
+  static constexpr Fetch kFetch = Fetch::kKFast, kFetchA = kFetch, kFetchB = kFetch;
   Geometry q;
   const T* x;
   const T* y;  // null: no ReLU mask

@@ -17,7 +17,8 @@ constexpr int kLds = kBM + 4;
 template <class T> struct AccOf { using type = float; };  // float accumulation for float, half, bfloat16
 template <> struct AccOf<double> { using type = double; };
 
-// Which element of the kBK x 64 shared tiles [k][m or n] a thread loads in its r-th slot (r < 4).
+// Which element of a kBK x 64 shared tile [k][m or n] a thread loads in its r-th slot (r < 4); a problem
+// picks one for A (kFetchA) and one for B (kFetchB).
 // MnFast: consecutive threads take consecutive rows/columns (coalesced when M or N is the memory-fast
 // axis: pixels of x or grad_y). KFast: consecutive threads take consecutive k (coalesced when K is pixels,
 // as in grad_weight), and each thread decodes its pixel once per K step.
