@@ -5,8 +5,9 @@
 //
 // Active taps are a row-major prefix [0, ntaps) of the kernel (all taps, or a PixelCNN mask), so masked taps
 // are never visited. float32 runs on TF32 tensor cores exactly when allow_tf32 is set, otherwise in fp32
-// SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double. grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in
-// a second, deterministic pass; grad_bias is a per-channel reduction.
+// SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double.
+// grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
+// second, deterministic pass; grad_bias is a per-channel reduction.
 #include <algorithm>
 #include <string>
 #include <type_traits>

@@ -142,9 +142,10 @@ struct GradInputGemm : GemmShape {
         if (w_col) a[r] = Acc(to_float(w_col[m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3]]));
         if (!gy_img) continue;
         const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
-        if (vh < 0 || vw < 0 || vh % q.sh || vw % q.sw) continue;
-        const int64_t oh = vh / q.sh, ow = vw / q.sw;
-        if (oh < q.OH && ow < q.OW) b[r] = masked_grad(q, gy_img, y_img, m, oh, ow);
+        if (vh < 0 || vw < 0) continue;
+        const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
+        if (oh * q.sh == vh && ow * q.sw == vw && oh < q.OH && ow < q.OW)
+          b[r] = masked_grad(q, gy_img, y_img, m, oh, ow);
       }
     }
   };
