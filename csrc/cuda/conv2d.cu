@@ -1,145 +1,69 @@
-// conv2d and masked conv2d on CUDA, forward and backward.
+// conv2d and masked conv2d on CUDA, forward and backward, as implicit GEMMs (conv2d_gemm.cuh, with the
+// three problems in conv2d_problems.cuh):
 //
 //   y[n, g*Mg+m, oh, ow] = act(b[g*Mg+m] + sum_{c < Cg, t < ntaps} w[g*Mg+m, c, t] * x[n, g*Cg+c, oh*sh-ph+kh(t)*dh, ow*sw-pw+kw(t)*dw])
 //
 // Active taps are a row-major prefix [0, ntaps) of the kernel (all taps, or a PixelCNN mask), so masked taps
-// are never visited. Direct kernels, accumulating in float (double for float64): one thread per output
-// element (forward), per input element (grad_input), and one block per weight element (grad_weight, a
-// reduction over images and pixels).
+// are never visited. float32 runs on TF32 tensor cores exactly when allow_tf32 is set, otherwise in fp32
+// SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double.
+// grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
+// second, deterministic pass; grad_bias is a per-channel reduction.
+#include <algorithm>
+#include <string>
+#include <type_traits>
+
+#include "cuda/conv2d_gemm.cuh"
+#include "cuda/conv2d_problems.cuh"
 #include "cuda/cuda_utils.cuh"
 #include "ops.h"
 
 namespace pixelops::cuda {
 namespace {
 
+using conv::Geometry;
+using conv::kBK;
+using conv::kBM;
+using conv::kBN;
 constexpr int kThreads = 256;
 
-template <class T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-// Stores an accumulator (float, or double for float64) as T.
-template <class T> __device__ __forceinline__ T from_float_any(float v) { return from_float<T>(v); }
-template <class T> __device__ __forceinline__ T from_float_any(double v) { return T(v); }
-
-struct Conv {
-  int64_t N, C, H, W;        // input
-  int64_t M, OH, OW;         // output
-  int64_t G, Cg, Mg;
-  int KH, KW, ntaps;
-  int sh, sw, ph, pw, dh, dw;
-  int64_t xs[4], ws[4], ys[4], gs[4];  // strides of x, w, y (relu), grad_y
-  int64_t bs;                          // bias stride
-};
-
-template <class T>
-__global__ void forward_direct(Conv q, const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
-                               bool relu, T* __restrict__ y) {
-  using A = typename Acc<T>::type;
-  const int64_t total = q.N * q.M * q.OH * q.OW;
+// Adds the split-K partial sums of grad_weight in a fixed order; masked taps (t >= ntaps) get zero.
+template <class T, class A>
+__global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__ ws, T* __restrict__ gw) {
+  const int64_t KK = int64_t(q.KH) * q.KW, total = q.M * q.Cg * KK, ncol = q.Cg * q.ntaps;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t ow = i % q.OW, oh = (i / q.OW) % q.OH, m = (i / (q.OW * q.OH)) % q.M, n = i / (q.OW * q.OH * q.M);
-    const int64_t g = m / q.Mg;
-    A s = b ? A(to_float(b[m * q.bs])) : A(0);
-    for (int64_t c = 0; c < q.Cg; ++c) {
-      const T* xc = x + n * q.xs[0] + (g * q.Cg + c) * q.xs[1];
-      const T* wc = w + m * q.ws[0] + c * q.ws[1];
-      for (int t = 0; t < q.ntaps; ++t) {
-        const int kh = t / q.KW, kw = t % q.KW;
-        const int64_t ih = oh * q.sh - q.ph + kh * q.dh, iw = ow * q.sw - q.pw + kw * q.dw;
-        if (ih < 0 || ih >= q.H || iw < 0 || iw >= q.W) continue;
-        s += A(to_float(wc[kh * q.ws[2] + kw * q.ws[3]])) * A(to_float(xc[ih * q.xs[2] + iw * q.xs[3]]));
-      }
-    }
-    if (relu && s < A(0)) s = A(0);
-    y[i] = from_float_any<T>(s);
-  }
-}
-
-// grad_y masked by the fused ReLU (y > 0), read through strides.
-template <class T>
-__device__ __forceinline__ typename Acc<T>::type grad_at(const Conv& q, const T* gy, const T* y, int64_t n, int64_t m,
-                                                         int64_t oh, int64_t ow) {
-  using A = typename Acc<T>::type;
-  if (y && !(A(to_float(y[n * q.ys[0] + m * q.ys[1] + oh * q.ys[2] + ow * q.ys[3]])) > A(0))) return A(0);
-  return A(to_float(gy[n * q.gs[0] + m * q.gs[1] + oh * q.gs[2] + ow * q.gs[3]]));
-}
-
-template <class T>
-__global__ void grad_input_direct(Conv q, const T* __restrict__ w, const T* __restrict__ y, const T* __restrict__ gy,
-                                  T* __restrict__ gx) {
-  using A = typename Acc<T>::type;
-  const int64_t total = q.N * q.C * q.H * q.W;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t iw = i % q.W, ih = (i / q.W) % q.H, ci = (i / (q.W * q.H)) % q.C, n = i / (q.W * q.H * q.C);
-    const int64_t g = ci / q.Cg, c = ci % q.Cg;
+    const int64_t m = i / (q.Cg * KK), rem = i - m * (q.Cg * KK), c = rem / KK, t = rem - c * KK;
     A s = A(0);
-    for (int64_t mm = 0; mm < q.Mg; ++mm) {
-      const int64_t m = g * q.Mg + mm;
-      for (int t = 0; t < q.ntaps; ++t) {
-        const int kh = t / q.KW, kw = t % q.KW;
-        const int64_t vh = ih + q.ph - kh * q.dh, vw = iw + q.pw - kw * q.dw;
-        if (vh < 0 || vw < 0 || vh % q.sh || vw % q.sw) continue;
-        const int64_t oh = vh / q.sh, ow = vw / q.sw;
-        if (oh >= q.OH || ow >= q.OW) continue;
-        s += A(to_float(w[m * q.ws[0] + c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3]])) * grad_at(q, gy, y, n, m, oh, ow);
-      }
-    }
-    gx[i] = from_float_any<T>(s);
+    if (t < q.ntaps)
+      for (int sp = 0; sp < splits; ++sp) s += ws[(sp * q.M + m) * ncol + c * q.ntaps + t];
+    gw[i] = conv::store_as<T>(s);
   }
-}
-
-// One block per (m, c, tap): the sum over images and output pixels, reduced in shared memory.
-template <class T>
-__global__ void grad_weight_direct(Conv q, const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gy,
-                                   T* __restrict__ gw) {
-  using A = typename Acc<T>::type;
-  __shared__ A part[kThreads];
-  const int64_t KK = int64_t(q.KH) * q.KW;
-  const int64_t idx = blockIdx.x;  // over M * Cg * KH * KW, contiguous grad_w
-  const int64_t t = idx % KK, c = (idx / KK) % q.Cg, m = idx / (KK * q.Cg);
-  const int64_t g = m / q.Mg;
-  const int kh = int(t / q.KW), kw = int(t % q.KW);
-  A s = A(0);
-  if (t < q.ntaps) {
-    const int64_t per_image = q.OH * q.OW, total = q.N * per_image;
-    for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
-      const int64_t n = i / per_image, oh = (i % per_image) / q.OW, ow = i % q.OW;
-      const int64_t ih = oh * q.sh - q.ph + kh * q.dh, iw = ow * q.sw - q.pw + kw * q.dw;
-      if (ih < 0 || ih >= q.H || iw < 0 || iw >= q.W) continue;
-      s += A(to_float(x[n * q.xs[0] + (g * q.Cg + c) * q.xs[1] + ih * q.xs[2] + iw * q.xs[3]])) *
-           grad_at(q, gy, y, n, m, oh, ow);
-    }
-  }
-  part[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) gw[idx] = from_float_any<T>(part[0]);
 }
 
 // One block per output channel: the sum of (masked) grad_y over images and pixels.
 template <class T>
-__global__ void grad_bias_direct(Conv q, const T* __restrict__ y, const T* __restrict__ gy, T* __restrict__ gb) {
-  using A = typename Acc<T>::type;
+__global__ void grad_bias_kernel(Geometry q, const T* __restrict__ y, const T* __restrict__ gy, T* __restrict__ gb) {
+  using A = typename conv::AccOf<T>::type;
   __shared__ A part[kThreads];
   const int64_t m = blockIdx.x, per_image = q.OH * q.OW, total = q.N * per_image;
   A s = A(0);
-  for (int64_t i = threadIdx.x; i < total; i += blockDim.x)
-    s += grad_at(q, gy, y, i / per_image, m, (i % per_image) / q.OW, i % q.OW);
+  for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
+    const int64_t n = i / per_image, p = i - n * per_image, oh = p / q.OW, ow = p - oh * q.OW;
+    s += conv::masked_grad(q, gy + n * q.gs[0], y ? y + n * q.ys[0] : nullptr, m, oh, ow);
+  }
   part[threadIdx.x] = s;
   __syncthreads();
   for (int half = blockDim.x / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) gb[m * q.bs] = from_float_any<T>(part[0]);
+  if (threadIdx.x == 0) gb[m * q.bs] = conv::store_as<T>(part[0]);
 }
 
-Conv conv_of(const Array& x, const Array& w, const Array& out, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-             int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
-  Conv q{};
+Geometry geometry_of(const Array& x, const Array& w, const Array& out, int64_t sh, int64_t sw, int64_t ph,
+                     int64_t pw, int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
+  if (ntaps < 0 || ntaps > w.size[2] * w.size[3])
+    throw ValueError("conv2d: ntaps must be in [0, kernel_height * kernel_width], got " + std::to_string(ntaps));
+  Geometry q{};
   q.N = x.size[0]; q.C = x.size[1]; q.H = x.size[2]; q.W = x.size[3];
   q.M = w.size[0]; q.OH = out.size[2]; q.OW = out.size[3];
   q.G = groups; q.Cg = q.C / groups; q.Mg = q.M / groups;
@@ -149,30 +73,105 @@ Conv conv_of(const Array& x, const Array& w, const Array& out, int64_t sh, int64
   return q;
 }
 
+int sm_count() {
+  int dev = 0, sms = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return std::max(sms, 1);
+}
+
+// Launches gemm_kernel for problem p (sizes and splits already set): float16 and bfloat16 on tensor cores,
+// float32 on TF32 tensor cores when asked, else SIMT.
+template <class T, class P>
+void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
+  if (p.M == 0 || p.N == 0) return;
+  const int64_t gx = (p.N + kBN - 1) / kBN, gy = (p.M + kBM - 1) / kBM, gz = int64_t(p.groups) * p.splits;
+  if (gx > 0x7fffffff || gy > 65535 || gz > 65535)
+    throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
+                     std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
+  const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
+    conv::gemm_kernel<P, conv::HalfMma<T>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+  } else if constexpr (std::is_same_v<T, float>) {
+    if (tf32)
+      conv::gemm_kernel<P, conv::Tf32Mma><<<grid, conv::kGemmThreads, 0, s>>>(p);
+    else
+      conv::gemm_kernel<P, conv::SimtMma<float>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+  } else {
+    conv::gemm_kernel<P, conv::SimtMma<typename P::Acc>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+  }
+  check_launch(what);
+}
+
+// Forward and grad_input decode their k (channel, tap) in 32 bits, with room for a tile past the end.
+void check_k32(int64_t K, const char* what) {
+  if (K > 0x7fffff00)
+    throw ValueError(std::string(what) + ": channels per group times kernel taps must stay below 2^31");
+}
+
 unsigned grid_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
+
+template <class T>
+void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
+  using A = typename conv::AccOf<T>::type;
+  conv::GradWeightGemm<T> p;
+  p.q = q; p.x = x; p.y = y; p.gy = gy;
+  p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
+  // Split K until the grid fills the GPU about twice over, keeping at least 8 K steps per split.
+  const int64_t tiles = ((p.M + kBM - 1) / kBM) * ((p.N + kBN - 1) / kBN) * q.G;
+  const int64_t ksteps = (p.K + kBK - 1) / kBK;
+  int64_t splits = 1;
+  if (tiles > 0 && ksteps > 0) {
+    const int64_t want = (2 * int64_t(sm_count()) + tiles - 1) / tiles;
+    splits = std::max<int64_t>(1, std::min({want, (ksteps + 7) / 8, int64_t(65535) / q.G, int64_t(256)}));
+  }
+  const int64_t chunk_steps = ksteps > 0 ? (ksteps + splits - 1) / splits : 1;
+  p.kchunk = chunk_steps * kBK;
+  splits = ksteps > 0 ? (ksteps + chunk_steps - 1) / chunk_steps : 1;  // no empty split
+  p.splits = int(splits);
+
+  const int64_t ws_elems = splits * q.M * p.N;
+  A* ws = nullptr;
+  if (ws_elems > 0) check(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_elems * sizeof(A), s),
+                          "conv2d_backward (weight workspace)");
+  p.ws = ws;
+  try {
+    launch_gemm<T>(p, tf32, s, "conv2d_backward (weight)");
+    const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
+    reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, p.splits, ws, gw);
+    check_launch("conv2d_backward (weight reduction)");
+  } catch (...) {
+    if (ws) cudaFreeAsync(ws, s);
+    throw;
+  }
+  if (ws) check(cudaFreeAsync(ws, s), "conv2d_backward (weight workspace)");
+}
 
 }  // namespace
 
 void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Array& y, int64_t sh, int64_t sw,
-                    int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int64_t ntaps, bool relu, bool,
-                    uintptr_t stream) {
-  const int64_t total = y.numel();
-  if (total == 0) return;
+                    int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int64_t ntaps, bool relu,
+                    bool allow_tf32, uintptr_t stream) {
+  if (y.numel() == 0) return;
   expect_contiguous(y, "conv2d: output");
-  Conv q = conv_of(x, w, y, sh, sw, ph, pw, dh, dw, groups, ntaps);
+  Geometry q = geometry_of(x, w, y, sh, sw, ph, pw, dh, dw, groups, ntaps);
   q.bs = bias.data ? bias.stride[0] : 0;
   dispatch_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    forward_direct<T><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
-        q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, relu, y.ptr<T>());
-    check_launch("conv2d_forward");
+    conv::ForwardGemm<T> p;
+    p.q = q; p.x = x.ptr<T>(); p.w = w.ptr<T>(); p.b = bias.data ? bias.ptr<T>() : nullptr; p.y = y.ptr<T>();
+    p.relu = relu;
+    p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+    check_k32(p.K, "conv2d_forward");
+    launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
   });
 }
 
 void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array& grad_y, const Array& grad_x,
                      const Array& grad_w, const Array& grad_b, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                     int64_t dh, int64_t dw, int64_t groups, int64_t ntaps, bool relu, bool, uintptr_t stream) {
-  Conv q = conv_of(x, w, grad_y, sh, sw, ph, pw, dh, dw, groups, ntaps);
+                     int64_t dh, int64_t dw, int64_t groups, int64_t ntaps, bool relu, bool allow_tf32,
+                     uintptr_t stream) {
+  Geometry q = geometry_of(x, w, grad_y, sh, sw, ph, pw, dh, dw, groups, ntaps);
   for (int i = 0; i < 4; ++i) { q.gs[i] = grad_y.stride[i]; q.ys[i] = relu ? y.stride[i] : 0; }
   q.bs = grad_b.data ? grad_b.stride[0] : 0;
   cudaStream_t s = as_stream(stream);
@@ -181,18 +180,18 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     const T* yp = relu ? y.ptr<T>() : nullptr;
     if (grad_x.data && grad_x.numel() > 0) {
       expect_contiguous(grad_x, "conv2d_backward: grad_input");
-      grad_input_direct<T><<<grid_for(grad_x.numel()), kThreads, 0, s>>>(q, w.ptr<T>(), yp, grad_y.ptr<T>(),
-                                                                          grad_x.ptr<T>());
-      check_launch("conv2d_backward (input)");
+      conv::GradInputGemm<T> p;
+      p.q = q; p.w = w.ptr<T>(); p.y = yp; p.gy = grad_y.ptr<T>(); p.gx = grad_x.ptr<T>();
+      p.M = q.Cg; p.N = q.N * q.H * q.W; p.K = q.Mg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+      check_k32(p.K, "conv2d_backward (input)");
+      launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
     }
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");
-      grad_weight_direct<T><<<unsigned(grad_w.numel()), kThreads, 0, s>>>(q, x.ptr<T>(), yp, grad_y.ptr<T>(),
-                                                                           grad_w.ptr<T>());
-      check_launch("conv2d_backward (weight)");
+      grad_weight<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
     }
     if (grad_b.data && grad_b.numel() > 0) {
-      grad_bias_direct<T><<<unsigned(grad_b.numel()), kThreads, 0, s>>>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>());
+      grad_bias_kernel<T><<<unsigned(grad_b.numel()), kThreads, 0, s>>>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>());
       check_launch("conv2d_backward (bias)");
     }
   });

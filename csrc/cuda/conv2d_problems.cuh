@@ -1,0 +1,219 @@
+// The three convolution GEMMs, as loaders of operand tiles and epilogues for gemm_kernel (conv2d_gemm.cuh).
+// Per group g (blockIdx.z):
+//   forward      C[m][n] = y[img, g*Mg+m, oh, ow]      M = Mg, N = images*OH*OW, K = Cg*ntaps
+//                A[m][k] = w[g*Mg+m, c, tap]          B[k][n] = x[img, g*Cg+c, oh*sh-ph+kh*dh, ow*sw-pw+kw*dw]
+//   grad_input   C[c][n] = grad_x[img, g*Cg+c, ih, iw]  M = Cg, N = images*H*W, K = Mg*ntaps
+//                A[c][k] = w[g*Mg+m, c, tap]          B[k][n] = grad_y[img, g*Mg+m, (ih+ph-kh*dh)/sh, (iw+pw-kw*dw)/sw]
+//                (a gather: zero where the division is not exact or falls outside the output)
+//   grad_weight  C[m][n] = grad_w[g*Mg+m, c, tap]       M = Mg, N = Cg*ntaps, K = images*OH*OW (split-K)
+//                A[m][k] = grad_y[img, g*Mg+m, oh, ow]  B[k][n] = x[img, g*Cg+c, ...] as in forward
+// with k = c*ntaps + tap (forward), m*ntaps + tap (grad_input), and tap -> (kh, kw) = (tap / KW, tap % KW).
+// grad_y is masked by the fused ReLU (y > 0) wherever it is read. Every tile edge is bounds-checked: loads
+// past M, N or the K range give 0, and the epilogue is only called inside the problem.
+#pragma once
+#include "cuda/conv2d_tile.cuh"
+#include "cuda/cuda_utils.cuh"
+
+namespace pixelops::cuda::conv {
+
+template <class T> __device__ __forceinline__ T store_as(float v) { return from_float<T>(v); }
+template <class T> __device__ __forceinline__ T store_as(double v) { return T(v); }
+
+// a / b for 0 <= a, 0 < b: in 32 bits when both fit (the common case), which is several times cheaper.
+__device__ __forceinline__ int64_t fast_div(int64_t a, int64_t b) {
+  if (((a | b) >> 31) == 0) return int64_t(uint32_t(a) / uint32_t(b));
+  return a / b;
+}
+
+// grad_y at (channel offset, oh, ow) of an image, zero where the fused ReLU was inactive.
+template <class T>
+__device__ __forceinline__ typename AccOf<T>::type masked_grad(const Geometry& q, const T* gy_img, const T* y_img,
+                                                               int64_t m, int64_t oh, int64_t ow) {
+  using A = typename AccOf<T>::type;
+  if (y_img && !(A(to_float(y_img[m * q.ys[1] + oh * q.ys[2] + ow * q.ys[3]])) > A(0))) return A(0);
+  return A(to_float(gy_img[m * q.gs[1] + oh * q.gs[2] + ow * q.gs[3]]));
+}
+
+// Fields every problem has: the per-group GEMM sizes and how K is split among blockIdx.z.
+struct GemmShape {
+  int64_t M = 0, N = 0, K = 0;
+  int groups = 1, splits = 1;
+  int64_t kchunk = 0;  // K range of one split, a multiple of kBK (or all of K when splits == 1)
+};
+
+template <class T>
+struct ForwardGemm : GemmShape {
+  using Acc = typename AccOf<T>::type;
+  // Weights K-fast (a weight row is contiguous in (c, tap)), pixels N-fast (contiguous in ow).
+  static constexpr Fetch kFetchA = Fetch::kKFast, kFetchB = Fetch::kMnFast;
+  Geometry q;
+  const T* x;
+  const T* w;
+  const T* b;  // null: no bias
+  T* y;        // contiguous
+  bool relu;
+
+  struct Loader {
+    const T* w_row[4] = {};    // w[g*Mg+m] of A slot r, null past M
+    const T* x_img = nullptr;  // x[img, g*Cg] of the thread's column, null past N
+    int64_t ih0 = 0, iw0 = 0;  // input corner of output pixel (oh, ow)
+    __device__ Loader(const ForwardGemm& p, int g, int64_t m0, int64_t n0, int tid) {
+      const Geometry& q = p.q;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t m = m0 + Slot<kFetchA>::mn(tid, r);
+        w_row[r] = m < p.M ? p.w + (g * q.Mg + m) * q.ws[0] : nullptr;
+      }
+      const int64_t n = n0 + Slot<kFetchB>::mn(tid, 0);
+      if (n < p.N) {
+        const int64_t pix = q.OH * q.OW, img = n / pix, r = n - img * pix, oh = r / q.OW, ow = r - oh * q.OW;
+        x_img = p.x + img * q.xs[0] + g * q.Cg * q.xs[1];
+        ih0 = oh * q.sh - q.ph;
+        iw0 = ow * q.sw - q.pw;
+      }
+    }
+    __device__ void load(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+      const Geometry& q = p.q;
+      // A: one k (channel, tap) for the four rows. K < 2^31 (checked on the host): 32-bit division.
+      {
+        const int k = int(k0) + Slot<kFetchA>::k(tid, 0);
+        const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+        const int64_t off = c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[r] = k < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        b[r] = Acc(0);
+        const int k = int(k0) + Slot<kFetchB>::k(tid, r);
+        if (k >= kend || !x_img) continue;
+        const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+        const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
+        if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W)
+          b[r] = Acc(to_float(x_img[c * q.xs[1] + ih * q.xs[2] + iw * q.xs[3]]));
+      }
+    }
+  };
+
+  // Fused epilogue: bias, then ReLU (NaN passes through, as in torch.relu).
+  __device__ void store(int g, int, int64_t m, int64_t n, Acc v) const {
+    const int64_t mc = g * q.Mg + m, pix = q.OH * q.OW, img = n / pix;
+    if (b) v += Acc(to_float(b[mc * q.bs]));
+    if (relu && v < Acc(0)) v = Acc(0);
+    y[(img * q.M + mc) * pix + (n - img * pix)] = store_as<T>(v);
+  }
+};
+
+template <class T>
+struct GradInputGemm : GemmShape {
+  using Acc = typename AccOf<T>::type;
+  static constexpr Fetch kFetch = Fetch::kMnFast, kFetchA = kFetch, kFetchB = kFetch;
+  Geometry q;
+  const T* w;
+  const T* y;   // null: no ReLU mask
+  const T* gy;
+  T* gx;        // contiguous
+
+  struct Loader {
+    const T* w_col = nullptr;   // w[g*Mg, c], null past M (= Cg)
+    const T* gy_img = nullptr;  // grad_y[img, g*Mg], null past N
+    const T* y_img = nullptr;   // y[img, g*Mg] when masked
+    int64_t vh0 = 0, vw0 = 0;   // ih + ph, iw + pw
+    __device__ Loader(const GradInputGemm& p, int g, int64_t m0, int64_t n0, int tid) {
+      const Geometry& q = p.q;
+      const int64_t c = m0 + tid % 64, n = n0 + tid % 64;
+      if (c < p.M) w_col = p.w + g * q.Mg * q.ws[0] + c * q.ws[1];
+      if (n < p.N) {
+        const int64_t pix = q.H * q.W, img = n / pix, r = n - img * pix, ih = r / q.W, iw = r - ih * q.W;
+        gy_img = p.gy + img * q.gs[0] + g * q.Mg * q.gs[1];
+        if (p.y) y_img = p.y + img * q.ys[0] + g * q.Mg * q.ys[1];
+        vh0 = ih + q.ph;
+        vw0 = iw + q.pw;
+      }
+    }
+    __device__ void load(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+      const Geometry& q = p.q;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        a[r] = b[r] = Acc(0);
+        const int k = int(k0) + Slot<kFetch>::k(tid, r);  // K < 2^31 (checked on the host): 32-bit division
+        if (k >= kend) continue;
+        const int m = k / q.ntaps, t = k - m * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+        if (w_col) a[r] = Acc(to_float(w_col[m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3]]));
+        if (!gy_img) continue;
+        const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
+        if (vh < 0 || vw < 0) continue;
+        const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
+        if (oh * q.sh == vh && ow * q.sw == vw && oh < q.OH && ow < q.OW)
+          b[r] = masked_grad(q, gy_img, y_img, m, oh, ow);
+      }
+    }
+  };
+
+  __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
+    const int64_t pix = q.H * q.W, img = n / pix;
+    gx[(img * q.C + g * q.Cg + c) * pix + (n - img * pix)] = store_as<T>(v);
+  }
+};
+
+// Each split writes its partial sums to ws[split][g*Mg+m][c*ntaps+tap]; reduce_grad_weight adds the splits
+// in a fixed order (deterministic) and writes grad_w, zeros on the masked taps.
+template <class T>
+struct GradWeightGemm : GemmShape {
+  using Acc = typename AccOf<T>::type;
+  static constexpr Fetch kFetch = Fetch::kKFast, kFetchA = kFetch, kFetchB = kFetch;
+  Geometry q;
+  const T* x;
+  const T* y;  // null: no ReLU mask
+  const T* gy;
+  Acc* ws;     // splits x M x (Cg*ntaps)
+
+  struct Loader {
+    int64_t m[4];     // output channel g*Mg+m of slot r, -1 past M
+    int64_t xc[4];    // offset of input channel g*Cg+c of slot r, -1 past N
+    int64_t kdh[4], kdw[4];  // kh*dh, kw*dw of slot r
+    __device__ Loader(const GradWeightGemm& p, int g, int64_t m0, int64_t n0, int tid) {
+      const Geometry& q = p.q;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t mm = m0 + Slot<kFetch>::mn(tid, r), n = n0 + Slot<kFetch>::mn(tid, r);
+        m[r] = mm < p.M ? g * q.Mg + mm : -1;
+        xc[r] = -1;
+        kdh[r] = kdw[r] = 0;
+        if (n < p.N) {
+          const int64_t c = n / q.ntaps;
+          const int t = int(n - c * q.ntaps), kh = t / q.KW, kw = t - kh * q.KW;
+          xc[r] = (g * q.Cg + c) * q.xs[1];
+          kdh[r] = int64_t(kh) * q.dh;
+          kdw[r] = int64_t(kw) * q.dw;
+        }
+      }
+    }
+    __device__ void load(const GradWeightGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+      const Geometry& q = p.q;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a[r] = b[r] = Acc(0);
+      const int64_t k = k0 + Slot<kFetch>::k(tid, 0);  // the same pixel for all four slots
+      if (k >= kend) return;
+      const int64_t pix = q.OH * q.OW, img = fast_div(k, pix), rem = k - img * pix, oh = fast_div(rem, q.OW),
+                    ow = rem - oh * q.OW;
+      const T* gy_img = p.gy + img * q.gs[0];
+      const T* y_img = p.y ? p.y + img * q.ys[0] : nullptr;
+      const T* x_img = p.x + img * q.xs[0];
+      const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        if (m[r] >= 0) a[r] = masked_grad(q, gy_img, y_img, m[r], oh, ow);
+        const int64_t ih = ih0 + kdh[r], iw = iw0 + kdw[r];
+        if (xc[r] >= 0 && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W)
+          b[r] = Acc(to_float(x_img[xc[r] + ih * q.xs[2] + iw * q.xs[3]]));
+      }
+    }
+  };
+
+  __device__ void store(int g, int split, int64_t m, int64_t n, Acc v) const {
+    ws[(split * q.M + g * q.Mg + m) * N + n] = v;
+  }
+};
+
+}  // namespace pixelops::cuda::conv
