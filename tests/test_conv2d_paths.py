@@ -25,3 +25,55 @@ def test_create_graph_first_order_then_loud_second_order():
     torch.testing.assert_close(gw, rw, rtol=1e-10, atol=1e-12)
     with pytest.raises(RuntimeError, match="conv2d_backward"):
         gx.sum().backward()
+
+
+# Stride-1 convs that take the direct path (padded planes read in place, no im2col): awkward widths, dilation,
+# groups, asymmetric and over-sized padding, masks, several k blocks (K > 160), partial MR panels, fused
+# ReLU, non-contiguous input; forward and every gradient against torch in float64. The grad_input of the
+# stride-1 convs with at least 8 input channels and no more output than input channels runs the same path
+# (flipped kernel, where an over-sized padding becomes a negative one).
+DIRECT = [
+    ((2, 3, 9, 13), (5, 3, 3), dict(padding=1), None),
+    ((1, 20, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 180: two k blocks
+    ((2, 12, 10, 9), (6, 3, 3), dict(padding=(4, 3)), None),                  # pad > kernel: negative in grad_x
+    ((2, 8, 12, 14), (8, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2), None),
+    ((3, 4, 11, 10), (9, 5, 5), dict(padding=2), "B"),
+    ((2, 9, 10, 10), (9, 3, 3), dict(padding=1), "A"),
+    ((2, 10, 9, 12), (7, 1, 3), dict(padding=(0, 1)), None),
+    ((1, 16, 6, 30), (8, 3, 3), dict(), None),                                 # valid conv
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,w_shape,kw,mask", DIRECT)
+def test_direct_path_against_torch(x_shape, w_shape, kw, mask, relu):
+    groups = kw.get("groups", 1)
+    cout, kh, kwid = w_shape
+    x = _rand(*x_shape, seed=sum(x_shape))
+    x = x.transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()   # column-major planes
+    w = _rand(cout, x_shape[1] // groups, kh, kwid, seed=cout).requires_grad_()
+    b = _rand(cout, seed=7).requires_grad_()
+    act = "relu" if relu else None
+    if mask is None:
+        y = pixelops.conv2d(x, w, b, activation=act, **kw)
+        wm = w
+    else:
+        y = pixelops.masked_conv2d(x, w, b, mask_type=mask, activation=act, **kw)
+        wm = w * pixelops.conv_mask((kh, kwid), mask, dtype=torch.float64)
+    ref = F.conv2d(x, wm, b, **kw)
+    if relu:
+        ref = torch.relu(ref)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    gy = _rand(*y.shape, seed=3)
+    got = torch.autograd.grad(y, (x, w, b), gy)
+    want = torch.autograd.grad(ref, (x, w, b), gy)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+
+
+def test_direct_path_float32_and_numpy():
+    x, w = _rand(2, 6, 13, 17, seed=11), _rand(10, 6, 3, 3, seed=12)
+    ref = F.conv2d(x, w, padding=1)
+    torch.testing.assert_close(pixelops.conv2d(x.float(), w.float(), padding=1), ref.float(), rtol=1e-4, atol=1e-4)
+    out = pixelops.conv2d(x.numpy()[:, :, ::-1], w.numpy(), padding=1)
+    torch.testing.assert_close(torch.from_numpy(out), F.conv2d(x.flip(2), w, padding=1), rtol=1e-10, atol=1e-10)

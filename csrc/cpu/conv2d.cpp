@@ -28,7 +28,7 @@
 namespace pixelops::cpu {
 namespace {
 
-using conv::KC;
+using conv::k_block;
 using conv::NC;
 using conv::round_up;
 using conv::Tile;
@@ -162,18 +162,99 @@ inline void store_row(T* __restrict out, const T* __restrict src, int nr, bool f
     for (int j = 0; j < nr; ++j) out[j] = out[j] < T(0) ? T(0) : out[j];
 }
 
+// Stride-1 convolutions without im2col: each image's group of channels is copied once into zero-padded planes
+// of width Wp = OW + dw*(KW-1), and the GEMM runs over the columns j = oh*Wp + ow of that padded grid. There,
+// tap (kh, kw) of channel c at column j is the plane value at c*S + kh*dh*Wp + kw*dw + j: a fixed offset per
+// GEMM row, so B is read in place (microkernel_rows) and nothing is gathered; the Wp - OW columns per row
+// that wrap around the edge are computed and dropped. Worth it when that waste is small (direct_fits).
+template <class T>
+bool direct_fits(const Geometry& q) {
+  const int64_t Wp = q.OW + q.dw * (q.KW - 1);
+  return q.sh == 1 && q.sw == 1 && q.K() > 0 && 3 * q.OW >= 2 * Wp && q.OH * Wp >= 2 * Tile<T>::NR;
+}
+
+template <class T>
+void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
+                    T* y) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, nt = q.taps();
+  const int64_t Wp = q.OW + q.dw * (q.KW - 1), Hp = q.OH + q.dh * (q.KH - 1);
+  const int64_t cols = q.OH * Wp;
+  // a plane, plus room for the last tile's reads past the grid (their columns are dropped)
+  const int64_t S = round_up(Hp * Wp + Wp + NR, 16);
+  const int64_t group_stride = round_up(q.Mg, MR) * K;
+  std::vector<int64_t> row(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t t = q.t0 + k % nt;
+    row[k] = (k / nt) * S + (t / q.KW) * q.dh * Wp + (t % q.KW) * q.dw;
+  }
+  // padded row r, column u shows input (r - ph, u - pw): the input rows/columns that land inside the grid
+  const int64_t r_lo = std::max<int64_t>(0, q.ph), r_hi = std::min<int64_t>(Hp, q.IH + q.ph);
+  const int64_t u_lo = std::max<int64_t>(0, q.pw), u_hi = std::min<int64_t>(Wp, q.IW + q.pw);
+  const int64_t kc = k_block(K);
+  const double work = double(q.N) * cols * M * K;
+  parallel_for(q.N * q.G, work < 2e5 ? q.N * q.G : 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> planes(size_t(q.Cg * S), T(0));  // the padding stays zero; only the inside is rewritten
+    alignas(64) T tile[MR * NR];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / q.G, g = task % q.G;
+      for (int64_t c = 0; c < q.Cg; ++c) {
+        const T* xc = x + n * q.xn + (g * q.Cg + c) * q.xc;
+        T* pc = planes.data() + c * S;
+        for (int64_t r = r_lo; r < r_hi; ++r) {
+          const T* xr = xc + (r - q.ph) * q.xh + (u_lo - q.pw) * q.xw;
+          T* o = pc + r * Wp + u_lo;
+          if (q.xw == 1) {
+            for (int64_t u = 0; u < u_hi - u_lo; ++u) o[u] = xr[u];
+          } else {
+            for (int64_t u = 0; u < u_hi - u_lo; ++u) o[u] = xr[u * q.xw];
+          }
+        }
+      }
+      const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
+      T* yg = y + (n * M + g * q.Mg) * P;
+      const T* wg = w_packed + g * group_stride;
+      for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        const int64_t kcb = std::min(kc, K - k0);
+        const bool first = k0 == 0, last = k0 + kcb == K;
+        for (int64_t j0 = 0; j0 < cols; j0 += NR) {
+          const int nr = int(std::min<int64_t>(NR, cols - j0));
+          for (int64_t i = 0; i * MR < q.Mg; ++i) {
+            conv::microkernel_rows(kcb, wg + conv::packed_a_offset<T>(q.Mg, k0, kcb, i), planes.data() + j0,
+                                   row.data() + k0, tile);
+            const int mr = int(std::min<int64_t>(MR, q.Mg - i * MR));
+            for (int j = 0; j < nr;) {  // the tile's columns by grid row; the wrapped ones are dropped
+              const int64_t oh = (j0 + j) / Wp, ow = (j0 + j) % Wp;
+              const int run = int(std::min<int64_t>(nr - j, Wp - ow));
+              const int keep = int(std::max<int64_t>(0, std::min<int64_t>(run, q.OW - ow)));
+              if (keep > 0)
+                for (int r = 0; r < mr; ++r) {
+                  const int64_t m = i * MR + r;
+                  store_row(yg + m * P + oh * q.OW + ow, tile + r * NR + j, keep, first,
+                            last && bg ? bg[m * bias_stride] : T(0), last && relu);
+                }
+              j += run;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 // y (contiguous N x G*Mg x OH x OW) = act(bias + conv(x)), with the weights packed per group by pack_weights.
 template <class T>
 void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
                     T* y) {
   // GEMM columns are (image, pixel) pairs, so small images (a PixelCNN sampler's windows) still fill the tiles
+  if (direct_fits<T>(q)) return forward_direct(q, x, w_packed, bias, bias_stride, relu, y);
   const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, cols = q.N * P;
   const int64_t blocks = (cols + NC - 1) / NC;
   const int64_t tasks = q.G * blocks;
   const int64_t group_stride = round_up(q.Mg, Tile<T>::MR) * K;
   const double work = double(cols) * M * std::max<int64_t>(K, 1);
   parallel_for(tasks, work < 2e5 ? tasks : 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(std::min(KC, std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
+    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % blocks, g = task / blocks;
       const int64_t c0 = blk * NC, nb = std::min(NC, cols - c0);
@@ -269,7 +350,7 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
     hi[row] = std::max(lo[row], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[row], q.sw)));
   }
   parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(std::min(KC, q.Mg) * round_up(NC, NR)));
+    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(q.Mg, 1)) * round_up(NC, NR)));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / q.G, g = task % q.G;
       T* gxg = gx + (n * C + g * q.Cg) * HW;

@@ -37,6 +37,33 @@ typedef double f64x8 __attribute__((vector_size(64), aligned(8)));
 PIXELOPS_CONV_MICROKERNEL(float, f32x16, 16)
 PIXELOPS_CONV_MICROKERNEL(double, f64x8, 8)
 
+// B rows found through a table of offsets instead of a packed panel: two unaligned vector loads per k.
+#define PIXELOPS_CONV_MICROKERNEL_ROWS(T, V, LANES)                                                 \
+  PIXELOPS_CONV_CLONES void microkernel_rows(int64_t kc, const T* __restrict a, const T* __restrict b, \
+                                             const int64_t* __restrict row, T* __restrict tile) {   \
+    constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;                                               \
+    static_assert(NR == 2 * LANES, "two vectors per tile row");                                     \
+    V c0[MR], c1[MR];                                                                               \
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) { c0[r] = V{}; c1[r] = V{}; }             \
+    for (int64_t k = 0; k < kc; ++k) {                                                              \
+      const T* bk = b + row[k];                                                                     \
+      const V b0 = *reinterpret_cast<const V*>(bk);                                                 \
+      const V b1 = *reinterpret_cast<const V*>(bk + LANES);                                         \
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                        \
+        const T s = a[k * MR + r];                                                                  \
+        c0[r] += s * b0;                                                                            \
+        c1[r] += s * b1;                                                                            \
+      }                                                                                             \
+    }                                                                                               \
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                          \
+      *reinterpret_cast<V*>(tile + r * NR) = c0[r];                                                 \
+      *reinterpret_cast<V*>(tile + r * NR + LANES) = c1[r];                                         \
+    }                                                                                               \
+  }
+
+PIXELOPS_CONV_MICROKERNEL_ROWS(float, f32x16, 16)
+PIXELOPS_CONV_MICROKERNEL_ROWS(double, f64x8, 8)
+
 }  // namespace pixelops::cpu::conv
 
 namespace pixelops::cpu::conv {
