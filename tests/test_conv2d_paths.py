@@ -30,8 +30,8 @@ def test_create_graph_first_order_then_loud_second_order():
 # Stride-1 convs that take the direct path (padded planes read in place, no im2col): awkward widths, dilation,
 # groups, asymmetric and over-sized padding, masks, several k blocks (K > 160), partial MR panels, fused
 # ReLU, non-contiguous input; forward and every gradient against torch in float64. The grad_input of the
-# stride-1 convs with at least 8 input channels and no more output than input channels runs the same path
-# (flipped kernel, where an over-sized padding becomes a negative one).
+# stride-1 convs with at least 8 input channels runs the same path (flipped kernel, where an over-sized padding
+# becomes a negative one).
 DIRECT = [
     ((2, 3, 9, 13), (5, 3, 3), dict(padding=1), None),
     ((1, 20, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 180: two k blocks
@@ -41,6 +41,8 @@ DIRECT = [
     ((2, 9, 10, 10), (9, 3, 3), dict(padding=1), "A"),
     ((2, 10, 9, 12), (7, 1, 3), dict(padding=(0, 1)), None),
     ((1, 16, 6, 30), (8, 3, 3), dict(), None),                                 # valid conv
+    ((2, 8, 9, 11), (13, 3, 3), dict(padding=1), None),                        # more out than in: flipped grad_x
+    ((2, 1, 12, 12), (5, 3, 3), dict(padding=1), None),                        # one in channel: scattered grad_x
 ]
 
 

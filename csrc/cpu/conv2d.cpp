@@ -608,19 +608,24 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       });
     }
 
-    if (grad_x.data && grad_x.numel() > 0 && (q.sh > 1 || q.sw > 1 || q.Cg < Tile<T>::MR || q.Mg > q.Cg)) {
+    // grad_input of a stride-1 conv: a stride-1 conv of grad_y with the flipped kernel, channels swapped.
+    Geometry t{};
+    t.N = q.N; t.IH = q.OH; t.IW = q.OW;
+    t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
+    t.OH = q.IH; t.OW = q.IW;
+    t.KH = q.KH; t.KW = q.KW; t.t0 = KK - q.t1; t.t1 = KK - q.t0;
+    t.sh = t.sw = 1;
+    t.dh = q.dh; t.dw = q.dw;
+    t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
+    t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
+    // Its GEMM rows are the input channels, so it needs at least a register tile's worth (a first layer's
+    // 1 input channel would fill 1/8 of each tile: the scatter serves it). Taken when the forward engine runs
+    // it without im2col (direct_fits): then it costs about a forward (mnist 16->32, 14x14: 4.5 ms scattered,
+    // 2.7 ms flipped). With im2col, only where the gathered rows are reused enough (Mg <= Cg).
+    const bool flipped = q.sh == 1 && q.sw == 1 && q.Cg >= Tile<T>::MR && (direct_fits<T>(t) || q.Mg <= q.Cg);
+    if (grad_x.data && grad_x.numel() > 0 && !flipped) {
       grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
     } else if (grad_x.data && grad_x.numel() > 0) {
-      // A stride-1 conv of grad_y with the flipped kernel, channels swapped.
-      Geometry t{};
-      t.N = q.N; t.IH = q.OH; t.IW = q.OW;
-      t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
-      t.OH = q.IH; t.OW = q.IW;
-      t.KH = q.KH; t.KW = q.KW; t.t0 = KK - q.t1; t.t1 = KK - q.t0;
-      t.sh = t.sw = 1;
-      t.dh = q.dh; t.dw = q.dw;
-      t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
-      t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
       // rows: input channels ci; depth k = (co, flipped tap): w[g*Mg+co, ci, KK-1-flipped]
       const int64_t K = t.K();
       const WeightOffsets wo(w, q.KW);
