@@ -43,6 +43,7 @@ DIRECT = [
     ((1, 16, 6, 30), (8, 3, 3), dict(), None),                                 # valid conv
     ((2, 8, 9, 11), (13, 3, 3), dict(padding=1), None),                        # more out than in: flipped grad_x
     ((2, 1, 12, 12), (5, 3, 3), dict(padding=1), None),                        # one in channel: scattered grad_x
+    ((5, 8, 37, 39), (8, 3, 3), dict(padding=1), None),    # grad_w in chunks of 2 images: a shorter last one
 ]
 
 

@@ -38,6 +38,9 @@ struct DotTile { static constexpr int DR = 4, DC = 6; };
 template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width of dot_tile's rows
 void dot_tile(int64_t len, const float* a, int64_t lda, const float* b, int64_t ldb, float* out);
 void dot_tile(int64_t len, const double* a, int64_t lda, const double* b, int64_t ldb, double* out);
+// The same with row j of B at b + row[j] (any alignment): stride-1 grad_weight reads padded planes in place.
+void dot_tile_rows(int64_t len, const float* a, int64_t lda, const float* b, const int64_t* row, float* out);
+void dot_tile_rows(int64_t len, const double* a, int64_t lda, const double* b, const int64_t* row, double* out);
 
 // Most depth of one packed block (k): a B micro-panel (KC x NR, 20 KiB) stays in L1; pixels per column block:
 // a B block (KC x NC) stays in L2.

@@ -97,4 +97,32 @@ namespace pixelops::cpu::conv {
 PIXELOPS_CONV_DOT_TILE(float, f32x16, 16)
 PIXELOPS_CONV_DOT_TILE(double, f64x8, 8)
 
+#define PIXELOPS_CONV_DOT_TILE_ROWS(T, V, LANES)                                                                 \
+  PIXELOPS_CONV_CLONES void dot_tile_rows(int64_t len, const T* __restrict a, int64_t lda, const T* __restrict b, \
+                                          const int64_t* __restrict row, T* __restrict out) {                    \
+    constexpr int DR = DotTile::DR, DC = DotTile::DC;                                                            \
+    const T* bj[DC];                                                                                             \
+    _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) bj[j] = b + row[j];                                     \
+    V acc[DR][DC];                                                                                               \
+    _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r)                                                         \
+      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) acc[r][j] = V{};                                      \
+    for (int64_t p = 0; p < len; p += LANES) {                                                                   \
+      V av[DR];                                                                                                  \
+      _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) av[r] = *reinterpret_cast<const V*>(a + r * lda + p); \
+      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) {                                                     \
+        const V bv = *reinterpret_cast<const V*>(bj[j] + p);                                                     \
+        _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) acc[r][j] += av[r] * bv;                            \
+      }                                                                                                          \
+    }                                                                                                            \
+    for (int r = 0; r < DR; ++r)                                                                                 \
+      for (int j = 0; j < DC; ++j) {                                                                             \
+        T s = 0;                                                                                                 \
+        for (int l = 0; l < LANES; ++l) s += acc[r][j][l];                                                       \
+        out[r * DC + j] = s;                                                                                     \
+      }                                                                                                          \
+  }
+
+PIXELOPS_CONV_DOT_TILE_ROWS(float, f32x16, 16)
+PIXELOPS_CONV_DOT_TILE_ROWS(double, f64x8, 8)
+
 }  // namespace pixelops::cpu::conv
