@@ -27,7 +27,7 @@ def test_create_graph_first_order_then_loud_second_order():
         gx.sum().backward()
 
 
-# Stride-1 convs that take the direct path (padded planes read in place, no im2col): awkward widths, dilation,
+# Convs that take the direct path (padded phase planes read in place, no im2col): awkward widths, dilation,
 # groups, asymmetric and over-sized padding, masks, several k blocks (K > 160), partial MR panels, fused
 # ReLU, non-contiguous input; forward and every gradient against torch in float64. The grad_input of the
 # stride-1 convs with at least 8 input channels runs the same path (flipped kernel, where an over-sized padding
@@ -44,6 +44,12 @@ DIRECT = [
     ((2, 8, 9, 11), (13, 3, 3), dict(padding=1), None),                        # more out than in: flipped grad_x
     ((2, 1, 12, 12), (5, 3, 3), dict(padding=1), None),                        # one in channel: scattered grad_x
     ((5, 8, 37, 39), (8, 3, 3), dict(padding=1), None),    # grad_w in chunks of 2 images: a shorter last one
+    # strided: phase planes (stride 2 splits each padded plane in 4)
+    ((2, 5, 17, 19), (9, 3, 3), dict(stride=2, padding=1), None),
+    ((2, 4, 16, 21), (6, 3, 5), dict(stride=(2, 3), padding=(1, 2), dilation=(1, 2)), None),
+    ((1, 6, 15, 15), (10, 5, 5), dict(stride=2, padding=2), "B"),
+    ((2, 6, 14, 13), (4, 3, 3), dict(stride=(1, 2), padding=(3, 4), groups=2), None),
+    ((2, 16, 20, 20), (8, 1, 1), dict(stride=2), None),
 ]
 
 

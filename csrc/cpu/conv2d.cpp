@@ -162,15 +162,53 @@ inline void store_row(T* __restrict out, const T* __restrict src, int nr, bool f
     for (int j = 0; j < nr; ++j) out[j] = out[j] < T(0) ? T(0) : out[j];
 }
 
-// Stride-1 convolutions without im2col: each image's group of channels is copied once into zero-padded planes
-// of width Wp = OW + dw*(KW-1), and the GEMM runs over the columns j = oh*Wp + ow of that padded grid. There,
-// tap (kh, kw) of channel c at column j is the plane value at c*S + kh*dh*Wp + kw*dw + j: a fixed offset per
-// GEMM row, so B is read in place (microkernel_rows) and nothing is gathered; the Wp - OW columns per row
-// that wrap around the edge are computed and dropped. Worth it when that waste is small (direct_fits).
+// The padded input of one image as a strided conv sees it: sh*sw phase planes per channel, plane (pr, pc)
+// holding the padded rows pr, pr+sh, ... and columns pc, pc+sw, ... Tap (kh, kw) of output (oh, ow) is
+// then plane ((kh*dh) % sh, (kw*dw) % sw) at (oh + kh*dh/sh, ow + kw*dw/sw): a stride-1 read on every plane.
+// For stride 1 it is the zero-padded image itself. Each input value is copied once.
+struct PhaseGrid {
+  int64_t Hq, Wq, phases;  // plane size (rows reach OH + the kernel's span), planes per channel
+  explicit PhaseGrid(const Geometry& q)
+      : Hq(q.OH + q.dh * (q.KH - 1) / q.sh), Wq(q.OW + q.dw * (q.KW - 1) / q.sw), phases(q.sh * q.sw) {}
+  // where tap t of channel c starts, with planes `stride` values apart
+  int64_t offset(const Geometry& q, int64_t c, int64_t t, int64_t stride) const {
+    const int64_t a = (t / q.KW) * q.dh, b = (t % q.KW) * q.dw;
+    return ((c * q.sh + a % q.sh) * q.sw + b % q.sw) * stride + (a / q.sh) * Wq + b / q.sw;
+  }
+  // Copies input channel plane xc into its phase planes at dst (`stride` apart); the padding is not written.
+  template <class T>
+  void fill(const Geometry& q, const T* xc, T* dst, int64_t stride) const {
+    for (int64_t pr = 0; pr < q.sh; ++pr)
+      for (int64_t pc = 0; pc < q.sw; ++pc) {
+        T* plane = dst + (pr * q.sw + pc) * stride;
+        // plane rows i / columns j show input row i*sh + pr - ph / column j*sw + pc - pw: those inside
+        const int64_t i_lo = std::max<int64_t>(0, ceil_div(q.ph - pr, q.sh));
+        const int64_t i_hi = std::min<int64_t>(Hq, ceil_div(q.IH + q.ph - pr, q.sh));
+        const int64_t j_lo = std::max<int64_t>(0, ceil_div(q.pw - pc, q.sw));
+        const int64_t j_hi = std::min<int64_t>(Wq, ceil_div(q.IW + q.pw - pc, q.sw));
+        const int64_t step = q.sw * q.xw;
+        for (int64_t i = i_lo; i < i_hi; ++i) {
+          const T* xr = xc + (i * q.sh + pr - q.ph) * q.xh + (j_lo * q.sw + pc - q.pw) * q.xw;
+          T* o = plane + i * Wq + j_lo;
+          if (step == 1) {
+            for (int64_t j = 0; j < j_hi - j_lo; ++j) o[j] = xr[j];
+          } else {
+            for (int64_t j = 0; j < j_hi - j_lo; ++j) o[j] = xr[j * step];
+          }
+        }
+      }
+  }
+};
+
+// Convolutions without im2col: each image's group of channels is copied once into zero-padded phase planes
+// (PhaseGrid) of width Wq, and the GEMM runs over the columns j = oh*Wq + ow of that grid. There, tap t of
+// channel c at column j is the planes' value at offset(c, t) + j: a fixed offset per GEMM row, so B is read
+// in place (microkernel_rows) and nothing is gathered; the Wq - OW columns per row that wrap around the edge
+// are computed and dropped. Worth it when that waste is small (direct_fits).
 template <class T>
 bool direct_fits(const Geometry& q) {
-  const int64_t Wp = q.OW + q.dw * (q.KW - 1);
-  return q.sh == 1 && q.sw == 1 && q.K() > 0 && 3 * q.OW >= 2 * Wp && q.OH * Wp >= 2 * Tile<T>::NR;
+  const PhaseGrid grid(q);
+  return q.K() > 0 && 3 * q.OW >= 2 * grid.Wq && q.OH * grid.Wq >= 2 * Tile<T>::NR;
 }
 
 template <class T>
@@ -178,39 +216,22 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
                     T* y) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, nt = q.taps();
-  const int64_t Wp = q.OW + q.dw * (q.KW - 1), Hp = q.OH + q.dh * (q.KH - 1);
-  const int64_t cols = q.OH * Wp;
+  const PhaseGrid grid(q);
+  const int64_t Wp = grid.Wq, cols = q.OH * Wp;
   // a plane, plus room for the last tile's reads past the grid (their columns are dropped)
-  const int64_t S = round_up(Hp * Wp + Wp + NR, 16);
+  const int64_t S = round_up(grid.Hq * Wp + Wp + NR, 16), CS = grid.phases * S;
   const int64_t group_stride = round_up(q.Mg, MR) * K;
   std::vector<int64_t> row(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t t = q.t0 + k % nt;
-    row[k] = (k / nt) * S + (t / q.KW) * q.dh * Wp + (t % q.KW) * q.dw;
-  }
-  // padded row r, column u shows input (r - ph, u - pw): the input rows/columns that land inside the grid
-  const int64_t r_lo = std::max<int64_t>(0, q.ph), r_hi = std::min<int64_t>(Hp, q.IH + q.ph);
-  const int64_t u_lo = std::max<int64_t>(0, q.pw), u_hi = std::min<int64_t>(Wp, q.IW + q.pw);
+  for (int64_t k = 0; k < K; ++k) row[k] = grid.offset(q, k / nt, q.t0 + k % nt, S);
   const int64_t kc = k_block(K);
   const double work = double(q.N) * cols * M * K;
   parallel_for(q.N * q.G, work < 2e5 ? q.N * q.G : 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> planes(size_t(q.Cg * S), T(0));  // the padding stays zero; only the inside is rewritten
+    std::vector<T> planes(size_t(q.Cg * CS), T(0));  // the padding stays zero; only the inside is rewritten
     alignas(64) T tile[MR * NR];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / q.G, g = task % q.G;
-      for (int64_t c = 0; c < q.Cg; ++c) {
-        const T* xc = x + n * q.xn + (g * q.Cg + c) * q.xc;
-        T* pc = planes.data() + c * S;
-        for (int64_t r = r_lo; r < r_hi; ++r) {
-          const T* xr = xc + (r - q.ph) * q.xh + (u_lo - q.pw) * q.xw;
-          T* o = pc + r * Wp + u_lo;
-          if (q.xw == 1) {
-            for (int64_t u = 0; u < u_hi - u_lo; ++u) o[u] = xr[u];
-          } else {
-            for (int64_t u = 0; u < u_hi - u_lo; ++u) o[u] = xr[u * q.xw];
-          }
-        }
-      }
+      for (int64_t c = 0; c < q.Cg; ++c)
+        grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS, S);
       const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
       T* yg = y + (n * M + g * q.Mg) * P;
       const T* wg = w_packed + g * group_stride;
@@ -511,17 +532,17 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
   });
 }
 
-// grad_weight of a stride-1 conv without im2col, as forward_direct does it: a thread's images go into
-// zero-padded planes (Hp x Wp each) laid end to end per channel, and grad_y into rows on the same grid
-// (zeros at the columns and rows past the output). Then tap (kh, kw) of channel c is the planes at a fixed
-// offset c*CS + kh*dh*Wp + kw*dw, so each grad_w entry is one long dot product (dot_tile_rows) along the
-// grid, over several images at once, with nothing gathered. The grid's extra columns/rows cost
-// Hp*Wp/(OH*OW) more multiply-adds (14x14, pad 1: 1.3x), against a 9x im2col copy per input value.
+// grad_weight without im2col, as forward_direct does it: a thread's images go into zero-padded phase planes
+// (PhaseGrid, Hq x Wq each) laid end to end per plane, and grad_y into rows on the same grid (zeros at the
+// columns and rows past the output). Then tap t of channel c is the planes at a fixed offset, so each grad_w
+// entry is one long dot product (dot_tile_rows) along the grid, over several images at once, with nothing
+// gathered. The grid's extra columns/rows cost Hq*Wq/(OH*OW) more multiply-adds (14x14, pad 1: 1.3x),
+// against a 9x im2col copy per input value.
 // (A NaN or inf input value that the conv never reads can still reach grad_w here, times a zero.)
 template <class T>
 bool grad_weight_direct_fits(const Geometry& q) {
-  const int64_t Wp = q.OW + q.dw * (q.KW - 1), Hp = q.OH + q.dh * (q.KH - 1);
-  return q.sh == 1 && q.sw == 1 && q.K() > 0 && 2 * Hp * Wp <= 3 * q.P();
+  const PhaseGrid grid(q);
+  return q.K() > 0 && 2 * grid.Hq * grid.Wq <= 3 * q.P();
 }
 
 template <class T>
@@ -529,21 +550,17 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
   constexpr int DR = conv::DotTile::DR, DC = conv::DotTile::DC;
   constexpr int64_t L = conv::kLanes<T>;
   const int64_t M = q.G * q.Mg, P = q.P(), K = q.K(), nt = q.taps();
-  const int64_t Wp = q.OW + q.dw * (q.KW - 1), Hp = q.OH + q.dh * (q.KH - 1), HWp = Hp * Wp;
+  const PhaseGrid grid(q);
+  const int64_t Wp = grid.Wq, HWp = grid.Hq * Wp;
   // Images per chunk: planes and grad_y rows of one chunk together about 512 KiB (in L2); at least one.
-  const int64_t per_image = (q.Cg + q.Mg) * HWp * int64_t(sizeof(T));
+  const int64_t per_image = (q.Cg * grid.phases + q.Mg) * HWp * int64_t(sizeof(T));
   const int64_t chunk = std::clamp<int64_t>((int64_t(512) << 10) / std::max<int64_t>(per_image, 1), 1, q.N);
   const int64_t LD = round_up(chunk * HWp, L);
-  // a channel's planes, plus room for the reads of the largest tap offset past the last grid (times zeros)
-  const int64_t CS = round_up(LD + (q.KH - 1) * q.dh * Wp + (q.KW - 1) * q.dw + L, L);
+  // a plane, plus room for the reads of the largest tap offset past the last grid (times zeros)
+  const int64_t S = round_up(LD + HWp + L, L), CS = grid.phases * S;
   const int64_t MgP = round_up(q.Mg, DR), KP = round_up(K, DC);
   std::vector<int64_t> row(static_cast<size_t>(KP), 0);  // padded past K with offset 0: results dropped
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t t = q.t0 + k % nt;
-    row[k] = (k / nt) * CS + (t / q.KW) * q.dh * Wp + (t % q.KW) * q.dw;
-  }
-  const int64_t r_lo = std::max<int64_t>(0, q.ph), r_hi = std::min<int64_t>(Hp, q.IH + q.ph);
-  const int64_t u_lo = std::max<int64_t>(0, q.pw), u_hi = std::min<int64_t>(Wp, q.IW + q.pw);
+  for (int64_t k = 0; k < K; ++k) row[k] = grid.offset(q, k / nt, q.t0 + k % nt, S);
   const int64_t chunks = (q.N + chunk - 1) / chunk;
   parallel_for(chunks, 1, [&](int64_t ch_begin, int64_t ch_end) {
     std::vector<T> acc(size_t(M * K), T(0));
@@ -558,19 +575,8 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
       for (int64_t g = 0; g < q.G; ++g) {
         for (int64_t i = 0; i < nimg; ++i) {
           const int64_t n = n0 + i;
-          for (int64_t c = 0; c < q.Cg; ++c) {
-            const T* xc = x + n * q.xn + (g * q.Cg + c) * q.xc;
-            T* pc = planes.data() + c * CS + i * HWp;
-            for (int64_t r = r_lo; r < r_hi; ++r) {
-              const T* xr = xc + (r - q.ph) * q.xh + (u_lo - q.pw) * q.xw;
-              T* o = pc + r * Wp + u_lo;
-              if (q.xw == 1) {
-                for (int64_t u = 0; u < u_hi - u_lo; ++u) o[u] = xr[u];
-              } else {
-                for (int64_t u = 0; u < u_hi - u_lo; ++u) o[u] = xr[u * q.xw];
-              }
-            }
-          }
+          for (int64_t c = 0; c < q.Cg; ++c)
+            grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS + i * HWp, S);
           for (int64_t m = 0; m < q.Mg; ++m) {
             const T* src = gy + (n * M + g * q.Mg + m) * P;
             T* o = rows.data() + m * LD + i * HWp;
