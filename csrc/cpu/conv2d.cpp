@@ -556,7 +556,11 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
   // dot products beat L2 residency here: each dot_tile_rows call ends in 24 horizontal sums (32x28x28 -> 64,
   // batch 32, one thread: 12.6 ms at 512 KiB chunks, 10.8 at 1 MiB, 10.4 at 2 MiB).
   const int64_t per_image = (q.Cg * grid.phases + q.Mg) * HWp * int64_t(sizeof(T));
-  const int64_t chunk = std::clamp<int64_t>((int64_t(2) << 20) / std::max<int64_t>(per_image, 1), 1, q.N);
+  // Threads take whole chunks: a multiple of the thread count of them, of equal size (128 images in chunks
+  // of at most 42 on 2 threads: 4 chunks of 32, not 42+42 against 42+2).
+  const int64_t most = std::clamp<int64_t>((int64_t(2) << 20) / std::max<int64_t>(per_image, 1), 1, q.N);
+  const int64_t threads = std::min<int64_t>(omp_get_max_threads(), q.N);
+  const int64_t chunk = ceil_div(q.N, round_up(ceil_div(q.N, most), std::max<int64_t>(threads, 1)));
   const int64_t LD = round_up(chunk * HWp, L);
   // a plane, plus room for the reads of the largest tap offset past the last grid (times zeros)
   const int64_t S = round_up(LD + HWp + L, L), CS = grid.phases * S;
