@@ -170,6 +170,12 @@ struct PhaseGrid {
   int64_t Hq, Wq, phases;  // plane size (rows reach OH + the kernel's span), planes per channel
   explicit PhaseGrid(const Geometry& q)
       : Hq(q.OH + q.dh * (q.KH - 1) / q.sh), Wq(q.OW + q.dw * (q.KW - 1) / q.sw), phases(q.sh * q.sw) {}
+  // One image's planes per thread stay within 64 MiB (a huge image takes the im2col paths, whose buffers
+  // are a few blocks).
+  template <class T>
+  bool fits_memory(const Geometry& q) const {
+    return double(q.Cg) * phases * (Hq + 1) * Wq * sizeof(T) <= double(int64_t(64) << 20);
+  }
   // where tap t of channel c starts, with planes `stride` values apart
   int64_t offset(const Geometry& q, int64_t c, int64_t t, int64_t stride) const {
     const int64_t a = (t / q.KW) * q.dh, b = (t % q.KW) * q.dw;
@@ -208,7 +214,7 @@ struct PhaseGrid {
 template <class T>
 bool direct_fits(const Geometry& q) {
   const PhaseGrid grid(q);
-  return q.K() > 0 && 3 * q.OW >= 2 * grid.Wq && q.OH * grid.Wq >= 2 * Tile<T>::NR;
+  return q.K() > 0 && 3 * q.OW >= 2 * grid.Wq && q.OH * grid.Wq >= 2 * Tile<T>::NR && grid.fits_memory<T>(q);
 }
 
 template <class T>
@@ -542,7 +548,7 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
 template <class T>
 bool grad_weight_direct_fits(const Geometry& q) {
   const PhaseGrid grid(q);
-  return q.K() > 0 && 2 * grid.Hq * grid.Wq <= 3 * q.P();
+  return q.K() > 0 && 2 * grid.Hq * grid.Wq <= 3 * q.P() && grid.fits_memory<T>(q);
 }
 
 template <class T>
