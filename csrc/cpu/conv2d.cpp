@@ -15,6 +15,10 @@
 // the scatter, reused Mg times; mnist_c2's 32->64 grad_input: 14.1 ms flipped, 12.1 ms scattered.)
 // grad_weight: dot products of grad_y rows with im2col rows along the pixels, summed over images in
 // per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
+// Direct paths (used where they fit, see direct_fits / grad_weight_direct_fits): the forward (so also the
+// flipped grad_input, which then serves every stride-1 conv with >= 8 input channels) and grad_weight skip
+// im2col: each image is copied once into zero-padded phase planes (PhaseGrid), where every tap is a fixed
+// offset, and the GEMM / dot tiles read those planes in place (microkernel_rows, dot_tile_rows).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
