@@ -15,6 +15,10 @@
 // the scatter, reused Mg times; mnist_c2's 32->64 grad_input: 14.1 ms flipped, 12.1 ms scattered.)
 // grad_weight: dot products of grad_y rows with im2col rows along the pixels, summed over images in
 // per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
+// Direct paths (used where they fit, see direct_fits / grad_weight_direct_fits): the forward (so also the
+// flipped grad_input, which then serves every stride-1 conv with >= 8 input channels) and grad_weight skip
+// im2col: each image is copied once into zero-padded phase planes (PhaseGrid), where every tap is a fixed
+// offset, and the GEMM / dot tiles read those planes in place (microkernel_rows, dot_tile_rows).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -28,7 +32,7 @@
 namespace pixelops::cpu {
 namespace {
 
-using conv::KC;
+using conv::k_block;
 using conv::NC;
 using conv::round_up;
 using conv::Tile;
@@ -162,18 +166,126 @@ inline void store_row(T* __restrict out, const T* __restrict src, int nr, bool f
     for (int j = 0; j < nr; ++j) out[j] = out[j] < T(0) ? T(0) : out[j];
 }
 
+// The padded input of one image as a strided conv sees it: sh*sw phase planes per channel, plane (pr, pc)
+// holding the padded rows pr, pr+sh, ... and columns pc, pc+sw, ... Tap (kh, kw) of output (oh, ow) is
+// then plane ((kh*dh) % sh, (kw*dw) % sw) at (oh + kh*dh/sh, ow + kw*dw/sw): a stride-1 read on every plane.
+// For stride 1 it is the zero-padded image itself. Each input value is copied once.
+struct PhaseGrid {
+  int64_t Hq, Wq, phases;  // plane size (rows reach OH + the kernel's span), planes per channel
+  explicit PhaseGrid(const Geometry& q)
+      : Hq(q.OH + q.dh * (q.KH - 1) / q.sh), Wq(q.OW + q.dw * (q.KW - 1) / q.sw), phases(q.sh * q.sw) {}
+  // One image's planes per thread stay within 64 MiB (a huge image takes the im2col paths, whose buffers
+  // are a few blocks).
+  template <class T>
+  bool fits_memory(const Geometry& q) const {
+    return double(q.Cg) * phases * (Hq + 1) * Wq * sizeof(T) <= double(int64_t(64) << 20);
+  }
+  // where tap t of channel c starts, with planes `stride` values apart
+  int64_t offset(const Geometry& q, int64_t c, int64_t t, int64_t stride) const {
+    const int64_t a = (t / q.KW) * q.dh, b = (t % q.KW) * q.dw;
+    return ((c * q.sh + a % q.sh) * q.sw + b % q.sw) * stride + (a / q.sh) * Wq + b / q.sw;
+  }
+  // Copies input channel plane xc into its phase planes at dst (`stride` apart); the padding is not written.
+  template <class T>
+  void fill(const Geometry& q, const T* xc, T* dst, int64_t stride) const {
+    for (int64_t pr = 0; pr < q.sh; ++pr)
+      for (int64_t pc = 0; pc < q.sw; ++pc) {
+        T* plane = dst + (pr * q.sw + pc) * stride;
+        // plane rows i / columns j show input row i*sh + pr - ph / column j*sw + pc - pw: those inside
+        const int64_t i_lo = std::max<int64_t>(0, ceil_div(q.ph - pr, q.sh));
+        const int64_t i_hi = std::min<int64_t>(Hq, ceil_div(q.IH + q.ph - pr, q.sh));
+        const int64_t j_lo = std::max<int64_t>(0, ceil_div(q.pw - pc, q.sw));
+        const int64_t j_hi = std::min<int64_t>(Wq, ceil_div(q.IW + q.pw - pc, q.sw));
+        const int64_t step = q.sw * q.xw;
+        for (int64_t i = i_lo; i < i_hi; ++i) {
+          const T* xr = xc + (i * q.sh + pr - q.ph) * q.xh + (j_lo * q.sw + pc - q.pw) * q.xw;
+          T* o = plane + i * Wq + j_lo;
+          if (step == 1) {
+            for (int64_t j = 0; j < j_hi - j_lo; ++j) o[j] = xr[j];
+          } else {
+            for (int64_t j = 0; j < j_hi - j_lo; ++j) o[j] = xr[j * step];
+          }
+        }
+      }
+  }
+};
+
+// Convolutions without im2col: each image's group of channels is copied once into zero-padded phase planes
+// (PhaseGrid) of width Wq, and the GEMM runs over the columns j = oh*Wq + ow of that grid. There, tap t of
+// channel c at column j is the planes' value at offset(c, t) + j: a fixed offset per GEMM row, so B is read
+// in place (microkernel_rows) and nothing is gathered; the Wq - OW columns per row that wrap around the edge
+// are computed and dropped. Worth it when that waste is small (direct_fits).
+template <class T>
+bool direct_fits(const Geometry& q) {
+  const PhaseGrid grid(q);
+  return q.K() > 0 && 3 * q.OW >= 2 * grid.Wq && q.OH * grid.Wq >= 2 * Tile<T>::NR && grid.fits_memory<T>(q);
+}
+
+template <class T>
+void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
+                    T* y) {
+  constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
+  const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, nt = q.taps();
+  const PhaseGrid grid(q);
+  const int64_t Wp = grid.Wq, cols = q.OH * Wp;
+  // a plane, plus room for the last tile's reads past the grid (their columns are dropped)
+  const int64_t S = round_up(grid.Hq * Wp + Wp + NR, 16), CS = grid.phases * S;
+  const int64_t group_stride = round_up(q.Mg, MR) * K;
+  std::vector<int64_t> row(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) row[k] = grid.offset(q, k / nt, q.t0 + k % nt, S);
+  const int64_t kc = k_block(K);
+  const double work = double(q.N) * cols * M * K;
+  parallel_for(q.N * q.G, work < 2e5 ? q.N * q.G : 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> planes(size_t(q.Cg * CS), T(0));  // the padding stays zero; only the inside is rewritten
+    alignas(64) T tile[MR * NR];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / q.G, g = task % q.G;
+      for (int64_t c = 0; c < q.Cg; ++c)
+        grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS, S);
+      const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
+      T* yg = y + (n * M + g * q.Mg) * P;
+      const T* wg = w_packed + g * group_stride;
+      for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        const int64_t kcb = std::min(kc, K - k0);
+        const bool first = k0 == 0, last = k0 + kcb == K;
+        for (int64_t j0 = 0; j0 < cols; j0 += NR) {
+          const int nr = int(std::min<int64_t>(NR, cols - j0));
+          for (int64_t i = 0; i * MR < q.Mg; ++i) {
+            conv::microkernel_rows(kcb, wg + conv::packed_a_offset<T>(q.Mg, k0, kcb, i), planes.data() + j0,
+                                   row.data() + k0, tile);
+            const int mr = int(std::min<int64_t>(MR, q.Mg - i * MR));
+            for (int j = 0; j < nr;) {  // the tile's columns by grid row; the wrapped ones are dropped
+              const int64_t oh = (j0 + j) / Wp, ow = (j0 + j) % Wp;
+              const int run = int(std::min<int64_t>(nr - j, Wp - ow));
+              const int keep = int(std::max<int64_t>(0, std::min<int64_t>(run, q.OW - ow)));
+              if (keep > 0)
+                for (int r = 0; r < mr; ++r) {
+                  const int64_t m = i * MR + r;
+                  store_row(yg + m * P + oh * q.OW + ow, tile + r * NR + j, keep, first,
+                            last && bg ? bg[m * bias_stride] : T(0), last && relu);
+                }
+              j += run;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 // y (contiguous N x G*Mg x OH x OW) = act(bias + conv(x)), with the weights packed per group by pack_weights.
 template <class T>
 void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
                     T* y) {
   // GEMM columns are (image, pixel) pairs, so small images (a PixelCNN sampler's windows) still fill the tiles
+  if (direct_fits<T>(q)) return forward_direct(q, x, w_packed, bias, bias_stride, relu, y);
   const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, cols = q.N * P;
   const int64_t blocks = (cols + NC - 1) / NC;
   const int64_t tasks = q.G * blocks;
   const int64_t group_stride = round_up(q.Mg, Tile<T>::MR) * K;
   const double work = double(cols) * M * std::max<int64_t>(K, 1);
   parallel_for(tasks, work < 2e5 ? tasks : 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(std::min(KC, std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
+    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % blocks, g = task / blocks;
       const int64_t c0 = blk * NC, nb = std::min(NC, cols - c0);
@@ -269,7 +381,7 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
     hi[row] = std::max(lo[row], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[row], q.sw)));
   }
   parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(std::min(KC, q.Mg) * round_up(NC, NR)));
+    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(q.Mg, 1)) * round_up(NC, NR)));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / q.G, g = task % q.G;
       T* gxg = gx + (n * C + g * q.Cg) * HW;
@@ -430,6 +542,79 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
   });
 }
 
+// grad_weight without im2col, as forward_direct does it: a thread's images go into zero-padded phase planes
+// (PhaseGrid, Hq x Wq each) laid end to end per plane, and grad_y into rows on the same grid (zeros at the
+// columns and rows past the output). Then tap t of channel c is the planes at a fixed offset, so each grad_w
+// entry is one long dot product (dot_tile_rows) along the grid, over several images at once, with nothing
+// gathered. The grid's extra columns/rows cost Hq*Wq/(OH*OW) more multiply-adds (14x14, pad 1: 1.3x),
+// against a 9x im2col copy per input value.
+// (A NaN or inf input value that the conv never reads can still reach grad_w here, times a zero.)
+template <class T>
+bool grad_weight_direct_fits(const Geometry& q) {
+  const PhaseGrid grid(q);
+  return q.K() > 0 && 2 * grid.Hq * grid.Wq <= 3 * q.P() && grid.fits_memory<T>(q);
+}
+
+template <class T>
+void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
+  constexpr int DR = conv::DotTile::DR, DC = conv::DotTile::DC;
+  constexpr int64_t L = conv::kLanes<T>;
+  const int64_t M = q.G * q.Mg, P = q.P(), K = q.K(), nt = q.taps();
+  const PhaseGrid grid(q);
+  const int64_t Wp = grid.Wq, HWp = grid.Hq * Wp;
+  // Images per chunk: planes and grad_y rows of one chunk together about 2 MiB, at least one image. Longer
+  // dot products beat L2 residency here: each dot_tile_rows call ends in 24 horizontal sums (32x28x28 -> 64,
+  // batch 32, one thread: 12.6 ms at 512 KiB chunks, 10.8 at 1 MiB, 10.4 at 2 MiB).
+  const int64_t per_image = (q.Cg * grid.phases + q.Mg) * HWp * int64_t(sizeof(T));
+  // Threads take whole chunks: a multiple of the thread count of them, of equal size (128 images in chunks
+  // of at most 42 on 2 threads: 4 chunks of 32, not 42+42 against 42+2).
+  const int64_t most = std::clamp<int64_t>((int64_t(2) << 20) / std::max<int64_t>(per_image, 1), 1, q.N);
+  const int64_t threads = std::min<int64_t>(omp_get_max_threads(), q.N);
+  const int64_t chunk = ceil_div(q.N, round_up(ceil_div(q.N, most), std::max<int64_t>(threads, 1)));
+  const int64_t LD = round_up(chunk * HWp, L);
+  // a plane, plus room for the reads of the largest tap offset past the last grid (times zeros)
+  const int64_t S = round_up(LD + HWp + L, L), CS = grid.phases * S;
+  const int64_t MgP = round_up(q.Mg, DR), KP = round_up(K, DC);
+  std::vector<int64_t> row(static_cast<size_t>(KP), 0);  // padded past K with offset 0: results dropped
+  for (int64_t k = 0; k < K; ++k) row[k] = grid.offset(q, k / nt, q.t0 + k % nt, S);
+  const int64_t chunks = (q.N + chunk - 1) / chunk;
+  parallel_for(chunks, 1, [&](int64_t ch_begin, int64_t ch_end) {
+    std::vector<T> acc(size_t(M * K), T(0));
+    // zeros everywhere the copies below never write: padding, the grid's extra columns and rows, the tail
+    std::vector<T> planes(size_t(q.Cg * CS), T(0)), rows(size_t(MgP * LD), T(0));
+    alignas(64) T out[DR * DC];
+    for (int64_t ch = ch_begin; ch < ch_end; ++ch) {
+      const int64_t n0 = ch * chunk, nimg = std::min(chunk, q.N - n0);
+      const int64_t len = round_up(nimg * HWp, L);
+      if (nimg < chunk)  // a shorter last chunk: what earlier chunks left past its end must not count
+        for (int64_t m = 0; m < q.Mg; ++m) std::fill(rows.data() + m * LD + nimg * HWp, rows.data() + m * LD + len, T(0));
+      for (int64_t g = 0; g < q.G; ++g) {
+        for (int64_t i = 0; i < nimg; ++i) {
+          const int64_t n = n0 + i;
+          for (int64_t c = 0; c < q.Cg; ++c)
+            grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS + i * HWp, S);
+          for (int64_t m = 0; m < q.Mg; ++m) {
+            const T* src = gy + (n * M + g * q.Mg + m) * P;
+            T* o = rows.data() + m * LD + i * HWp;
+            for (int64_t oh = 0; oh < q.OH; ++oh)
+              for (int64_t ow = 0; ow < q.OW; ++ow) o[oh * Wp + ow] = src[oh * q.OW + ow];
+          }
+        }
+        T* accg = acc.data() + g * q.Mg * K;
+        for (int64_t m0 = 0; m0 < q.Mg; m0 += DR)
+          for (int64_t k0 = 0; k0 < K; k0 += DC) {
+            conv::dot_tile_rows(len, rows.data() + m0 * LD, LD, planes.data(), row.data() + k0, out);
+            const int nr = int(std::min<int64_t>(DR, q.Mg - m0)), nc = int(std::min<int64_t>(DC, K - k0));
+            for (int r = 0; r < nr; ++r)
+              for (int j = 0; j < nc; ++j) accg[(m0 + r) * K + k0 + j] += out[r * DC + j];
+          }
+      }
+    }
+#pragma omp critical(pixelops_conv2d_grad_w)
+    for (size_t i = 0; i < acc.size(); ++i) total[i] += acc[i];
+  });
+}
+
 // The user's convolution, from the arrays and arguments of the entry points.
 Geometry geometry_of(const Array& x, const Array& w, const Array& y, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                      int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
@@ -527,19 +712,24 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       });
     }
 
-    if (grad_x.data && grad_x.numel() > 0 && (q.sh > 1 || q.sw > 1 || q.Cg < Tile<T>::MR || q.Mg > q.Cg)) {
+    // grad_input of a stride-1 conv: a stride-1 conv of grad_y with the flipped kernel, channels swapped.
+    Geometry t{};
+    t.N = q.N; t.IH = q.OH; t.IW = q.OW;
+    t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
+    t.OH = q.IH; t.OW = q.IW;
+    t.KH = q.KH; t.KW = q.KW; t.t0 = KK - q.t1; t.t1 = KK - q.t0;
+    t.sh = t.sw = 1;
+    t.dh = q.dh; t.dw = q.dw;
+    t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
+    t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
+    // Its GEMM rows are the input channels, so it needs at least a register tile's worth (a first layer's
+    // 1 input channel would fill 1/8 of each tile: the scatter serves it). Taken when the forward engine runs
+    // it without im2col (direct_fits): then it costs about a forward (mnist 16->32, 14x14: 4.5 ms scattered,
+    // 2.7 ms flipped). With im2col, only where the gathered rows are reused enough (Mg <= Cg).
+    const bool flipped = q.sh == 1 && q.sw == 1 && q.Cg >= Tile<T>::MR && (direct_fits<T>(t) || q.Mg <= q.Cg);
+    if (grad_x.data && grad_x.numel() > 0 && !flipped) {
       grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
     } else if (grad_x.data && grad_x.numel() > 0) {
-      // A stride-1 conv of grad_y with the flipped kernel, channels swapped.
-      Geometry t{};
-      t.N = q.N; t.IH = q.OH; t.IW = q.OW;
-      t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
-      t.OH = q.IH; t.OW = q.IW;
-      t.KH = q.KH; t.KW = q.KW; t.t0 = KK - q.t1; t.t1 = KK - q.t0;
-      t.sh = t.sw = 1;
-      t.dh = q.dh; t.dw = q.dw;
-      t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
-      t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
       // rows: input channels ci; depth k = (co, flipped tap): w[g*Mg+co, ci, KK-1-flipped]
       const int64_t K = t.K();
       const WeightOffsets wo(w, q.KW);
@@ -556,7 +746,12 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       // grad_w[g] (Mg x Cg*taps) = sum over images of grad_y[n, g] (Mg x P) times im2col(x[n, g])^T (P x Cg*taps).
       const int64_t K = q.K();
       std::vector<T> total(size_t(M * std::max<int64_t>(K, 1)), T(0));
-      if (K > 0 && P > 0 && q.N > 0) grad_weight_dot<T>(q, x.ptr<T>(), gy, total.data());
+      if (K > 0 && P > 0 && q.N > 0) {
+        if (grad_weight_direct_fits<T>(q))
+          grad_weight_direct<T>(q, x.ptr<T>(), gy, total.data());
+        else
+          grad_weight_dot<T>(q, x.ptr<T>(), gy, total.data());
+      }
       // Scatter into grad_w's (M, Cg, KH, KW) layout; masked taps get exact zeros.
       T* gw = grad_w.ptr<T>();
       for (int64_t m = 0; m < M; ++m)

@@ -28,18 +28,34 @@ template <> struct Tile<double> { static constexpr int MR = 8, NR = 16; };
 void microkernel(int64_t kc, const float* a, const float* b, float* tile);
 void microkernel(int64_t kc, const double* a, const double* b, double* tile);
 
+// The same tile with B unpacked: row k of B is the NR values at b + row[k] (any alignment). Stride-1
+// convolutions read it straight from a padded copy of the image (forward_direct in conv2d.cpp).
+void microkernel_rows(int64_t kc, const float* a, const float* b, const int64_t* row, float* tile);
+void microkernel_rows(int64_t kc, const double* a, const double* b, const int64_t* row, double* tile);
+
 // Dot-product tile for grad_weight (conv2d_microkernel.cpp): DR rows of A against DC rows of B.
 struct DotTile { static constexpr int DR = 4, DC = 6; };
 template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width of dot_tile's rows
 void dot_tile(int64_t len, const float* a, int64_t lda, const float* b, int64_t ldb, float* out);
 void dot_tile(int64_t len, const double* a, int64_t lda, const double* b, int64_t ldb, double* out);
+// The same with row j of B at b + row[j] (any alignment): stride-1 grad_weight reads padded planes in place.
+void dot_tile_rows(int64_t len, const float* a, int64_t lda, const float* b, const int64_t* row, float* out);
+void dot_tile_rows(int64_t len, const double* a, int64_t lda, const double* b, const int64_t* row, double* out);
 
-// Depth of one packed block (k): a B micro-panel (KC x NR, 16 KiB) stays in L1; pixels per column block:
+// Most depth of one packed block (k): a B micro-panel (KC x NR, 20 KiB) stays in L1; pixels per column block:
 // a B block (KC x NC) stays in L2.
-constexpr int64_t KC = 128;
+constexpr int64_t KC = 160;
 constexpr int64_t NC = 256;
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// The depth of the k blocks of a K-deep product: K split evenly into as few blocks as KC allows (the last
+// block may be shorter). Even blocks, because a short remainder block (K = 144 = 128 + 16 for a 16-channel
+// 3x3 conv) costs a whole extra pass of tile stores and B packing for a few k steps.
+inline int64_t k_block(int64_t K) {
+  const int64_t blocks = std::max<int64_t>(1, (K + KC - 1) / KC);
+  return std::max<int64_t>(1, (K + blocks - 1) / blocks);
+}
 
 // Packed A: for each k block [k0, k0+kcb): for each MR-row panel: kcb rows of MR values (zero padded).
 // Offset of (k block starting at k0 of depth kcb, panel i) in a packing of M rows.
@@ -52,8 +68,9 @@ inline int64_t packed_a_offset(int64_t M, int64_t k0, int64_t kcb, int64_t panel
 template <class T, class Get>
 void pack_a(T* dst, int64_t M, int64_t K, Get&& get) {
   constexpr int MR = Tile<T>::MR;
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    const int64_t kcb = std::min(KC, K - k0);
+  const int64_t kc = k_block(K);
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kcb = std::min(kc, K - k0);
     for (int64_t i = 0; i * MR < M; ++i) {
       T* p = dst + packed_a_offset<T>(M, k0, kcb, i);
       for (int64_t k = 0; k < kcb; ++k)
@@ -65,7 +82,7 @@ void pack_a(T* dst, int64_t M, int64_t K, Get&& get) {
   }
 }
 
-// C (M x N) = A (packed, M x K) * B, where pack_b(k0, kcb, n0, nb, dst) fills dst with the B block
+// C (M x N) = A (packed, M x K) * B, k in blocks of k_block(K), where pack_b(k0, kcb, n0, nb, dst) fills dst with the B block
 // [k0, k0+kcb) x [n0, n0+nb) as ceil(nb/NR) panels of kcb rows of NR values (zero padded), and
 // store(m0, n0, mr, nr, tile, first, last) consumes an MR x NR tile (first/last: first/last k block).
 template <class T, class PackB, class Store>
@@ -73,8 +90,9 @@ void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_
           Store&& store) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   alignas(64) T tile[MR * NR];
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    const int64_t kcb = std::min(KC, K - k0);
+  const int64_t kc = k_block(K);
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kcb = std::min(kc, K - k0);
     pack_b(k0, kcb, n0, nb, b_buf);
     for (int64_t j = 0; j * NR < nb; ++j) {
       const T* bp = b_buf + j * kcb * NR;

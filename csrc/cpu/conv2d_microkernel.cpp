@@ -9,6 +9,25 @@ namespace {
 
 typedef float f32x16 __attribute__((vector_size(64), aligned(4)));
 typedef double f64x8 __attribute__((vector_size(64), aligned(8)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef double f64x2 __attribute__((vector_size(16)));
+
+// Horizontal sums by halving (3 vector adds, then 2 or 1 scalar): dot_tile ends in DR x DC of them, and
+// a lane-by-lane scalar chain there cost as much as the multiply-adds of a ~1000-pixel dot product.
+// Clones inline them into their own instruction set.
+__attribute__((always_inline)) inline float hsum(f32x16 v) {
+  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+__attribute__((always_inline)) inline double hsum(f64x8 v) {
+  const f64x4 a = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  const f64x2 b = __builtin_shufflevector(a, a, 0, 1) + __builtin_shufflevector(a, a, 2, 3);
+  return b[0] + b[1];
+}
 
 }  // namespace
 
@@ -37,6 +56,33 @@ typedef double f64x8 __attribute__((vector_size(64), aligned(8)));
 PIXELOPS_CONV_MICROKERNEL(float, f32x16, 16)
 PIXELOPS_CONV_MICROKERNEL(double, f64x8, 8)
 
+// B rows found through a table of offsets instead of a packed panel: two unaligned vector loads per k.
+#define PIXELOPS_CONV_MICROKERNEL_ROWS(T, V, LANES)                                                 \
+  PIXELOPS_CONV_CLONES void microkernel_rows(int64_t kc, const T* __restrict a, const T* __restrict b, \
+                                             const int64_t* __restrict row, T* __restrict tile) {   \
+    constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;                                               \
+    static_assert(NR == 2 * LANES, "two vectors per tile row");                                     \
+    V c0[MR], c1[MR];                                                                               \
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) { c0[r] = V{}; c1[r] = V{}; }             \
+    for (int64_t k = 0; k < kc; ++k) {                                                              \
+      const T* bk = b + row[k];                                                                     \
+      const V b0 = *reinterpret_cast<const V*>(bk);                                                 \
+      const V b1 = *reinterpret_cast<const V*>(bk + LANES);                                         \
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                        \
+        const T s = a[k * MR + r];                                                                  \
+        c0[r] += s * b0;                                                                            \
+        c1[r] += s * b1;                                                                            \
+      }                                                                                             \
+    }                                                                                               \
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                          \
+      *reinterpret_cast<V*>(tile + r * NR) = c0[r];                                                 \
+      *reinterpret_cast<V*>(tile + r * NR + LANES) = c1[r];                                         \
+    }                                                                                               \
+  }
+
+PIXELOPS_CONV_MICROKERNEL_ROWS(float, f32x16, 16)
+PIXELOPS_CONV_MICROKERNEL_ROWS(double, f64x8, 8)
+
 }  // namespace pixelops::cpu::conv
 
 namespace pixelops::cpu::conv {
@@ -60,14 +106,34 @@ namespace pixelops::cpu::conv {
       }                                                                                                         \
     }                                                                                                           \
     for (int r = 0; r < DR; ++r)                                                                                \
-      for (int j = 0; j < DC; ++j) {                                                                            \
-        T s = 0;                                                                                                \
-        for (int l = 0; l < LANES; ++l) s += acc[r][j][l];                                                      \
-        out[r * DC + j] = s;                                                                                    \
-      }                                                                                                         \
+      for (int j = 0; j < DC; ++j) out[r * DC + j] = hsum(acc[r][j]);                                           \
   }
 
 PIXELOPS_CONV_DOT_TILE(float, f32x16, 16)
 PIXELOPS_CONV_DOT_TILE(double, f64x8, 8)
+
+#define PIXELOPS_CONV_DOT_TILE_ROWS(T, V, LANES)                                                                 \
+  PIXELOPS_CONV_CLONES void dot_tile_rows(int64_t len, const T* __restrict a, int64_t lda, const T* __restrict b, \
+                                          const int64_t* __restrict row, T* __restrict out) {                    \
+    constexpr int DR = DotTile::DR, DC = DotTile::DC;                                                            \
+    const T* bj[DC];                                                                                             \
+    _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) bj[j] = b + row[j];                                     \
+    V acc[DR][DC];                                                                                               \
+    _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r)                                                         \
+      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) acc[r][j] = V{};                                      \
+    for (int64_t p = 0; p < len; p += LANES) {                                                                   \
+      V av[DR];                                                                                                  \
+      _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) av[r] = *reinterpret_cast<const V*>(a + r * lda + p); \
+      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) {                                                     \
+        const V bv = *reinterpret_cast<const V*>(bj[j] + p);                                                     \
+        _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) acc[r][j] += av[r] * bv;                            \
+      }                                                                                                          \
+    }                                                                                                            \
+    for (int r = 0; r < DR; ++r)                                                                                 \
+      for (int j = 0; j < DC; ++j) out[r * DC + j] = hsum(acc[r][j]);                                            \
+  }
+
+PIXELOPS_CONV_DOT_TILE_ROWS(float, f32x16, 16)
+PIXELOPS_CONV_DOT_TILE_ROWS(double, f64x8, 8)
 
 }  // namespace pixelops::cpu::conv

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .._arrays import ABSENT, stream, view
-from .common import _C, compiling
+from .common import _C, compiling, differentiable_op
 
 
 def _none(like):
@@ -53,30 +53,30 @@ def backward_kernel(x, w, y, grad, stride, pads, dilation, groups, ntaps, relu, 
     return gx, gw, gb
 
 
-# ---- torch.library: what torch.compile and opcheck see --------------------------------------------------
-@torch.library.custom_op("pixelops::conv2d", mutates_args=())
-def conv2d_op(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: List[int], padding: List[int],
-              dilation: List[int], groups: int, ntaps: int, relu: bool, tf32: bool) -> torch.Tensor:
+# ---- pixelops::conv2d (compiled path) and Conv2dFunction (eager path), on the same kernels ----------------
+# Built by common.differentiable_op like ReLU: the eager Function calls setup_context inside its forward
+# (cheaper per call than torch's separate setup_context) and shares the backward formula with the custom op.
+def _forward(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: List[int], padding: List[int],
+             dilation: List[int], groups: int, ntaps: int, relu: bool, tf32: bool) -> torch.Tensor:
     return forward_kernel(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32)
 
 
-@conv2d_op.register_fake
-def _(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32):
+def _forward_fake(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32):
     return x.new_empty(_out_size(x.shape, w.shape, stride, padding, dilation))
 
 
-@torch.library.custom_op("pixelops::conv2d_backward", mutates_args=())
-def conv2d_backward_op(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, grad: torch.Tensor, stride: List[int],
-                       padding: List[int], dilation: List[int], groups: int, ntaps: int, relu: bool, tf32: bool,
-                       needs: List[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward_kernel(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, grad: torch.Tensor, stride: List[int],
+                     padding: List[int], dilation: List[int], groups: int, ntaps: int, relu: bool, tf32: bool,
+                     needs: List[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gx, gw, gb = backward_kernel(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs)
+    if gx is not None and gw is not None and gb is not None:
+        return gx, gw, gb
     # custom ops return tensors: an unneeded gradient comes back empty
     empty = x.new_empty(0)
     return (empty if gx is None else gx, empty if gw is None else gw, empty if gb is None else gb)
 
 
-@conv2d_backward_op.register_fake
-def _(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs):
+def _backward_fake(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs):
     return (x.new_empty(x.shape) if needs[0] else x.new_empty(0),
             w.new_empty(w.shape) if needs[1] else x.new_empty(0),
             w.new_empty(w.shape[0]) if needs[2] else x.new_empty(0))
@@ -84,40 +84,28 @@ def _(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs
 
 def _setup_context(ctx, inputs, output):
     x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32 = inputs
-    ctx.conv = (list(stride), list(padding), list(dilation), groups, ntaps, relu, tf32)
+    # the custom op's schema wants lists; the eager path hands tuples straight through (both index alike)
+    ctx.conv = (stride, padding, dilation, groups, ntaps, relu, tf32)
     ctx.has_bias = b is not None
     ctx.save_for_backward(x, w, output if relu else None)
 
 
-def _needs(ctx):
-    return [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-
-
-def _op_backward(ctx, grad):
+def _backward(ctx, grad, bwd):
     x, w, y = ctx.saved_tensors
-    needs = _needs(ctx)
-    gx, gw, gb = conv2d_backward_op(x, w, y if y is not None else x, grad, *ctx.conv, needs)
+    needs_input_grad = ctx.needs_input_grad
+    needs = [needs_input_grad[0], needs_input_grad[1], ctx.has_bias and needs_input_grad[2]]
+    gx, gw, gb = bwd(x, w, y if y is not None else x, grad, *ctx.conv, needs)
     return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None,
             None, None, None, None, None, None, None)
 
 
-conv2d_op.register_autograd(_op_backward, setup_context=_setup_context)
-
-
-# ---- eager: the same kernels without the dispatcher round trip ----------------------------------------------
-class Conv2dFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32):
-        return forward_kernel(x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32)
-
-    setup_context = staticmethod(_setup_context)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, w, y = ctx.saved_tensors
-        gx, gw, gb = backward_kernel(x, w, y, grad, *ctx.conv, _needs(ctx))
-        return gx, gw, gb, None, None, None, None, None, None, None
+_conv2d = differentiable_op(
+    "conv2d",
+    forward=_forward, forward_fake=_forward_fake,
+    backward_kernel=_backward_kernel, backward_fake=_backward_fake,
+    setup_context=_setup_context, backward=_backward,
+)
+conv2d_op, conv2d_backward_op, Conv2dFunction = _conv2d.op, _conv2d.backward_op, _conv2d.Function
 
 
 def conv2d(x, w, b, params):

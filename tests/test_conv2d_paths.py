@@ -1,0 +1,89 @@
+"""conv2d CPU paths added for speed (eager autograd builder, backward blocking for small-channel layers):
+each checked against torch in float64 on awkward shapes."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pixelops
+
+
+def _rand(*shape, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
+def test_create_graph_first_order_then_loud_second_order():
+    # create_graph=True sends the eager backward through the pixelops::conv2d_backward custom op (tuples of
+    # stride/padding from the eager path): the gradient must match, and a second derivative must fail loudly.
+    x, w = _rand(2, 3, 7, 6, seed=1).requires_grad_(), _rand(4, 3, 3, 3, seed=2).requires_grad_()
+    y = pixelops.conv2d(x, w, padding=(1, 2), stride=(2, 1))
+    gx, gw = torch.autograd.grad((y * y).sum(), (x, w), create_graph=True)
+    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+    yr = F.conv2d(xr, wr, padding=(1, 2), stride=(2, 1))
+    rx, rw = torch.autograd.grad((yr * yr).sum(), (xr, wr))
+    torch.testing.assert_close(gx, rx, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gw, rw, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="conv2d_backward"):
+        gx.sum().backward()
+
+
+# Convs that take the direct path (padded phase planes read in place, no im2col): awkward widths, dilation,
+# groups, asymmetric and over-sized padding, masks, several k blocks (K > 160), partial MR panels, fused
+# ReLU, non-contiguous input; forward and every gradient against torch in float64. The grad_input of the
+# stride-1 convs with at least 8 input channels runs the same path (flipped kernel, where an over-sized padding
+# becomes a negative one).
+DIRECT = [
+    ((2, 3, 9, 13), (5, 3, 3), dict(padding=1), None),
+    ((1, 20, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 180: two k blocks
+    ((2, 12, 10, 9), (6, 3, 3), dict(padding=(4, 3)), None),                  # pad > kernel: negative in grad_x
+    ((2, 8, 12, 14), (8, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2), None),
+    ((3, 4, 11, 10), (9, 5, 5), dict(padding=2), "B"),
+    ((2, 9, 10, 10), (9, 3, 3), dict(padding=1), "A"),
+    ((2, 10, 9, 12), (7, 1, 3), dict(padding=(0, 1)), None),
+    ((1, 16, 6, 30), (8, 3, 3), dict(), None),                                 # valid conv
+    ((2, 8, 9, 11), (13, 3, 3), dict(padding=1), None),                        # more out than in: flipped grad_x
+    ((2, 1, 12, 12), (5, 3, 3), dict(padding=1), None),                        # one in channel: scattered grad_x
+    # grad_w in chunks of 2 images, a thread taking a full one then a shorter one (on 1 or 2 threads)
+    ((5, 16, 53, 53), (16, 3, 3), dict(padding=1), None),
+    # strided: phase planes (stride 2 splits each padded plane in 4)
+    ((2, 5, 17, 19), (9, 3, 3), dict(stride=2, padding=1), None),
+    ((2, 4, 16, 21), (6, 3, 5), dict(stride=(2, 3), padding=(1, 2), dilation=(1, 2)), None),
+    ((1, 6, 15, 15), (10, 5, 5), dict(stride=2, padding=2), "B"),
+    ((2, 6, 14, 13), (4, 3, 3), dict(stride=(1, 2), padding=(3, 4), groups=2), None),
+    ((2, 16, 20, 20), (8, 1, 1), dict(stride=2), None),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,w_shape,kw,mask", DIRECT)
+def test_direct_path_against_torch(x_shape, w_shape, kw, mask, relu):
+    groups = kw.get("groups", 1)
+    cout, kh, kwid = w_shape
+    x = _rand(*x_shape, seed=sum(x_shape))
+    x = x.transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()   # column-major planes
+    w = _rand(cout, x_shape[1] // groups, kh, kwid, seed=cout).requires_grad_()
+    b = _rand(cout, seed=7).requires_grad_()
+    act = "relu" if relu else None
+    if mask is None:
+        y = pixelops.conv2d(x, w, b, activation=act, **kw)
+        wm = w
+    else:
+        y = pixelops.masked_conv2d(x, w, b, mask_type=mask, activation=act, **kw)
+        wm = w * pixelops.conv_mask((kh, kwid), mask, dtype=torch.float64)
+    ref = F.conv2d(x, wm, b, **kw)
+    if relu:
+        ref = torch.relu(ref)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    gy = _rand(*y.shape, seed=3)
+    got = torch.autograd.grad(y, (x, w, b), gy)
+    want = torch.autograd.grad(ref, (x, w, b), gy)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+
+
+def test_direct_path_float32_and_numpy():
+    x, w = _rand(2, 6, 13, 17, seed=11), _rand(10, 6, 3, 3, seed=12)
+    ref = F.conv2d(x, w, padding=1)
+    torch.testing.assert_close(pixelops.conv2d(x.float(), w.float(), padding=1), ref.float(), rtol=1e-4, atol=1e-4)
+    out = pixelops.conv2d(x.numpy()[:, :, ::-1], w.numpy(), padding=1)
+    torch.testing.assert_close(torch.from_numpy(out), F.conv2d(x.flip(2), w, padding=1), rtol=1e-10, atol=1e-10)
