@@ -182,8 +182,21 @@ def test_cuda_half_types(dtype):
 @pytest.mark.parametrize("allow_tf32", [None, True, False])
 def test_cuda_tf32_switch(allow_tf32):
     x, w, b = _data((2, 32, 12, 12), (32, 3, 3), 1, torch.float32, "cuda")
-    tol = dict(rtol=1e-4, atol=1e-4) if allow_tf32 is False else dict(rtol=1e-2, atol=1e-2)
-    _compare(x, w, b, False, dict(padding=1, allow_tf32=allow_tf32), tol)
+    if allow_tf32 is False:
+        _compare(x, w, b, False, dict(padding=1, allow_tf32=False), dict(rtol=1e-4, atol=1e-4))
+        return
+    # TF32 (None follows cudnn.allow_tf32, true by default) keeps 10 mantissa bits: single elements of a sum
+    # of 288 products can be off by 1e-3 of the output's scale, so compare whole tensors, ||d|| / ||ref||.
+    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+    y = pixelops.conv2d(*leaves, padding=1, allow_tf32=allow_tf32)
+    gy = torch.randn_like(y)
+    got = [y] + list(torch.autograd.grad(y, leaves, gy))
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    y_ref = F.conv2d(*ref_leaves, padding=1)
+    ref = [y_ref] + list(torch.autograd.grad(y_ref, ref_leaves, gy.double()))
+    for name, a, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref):
+        err = ((a.double() - r).norm() / r.norm()).item()
+        assert err < 2e-3, (name, err)
 
 
 BAD = [

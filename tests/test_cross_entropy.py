@@ -51,12 +51,14 @@ def _weight(C, dtype, device):
 
 
 def _reference(x, target, weight, ignore_index, reduction, eps, grad_out):
-    xr = x.detach().double().requires_grad_()
-    tr = target.double() if target.is_floating_point() else target.long()
-    loss = F.cross_entropy(xr, tr, None if weight is None else weight.double(), ignore_index=ignore_index,
+    # torch on the CPU in float64 for every device: torch's own CUDA kernel returns 0 instead of NaN for the
+    # 'mean' of an unbatched input whose one target is ignored (0/0); pixelops gives NaN on both devices.
+    xr = x.detach().double().cpu().requires_grad_()
+    tr = (target.double() if target.is_floating_point() else target.long()).cpu()
+    loss = F.cross_entropy(xr, tr, None if weight is None else weight.double().cpu(), ignore_index=ignore_index,
                            reduction=reduction, label_smoothing=eps)
-    (gx,) = torch.autograd.grad(loss, xr, grad_out.double())
-    return loss, gx
+    (gx,) = torch.autograd.grad(loss, xr, grad_out.double().cpu())
+    return loss.to(x.device), gx.to(x.device)
 
 
 def _check(x, target, weight=None, ignore_index=-100, reduction="mean", eps=0.0, tol=None):

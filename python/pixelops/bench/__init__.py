@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
+import math
 import platform
 
 # Suite modules, in the order the table shows them. A new op adds its name here.
@@ -60,6 +61,34 @@ def _throughput(case, ms, ceilings):
     return ""
 
 
+class _cudnn_tf32:
+    """Sets torch.backends.cudnn.allow_tf32 (which pixelops' conv2d follows too) for one case, then restores it."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        import torch
+
+        self.saved = torch.backends.cudnn.allow_tf32
+        if self.value is not None:
+            torch.backends.cudnn.allow_tf32 = self.value
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def geomeans(rows):
+    """{(op, case name): (geometric mean of the speedups, number of rows)} for every name timed on several shapes."""
+    groups = {}
+    for r in rows:
+        if r["speedup"] > 0 and math.isfinite(r["speedup"]):
+            groups.setdefault((r["op"], r["case"]), []).append(r["speedup"])
+    return {k: (math.exp(sum(map(math.log, v)) / len(v)), len(v)) for k, v in groups.items() if len(v) > 1}
+
+
 def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
     import torch
 
@@ -80,9 +109,10 @@ def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
     print(_row_text("-" * (w - 1) for w in WIDTHS))
     rows = []
     for case in cases:
-        args = case.setup()
-        err = case.error(args)
-        t_torch, t_ours = time_pair(case, args, repeats=repeats or case.repeats)
+        with _cudnn_tf32(case.tf32):
+            args = case.setup()
+            err = case.error(args)
+            t_torch, t_ours = time_pair(case, args, repeats=repeats or case.repeats)
         t_torch *= case.torch_scale
         row = dict(op=case.op, case=case.name, shape=case.shape, device=case.device, error=err,
                    torch_ms=t_torch, pixelops_ms=t_ours, speedup=t_torch / t_ours if t_ours > 0 else float("nan"),
@@ -93,6 +123,11 @@ def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
         if case.notes:  # e.g. peak device memory, measured once beside the timings
             print("    " + ", ".join(f"{k}={v}" for k, v in case.notes.items()), flush=True)
         del args
+    summary = geomeans(rows)
+    if summary:
+        print("geometric mean of speedups:")
+        for (op, name), (g, count) in summary.items():
+            print(f"  {op:<14}{name:<14}{g:.2f}x over {count} cases")
     if json_path:
         meta = dict(device=device_description(device), torch=torch.__version__, pixelops=pixelops.__version__,
                     date=datetime.datetime.now().isoformat(timespec="seconds"), ceilings_gbs=ceilings)

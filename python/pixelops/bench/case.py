@@ -23,6 +23,7 @@ class Case:
     notes: dict = field(default_factory=dict)
     torch_scale: float = 1.0                 # torch_fn does 1/torch_scale of the work (a slow reference): its time is scaled back
     repeats: Optional[int] = None            # timed samples per side when --repeats is not given (slow cases take fewer)
+    tf32: Optional[bool] = None              # torch.backends.cudnn.allow_tf32 while the case runs (None: as found)
 
 
 def rel_error(ours, ref) -> float:
