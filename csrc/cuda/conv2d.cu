@@ -12,6 +12,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/cuda_utils.cuh"
@@ -39,16 +40,21 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
   }
 }
 
-// One block per output channel: the sum of (masked) grad_y over images and pixels.
+// One block per output channel: the sum of (masked) grad_y over images and pixels, image by image (no 64-bit
+// division per element).
 template <class T>
 __global__ void grad_bias_kernel(Geometry q, const T* __restrict__ y, const T* __restrict__ gy, T* __restrict__ gb) {
   using A = typename conv::AccOf<T>::type;
   __shared__ A part[kThreads];
-  const int64_t m = blockIdx.x, per_image = q.OH * q.OW, total = q.N * per_image;
+  const int64_t m = blockIdx.x, per_image = q.OH * q.OW;
   A s = A(0);
-  for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
-    const int64_t n = i / per_image, p = i - n * per_image, oh = p / q.OW, ow = p - oh * q.OW;
-    s += conv::masked_grad(q, gy + n * q.gs[0], y ? y + n * q.ys[0] : nullptr, m, oh, ow);
+  for (int64_t n = 0; n < q.N; ++n) {
+    const T* gy_img = gy + n * q.gs[0];
+    const T* y_img = y ? y + n * q.ys[0] : nullptr;
+    for (int64_t p = threadIdx.x; p < per_image; p += blockDim.x) {
+      const int64_t oh = conv::fast_div(p, q.OW), ow = p - oh * q.OW;
+      s += conv::masked_grad(q, gy_img, y_img, m, oh, ow);
+    }
   }
   part[threadIdx.x] = s;
   __syncthreads();
@@ -57,6 +63,16 @@ __global__ void grad_bias_kernel(Geometry q, const T* __restrict__ y, const T* _
     __syncthreads();
   }
   if (threadIdx.x == 0) gb[m * q.bs] = conv::store_as<T>(part[0]);
+}
+
+template <class T>
+void launch_grad_input_direct(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, cudaStream_t s) {
+  const int64_t total = q.N * q.H * q.W;
+  const dim3 grid{unsigned(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 16)), unsigned(q.G)};
+  if (q.Cg == 1) conv::grad_input_direct<T, 1><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx);
+  else if (q.Cg == 2) conv::grad_input_direct<T, 2><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx);
+  else conv::grad_input_direct<T, conv::kDirectCg><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx);
+  check_launch("conv2d_backward (input, direct)");
 }
 
 Geometry geometry_of(const Array& x, const Array& w, const Array& out, int64_t sh, int64_t sw, int64_t ph,
@@ -158,12 +174,15 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
   q.bs = bias.data ? bias.stride[0] : 0;
   dispatch_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    conv::ForwardGemm<T> p;
-    p.q = q; p.x = x.ptr<T>(); p.w = w.ptr<T>(); p.b = bias.data ? bias.ptr<T>() : nullptr; p.y = y.ptr<T>();
-    p.relu = relu;
-    p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
-    check_k32(p.K, "conv2d_forward");
-    launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
+    auto run = [&](auto p) {
+      p.q = q; p.x = x.ptr<T>(); p.w = w.ptr<T>(); p.b = bias.data ? bias.ptr<T>() : nullptr; p.y = y.ptr<T>();
+      p.relu = relu;
+      p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+      check_k32(p.K, "conv2d_forward");
+      launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
+    };
+    if (q.Cg % kBK == 0) run(conv::ForwardGemm<T, true>{});
+    else run(conv::ForwardGemm<T, false>{});
   });
 }
 
@@ -180,11 +199,18 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     const T* yp = relu ? y.ptr<T>() : nullptr;
     if (grad_x.data && grad_x.numel() > 0) {
       expect_contiguous(grad_x, "conv2d_backward: grad_input");
-      conv::GradInputGemm<T> p;
-      p.q = q; p.w = w.ptr<T>(); p.y = yp; p.gy = grad_y.ptr<T>(); p.gx = grad_x.ptr<T>();
-      p.M = q.Cg; p.N = q.N * q.H * q.W; p.K = q.Mg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
-      check_k32(p.K, "conv2d_backward (input)");
-      launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
+      auto run = [&](auto p) {
+        p.q = q; p.w = w.ptr<T>(); p.y = yp; p.gy = grad_y.ptr<T>(); p.gx = grad_x.ptr<T>();
+        p.M = q.Cg; p.N = q.N * q.H * q.W; p.K = q.Mg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+        check_k32(p.K, "conv2d_backward (input)");
+        launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
+      };
+      if (q.Cg <= conv::kDirectCg && q.G <= 65535)
+        launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
+      else if (q.Mg % kBK == 0)
+        run(conv::GradInputGemm<T, true>{});
+      else
+        run(conv::GradInputGemm<T, false>{});
     }
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");

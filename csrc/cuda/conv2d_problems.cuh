@@ -41,7 +41,10 @@ struct GemmShape {
   int64_t kchunk = 0;  // K range of one split, a multiple of kBK (or all of K when splits == 1)
 };
 
-template <class T>
+// TapMajor (when Cg % kBK == 0, as in most layers past the first): k = tap*Cg + c instead of c*ntaps + tap,
+// so a K step never straddles two taps: the tap, its bounds test and its base address are worked out once per
+// step, and each slot adds only a channel stride, instead of three divisions and a bounds test per element.
+template <class T, bool TapMajor = false>
 struct ForwardGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
   // Weights K-fast (a weight row is contiguous in (c, tap)), pixels N-fast (contiguous in ow).
@@ -73,6 +76,30 @@ struct ForwardGemm : GemmShape {
       }
     }
     __device__ void load(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+      if constexpr (TapMajor) load_tap_major(p, k0, kend, a, b, tid);
+      else load_generic(p, k0, kend, a, b, tid);
+    }
+    __device__ void load_tap_major(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+      const Geometry& q = p.q;
+      {
+        const int kb = int(k0), cg = int(q.Cg), t = kb / cg, c0 = kb - t * cg, kh = t / q.KW, kw = t - kh * q.KW;
+        {
+          const int dk = Slot<kFetchA>::k(tid, 0);
+          const int64_t off = (c0 + dk) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a[r] = kb + dk < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+        }
+        const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
+        const T* base = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W ? x_img + ih * q.xs[2] + iw * q.xs[3]
+                                                                               : nullptr;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int dk = Slot<kFetchB>::k(tid, r);
+          b[r] = base && kb + dk < kend ? Acc(to_float(base[(c0 + dk) * q.xs[1]])) : Acc(0);
+        }
+      }
+    }
+    __device__ void load_generic(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
       // A: one k (channel, tap) for the four rows. K < 2^31 (checked on the host): 32-bit division.
       {
@@ -104,7 +131,8 @@ struct ForwardGemm : GemmShape {
   }
 };
 
-template <class T>
+// TapMajor (when Mg % kBK == 0): k = tap*Mg + m, one tap per K step, as in ForwardGemm.
+template <class T, bool TapMajor = false>
 struct GradInputGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
   static constexpr Fetch kFetch = Fetch::kMnFast, kFetchA = kFetch, kFetchB = kFetch;
@@ -132,6 +160,35 @@ struct GradInputGemm : GemmShape {
       }
     }
     __device__ void load(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+      if constexpr (TapMajor) load_tap_major(p, k0, kend, a, b, tid);
+      else load_generic(p, k0, kend, a, b, tid);
+    }
+    __device__ void load_tap_major(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+      const Geometry& q = p.q;
+      {
+        const int kb = int(k0), mg = int(q.Mg), t = kb / mg, mb = kb - t * mg, kh = t / q.KW, kw = t - kh * q.KW;
+        // the output pixel this tap reads for the thread's input pixel, if any
+        bool hit = false;
+        int64_t oh = 0, ow = 0;
+        if (gy_img) {
+          const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
+          if (vh >= 0 && vw >= 0) {
+            oh = fast_div(vh, q.sh);
+            ow = fast_div(vw, q.sw);
+            hit = oh * q.sh == vh && ow * q.sw == vw && oh < q.OH && ow < q.OW;
+          }
+        }
+        const int64_t woff = kh * q.ws[2] + kw * q.ws[3];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int dk = Slot<kFetch>::k(tid, r);
+          const bool in = kb + dk < kend;
+          a[r] = in && w_col ? Acc(to_float(w_col[(mb + dk) * q.ws[0] + woff])) : Acc(0);
+          b[r] = in && hit ? masked_grad(q, gy_img, y_img, mb + dk, oh, ow) : Acc(0);
+        }
+      }
+    }
+    __device__ void load_generic(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
 #pragma unroll
       for (int r = 0; r < 4; ++r) {

@@ -1,0 +1,64 @@
+"""Where a pixelops conv2d forward + backward spends its GPU time: each kernel's share, per suite shape.
+
+    python benchmarks/conv2d_kernel_times.py [--tf32]
+
+Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
+<GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, grad_input_direct.
+"""
+import argparse
+import re
+
+import torch
+
+import pixelops
+from pixelops.bench.conv2d import SUITE
+
+
+def short(name):
+    for key in ("ForwardGemm", "GradInputGemm", "GradWeightGemm", "reduce_grad_weight", "grad_bias_kernel",
+                "grad_input_direct"):
+        if key in name:
+            mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma)", name)
+            tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""
+            return key + (f" ({mma.group(1)}{tap})" if mma else "")
+    return name[:60]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tf32", action="store_true")
+    args = ap.parse_args()
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    for name, (n, cin, cout, hw, k, stride, pad, mask) in SUITE.items():
+        x = torch.randn(n, cin, hw, hw, device="cuda", requires_grad=True)
+        w = (torch.randn(cout, cin, k, k, device="cuda") / (cin * k * k) ** 0.5).requires_grad_()
+        b = torch.randn(cout, device="cuda", requires_grad=True)
+
+        def step():
+            if mask:
+                y = pixelops.masked_conv2d(x, w, b, mask, stride, pad)
+            else:
+                y = pixelops.conv2d(x, w, b, stride, pad)
+            torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        reps = 10
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                step()
+            torch.cuda.synchronize()
+        totals = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                key = short(e.name)
+                totals[key] = totals.get(key, 0.0) + e.device_time / reps / 1000.0
+        total = sum(totals.values())
+        print(f"{name} (tf32={args.tf32}): {total:.3f} ms of kernels per fwd+bwd")
+        for key, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
+            print(f"    {ms:8.3f} ms  {100 * ms / total:5.1f}%  {key}")
+
+
+if __name__ == "__main__":
+    main()

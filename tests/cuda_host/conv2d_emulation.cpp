@@ -1,0 +1,219 @@
+// The conv2d CUDA kernels' index math, run on the host in float64 against naive loops: the GEMM problems'
+// loaders and epilogues (forward, grad_input, grad_weight; generic and tap-major K), driven the way
+// gemm_kernel drives them (tiles, K steps, slots, SIMT product), and the direct grad_input kernel.
+// Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
+//   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_emulation.cpp && ./a.out
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
+#include "cuda/conv2d_direct.cuh"
+#include "cuda/conv2d_problems.cuh"
+
+using namespace pixelops::cuda;
+using namespace pixelops::cuda::conv;
+
+// As gemm_kernel (conv2d_gemm.cuh) with SimtMma<double>: block by block; within a block, each phase between
+// two barriers runs for all 256 threads before the next.
+template <class P>
+void emulate_gemm(const P& p) {
+  using SA = Slot<P::kFetchA>;
+  using SB = Slot<P::kFetchB>;
+  const int64_t gx = (p.N + kBN - 1) / kBN, gy = (p.M + kBM - 1) / kBM, gz = int64_t(p.groups) * p.splits;
+  static double As[kBK][kLds], Bs[kBK][kLds];
+  for (int64_t bz = 0; bz < gz; ++bz)
+    for (int64_t by = 0; by < gy; ++by)
+      for (int64_t bx = 0; bx < gx; ++bx) {
+        const int g = int(bz) / p.splits, split = int(bz) % p.splits;
+        const int64_t m0 = by * kBM, n0 = bx * kBN, kbeg = int64_t(split) * p.kchunk;
+        const int64_t kend = p.splits == 1 ? p.K : std::min(kbeg + p.kchunk, p.K);
+        std::vector<typename P::Loader> loaders;
+        std::vector<SimtMma<double>> mma(kGemmThreads);
+        for (int tid = 0; tid < kGemmThreads; ++tid) loaders.emplace_back(p, g, m0, n0, tid);
+        for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {
+          for (int tid = 0; tid < kGemmThreads; ++tid) {
+            double ra[4], rb[4];
+            loaders[tid].load(p, k0, kend, ra, rb, tid);
+            for (int r = 0; r < 4; ++r) {
+              As[SA::k(tid, r)][SA::mn(tid, r)] = ra[r];
+              Bs[SB::k(tid, r)][SB::mn(tid, r)] = rb[r];
+            }
+          }
+          for (int tid = 0; tid < kGemmThreads; ++tid) mma[tid].step(As, Bs, tid);
+        }
+        for (int tid = 0; tid < kGemmThreads; ++tid)
+          mma[tid].finish(tid, [&](int i, int j, double v) {
+            if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
+          });
+      }
+}
+
+struct Case {
+  int64_t N, C, H, W, M;
+  int KH, KW, ntaps, sh, sw, ph, pw, dh, dw;
+  int64_t G;
+  bool relu;
+};
+
+static int failures = 0;
+
+static void expect_close(const char* what, const Case& c, const std::vector<double>& got,
+                         const std::vector<double>& ref) {
+  double worst = 0, scale = 1e-30;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    worst = std::max(worst, std::fabs(got[i] - ref[i]));
+    scale = std::max(scale, std::fabs(ref[i]));
+  }
+  const bool ok = worst <= 1e-12 * scale * 64;
+  std::printf("%s %-28s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d g%lld relu%d: max err %.1e\n",
+              ok ? "ok  " : "FAIL", what, (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
+              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, (long long)c.G, int(c.relu),
+              worst / scale);
+  if (!ok) ++failures;
+}
+
+static void run_case(const Case& c, std::mt19937& rng) {
+  std::normal_distribution<double> nd;
+  Geometry q{};
+  q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M; q.G = c.G; q.Cg = c.C / c.G; q.Mg = c.M / c.G;
+  q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps; q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw;
+  q.dh = c.dh; q.dw = c.dw;
+  q.OH = (c.H + 2 * c.ph - c.dh * (c.KH - 1) - 1) / c.sh + 1;
+  q.OW = (c.W + 2 * c.pw - c.dw * (c.KW - 1) - 1) / c.sw + 1;
+  // contiguous NCHW x, y, grad_y and (M, Cg, KH, KW) weights
+  const int64_t xs[4] = {q.C * q.H * q.W, q.H * q.W, q.W, 1}, ys[4] = {q.M * q.OH * q.OW, q.OH * q.OW, q.OW, 1};
+  const int64_t ws[4] = {q.Cg * q.KH * q.KW, int64_t(q.KH) * q.KW, q.KW, 1};
+  for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.ws[i] = ws[i]; q.gs[i] = ys[i]; q.ys[i] = c.relu ? ys[i] : 0; }
+  q.bs = 1;
+  std::vector<double> x(q.N * xs[0]), w(q.M * ws[0]), b(q.M), y(q.N * ys[0]), gy(q.N * ys[0]);
+  for (auto* v : {&x, &w, &b, &gy})
+    for (auto& e : *v) e = nd(rng);
+  auto X = [&](int64_t n, int64_t ch, int64_t h, int64_t ww) { return x[n * xs[0] + ch * xs[1] + h * xs[2] + ww]; };
+  auto Wt = [&](int64_t m, int64_t c2, int t) { return w[m * ws[0] + c2 * ws[1] + t]; };
+
+  // naive forward (with the ReLU the backward's mask comes from)
+  std::vector<double> ref_y(y.size());
+  for (int64_t n = 0; n < q.N; ++n)
+    for (int64_t m = 0; m < q.M; ++m)
+      for (int64_t oh = 0; oh < q.OH; ++oh)
+        for (int64_t ow = 0; ow < q.OW; ++ow) {
+          const int64_t g = m / q.Mg;
+          double s = b[m];
+          for (int64_t c2 = 0; c2 < q.Cg; ++c2)
+            for (int t = 0; t < q.ntaps; ++t) {
+              const int64_t ih = oh * q.sh - q.ph + (t / q.KW) * q.dh, iw = ow * q.sw - q.pw + (t % q.KW) * q.dw;
+              if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) s += Wt(m, c2, t) * X(n, g * q.Cg + c2, ih, iw);
+            }
+          ref_y[((n * q.M + m) * q.OH + oh) * q.OW + ow] = c.relu && s < 0 ? 0 : s;
+        }
+  y = ref_y;
+  // the upstream gradient as the kernels see it: zero where the fused ReLU was off
+  auto GY = [&](int64_t n, int64_t m, int64_t oh, int64_t ow) {
+    const int64_t i = ((n * q.M + m) * q.OH + oh) * q.OW + ow;
+    return c.relu && !(y[i] > 0) ? 0.0 : gy[i];
+  };
+  std::vector<double> ref_gx(x.size(), 0.0), ref_gw(w.size(), 0.0);
+  for (int64_t n = 0; n < q.N; ++n)
+    for (int64_t m = 0; m < q.M; ++m)
+      for (int64_t oh = 0; oh < q.OH; ++oh)
+        for (int64_t ow = 0; ow < q.OW; ++ow) {
+          const int64_t g = m / q.Mg;
+          const double d = GY(n, m, oh, ow);
+          for (int64_t c2 = 0; c2 < q.Cg; ++c2)
+            for (int t = 0; t < q.ntaps; ++t) {
+              const int64_t ih = oh * q.sh - q.ph + (t / q.KW) * q.dh, iw = ow * q.sw - q.pw + (t % q.KW) * q.dw;
+              if (ih < 0 || ih >= q.H || iw < 0 || iw >= q.W) continue;
+              const int64_t xi = n * xs[0] + (g * q.Cg + c2) * xs[1] + ih * xs[2] + iw;
+              ref_gx[xi] += d * Wt(m, c2, t);
+              ref_gw[m * ws[0] + c2 * ws[1] + t] += d * x[xi];
+            }
+        }
+
+  // forward, both K orders where the tap-major one applies
+  for (int tap_major = 0; tap_major < 2; ++tap_major) {
+    if (tap_major && q.Cg % kBK) continue;
+    std::vector<double> got(y.size(), NAN);
+    auto fill = [&](auto p) {
+      p.q = q; p.x = x.data(); p.w = w.data(); p.b = b.data(); p.y = got.data(); p.relu = c.relu;
+      p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+      emulate_gemm(p);
+    };
+    if (tap_major) fill(ForwardGemm<double, true>{});
+    else fill(ForwardGemm<double, false>{});
+    expect_close(tap_major ? "forward (tap-major)" : "forward", c, got, ref_y);
+  }
+  // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
+  for (int variant = 0; variant < 3; ++variant) {
+    if ((variant == 1 && q.Mg % kBK) || (variant == 2 && q.Cg > kDirectCg)) continue;
+    std::vector<double> got(x.size(), NAN);
+    const double* yp = c.relu ? y.data() : nullptr;
+    if (variant == 2) {
+      const int64_t total = q.N * q.H * q.W;
+      blockDim = {64, 1, 1};
+      gridDim = {unsigned(std::min<int64_t>((total + 63) / 64, 3)), unsigned(q.G), 1};  // grid-stride loop too
+      for (unsigned by = 0; by < gridDim.y; ++by)
+        for (unsigned bx = 0; bx < gridDim.x; ++bx)
+          for (unsigned tx = 0; tx < blockDim.x; ++tx) {
+            blockIdx = {bx, by, 0};
+            threadIdx = {tx, 0, 0};
+            if (q.Cg == 1) grad_input_direct<double, 1>(q, w.data(), yp, gy.data(), got.data());
+            else if (q.Cg == 2) grad_input_direct<double, 2>(q, w.data(), yp, gy.data(), got.data());
+            else grad_input_direct<double, kDirectCg>(q, w.data(), yp, gy.data(), got.data());
+          }
+    } else {
+      auto fill = [&](auto p) {
+        p.q = q; p.w = w.data(); p.y = yp; p.gy = gy.data(); p.gx = got.data();
+        p.M = q.Cg; p.N = q.N * q.H * q.W; p.K = q.Mg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+        emulate_gemm(p);
+      };
+      if (variant == 1) fill(GradInputGemm<double, true>{});
+      else fill(GradInputGemm<double, false>{});
+    }
+    expect_close(variant == 0 ? "grad_input" : variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)", c,
+                 got, ref_gx);
+  }
+  // grad_weight, split over K in three (the reduction as reduce_grad_weight: splits in order, masked taps 0)
+  {
+    GradWeightGemm<double> p;
+    p.q = q; p.x = x.data(); p.y = c.relu ? y.data() : nullptr; p.gy = gy.data();
+    p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
+    const int64_t ksteps = (p.K + kBK - 1) / kBK, chunk = (ksteps + 2) / 3;
+    p.kchunk = chunk * kBK;
+    p.splits = int((ksteps + chunk - 1) / chunk);
+    std::vector<double> wsp(p.splits * q.M * p.N, NAN), got(w.size());
+    p.ws = wsp.data();
+    emulate_gemm(p);
+    const int64_t KK = int64_t(q.KH) * q.KW;
+    for (int64_t i = 0; i < int64_t(got.size()); ++i) {
+      const int64_t m = i / (q.Cg * KK), rem = i - m * (q.Cg * KK), c2 = rem / KK, t = rem - c2 * KK;
+      double s = 0;
+      if (t < q.ntaps)
+        for (int sp = 0; sp < p.splits; ++sp) s += wsp[(sp * q.M + m) * p.N + c2 * q.ntaps + t];
+      got[i] = s;
+    }
+    expect_close("grad_weight (3 splits)", c, got, ref_gw);
+  }
+}
+
+int main() {
+  std::mt19937 rng(1234);
+  const Case cases[] = {
+      // N  C   H   W   M  KH KW taps sh sw ph pw dh dw G relu
+      {2, 3, 9, 11, 5, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false},     // odd sizes, generic K
+      {2, 16, 7, 9, 16, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, true},     // tap-major forward and grad_input, ReLU
+      {1, 32, 10, 10, 70, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false},  // mask B (5 taps), M past one tile
+      {3, 1, 12, 13, 16, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, true},   // mask A 7x7, one input channel (direct)
+      {2, 32, 11, 9, 48, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false},   // stride 2
+      {1, 16, 13, 12, 16, 3, 2, 6, 2, 1, 2, 0, 2, 3, 1, true},   // uneven stride, padding, dilation
+      {2, 64, 6, 7, 32, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, true},     // groups of 32 channels (tap-major)
+      {2, 8, 9, 8, 16, 3, 3, 9, 2, 2, 1, 1, 1, 1, 8, false},     // depthwise-like: 1 channel a group, 2 outputs
+      {1, 12, 8, 8, 6, 3, 3, 9, 1, 1, 1, 1, 1, 1, 3, false},     // 4 channels a group (direct), 2 outputs
+      {1, 48, 5, 6, 20, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false},    // 1x1, tap-major forward, generic grad_input
+      {2, 2, 70, 3, 3, 5, 1, 5, 3, 1, 2, 0, 1, 1, 1, false},     // tall thin image, 2 channels (direct)
+  };
+  for (const Case& c : cases) run_case(c, rng);
+  std::printf("%s\n", failures ? "FAILED" : "all passed");
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,27 @@
+"""The conv2d CUDA kernels' index math (loaders, epilogues, direct kernel), run on the host against naive
+loops: tests/cuda_host/conv2d_emulation.cpp compiled as plain C++. Runs without a GPU, so CI checks what the
+CUDA tests can only check where a GPU is lent."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+@pytest.mark.skipif(CXX is None or not os.path.isdir(os.path.join(ROOT, "csrc")),
+                    reason="needs a C++17 compiler and the source tree")
+def test_conv2d_cuda_index_math_on_host(tmp_path):
+    exe = tmp_path / "conv2d_emulation"
+    build = subprocess.run([CXX, "-std=c++17", "-O1", "-Wall", "-Wno-unknown-pragmas",
+                            "-I", os.path.join(ROOT, "tests", "cuda_host"), "-I", os.path.join(ROOT, "csrc"),
+                            os.path.join(ROOT, "tests", "cuda_host", "conv2d_emulation.cpp"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    sys.stdout.write(run.stdout)
+    assert run.returncode == 0, "\n".join(l for l in run.stdout.splitlines() if l.startswith("FAIL"))
+    assert "all passed" in run.stdout
