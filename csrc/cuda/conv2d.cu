@@ -9,6 +9,7 @@
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass; grad_bias is a per-channel reduction.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -23,8 +24,6 @@ namespace {
 
 using conv::Geometry;
 using conv::kBK;
-using conv::kBM;
-using conv::kBN;
 constexpr int kThreads = 256;
 
 // Adds the split-K partial sums of grad_weight in a fixed order; masked taps (t >= ntaps) get zero.
@@ -100,21 +99,23 @@ int sm_count() {
 // float32 on TF32 tensor cores when asked, else SIMT.
 template <class T, class P>
 void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
+  using Tl = typename P::Tl;
   if (p.M == 0 || p.N == 0) return;
-  const int64_t gx = (p.N + kBN - 1) / kBN, gy = (p.M + kBM - 1) / kBM, gz = int64_t(p.groups) * p.splits;
+  const int64_t gx = (p.N + Tl::BN - 1) / Tl::BN, gy = (p.M + Tl::BM - 1) / Tl::BM;
+  const int64_t gz = int64_t(p.groups) * p.splits;
   if (gx > 0x7fffffff || gy > 65535 || gz > 65535)
     throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
                      std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
   const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
-    conv::gemm_kernel<P, conv::HalfMma<T>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+    conv::gemm_kernel<P, conv::HalfMma<T, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   } else if constexpr (std::is_same_v<T, float>) {
     if (tf32)
-      conv::gemm_kernel<P, conv::Tf32Mma><<<grid, conv::kGemmThreads, 0, s>>>(p);
+      conv::gemm_kernel<P, conv::Tf32Mma<Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
     else
-      conv::gemm_kernel<P, conv::SimtMma<float>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+      conv::gemm_kernel<P, conv::SimtMma<float, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   } else {
-    conv::gemm_kernel<P, conv::SimtMma<typename P::Acc>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+    conv::gemm_kernel<P, conv::SimtMma<typename P::Acc, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   }
   check_launch(what);
 }
@@ -125,16 +126,32 @@ void check_k32(int64_t K, const char* what) {
     throw ValueError(std::string(what) + ": channels per group times kernel taps must stay below 2^31");
 }
 
+// Tile width: 128 columns where a problem has enough of them (N >= 256), else 64. PIXELOPS_CONV_TILE_N=64 or
+// 128 forces one width everywhere (a testing knob: the CUDA tests run under both).
+int forced_tile_n() {
+  static const int v = [] {
+    const char* e = std::getenv("PIXELOPS_CONV_TILE_N");
+    return e ? std::atoi(e) : 0;
+  }();
+  return v;
+}
+template <class F>
+void with_tile(int64_t n, F&& f) {
+  const int forced = forced_tile_n();
+  if (forced == 64 || (forced != 128 && n < 256)) f(conv::NarrowTile{});
+  else f(conv::WideTile{});
+}
+
 unsigned grid_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
 
-template <class T>
+template <class T, class Tl>
 void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
-  conv::GradWeightGemm<T> p;
+  conv::GradWeightGemm<T, Tl> p;
   p.q = q; p.x = x; p.y = y; p.gy = gy;
   p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
   // Split K until the grid fills the GPU about twice over, keeping at least 8 K steps per split.
-  const int64_t tiles = ((p.M + kBM - 1) / kBM) * ((p.N + kBN - 1) / kBN) * q.G;
+  const int64_t tiles = ((p.M + Tl::BM - 1) / Tl::BM) * ((p.N + Tl::BN - 1) / Tl::BN) * q.G;
   const int64_t ksteps = (p.K + kBK - 1) / kBK;
   int64_t splits = 1;
   if (tiles > 0 && ksteps > 0) {
@@ -181,8 +198,11 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
       check_k32(p.K, "conv2d_forward");
       launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
     };
-    if (q.Cg % kBK == 0) run(conv::ForwardGemm<T, true>{});
-    else run(conv::ForwardGemm<T, false>{});
+    with_tile(q.N * q.OH * q.OW, [&](auto tile) {
+      using Tl = decltype(tile);
+      if (q.Cg % kBK == 0) run(conv::ForwardGemm<T, Tl, true>{});
+      else run(conv::ForwardGemm<T, Tl, false>{});
+    });
   });
 }
 
@@ -207,14 +227,18 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       };
       if (q.Cg <= conv::kDirectCg && q.G <= 65535)
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
-      else if (q.Mg % kBK == 0)
-        run(conv::GradInputGemm<T, true>{});
       else
-        run(conv::GradInputGemm<T, false>{});
+        with_tile(q.N * q.H * q.W, [&](auto tile) {
+          using Tl = decltype(tile);
+          if (q.Mg % kBK == 0) run(conv::GradInputGemm<T, Tl, true>{});
+          else run(conv::GradInputGemm<T, Tl, false>{});
+        });
     }
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");
-      grad_weight<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
+      with_tile(q.Cg * q.ntaps, [&](auto tile) {
+        grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
+      });
     }
     if (grad_b.data && grad_b.numel() > 0) {
       grad_bias_kernel<T><<<unsigned(grad_b.numel()), kThreads, 0, s>>>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>());

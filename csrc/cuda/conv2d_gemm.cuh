@@ -13,20 +13,25 @@ namespace pixelops::cuda::conv {
 
 // Tensor-core product of the staged tiles (nvcuda::wmma, sm_80+): TF32 for float (Stage float, fragments
 // of precision::tf32, k = 8), or float16/bfloat16 (Stage = Elem, k = 16), accumulating in float. Eight warps
-// as 4 (rows) x 2 (columns); each warp owns a 16 x 32 piece of the tile as two 16x16 accumulators.
-template <class StageT, class Elem, int kK>
+// as 2 (rows) x 4 (columns); each warp owns a 32 x BN/4 piece of the tile as 2 x BN/64 16x16 accumulators.
+template <class StageT, class Elem, int kK, class TileT>
 struct WmmaMma {
   using Stage = StageT;  // element type of the shared tiles
+  using Tl = TileT;
+  static constexpr int kFM = 2, kFN = Tl::BN / 64;  // accumulators per warp
   // Shared rows padded by 16 bytes; wmma needs ldm to be a multiple of 16 bytes and 32-byte aligned tiles.
-  static constexpr int kLd = kBM + 16 / int(sizeof(Stage));
+  static constexpr int kLdA = Tl::BM + 16 / int(sizeof(Stage)), kLdB = Tl::BN + 16 / int(sizeof(Stage));
+  static constexpr int kLdC = Tl::BN + 4;
   static __device__ __forceinline__ Stage stage(float v) {
     if constexpr (std::is_same_v<Stage, float>) return v;
     else return from_float<Stage>(v);  // exact: the value was loaded from a Stage
   }
-  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, kK, float> c[2];
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, kK, float> c[kFM][kFN];
   __device__ WmmaMma() {
-    nvcuda::wmma::fill_fragment(c[0], 0.0f);
-    nvcuda::wmma::fill_fragment(c[1], 0.0f);
+#pragma unroll
+    for (int i = 0; i < kFM; ++i)
+#pragma unroll
+      for (int j = 0; j < kFN; ++j) nvcuda::wmma::fill_fragment(c[i][j], 0.0f);
   }
   template <class Frag> static __device__ __forceinline__ void round(Frag& f) {
     if constexpr (std::is_same_v<Elem, nvcuda::wmma::precision::tf32>) {
@@ -34,68 +39,75 @@ struct WmmaMma {
       for (int e = 0; e < f.num_elements; ++e) f.x[e] = nvcuda::wmma::__float_to_tf32(f.x[e]);
     }
   }
-  __device__ void step(const Stage (*As)[kLd], const Stage (*Bs)[kLd], int tid) {
+  __device__ void step(const Stage (*As)[kLdA], const Stage (*Bs)[kLdB], int tid) {
     using namespace nvcuda;
-    const int warp = tid / 32, wm = warp % 4, wn = warp / 4;
+    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += kK) {
-      // A[m][k] sits at As[k][m]: column-major with leading dimension kLd; B[k][n] at Bs[k][n]: row-major.
-      wmma::fragment<wmma::matrix_a, 16, 16, kK, Elem, wmma::col_major> fa;
-      wmma::load_matrix_sync(fa, &As[kk][16 * wm], kLd);
-      round(fa);
+      // A[m][k] sits at As[k][m]: column-major with leading dimension kLdA; B[k][n] at Bs[k][n]: row-major.
+      wmma::fragment<wmma::matrix_a, 16, 16, kK, Elem, wmma::col_major> fa[kFM];
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
+      for (int i = 0; i < kFM; ++i) {
+        wmma::load_matrix_sync(fa[i], &As[kk][32 * wm + 16 * i], kLdA);
+        round(fa[i]);
+      }
+#pragma unroll
+      for (int j = 0; j < kFN; ++j) {
         wmma::fragment<wmma::matrix_b, 16, 16, kK, Elem, wmma::row_major> fb;
-        wmma::load_matrix_sync(fb, &Bs[kk][32 * wn + 16 * j], kLd);
+        wmma::load_matrix_sync(fb, &Bs[kk][(Tl::BN / 4) * wn + 16 * j], kLdB);
         round(fb);
-        wmma::mma_sync(c[j], fa, fb, c[j]);
+#pragma unroll
+        for (int i = 0; i < kFM; ++i) wmma::mma_sync(c[i][j], fa[i], fb, c[i][j]);
       }
     }
   }
   // Through shared memory, so the epilogue sees the same (row, column) ownership as SimtMma.
   template <class F> __device__ void finish(int tid, F&& f) {
     using namespace nvcuda;
-    __shared__ __align__(32) float Cs[kBM][kLds];
-    const int warp = tid / 32, wm = warp % 4, wn = warp / 4;
-    wmma::store_matrix_sync(&Cs[16 * wm][32 * wn], c[0], kLds, wmma::mem_row_major);
-    wmma::store_matrix_sync(&Cs[16 * wm][32 * wn + 16], c[1], kLds, wmma::mem_row_major);
+    __shared__ __align__(32) float Cs[Tl::BM][kLdC];
+    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+#pragma unroll
+    for (int i = 0; i < kFM; ++i)
+#pragma unroll
+      for (int j = 0; j < kFN; ++j)
+        wmma::store_matrix_sync(&Cs[32 * wm + 16 * i][(Tl::BN / 4) * wn + 16 * j], c[i][j], kLdC,
+                                wmma::mem_row_major);
     __syncthreads();
-    const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < Tl::TM; ++i)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) f(ty + 16 * i, tx + 16 * j, Cs[ty + 16 * i][tx + 16 * j]);
+      for (int j = 0; j < Tl::TN; ++j) f(Tl::row(tid, i), Tl::col(tid, j), Cs[Tl::row(tid, i)][Tl::col(tid, j)]);
   }
 };
-using Tf32Mma = WmmaMma<float, nvcuda::wmma::precision::tf32, 8>;
-template <class H> using HalfMma = WmmaMma<H, H, 16>;  // H: __half or __nv_bfloat16
+template <class Tl> using Tf32Mma = WmmaMma<float, nvcuda::wmma::precision::tf32, 8, Tl>;
+template <class H, class Tl> using HalfMma = WmmaMma<H, H, 16, Tl>;  // H: __half or __nv_bfloat16
 
 // Grid: x over N tiles, y over M tiles, z over groups x K splits. Tiles of the next K step are fetched into
 // registers while the current ones are multiplied.
 template <class P, class Mma>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(P p) {
   using A = typename P::Acc;
-  using SA = Slot<P::kFetchA>;
-  using SB = Slot<P::kFetchB>;
+  using Tl = typename P::Tl;
+  using SA = Slot<P::kFetchA, Tl::BM>;
+  using SB = Slot<P::kFetchB, Tl::BN>;
   using Stage = typename Mma::Stage;
-  __shared__ __align__(32) Stage As[kBK][Mma::kLd];
-  __shared__ __align__(32) Stage Bs[kBK][Mma::kLd];
+  __shared__ __align__(32) Stage As[kBK][Mma::kLdA];
+  __shared__ __align__(32) Stage Bs[kBK][Mma::kLdB];
   const int tid = threadIdx.x;
   const int g = int(blockIdx.z) / p.splits, split = int(blockIdx.z) % p.splits;
-  const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
+  const int64_t m0 = int64_t(blockIdx.y) * Tl::BM, n0 = int64_t(blockIdx.x) * Tl::BN;
   const int64_t kbeg = int64_t(split) * p.kchunk;
   const int64_t kend = p.splits == 1 ? p.K : (kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K);
 
   const typename P::Loader loader(p, g, m0, n0, tid);
-  A ra[4], rb[4];
+  A ra[SA::kSlots], rb[SB::kSlots];
   if (kbeg < kend) loader.load(p, kbeg, kend, ra, rb, tid);
   Mma mma;
   for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      As[SA::k(tid, r)][SA::mn(tid, r)] = Mma::stage(ra[r]);
-      Bs[SB::k(tid, r)][SB::mn(tid, r)] = Mma::stage(rb[r]);
-    }
+    for (int r = 0; r < SA::kSlots; ++r) As[SA::k(tid, r)][SA::mn(tid, r)] = Mma::stage(ra[r]);
+#pragma unroll
+    for (int r = 0; r < SB::kSlots; ++r) Bs[SB::k(tid, r)][SB::mn(tid, r)] = Mma::stage(rb[r]);
     __syncthreads();
     if (k0 + kBK < kend) loader.load(p, k0 + kBK, kend, ra, rb, tid);
     mma.step(As, Bs, tid);

@@ -44,11 +44,14 @@ struct GemmShape {
 // TapMajor (when Cg % kBK == 0, as in most layers past the first): k = tap*Cg + c instead of c*ntaps + tap,
 // so a K step never straddles two taps: the tap, its bounds test and its base address are worked out once per
 // step, and each slot adds only a channel stride, instead of three divisions and a bounds test per element.
-template <class T, bool TapMajor = false>
+template <class T, class TileT, bool TapMajor = false>
 struct ForwardGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
+  using Tl = TileT;
   // Weights K-fast (a weight row is contiguous in (c, tap)), pixels N-fast (contiguous in ow).
   static constexpr Fetch kFetchA = Fetch::kKFast, kFetchB = Fetch::kMnFast;
+  using SA = Slot<kFetchA, Tl::BM>;
+  using SB = Slot<kFetchB, Tl::BN>;
   Geometry q;
   const T* x;
   const T* w;
@@ -57,17 +60,17 @@ struct ForwardGemm : GemmShape {
   bool relu;
 
   struct Loader {
-    const T* w_row[4] = {};    // w[g*Mg+m] of A slot r, null past M
+    const T* w_row[SA::kSlots] = {};  // w[g*Mg+m] of A slot r, null past M
     const T* x_img = nullptr;  // x[img, g*Cg] of the thread's column, null past N
     int64_t ih0 = 0, iw0 = 0;  // input corner of output pixel (oh, ow)
     __device__ Loader(const ForwardGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t m = m0 + Slot<kFetchA>::mn(tid, r);
+      for (int r = 0; r < SA::kSlots; ++r) {
+        const int64_t m = m0 + SA::mn(tid, r);
         w_row[r] = m < p.M ? p.w + (g * q.Mg + m) * q.ws[0] : nullptr;
       }
-      const int64_t n = n0 + Slot<kFetchB>::mn(tid, 0);
+      const int64_t n = n0 + SB::mn(tid, 0);
       if (n < p.N) {
         const int64_t pix = q.OH * q.OW, img = n / pix, r = n - img * pix, oh = r / q.OW, ow = r - oh * q.OW;
         x_img = p.x + img * q.xs[0] + g * q.Cg * q.xs[1];
@@ -84,17 +87,17 @@ struct ForwardGemm : GemmShape {
       {
         const int kb = int(k0), cg = int(q.Cg), t = kb / cg, c0 = kb - t * cg, kh = t / q.KW, kw = t - kh * q.KW;
         {
-          const int dk = Slot<kFetchA>::k(tid, 0);
+          const int dk = SA::k(tid, 0);
           const int64_t off = (c0 + dk) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-          for (int r = 0; r < 4; ++r) a[r] = kb + dk < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+          for (int r = 0; r < SA::kSlots; ++r) a[r] = kb + dk < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
         }
         const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
         const T* base = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W ? x_img + ih * q.xs[2] + iw * q.xs[3]
                                                                                : nullptr;
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int dk = Slot<kFetchB>::k(tid, r);
+        for (int r = 0; r < SB::kSlots; ++r) {
+          const int dk = SB::k(tid, r);
           b[r] = base && kb + dk < kend ? Acc(to_float(base[(c0 + dk) * q.xs[1]])) : Acc(0);
         }
       }
@@ -103,16 +106,16 @@ struct ForwardGemm : GemmShape {
       const Geometry& q = p.q;
       // A: one k (channel, tap) for the four rows. K < 2^31 (checked on the host): 32-bit division.
       {
-        const int k = int(k0) + Slot<kFetchA>::k(tid, 0);
+        const int k = int(k0) + SA::k(tid, 0);
         const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
         const int64_t off = c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) a[r] = k < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+        for (int r = 0; r < SA::kSlots; ++r) a[r] = k < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
       }
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < SB::kSlots; ++r) {
         b[r] = Acc(0);
-        const int k = int(k0) + Slot<kFetchB>::k(tid, r);
+        const int k = int(k0) + SB::k(tid, r);
         if (k >= kend || !x_img) continue;
         const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
         const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
@@ -132,10 +135,13 @@ struct ForwardGemm : GemmShape {
 };
 
 // TapMajor (when Mg % kBK == 0): k = tap*Mg + m, one tap per K step, as in ForwardGemm.
-template <class T, bool TapMajor = false>
+template <class T, class TileT, bool TapMajor = false>
 struct GradInputGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
-  static constexpr Fetch kFetch = Fetch::kMnFast, kFetchA = kFetch, kFetchB = kFetch;
+  using Tl = TileT;
+  static constexpr Fetch kFetchA = Fetch::kMnFast, kFetchB = Fetch::kMnFast;
+  using SA = Slot<kFetchA, Tl::BM>;
+  using SB = Slot<kFetchB, Tl::BN>;
   Geometry q;
   const T* w;
   const T* y;   // null: no ReLU mask
@@ -149,7 +155,7 @@ struct GradInputGemm : GemmShape {
     int64_t vh0 = 0, vw0 = 0;   // ih + ph, iw + pw
     __device__ Loader(const GradInputGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
-      const int64_t c = m0 + tid % 64, n = n0 + tid % 64;
+      const int64_t c = m0 + SA::mn(tid, 0), n = n0 + SB::mn(tid, 0);
       if (c < p.M) w_col = p.w + g * q.Mg * q.ws[0] + c * q.ws[1];
       if (n < p.N) {
         const int64_t pix = q.H * q.W, img = n / pix, r = n - img * pix, ih = r / q.W, iw = r - ih * q.W;
@@ -180,24 +186,34 @@ struct GradInputGemm : GemmShape {
         }
         const int64_t woff = kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int dk = Slot<kFetch>::k(tid, r);
-          const bool in = kb + dk < kend;
-          a[r] = in && w_col ? Acc(to_float(w_col[(mb + dk) * q.ws[0] + woff])) : Acc(0);
-          b[r] = in && hit ? masked_grad(q, gy_img, y_img, mb + dk, oh, ow) : Acc(0);
+        for (int r = 0; r < SA::kSlots; ++r) {
+          const int dk = SA::k(tid, r);
+          a[r] = kb + dk < kend && w_col ? Acc(to_float(w_col[(mb + dk) * q.ws[0] + woff])) : Acc(0);
+        }
+#pragma unroll
+        for (int r = 0; r < SB::kSlots; ++r) {
+          const int dk = SB::k(tid, r);
+          b[r] = kb + dk < kend && hit ? masked_grad(q, gy_img, y_img, mb + dk, oh, ow) : Acc(0);
         }
       }
     }
     __device__ void load_generic(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
+      // K < 2^31 (checked on the host): 32-bit divisions
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        a[r] = b[r] = Acc(0);
-        const int k = int(k0) + Slot<kFetch>::k(tid, r);  // K < 2^31 (checked on the host): 32-bit division
-        if (k >= kend) continue;
+      for (int r = 0; r < SA::kSlots; ++r) {
+        a[r] = Acc(0);
+        const int k = int(k0) + SA::k(tid, r);
+        if (k >= kend || !w_col) continue;
         const int m = k / q.ntaps, t = k - m * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
-        if (w_col) a[r] = Acc(to_float(w_col[m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3]]));
-        if (!gy_img) continue;
+        a[r] = Acc(to_float(w_col[m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3]]));
+      }
+#pragma unroll
+      for (int r = 0; r < SB::kSlots; ++r) {
+        b[r] = Acc(0);
+        const int k = int(k0) + SB::k(tid, r);
+        if (k >= kend || !gy_img) continue;
+        const int m = k / q.ntaps, t = k - m * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
         const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
         if (vh < 0 || vw < 0) continue;
         const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
@@ -215,10 +231,13 @@ struct GradInputGemm : GemmShape {
 
 // Each split writes its partial sums to ws[split][g*Mg+m][c*ntaps+tap]; reduce_grad_weight adds the splits
 // in a fixed order (deterministic) and writes grad_w, zeros on the masked taps.
-template <class T>
+template <class T, class TileT>
 struct GradWeightGemm : GemmShape {
   using Acc = typename AccOf<T>::type;
-  static constexpr Fetch kFetch = Fetch::kKFast, kFetchA = kFetch, kFetchB = kFetch;
+  using Tl = TileT;
+  static constexpr Fetch kFetchA = Fetch::kKFast, kFetchB = Fetch::kKFast;
+  using SA = Slot<kFetchA, Tl::BM>;
+  using SB = Slot<kFetchB, Tl::BN>;
   Geometry q;
   const T* x;
   const T* y;  // null: no ReLU mask
@@ -226,31 +245,37 @@ struct GradWeightGemm : GemmShape {
   Acc* ws;     // splits x M x (Cg*ntaps)
 
   struct Loader {
-    int64_t m[4];     // output channel g*Mg+m of slot r, -1 past M
-    int64_t xc[4];    // offset of input channel g*Cg+c of slot r, -1 past N
-    int64_t kdh[4], kdw[4];  // kh*dh, kw*dw of slot r
+    int64_t m[SA::kSlots];                     // output channel g*Mg+m of A slot r, -1 past M
+    int64_t xc[SB::kSlots];                    // offset of input channel g*Cg+c of B slot r, -1 past N
+    int kdh[SB::kSlots], kdw[SB::kSlots];      // kh*dh, kw*dw of B slot r (32 bits: fewer registers)
     __device__ Loader(const GradWeightGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t mm = m0 + Slot<kFetch>::mn(tid, r), n = n0 + Slot<kFetch>::mn(tid, r);
+      for (int r = 0; r < SA::kSlots; ++r) {
+        const int64_t mm = m0 + SA::mn(tid, r);
         m[r] = mm < p.M ? g * q.Mg + mm : -1;
+      }
+#pragma unroll
+      for (int r = 0; r < SB::kSlots; ++r) {
+        const int64_t n = n0 + SB::mn(tid, r);
         xc[r] = -1;
         kdh[r] = kdw[r] = 0;
         if (n < p.N) {
           const int64_t c = n / q.ntaps;
           const int t = int(n - c * q.ntaps), kh = t / q.KW, kw = t - kh * q.KW;
           xc[r] = (g * q.Cg + c) * q.xs[1];
-          kdh[r] = int64_t(kh) * q.dh;
-          kdw[r] = int64_t(kw) * q.dw;
+          kdh[r] = kh * q.dh;
+          kdw[r] = kw * q.dw;
         }
       }
     }
     __device__ void load(const GradWeightGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
 #pragma unroll
-      for (int r = 0; r < 4; ++r) a[r] = b[r] = Acc(0);
-      const int64_t k = k0 + Slot<kFetch>::k(tid, 0);  // the same pixel for all four slots
+      for (int r = 0; r < SA::kSlots; ++r) a[r] = Acc(0);
+#pragma unroll
+      for (int r = 0; r < SB::kSlots; ++r) b[r] = Acc(0);
+      const int64_t k = k0 + SA::k(tid, 0);  // the same pixel for every slot of A and B
       if (k >= kend) return;
       const int64_t pix = q.OH * q.OW, img = fast_div(k, pix), rem = k - img * pix, oh = fast_div(rem, q.OW),
                     ow = rem - oh * q.OW;
@@ -259,8 +284,10 @@ struct GradWeightGemm : GemmShape {
       const T* x_img = p.x + img * q.xs[0];
       const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < SA::kSlots; ++r)
         if (m[r] >= 0) a[r] = masked_grad(q, gy_img, y_img, m[r], oh, ow);
+#pragma unroll
+      for (int r = 0; r < SB::kSlots; ++r) {
         const int64_t ih = ih0 + kdh[r], iw = iw0 + kdw[r];
         if (xc[r] >= 0 && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W)
           b[r] = Acc(to_float(x_img[xc[r] + ih * q.xs[2] + iw * q.xs[3]]));

@@ -1,36 +1,49 @@
 // Tile shapes, convolution geometry and the plain (SIMT) inner product of the conv2d implicit GEMMs.
 // Nothing here needs a CUDA header beyond the __device__ keywords, so the index math can be checked on
-// the host against naive loops.
+// the host against naive loops (tests/cuda_host).
 #pragma once
 #include <cstdint>
 
 namespace pixelops::cuda::conv {
 
-// A block computes a kBM x kBN tile of C = A * B, walking K in steps of kBK with both operand tiles staged
-// in shared memory; each of its 256 threads owns a 4 x 4 register tile (rows ty + 16 i, columns tx + 16 j).
-constexpr int kBM = 64, kBN = 64, kBK = 16;
+// A block of 256 threads computes a BM x BN tile of C = A * B, walking K in steps of kBK with both operand
+// tiles staged in shared memory. BM is 64; BN is 64 (narrow problems: few pixels, or grad_weight's Cg*taps)
+// or 128 (the common case: twice the work per staged A element, and 4 x 8 outputs per thread, enough
+// multiply-adds per shared-memory load to keep the FMA pipes busy in SIMT).
+constexpr int kBK = 16;
 constexpr int kGemmThreads = 256;
-// Padded row of a shared tile: fewer bank conflicts on K-fast stores, and still a multiple of 4 floats
-// (16 bytes) as wmma loads require.
-constexpr int kLds = kBM + 4;
+
+template <int BN_>
+struct Tile {
+  static constexpr int BM = 64, BN = BN_;
+  static constexpr int TM = 4, TN = BN / 16;  // outputs per thread: 16 x 16 threads
+  // Thread (tx, ty) = (tid % 16, tid / 16) owns rows ty*4 + i and columns (j / 4)*64 + tx*4 + j % 4: runs of
+  // four, so the SIMT product reads its operands from shared memory as 16-byte vectors.
+  __device__ static int row(int tid, int i) { return (tid / 16) * TM + i; }
+  __device__ static int col(int tid, int j) { return (j / 4) * 64 + (tid % 16) * 4 + (j % 4); }
+};
+using NarrowTile = Tile<64>;
+using WideTile = Tile<128>;
 
 template <class T> struct AccOf { using type = float; };  // float accumulation for float, half, bfloat16
 template <> struct AccOf<double> { using type = double; };
 
-// Which element of a kBK x 64 shared tile [k][m or n] a thread loads in its r-th slot (r < 4); a problem
-// picks one for A (kFetchA) and one for B (kFetchB).
+// Which element of a kBK x E shared tile [k][m or n] a thread loads in its r-th slot (E = BM for A, BN for
+// B; E * kBK / 256 slots); a problem picks one way for A (kFetchA) and one for B (kFetchB).
 // MnFast: consecutive threads take consecutive rows/columns (coalesced when M or N is the memory-fast
-// axis: pixels of x or grad_y). KFast: consecutive threads take consecutive k (coalesced when K is pixels,
-// as in grad_weight), and each thread decodes its pixel once per K step.
+// axis: pixels of x or grad_y), and a thread keeps one row/column for all its slots. KFast: consecutive
+// threads take consecutive k (coalesced when K is pixels, as in grad_weight), and a thread keeps one k.
 enum class Fetch { kMnFast, kKFast };
-template <Fetch F> struct Slot;
-template <> struct Slot<Fetch::kMnFast> {
-  __device__ static int k(int tid, int r) { return tid / 64 + 4 * r; }
-  __device__ static int mn(int tid, int) { return tid % 64; }
+template <Fetch F, int E> struct Slot;
+template <int E> struct Slot<Fetch::kMnFast, E> {
+  static constexpr int kSlots = E * kBK / kGemmThreads;
+  __device__ static int k(int tid, int r) { return tid / E + (kGemmThreads / E) * r; }
+  __device__ static int mn(int tid, int) { return tid % E; }
 };
-template <> struct Slot<Fetch::kKFast> {
-  __device__ static int k(int tid, int) { return tid % 16; }
-  __device__ static int mn(int tid, int r) { return tid / 16 + 16 * r; }
+template <int E> struct Slot<Fetch::kKFast, E> {
+  static constexpr int kSlots = E * kBK / kGemmThreads;
+  __device__ static int k(int tid, int) { return tid % kBK; }
+  __device__ static int mn(int tid, int r) { return tid / kBK + (kGemmThreads / kBK) * r; }
 };
 
 // Sizes, strides and options of one convolution (element strides of the caller's views).
@@ -44,37 +57,56 @@ struct Geometry {
   int64_t bs;                          // bias (or grad_bias) stride
 };
 
-// The fp32/fp64 register-tiled product of the staged tiles: As[k][m], Bs[k][n].
+// Four consecutive values of a shared row (16-byte aligned: rows are padded to a multiple of 4 elements).
 template <class A>
+__device__ __forceinline__ void load4(const A* p, A* out) {
+  for (int i = 0; i < 4; ++i) out[i] = p[i];
+}
+#ifdef __CUDACC__
+template <>
+__device__ __forceinline__ void load4<float>(const float* p, float* out) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+}
+template <>
+__device__ __forceinline__ void load4<double>(const double* p, double* out) {
+  const double2 a = reinterpret_cast<const double2*>(p)[0], b = reinterpret_cast<const double2*>(p)[1];
+  out[0] = a.x; out[1] = a.y; out[2] = b.x; out[3] = b.y;
+}
+#endif
+
+// The fp32/fp64 register-tiled product of the staged tiles: As[k][m], Bs[k][n].
+template <class A, class TileT>
 struct SimtMma {
   using Stage = A;  // element type of the shared tiles
-  static constexpr int kLd = kLds;
+  using Tl = TileT;
+  static constexpr int kLdA = Tl::BM + 4, kLdB = Tl::BN + 4;  // padded rows, still 16-byte multiples
   static __device__ __forceinline__ A stage(A v) { return v; }
-  A acc[4][4];
+  A acc[Tl::TM][Tl::TN];
   __device__ SimtMma() {
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) acc[i][j] = A(0);
+    for (int i = 0; i < Tl::TM; ++i)
+      for (int j = 0; j < Tl::TN; ++j) acc[i][j] = A(0);
   }
-  __device__ void step(const A (*As)[kLds], const A (*Bs)[kLds], int tid) {
-    const int tx = tid % 16, ty = tid / 16;
+  __device__ void step(const A (*As)[kLdA], const A (*Bs)[kLdB], int tid) {
+    const int r0 = Tl::row(tid, 0), c0 = Tl::col(tid, 0);
 #pragma unroll
     for (int kk = 0; kk < kBK; ++kk) {
-      A a[4], b[4];
+      A a[Tl::TM], b[Tl::TN];
+      load4(&As[kk][r0], a);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) { a[i] = As[kk][ty + 16 * i]; b[i] = Bs[kk][tx + 16 * i]; }
+      for (int j = 0; j < Tl::TN; j += 4) load4(&Bs[kk][c0 + (j / 4) * 64], b + j);
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < Tl::TM; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        for (int j = 0; j < Tl::TN; ++j) acc[i][j] += a[i] * b[j];
     }
   }
   // Hands each owned element (row, column within the tile, value) to f.
   template <class F> __device__ void finish(int tid, F&& f) {
-    const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < Tl::TM; ++i)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) f(ty + 16 * i, tx + 16 * j, acc[i][j]);
+      for (int j = 0; j < Tl::TN; ++j) f(Tl::row(tid, i), Tl::col(tid, j), acc[i][j]);
   }
 };
 

@@ -19,27 +19,28 @@ using namespace pixelops::cuda::conv;
 // two barriers runs for all 256 threads before the next.
 template <class P>
 void emulate_gemm(const P& p) {
-  using SA = Slot<P::kFetchA>;
-  using SB = Slot<P::kFetchB>;
-  const int64_t gx = (p.N + kBN - 1) / kBN, gy = (p.M + kBM - 1) / kBM, gz = int64_t(p.groups) * p.splits;
-  static double As[kBK][kLds], Bs[kBK][kLds];
+  using Tl = typename P::Tl;
+  using SA = Slot<P::kFetchA, Tl::BM>;
+  using SB = Slot<P::kFetchB, Tl::BN>;
+  using Mma = SimtMma<double, Tl>;
+  const int64_t gx = (p.N + Tl::BN - 1) / Tl::BN, gy = (p.M + Tl::BM - 1) / Tl::BM;
+  const int64_t gz = int64_t(p.groups) * p.splits;
+  static double As[kBK][Mma::kLdA], Bs[kBK][Mma::kLdB];
   for (int64_t bz = 0; bz < gz; ++bz)
     for (int64_t by = 0; by < gy; ++by)
       for (int64_t bx = 0; bx < gx; ++bx) {
         const int g = int(bz) / p.splits, split = int(bz) % p.splits;
-        const int64_t m0 = by * kBM, n0 = bx * kBN, kbeg = int64_t(split) * p.kchunk;
+        const int64_t m0 = by * Tl::BM, n0 = bx * Tl::BN, kbeg = int64_t(split) * p.kchunk;
         const int64_t kend = p.splits == 1 ? p.K : std::min(kbeg + p.kchunk, p.K);
         std::vector<typename P::Loader> loaders;
-        std::vector<SimtMma<double>> mma(kGemmThreads);
+        std::vector<Mma> mma(kGemmThreads);
         for (int tid = 0; tid < kGemmThreads; ++tid) loaders.emplace_back(p, g, m0, n0, tid);
         for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {
           for (int tid = 0; tid < kGemmThreads; ++tid) {
-            double ra[4], rb[4];
+            double ra[SA::kSlots], rb[SB::kSlots];
             loaders[tid].load(p, k0, kend, ra, rb, tid);
-            for (int r = 0; r < 4; ++r) {
-              As[SA::k(tid, r)][SA::mn(tid, r)] = ra[r];
-              Bs[SB::k(tid, r)][SB::mn(tid, r)] = rb[r];
-            }
+            for (int r = 0; r < SA::kSlots; ++r) As[SA::k(tid, r)][SA::mn(tid, r)] = ra[r];
+            for (int r = 0; r < SB::kSlots; ++r) Bs[SB::k(tid, r)][SB::mn(tid, r)] = rb[r];
           }
           for (int tid = 0; tid < kGemmThreads; ++tid) mma[tid].step(As, Bs, tid);
         }
@@ -74,6 +75,7 @@ static void expect_close(const char* what, const Case& c, const std::vector<doub
   if (!ok) ++failures;
 }
 
+template <class Tl>
 static void run_case(const Case& c, std::mt19937& rng) {
   std::normal_distribution<double> nd;
   Geometry q{};
@@ -140,8 +142,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
       p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
       emulate_gemm(p);
     };
-    if (tap_major) fill(ForwardGemm<double, true>{});
-    else fill(ForwardGemm<double, false>{});
+    if (tap_major) fill(ForwardGemm<double, Tl, true>{});
+    else fill(ForwardGemm<double, Tl, false>{});
     expect_close(tap_major ? "forward (tap-major)" : "forward", c, got, ref_y);
   }
   // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
@@ -168,15 +170,15 @@ static void run_case(const Case& c, std::mt19937& rng) {
         p.M = q.Cg; p.N = q.N * q.H * q.W; p.K = q.Mg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
         emulate_gemm(p);
       };
-      if (variant == 1) fill(GradInputGemm<double, true>{});
-      else fill(GradInputGemm<double, false>{});
+      if (variant == 1) fill(GradInputGemm<double, Tl, true>{});
+      else fill(GradInputGemm<double, Tl, false>{});
     }
     expect_close(variant == 0 ? "grad_input" : variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)", c,
                  got, ref_gx);
   }
   // grad_weight, split over K in three (the reduction as reduce_grad_weight: splits in order, masked taps 0)
   {
-    GradWeightGemm<double> p;
+    GradWeightGemm<double, Tl> p;
     p.q = q; p.x = x.data(); p.y = c.relu ? y.data() : nullptr; p.gy = gy.data();
     p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
     const int64_t ksteps = (p.K + kBK - 1) / kBK, chunk = (ksteps + 2) / 3;
@@ -213,7 +215,12 @@ int main() {
       {1, 48, 5, 6, 20, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false},    // 1x1, tap-major forward, generic grad_input
       {2, 2, 70, 3, 3, 5, 1, 5, 3, 1, 2, 0, 1, 1, 1, false},     // tall thin image, 2 channels (direct)
   };
-  for (const Case& c : cases) run_case(c, rng);
+  for (const Case& c : cases) {
+    std::printf("-- 64 x 64 tiles\n");
+    run_case<NarrowTile>(c, rng);
+    std::printf("-- 64 x 128 tiles\n");
+    run_case<WideTile>(c, rng);
+  }
   std::printf("%s\n", failures ? "FAILED" : "all passed");
   return failures ? 1 : 0;
 }
