@@ -198,6 +198,15 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
       check_k32(p.K, "conv2d_forward");
       launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
     };
+    const int64_t K = q.Cg * q.ntaps;
+    if (K <= conv::kDirectK && K * q.Mg <= conv::kDirectWeights && q.G <= 65535) {
+      const int64_t total = q.N * q.OH * q.OW;
+      const dim3 grid{unsigned(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 16)), unsigned(q.G)};
+      conv::forward_direct<T><<<grid, kThreads, 0, as_stream(stream)>>>(
+          q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu);
+      check_launch("conv2d_forward (direct)");
+      return;
+    }
     with_tile(q.N * q.OH * q.OW, [&](auto tile) {
       using Tl = decltype(tile);
       if (q.Cg % kBK == 0) run(conv::ForwardGemm<T, Tl, true>{});

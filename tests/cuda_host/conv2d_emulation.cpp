@@ -146,6 +146,18 @@ static void run_case(const Case& c, std::mt19937& rng) {
     else fill(ForwardGemm<double, Tl, false>{});
     expect_close(tap_major ? "forward (tap-major)" : "forward", c, got, ref_y);
   }
+  // forward, direct kernel (few input channels a group): the weight staging for all threads, then the pixels,
+  // over a grid smaller than the image so the grid-stride loop turns too
+  if (q.Cg * q.ntaps <= kDirectK && q.Cg * q.ntaps * q.Mg <= kDirectWeights) {
+    std::vector<double> got(y.size(), NAN), wsh(kDirectWeights);
+    const int threads = 64, blocks = 3;
+    for (int64_t g = 0; g < q.G; ++g) {
+      for (int tid = 0; tid < threads; ++tid) forward_direct_stage(q, w.data(), g, wsh.data(), tid, threads);
+      for (int64_t t = 0; t < blocks * threads; ++t)
+        forward_direct_pixels(q, x.data(), b.data(), got.data(), c.relu, g, wsh.data(), t, int64_t(blocks) * threads);
+    }
+    expect_close("forward (direct)", c, got, ref_y);
+  }
   // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
   for (int variant = 0; variant < 3; ++variant) {
     if ((variant == 1 && q.Mg % kBK) || (variant == 2 && q.Cg > kDirectCg)) continue;

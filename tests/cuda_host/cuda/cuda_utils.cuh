@@ -7,6 +7,8 @@
 #define __device__
 #define __global__
 #define __forceinline__ inline
+#define __shared__ static
+inline void __syncthreads() {}
 
 namespace pixelops::cuda {
 inline float to_float(float x) { return x; }
