@@ -78,14 +78,29 @@ timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$
   >"$LOGS/bench-cuda.log" 2>&1
 bench_rc=$?
 
-section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; auto tile width / 64 forced)"
+section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; auto tile width, or TILES=\"'' 64\")"
 for tf32 in "" --tf32; do
-  for n in "" 64; do
+  for n in ${TILES:-''}; do
+    n=${n#\'\'}  # '' stands for the automatic width
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${n:+-tile$n}.log"
     PIXELOPS_CONV_TILE_N=$n timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1
     echo "tf32=${tf32:-off} tile=${n:-auto}: $(grep -o '^[a-z_0-9A-Z]* (tf32=[A-Za-z]*): [0-9.]* ms' "$log" | sed 's/ (tf32=[A-Za-z]*)//' | tr '\n' ' ')"
   done
 done
+
+if [ -n "${NCU:-}" ]; then
+  section "Nsight Compute: the conv2d GEMM kernels of $NCU (fp32, then TF32)"
+  NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  for tf32 in "" --tf32; do
+    log="$LOGS/ncu-$NCU${tf32}.log"
+    timeout 120 "$NCU_BIN" --clock-control none --kernel-name regex:gemm_kernel --launch-skip 6 --launch-count 3 \
+      --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
+      "$PY" "$REPO/benchmarks/conv2d_ncu.py" "$NCU" $tf32 >"$log" 2>&1
+    echo "ncu rc=$? ($log)"
+    grep -E 'gemm_kernel<|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued|L1/TEX Hit|L2 Hit' "$log" \
+      | sed -E 's/\(pixelops::cuda::conv::[^)]*\)//; s/pixelops::cuda::conv:://g' | cut -c1-160 | head -40
+  done
+fi
 
 section "train-mnist (informative, not in the exit code)"
 data=()

@@ -39,21 +39,26 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
   }
 }
 
-// One block per output channel: the sum of (masked) grad_y over images and pixels, image by image (no 64-bit
-// division per element).
+int sm_count();
+
+// grad_bias: the sum of (masked) grad_y over images and pixels, per output channel. Block (m, s) sums channel m
+// over the s-th run of images (enough runs to fill the GPU: one block per channel would leave most of it idle
+// and wait on one load after another) and writes partial[s][m]; grad_bias_finish adds the runs in order, so
+// the result does not depend on scheduling. With one run, the block writes grad_bias itself.
 template <class T>
-__global__ void grad_bias_kernel(Geometry q, const T* __restrict__ y, const T* __restrict__ gy, T* __restrict__ gb) {
+__global__ void grad_bias_kernel(Geometry q, int64_t images_per_run, const T* __restrict__ y,
+                                 const T* __restrict__ gy, typename conv::AccOf<T>::type* __restrict__ partial,
+                                 T* __restrict__ gb) {
   using A = typename conv::AccOf<T>::type;
   __shared__ A part[kThreads];
-  const int64_t m = blockIdx.x, per_image = q.OH * q.OW;
+  const int64_t m = blockIdx.x, run = blockIdx.y, per_image = q.OH * q.OW;
+  const int64_t img0 = run * images_per_run;
+  const int64_t count = std::min<int64_t>(images_per_run, q.N - img0) * per_image;
   A s = A(0);
-  for (int64_t n = 0; n < q.N; ++n) {
-    const T* gy_img = gy + n * q.gs[0];
-    const T* y_img = y ? y + n * q.ys[0] : nullptr;
-    for (int64_t p = threadIdx.x; p < per_image; p += blockDim.x) {
-      const int64_t oh = conv::fast_div(p, q.OW), ow = p - oh * q.OW;
-      s += conv::masked_grad(q, gy_img, y_img, m, oh, ow);
-    }
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+    const int64_t n = img0 + conv::fast_div(i, per_image), p = i - (n - img0) * per_image;
+    const int64_t oh = conv::fast_div(p, q.OW), ow = p - oh * q.OW;
+    s += conv::masked_grad(q, gy + n * q.gs[0], y ? y + n * q.ys[0] : nullptr, m, oh, ow);
   }
   part[threadIdx.x] = s;
   __syncthreads();
@@ -61,7 +66,39 @@ __global__ void grad_bias_kernel(Geometry q, const T* __restrict__ y, const T* _
     if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) gb[m * q.bs] = conv::store_as<T>(part[0]);
+  if (threadIdx.x == 0) {
+    if (partial) partial[run * q.M + m] = part[0];
+    else gb[m * q.bs] = conv::store_as<T>(part[0]);
+  }
+}
+
+template <class T, class A>
+__global__ void grad_bias_finish(Geometry q, int runs, const A* __restrict__ partial, T* __restrict__ gb) {
+  for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < q.M; m += int64_t(gridDim.x) * blockDim.x) {
+    A s = A(0);
+    for (int r = 0; r < runs; ++r) s += partial[r * q.M + m];
+    gb[m * q.bs] = conv::store_as<T>(s);
+  }
+}
+
+template <class T>
+void grad_bias(const Geometry& q, const T* y, const T* gy, T* gb, cudaStream_t s) {
+  using A = typename conv::AccOf<T>::type;
+  const int64_t want = std::max<int64_t>(1, (4 * int64_t(sm_count()) + q.M - 1) / q.M);
+  const int64_t per_run = std::max<int64_t>(1, (q.N + std::min<int64_t>(want, 65535) - 1) / std::min<int64_t>(want, 65535));
+  const int64_t runs = std::max<int64_t>(1, (q.N + per_run - 1) / per_run);
+  A* partial = nullptr;
+  if (runs > 1)
+    check(cudaMallocAsync(reinterpret_cast<void**>(&partial), runs * q.M * sizeof(A), s), "conv2d_backward (bias workspace)");
+  grad_bias_kernel<T><<<dim3(unsigned(q.M), unsigned(runs)), kThreads, 0, s>>>(q, per_run, y, gy, partial, gb);
+  cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess && partial) {
+    grad_bias_finish<T, A><<<unsigned(std::min<int64_t>((q.M + kThreads - 1) / kThreads, 1024)), kThreads, 0, s>>>(
+        q, int(runs), partial, gb);
+    err = cudaGetLastError();
+  }
+  if (partial) cudaFreeAsync(partial, s);
+  check(err, "conv2d_backward (bias)");
 }
 
 template <class T>
@@ -234,7 +271,8 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         check_k32(p.K, "conv2d_backward (input)");
         launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
       };
-      if (q.Cg <= conv::kDirectCg && q.G <= 65535)
+      const int64_t cg_slots = q.Cg == 1 ? 1 : q.Cg == 2 ? 2 : conv::kDirectCg;  // CG of the kernel picked below
+      if (q.Cg <= conv::kDirectCg && q.G <= 65535 && q.ntaps * q.Mg * cg_slots <= conv::kDirectWeights)
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
       else
         with_tile(q.N * q.H * q.W, [&](auto tile) {
@@ -250,8 +288,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       });
     }
     if (grad_b.data && grad_b.numel() > 0) {
-      grad_bias_kernel<T><<<unsigned(grad_b.numel()), kThreads, 0, s>>>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>());
-      check_launch("conv2d_backward (bias)");
+      grad_bias<T>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>(), s);
     }
   });
 }

@@ -8,39 +8,66 @@
 namespace pixelops::cuda::conv {
 
 // grad_input when a group has at most kDirectCg input channels (an image net's first layer, depthwise convs):
-// as a GEMM its M would be Cg, and a 64-row tile would do up to 64 times the work. Here each thread gathers
-// the gradient of one input pixel for every channel of its group; neighbouring threads take neighbouring
-// pixels, so the grad_y reads of one (tap, output channel) are coalesced and the weight reads are broadcasts.
-constexpr int kDirectCg = 4;
-template <class T, int CG>
-__global__ void grad_input_direct(Geometry q, const T* __restrict__ w, const T* __restrict__ y,
-                                  const T* __restrict__ gy, T* __restrict__ gx) {
-  using A = typename AccOf<T>::type;
-  const int64_t g = blockIdx.y, pix = q.H * q.W, total = q.N * pix;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+// as a GEMM its M would be Cg, and a 64-row tile would do up to 64 times the work. Here the group's weights
+// sit in shared memory as wsh[tap][m][c], and each thread gathers the gradient of one input pixel for every
+// channel of its group; neighbouring threads take neighbouring pixels, so the grad_y reads of one (tap,
+// output channel) are coalesced and the weight reads are broadcasts. Two phases, as forward_direct below.
+constexpr int kDirectCg = 4, kDirectWeights = 4096;
+
+template <class T, class A, int CG>
+__device__ __forceinline__ void grad_input_direct_stage(const Geometry& q, const T* w, int64_t g, A* wsh, int tid,
+                                                        int nthreads) {
+  const int Mg = int(q.Mg), total = q.ntaps * Mg * CG;
+  for (int i = tid; i < total; i += nthreads) {
+    const int t = i / (Mg * CG), rem = i - t * (Mg * CG), m = rem / CG, c = rem - m * CG, kh = t / q.KW,
+              kw = t - kh * q.KW;
+    wsh[i] = c < q.Cg ? A(to_float(w[(g * q.Mg + m) * q.ws[0] + c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3]])) : A(0);
+  }
+}
+
+template <class T, class A, int CG>
+__device__ __forceinline__ void grad_input_direct_pixels(const Geometry& q, const T* y, const T* gy, T* gx,
+                                                         int64_t g, const A* wsh, int64_t first, int64_t step) {
+  const int64_t pix = q.H * q.W, total = q.N * pix;
+  const int Mg = int(q.Mg);
+  for (int64_t i = first; i < total; i += step) {
     const int64_t img = fast_div(i, pix), r = i - img * pix, ih = fast_div(r, q.W), iw = r - ih * q.W;
     const T* gy_img = gy + img * q.gs[0] + g * q.Mg * q.gs[1];
     const T* y_img = y ? y + img * q.ys[0] + g * q.Mg * q.ys[1] : nullptr;
-    const T* w_grp = w + g * q.Mg * q.ws[0];
     A acc[CG];
 #pragma unroll
     for (int c = 0; c < CG; ++c) acc[c] = A(0);
-    for (int t = 0; t < q.ntaps; ++t) {
-      const int kh = t / q.KW, kw = t - kh * q.KW;
+    for (int t = 0, kh = 0, kw = 0; t < q.ntaps; ++t) {
       const int64_t vh = ih + q.ph - int64_t(kh) * q.dh, vw = iw + q.pw - int64_t(kw) * q.dw;
+      if (++kw == q.KW) { kw = 0; ++kh; }
       if (vh < 0 || vw < 0) continue;
       const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
       if (oh * q.sh != vh || ow * q.sw != vw || oh >= q.OH || ow >= q.OW) continue;
-      const T* w_tap = w_grp + kh * q.ws[2] + kw * q.ws[3];
-      for (int64_t m = 0; m < q.Mg; ++m) {
-        const A v = masked_grad(q, gy_img, y_img, m, oh, ow);
+      const T* gp = gy_img + oh * q.gs[2] + ow * q.gs[3];
+      const T* yp = y_img ? y_img + oh * q.ys[2] + ow * q.ys[3] : nullptr;
+      const A* wt = wsh + t * Mg * CG;
+#pragma unroll 4
+      for (int m = 0; m < Mg; ++m) {
+        A v = A(to_float(gp[m * q.gs[1]]));
+        if (yp && !(A(to_float(yp[m * q.ys[1]])) > A(0))) v = A(0);  // the fused ReLU was off there
 #pragma unroll
-        for (int c = 0; c < CG; ++c)
-          if (c < q.Cg) acc[c] += v * A(to_float(w_tap[m * q.ws[0] + c * q.ws[1]]));
+        for (int c = 0; c < CG; ++c) acc[c] += v * wt[m * CG + c];
       }
     }
     for (int c = 0; c < CG && c < q.Cg; ++c) gx[(img * q.C + g * q.Cg + c) * pix + r] = store_as<T>(acc[c]);
   }
+}
+
+// Grid: x over input pixels (grid-stride), y over groups.
+template <class T, int CG>
+__global__ void grad_input_direct(Geometry q, const T* __restrict__ w, const T* __restrict__ y,
+                                  const T* __restrict__ gy, T* __restrict__ gx) {
+  using A = typename AccOf<T>::type;
+  __shared__ A wsh[kDirectWeights];
+  grad_input_direct_stage<T, A, CG>(q, w, blockIdx.y, wsh, threadIdx.x, blockDim.x);
+  __syncthreads();
+  grad_input_direct_pixels<T, A, CG>(q, y, gy, gx, blockIdx.y, wsh, blockIdx.x * int64_t(blockDim.x) + threadIdx.x,
+                                     int64_t(gridDim.x) * blockDim.x);
 }
 
 // Forward when a group's K = Cg * ntaps is small (an image net's first layer: a few input channels): as a GEMM
@@ -50,7 +77,7 @@ __global__ void grad_input_direct(Geometry q, const T* __restrict__ w, const T* 
 // after the first pass) and reading the weights as broadcasts; neighbouring threads write neighbouring pixels.
 // The kernel body is two phases with a barrier between them, so that tests/cuda_host can run each for all
 // threads in turn.
-constexpr int kDirectK = 64, kDirectWeights = 4096, kDirectMB = 16;
+constexpr int kDirectK = 64, kDirectMB = 16;
 
 template <class T, class A>
 __device__ __forceinline__ void forward_direct_stage(const Geometry& q, const T* w, int64_t g, A* wsh, int tid,

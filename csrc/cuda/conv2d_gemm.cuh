@@ -61,7 +61,8 @@ struct WmmaMma {
       }
     }
   }
-  // Through shared memory, so the epilogue sees the same (row, column) ownership as SimtMma.
+  // Through shared memory, which also lets the epilogue walk the tile row by row: consecutive threads write
+  // consecutive columns (pixels, contiguous in y and grad_x), so each warp's stores are coalesced.
   template <class F> __device__ void finish(int tid, F&& f) {
     using namespace nvcuda;
     __shared__ __align__(32) float Cs[Tl::BM][kLdC];
@@ -73,10 +74,8 @@ struct WmmaMma {
         wmma::store_matrix_sync(&Cs[32 * wm + 16 * i][(Tl::BN / 4) * wn + 16 * j], c[i][j], kLdC,
                                 wmma::mem_row_major);
     __syncthreads();
-#pragma unroll
-    for (int i = 0; i < Tl::TM; ++i)
-#pragma unroll
-      for (int j = 0; j < Tl::TN; ++j) f(Tl::row(tid, i), Tl::col(tid, j), Cs[Tl::row(tid, i)][Tl::col(tid, j)]);
+#pragma unroll 4
+    for (int e = tid; e < Tl::BM * Tl::BN; e += kGemmThreads) f(e / Tl::BN, e % Tl::BN, Cs[e / Tl::BN][e % Tl::BN]);
   }
 };
 template <class Tl> using Tf32Mma = WmmaMma<float, nvcuda::wmma::precision::tf32, 8, Tl>;

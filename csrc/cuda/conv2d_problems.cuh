@@ -127,7 +127,7 @@ struct ForwardGemm : GemmShape {
 
   // Fused epilogue: bias, then ReLU (NaN passes through, as in torch.relu).
   __device__ void store(int g, int, int64_t m, int64_t n, Acc v) const {
-    const int64_t mc = g * q.Mg + m, pix = q.OH * q.OW, img = n / pix;
+    const int64_t mc = g * q.Mg + m, pix = q.OH * q.OW, img = fast_div(n, pix);
     if (b) v += Acc(to_float(b[mc * q.bs]));
     if (relu && v < Acc(0)) v = Acc(0);
     y[(img * q.M + mc) * pix + (n - img * pix)] = store_as<T>(v);
@@ -224,7 +224,7 @@ struct GradInputGemm : GemmShape {
   };
 
   __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
-    const int64_t pix = q.H * q.W, img = n / pix;
+    const int64_t pix = q.H * q.W, img = fast_div(n, pix);
     gx[(img * q.C + g * q.Cg + c) * pix + (n - img * pix)] = store_as<T>(v);
   }
 };

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
@@ -164,18 +165,25 @@ static void run_case(const Case& c, std::mt19937& rng) {
     std::vector<double> got(x.size(), NAN);
     const double* yp = c.relu ? y.data() : nullptr;
     if (variant == 2) {
-      const int64_t total = q.N * q.H * q.W;
-      blockDim = {64, 1, 1};
-      gridDim = {unsigned(std::min<int64_t>((total + 63) / 64, 3)), unsigned(q.G), 1};  // grid-stride loop too
-      for (unsigned by = 0; by < gridDim.y; ++by)
-        for (unsigned bx = 0; bx < gridDim.x; ++bx)
-          for (unsigned tx = 0; tx < blockDim.x; ++tx) {
-            blockIdx = {bx, by, 0};
-            threadIdx = {tx, 0, 0};
-            if (q.Cg == 1) grad_input_direct<double, 1>(q, w.data(), yp, gy.data(), got.data());
-            else if (q.Cg == 2) grad_input_direct<double, 2>(q, w.data(), yp, gy.data(), got.data());
-            else grad_input_direct<double, kDirectCg>(q, w.data(), yp, gy.data(), got.data());
-          }
+      // the weight staging for all threads, then the pixels over a grid smaller than the image
+      std::vector<double> wsh(kDirectWeights);
+      const int threads = 64, blocks = 3;
+      auto run = [&](auto cg) {
+        constexpr int CG = decltype(cg)::value;
+        if (q.ntaps * q.Mg * CG > kDirectWeights) return false;
+        for (int64_t g = 0; g < q.G; ++g) {
+          for (int tid = 0; tid < threads; ++tid)
+            grad_input_direct_stage<double, double, CG>(q, w.data(), g, wsh.data(), tid, threads);
+          for (int64_t t = 0; t < blocks * threads; ++t)
+            grad_input_direct_pixels<double, double, CG>(q, yp, gy.data(), got.data(), g, wsh.data(), t,
+                                                         int64_t(blocks) * threads);
+        }
+        return true;
+      };
+      const bool ran = q.Cg == 1 ? run(std::integral_constant<int, 1>{})
+                       : q.Cg == 2 ? run(std::integral_constant<int, 2>{})
+                                   : run(std::integral_constant<int, kDirectCg>{});
+      if (!ran) continue;
     } else {
       auto fill = [&](auto p) {
         p.q = q; p.w = w.data(); p.y = yp; p.gy = gy.data(); p.gx = got.data();

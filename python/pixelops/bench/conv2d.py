@@ -83,17 +83,17 @@ def _cases(name, spec, device):
     # one suite, "conv2d" (the --ops name); the masked shapes say so in the shape and the notes.
     # On CUDA each shape runs with TF32 off and on (cuDNN and pixelops both follow cudnn.allow_tf32).
     op = "conv2d"
-    out = []
+    rows = []
     for tf32 in ((False, True) if device == "cuda" else (None,)):
         tag = "" if tf32 is None else (" tf32" if tf32 else " fp32")
         notes = dict(suite=name, masked=mask_type or "", **({} if tf32 is None else {"tf32": tf32}))
-        out += [
+        rows += [
             Case(op, "fwd" + tag, shape, device, setup, lambda a: torch_fn(*a), lambda a: ours_fn(*a), fwd_error,
                  flops=flops, flush_cache=False, notes=notes, tf32=tf32),
             Case(op, "fwd+bwd" + tag, shape, device, lambda: setup(True), both(torch_fn), both(ours_fn), bwd_error,
                  flops=3 * flops, flush_cache=False, notes=notes, tf32=tf32),
         ]
-    return out
+    return rows
 
 
 def cases(device):
