@@ -73,6 +73,9 @@ if [ -n "$san_pid" ]; then
   grep -E 'ERROR SUMMARY|Invalid|FAIL|smoke:' "$LOGS/memcheck.log" | head -20
 fi
 
+section "GEMM ceilings of this device"
+timeout 60 "$PY" "$REPO/benchmarks/gemm_ceiling.py" 2>&1 | tee "$LOGS/gemm-ceiling.log" | tail -1
+
 section "bench (rows at the end of this output)"
 timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" \
   >"$LOGS/bench-cuda.log" 2>&1
