@@ -265,9 +265,9 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     const T* yp = relu ? y.ptr<T>() : nullptr;
     if (grad_x.data && grad_x.numel() > 0) {
       expect_contiguous(grad_x, "conv2d_backward: grad_input");
-      auto run = [&](auto p) {
-        p.q = q; p.w = w.ptr<T>(); p.y = yp; p.gy = grad_y.ptr<T>(); p.gx = grad_x.ptr<T>();
-        p.M = q.Cg; p.N = q.N * q.H * q.W; p.K = q.Mg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+      auto run = [&](auto p, const conv::Phase& f) {
+        p.q = q; p.f = f; p.w = w.ptr<T>(); p.y = yp; p.gy = grad_y.ptr<T>(); p.gx = grad_x.ptr<T>();
+        p.M = q.Cg; p.N = q.N * f.PH * f.PW; p.K = q.Mg * f.ntaps; p.groups = int(q.G); p.kchunk = p.K;
         check_k32(p.K, "conv2d_backward (input)");
         launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
       };
@@ -275,11 +275,16 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       if (q.Cg <= conv::kDirectCg && q.G <= 65535 && q.ntaps * q.Mg * cg_slots <= conv::kDirectWeights)
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
       else
-        with_tile(q.N * q.H * q.W, [&](auto tile) {
-          using Tl = decltype(tile);
-          if (q.Mg % kBK == 0) run(conv::GradInputGemm<T, Tl, true>{});
-          else run(conv::GradInputGemm<T, Tl, false>{});
-        });
+        for (int rh = 0; rh < q.sh; ++rh)  // one GEMM per stride phase (one in all for stride 1)
+          for (int rw = 0; rw < q.sw; ++rw) {
+            const conv::Phase f = conv::plan_phase(q, rh, rw);
+            if (f.PH == 0 || f.PW == 0) continue;
+            with_tile(q.N * f.PH * f.PW, [&](auto tile) {
+              using Tl = decltype(tile);
+              if (q.Mg % kBK == 0) run(conv::GradInputGemm<T, Tl, true>{}, f);
+              else run(conv::GradInputGemm<T, Tl, false>{}, f);
+            });
+          }
     }
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");

@@ -134,6 +134,46 @@ struct ForwardGemm : GemmShape {
   }
 };
 
+// grad_input of a strided convolution, split by phase: the input pixels whose (ih + ph) % sh == rh and
+// (iw + pw) % sw == rw are reached only by the taps with kh*dh % sh == rh and kw*dw % sw == rw. One GEMM per
+// phase visits just those (pixel, tap) pairs, where a single GEMM over all pixels and taps would find
+// (sh*sw - 1) of every sh*sw pairs empty. Stride 1 is the one phase of all pixels and all taps.
+// The phase's pixels: rows ih = h0 + i*sh (i < PH), columns iw = w0 + j*sw (j < PW). Its taps, in row-major
+// order: kh = kh0 + a*jh (jh < nkh), kw = kw0 + b*jw (jw < nkw); the first ntaps of them are active (the
+// conv's active taps are a row-major prefix, and so are the phase's).
+struct Phase {
+  int h0 = 0, w0 = 0;
+  int64_t PH = 0, PW = 0;
+  int kh0 = 0, kw0 = 0, a = 1, b = 1, nkh = 0, nkw = 0, ntaps = 0;
+};
+
+inline int gcd_int(int x, int y) { return y == 0 ? x : gcd_int(y, x % y); }
+
+// The phase (rh, rw) of q's grad_input (0 <= rh < sh, 0 <= rw < sw).
+inline Phase plan_phase(const Geometry& q, int rh, int rw) {
+  Phase f;
+  auto axis = [](int r, int stride, int pad, int64_t size, int dil, int k, int& first, int64_t& count, int& k0,
+                 int& step, int& nk) {
+    first = ((r - pad) % stride + stride) % stride;
+    count = first < size ? (size - first + stride - 1) / stride : 0;
+    step = stride / gcd_int(stride, dil);
+    k0 = -1;
+    for (int kk = 0; kk < step && kk < k; ++kk)
+      if ((int64_t(kk) * dil) % stride == r) { k0 = kk; break; }
+    nk = k0 < 0 ? 0 : (k - 1 - k0) / step + 1;
+    if (k0 < 0) k0 = 0;
+  };
+  axis(rh, q.sh, q.ph, q.H, q.dh, q.KH, f.h0, f.PH, f.kh0, f.a, f.nkh);
+  axis(rw, q.sw, q.pw, q.W, q.dw, q.KW, f.w0, f.PW, f.kw0, f.b, f.nkw);
+  // active taps of the phase: a prefix of its row-major order
+  for (int jh = 0; jh < f.nkh; ++jh) {
+    const int kh = f.kh0 + jh * f.a, left = q.ntaps - kh * q.KW;  // active taps from row kh on
+    if (left <= 0) break;
+    for (int jw = 0; jw < f.nkw && f.kw0 + jw * f.b < left; ++jw) ++f.ntaps;
+  }
+  return f;
+}
+
 // TapMajor (when Mg % kBK == 0): k = tap*Mg + m, one tap per K step, as in ForwardGemm.
 template <class T, class TileT, bool TapMajor = false>
 struct GradInputGemm : GemmShape {
@@ -143,10 +183,18 @@ struct GradInputGemm : GemmShape {
   using SA = Slot<kFetchA, Tl::BM>;
   using SB = Slot<kFetchB, Tl::BN>;
   Geometry q;
+  Phase f;      // the input pixels and taps of this GEMM (all of them for stride 1)
   const T* w;
   const T* y;   // null: no ReLU mask
   const T* gy;
   T* gx;        // contiguous
+
+  // The phase's j-th tap.
+  __device__ __forceinline__ void tap(int j, int& kh, int& kw) const {
+    const int jh = j / f.nkw;
+    kh = f.kh0 + jh * f.a;
+    kw = f.kw0 + (j - jh * f.nkw) * f.b;
+  }
 
   struct Loader {
     const T* w_col = nullptr;   // w[g*Mg, c], null past M (= Cg)
@@ -158,7 +206,8 @@ struct GradInputGemm : GemmShape {
       const int64_t c = m0 + SA::mn(tid, 0), n = n0 + SB::mn(tid, 0);
       if (c < p.M) w_col = p.w + g * q.Mg * q.ws[0] + c * q.ws[1];
       if (n < p.N) {
-        const int64_t pix = q.H * q.W, img = n / pix, r = n - img * pix, ih = r / q.W, iw = r - ih * q.W;
+        const int64_t pix = p.f.PH * p.f.PW, img = n / pix, r = n - img * pix, i = r / p.f.PW, j = r - i * p.f.PW;
+        const int64_t ih = p.f.h0 + i * q.sh, iw = p.f.w0 + j * q.sw;
         gy_img = p.gy + img * q.gs[0] + g * q.Mg * q.gs[1];
         if (p.y) y_img = p.y + img * q.ys[0] + g * q.Mg * q.ys[1];
         vh0 = ih + q.ph;
@@ -172,7 +221,9 @@ struct GradInputGemm : GemmShape {
     __device__ void load_tap_major(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
       {
-        const int kb = int(k0), mg = int(q.Mg), t = kb / mg, mb = kb - t * mg, kh = t / q.KW, kw = t - kh * q.KW;
+        const int kb = int(k0), mg = int(q.Mg), t = kb / mg, mb = kb - t * mg;
+        int kh, kw;
+        p.tap(t, kh, kw);
         // the output pixel this tap reads for the thread's input pixel, if any
         bool hit = false;
         int64_t oh = 0, ow = 0;
@@ -205,7 +256,9 @@ struct GradInputGemm : GemmShape {
         a[r] = Acc(0);
         const int k = int(k0) + SA::k(tid, r);
         if (k >= kend || !w_col) continue;
-        const int m = k / q.ntaps, t = k - m * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+        const int m = k / p.f.ntaps;
+        int kh, kw;
+        p.tap(k - m * p.f.ntaps, kh, kw);
         a[r] = Acc(to_float(w_col[m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3]]));
       }
 #pragma unroll
@@ -213,7 +266,9 @@ struct GradInputGemm : GemmShape {
         b[r] = Acc(0);
         const int k = int(k0) + SB::k(tid, r);
         if (k >= kend || !gy_img) continue;
-        const int m = k / q.ntaps, t = k - m * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+        const int m = k / p.f.ntaps;
+        int kh, kw;
+        p.tap(k - m * p.f.ntaps, kh, kw);
         const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
         if (vh < 0 || vw < 0) continue;
         const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
@@ -224,8 +279,9 @@ struct GradInputGemm : GemmShape {
   };
 
   __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
-    const int64_t pix = q.H * q.W, img = fast_div(n, pix);
-    gx[(img * q.C + g * q.Cg + c) * pix + (n - img * pix)] = store_as<T>(v);
+    const int64_t pix = f.PH * f.PW, img = fast_div(n, pix), r = n - img * pix, i = fast_div(r, f.PW),
+                  j = r - i * f.PW;
+    gx[(img * q.C + g * q.Cg + c) * q.H * q.W + (f.h0 + i * q.sh) * q.W + f.w0 + j * q.sw] = store_as<T>(v);
   }
 };
 
