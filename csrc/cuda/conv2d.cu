@@ -187,12 +187,13 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   conv::GradWeightGemm<T, Tl> p;
   p.q = q; p.x = x; p.y = y; p.gy = gy;
   p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
-  // Split K until the grid fills the GPU about twice over, keeping at least 8 K steps per split.
+  // Split K so that the grid fills the GPU's two blocks an SM (gemm_kernel's launch bounds) once, rounding
+  // down: one block past a full wave would run alone and double the time. At least 8 K steps per split.
   const int64_t tiles = ((p.M + Tl::BM - 1) / Tl::BM) * ((p.N + Tl::BN - 1) / Tl::BN) * q.G;
   const int64_t ksteps = (p.K + kBK - 1) / kBK;
   int64_t splits = 1;
   if (tiles > 0 && ksteps > 0) {
-    const int64_t want = (2 * int64_t(sm_count()) + tiles - 1) / tiles;
+    const int64_t want = 2 * int64_t(sm_count()) / tiles;
     splits = std::max<int64_t>(1, std::min({want, (ksteps + 7) / 8, int64_t(65535) / q.G, int64_t(256)}));
   }
   const int64_t chunk_steps = ksteps > 0 ? (ksteps + splits - 1) / splits : 1;
