@@ -279,9 +279,15 @@ struct GradInputGemm : GemmShape {
   };
 
   __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
-    const int64_t pix = f.PH * f.PW, img = fast_div(n, pix), r = n - img * pix, i = fast_div(r, f.PW),
-                  j = r - i * f.PW;
-    gx[(img * q.C + g * q.Cg + c) * q.H * q.W + (f.h0 + i * q.sh) * q.W + f.w0 + j * q.sw] = store_as<T>(v);
+    const int64_t pix = f.PH * f.PW, img = fast_div(n, pix), r = n - img * pix;
+    // Stride 1: the one phase is the whole image and r its pixel, as before phases existed (with the row
+    // division below run regardless, stride-1 grad_input GEMMs measured 7-45% slower on an H200).
+    int64_t off = r;
+    if (q.sh != 1 || q.sw != 1) {
+      const int64_t i = fast_div(r, f.PW), j = r - i * f.PW;
+      off = (f.h0 + i * q.sh) * q.W + f.w0 + j * q.sw;
+    }
+    gx[(img * q.C + g * q.Cg + c) * q.H * q.W + off] = store_as<T>(v);
   }
 };
 
