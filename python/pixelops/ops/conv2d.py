@@ -175,8 +175,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     """2-D convolution of NCHW input, as ``torch.nn.functional.conv2d`` (same arguments and defaults).
 
     ``activation="relu"`` applies ReLU in the kernel's output write (and its gradient in the backward).
-    On CUDA, float32 uses TF32 tensor cores exactly when ``allow_tf32`` is True, or when it is None and
-    ``torch.backends.cudnn.allow_tf32`` is (as cuDNN does). numpy arrays in give a numpy array out (forward).
+    On CUDA, float32 uses TF32 tensor cores only when ``allow_tf32`` is True, or when it is None and
+    ``torch.backends.cudnn.allow_tf32`` is (as cuDNN does); then the GEMM kernels use them, while layers with
+    few input channels per group (forward: channels x taps up to 64; grad_input: up to 4 channels), which run
+    direct kernels, stay in full float32. numpy arrays in give a numpy array out (forward).
     """
     return _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, "conv2d")
 

@@ -23,7 +23,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     (N, C, H, W) case is read in place, without a transposed copy). target: class indices (int64 or uint8) of
     shape (), (N) or (N, d1, ..., dk), or class probabilities of input's shape and dtype. weight: (C) class
     weights. ignore_index, reduction ('none', 'mean', 'sum') and label_smoothing as in PyTorch, including its
-    weighted mean and the NaN of a mean over targets that are all ignored.
+    weighted mean and the NaN of a mean over targets that are all ignored (also for an unbatched input whose
+    one target is ignored, on both devices, as PyTorch on the CPU; PyTorch's CUDA kernel returns 0 there).
 
     numpy arrays in, numpy array out (CPU, float32/float64); torch tensors in, a tensor out (CPU: float32,
     float64; CUDA: float32, float16, bfloat16 with float32 arithmetic), differentiable through pixelops' own
