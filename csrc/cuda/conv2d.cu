@@ -4,10 +4,12 @@
 //   y[n, g*Mg+m, oh, ow] = act(b[g*Mg+m] + sum_{c < Cg, t < ntaps} w[g*Mg+m, c, t] * x[n, g*Cg+c, oh*sh-ph+kh(t)*dh, ow*sw-pw+kw(t)*dw])
 //
 // Active taps are a row-major prefix [0, ntaps) of the kernel (all taps, or a PixelCNN mask), so masked taps
-// are never visited. float32 runs on TF32 tensor cores exactly when allow_tf32 is set, otherwise in fp32
-// SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double.
+// are never visited. In the GEMMs float32 runs on TF32 tensor cores exactly when allow_tf32 is set, otherwise
+// in fp32 SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double.
+// Layers with few input channels a group skip the GEMM (conv2d_direct.cuh): the forward when Cg * ntaps <= 64,
+// grad_input when Cg <= 4, in full precision. A strided grad_input runs one GEMM per stride phase.
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
-// second, deterministic pass; grad_bias is a per-channel reduction.
+// second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order.
 #include <algorithm>
 #include <cstdlib>
 #include <string>

@@ -195,6 +195,11 @@ struct GradInputGemm : GemmShape {
     kh = f.kh0 + jh * f.a;
     kw = f.kw0 + (j - jh * f.nkw) * f.b;
   }
+  // k = m * (phase taps) + j (the generic K order) as (m, kh, kw).
+  __device__ __forceinline__ void decode(int k, int& m, int& kh, int& kw) const {
+    m = k / f.ntaps;
+    tap(k - m * f.ntaps, kh, kw);
+  }
 
   struct Loader {
     const T* w_col = nullptr;   // w[g*Mg, c], null past M (= Cg)
@@ -256,9 +261,8 @@ struct GradInputGemm : GemmShape {
         a[r] = Acc(0);
         const int k = int(k0) + SA::k(tid, r);
         if (k >= kend || !w_col) continue;
-        const int m = k / p.f.ntaps;
-        int kh, kw;
-        p.tap(k - m * p.f.ntaps, kh, kw);
+        int m, kh, kw;
+        p.decode(k, m, kh, kw);
         a[r] = Acc(to_float(w_col[m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3]]));
       }
 #pragma unroll
@@ -266,9 +270,8 @@ struct GradInputGemm : GemmShape {
         b[r] = Acc(0);
         const int k = int(k0) + SB::k(tid, r);
         if (k >= kend || !gy_img) continue;
-        const int m = k / p.f.ntaps;
-        int kh, kw;
-        p.tap(k - m * p.f.ntaps, kh, kw);
+        int m, kh, kw;
+        p.decode(k, m, kh, kw);
         const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
         if (vh < 0 || vw < 0) continue;
         const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
