@@ -86,8 +86,9 @@ __global__ void grad_bias_finish(Geometry q, int runs, const A* __restrict__ par
 template <class T>
 void grad_bias(const Geometry& q, const T* y, const T* gy, T* gb, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
-  const int64_t want = std::max<int64_t>(1, (4 * int64_t(sm_count()) + q.M - 1) / q.M);
-  const int64_t per_run = std::max<int64_t>(1, (q.N + std::min<int64_t>(want, 65535) - 1) / std::min<int64_t>(want, 65535));
+  // about four blocks an SM in all (a grid's y is at most 65535); runs of equal length, none empty
+  const int64_t want = std::clamp<int64_t>((4 * int64_t(sm_count()) + q.M - 1) / q.M, 1, 65535);
+  const int64_t per_run = std::max<int64_t>(1, (q.N + want - 1) / want);
   const int64_t runs = std::max<int64_t>(1, (q.N + per_run - 1) / per_run);
   A* partial = nullptr;
   if (runs > 1)
@@ -103,13 +104,19 @@ void grad_bias(const Geometry& q, const T* y, const T* gy, T* gb, cudaStream_t s
   check(err, "conv2d_backward (bias)");
 }
 
+// The direct kernels' grid: x over pixels (grid-stride beyond 2^16 blocks), y over groups.
+dim3 direct_grid(int64_t pixels, int64_t groups) {
+  return dim3{unsigned(std::min<int64_t>((pixels + kThreads - 1) / kThreads, 1 << 16)), unsigned(groups)};
+}
+
 template <class T>
 void launch_grad_input_direct(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, cudaStream_t s) {
-  const int64_t total = q.N * q.H * q.W;
-  const dim3 grid{unsigned(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 16)), unsigned(q.G)};
-  if (q.Cg == 1) conv::grad_input_direct<T, 1><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx);
-  else if (q.Cg == 2) conv::grad_input_direct<T, 2><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx);
-  else conv::grad_input_direct<T, conv::kDirectCg><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx);
+  const dim3 grid = direct_grid(q.N * q.H * q.W, q.G);
+  switch (conv::grad_input_direct_cg(q.Cg)) {
+    case 1: conv::grad_input_direct<T, 1><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx); break;
+    case 2: conv::grad_input_direct<T, 2><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx); break;
+    default: conv::grad_input_direct<T, conv::kDirectCg><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx);
+  }
   check_launch("conv2d_backward (input, direct)");
 }
 
@@ -238,11 +245,8 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
       check_k32(p.K, "conv2d_forward");
       launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
     };
-    const int64_t K = q.Cg * q.ntaps;
-    if (K <= conv::kDirectK && K * q.Mg <= conv::kDirectWeights && q.G <= 65535) {
-      const int64_t total = q.N * q.OH * q.OW;
-      const dim3 grid{unsigned(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 16)), unsigned(q.G)};
-      conv::forward_direct<T><<<grid, kThreads, 0, as_stream(stream)>>>(
+    if (conv::forward_direct_fits(q)) {
+      conv::forward_direct<T><<<direct_grid(q.N * q.OH * q.OW, q.G), kThreads, 0, as_stream(stream)>>>(
           q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu);
       check_launch("conv2d_forward (direct)");
       return;
@@ -274,8 +278,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         check_k32(p.K, "conv2d_backward (input)");
         launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
       };
-      const int64_t cg_slots = q.Cg == 1 ? 1 : q.Cg == 2 ? 2 : conv::kDirectCg;  // CG of the kernel picked below
-      if (q.Cg <= conv::kDirectCg && q.G <= 65535 && q.ntaps * q.Mg * cg_slots <= conv::kDirectWeights)
+      if (conv::grad_input_direct_fits(q))
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
       else
         for (int rh = 0; rh < q.sh; ++rh)  // one GEMM per stride phase (one in all for stride 1)

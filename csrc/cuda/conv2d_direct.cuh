@@ -14,6 +14,13 @@ namespace pixelops::cuda::conv {
 // output channel) are coalesced and the weight reads are broadcasts. Two phases, as forward_direct below.
 constexpr int kDirectCg = 4, kDirectWeights = 4096;
 
+// The CG a grad_input_direct instance is compiled for (1, 2 or kDirectCg), and whether q takes that kernel:
+// its weights must fit the shared array.
+inline int grad_input_direct_cg(int64_t Cg) { return Cg == 1 ? 1 : Cg == 2 ? 2 : kDirectCg; }
+inline bool grad_input_direct_fits(const Geometry& q) {
+  return q.Cg <= kDirectCg && q.G <= 65535 && q.ntaps * q.Mg * grad_input_direct_cg(q.Cg) <= kDirectWeights;
+}
+
 template <class T, class A, int CG>
 __device__ __forceinline__ void grad_input_direct_stage(const Geometry& q, const T* w, int64_t g, A* wsh, int tid,
                                                         int nthreads) {
@@ -38,11 +45,10 @@ __device__ __forceinline__ void grad_input_direct_pixels(const Geometry& q, cons
 #pragma unroll
     for (int c = 0; c < CG; ++c) acc[c] = A(0);
     for (int t = 0, kh = 0, kw = 0; t < q.ntaps; ++t) {
-      const int64_t vh = ih + q.ph - int64_t(kh) * q.dh, vw = iw + q.pw - int64_t(kw) * q.dw;
+      int64_t oh, ow;
+      const bool hit = reached_output(q, ih + q.ph, iw + q.pw, kh, kw, oh, ow);
       if (++kw == q.KW) { kw = 0; ++kh; }
-      if (vh < 0 || vw < 0) continue;
-      const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
-      if (oh * q.sh != vh || ow * q.sw != vw || oh >= q.OH || ow >= q.OW) continue;
+      if (!hit) continue;
       const T* gp = gy_img + oh * q.gs[2] + ow * q.gs[3];
       const T* yp = y_img ? y_img + oh * q.ys[2] + ow * q.ys[3] : nullptr;
       const A* wt = wsh + t * Mg * CG;
@@ -78,6 +84,11 @@ __global__ void grad_input_direct(Geometry q, const T* __restrict__ w, const T* 
 // The kernel body is two phases with a barrier between them, so that tests/cuda_host can run each for all
 // threads in turn.
 constexpr int kDirectK = 64, kDirectMB = 16;
+
+inline bool forward_direct_fits(const Geometry& q) {
+  const int64_t K = q.Cg * q.ntaps;
+  return K <= kDirectK && K * q.Mg <= kDirectWeights && q.G <= 65535;
+}
 
 template <class T, class A>
 __device__ __forceinline__ void forward_direct_stage(const Geometry& q, const T* w, int64_t g, A* wsh, int tid,

@@ -34,6 +34,17 @@ __device__ __forceinline__ typename AccOf<T>::type masked_grad(const Geometry& q
   return A(to_float(gy_img[m * q.gs[1] + oh * q.gs[2] + ow * q.gs[3]]));
 }
 
+// grad_input's gather: the output pixel (oh, ow) that a tap at offset (kh*dh, kw*dw) reads for the input pixel
+// at padded position (vh0, vw0) = (ih + ph, iw + pw); false where the stride leaves none or it falls outside.
+__device__ __forceinline__ bool reached_output(const Geometry& q, int64_t vh0, int64_t vw0, int kh, int kw,
+                                               int64_t& oh, int64_t& ow) {
+  const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
+  if (vh < 0 || vw < 0) return false;
+  oh = fast_div(vh, q.sh);
+  ow = fast_div(vw, q.sw);
+  return oh * q.sh == vh && ow * q.sw == vw && oh < q.OH && ow < q.OW;
+}
+
 // Fields every problem has: the per-group GEMM sizes and how K is split among blockIdx.z.
 struct GemmShape {
   int64_t M = 0, N = 0, K = 0;
@@ -84,22 +95,20 @@ struct ForwardGemm : GemmShape {
     }
     __device__ void load_tap_major(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
+      const int kb = int(k0), cg = int(q.Cg), t = kb / cg, c0 = kb - t * cg, kh = t / q.KW, kw = t - kh * q.KW;
       {
-        const int kb = int(k0), cg = int(q.Cg), t = kb / cg, c0 = kb - t * cg, kh = t / q.KW, kw = t - kh * q.KW;
-        {
-          const int dk = SA::k(tid, 0);
-          const int64_t off = (c0 + dk) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+        const int dk = SA::k(tid, 0);
+        const int64_t off = (c0 + dk) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-          for (int r = 0; r < SA::kSlots; ++r) a[r] = kb + dk < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
-        }
-        const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-        const T* base = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W ? x_img + ih * q.xs[2] + iw * q.xs[3]
-                                                                               : nullptr;
+        for (int r = 0; r < SA::kSlots; ++r) a[r] = kb + dk < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+      }
+      const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
+      const T* base = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W ? x_img + ih * q.xs[2] + iw * q.xs[3]
+                                                                             : nullptr;
 #pragma unroll
-        for (int r = 0; r < SB::kSlots; ++r) {
-          const int dk = SB::k(tid, r);
-          b[r] = base && kb + dk < kend ? Acc(to_float(base[(c0 + dk) * q.xs[1]])) : Acc(0);
-        }
+      for (int r = 0; r < SB::kSlots; ++r) {
+        const int dk = SB::k(tid, r);
+        b[r] = base && kb + dk < kend ? Acc(to_float(base[(c0 + dk) * q.xs[1]])) : Acc(0);
       }
     }
     __device__ void load_generic(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
@@ -225,32 +234,22 @@ struct GradInputGemm : GemmShape {
     }
     __device__ void load_tap_major(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
       const Geometry& q = p.q;
-      {
-        const int kb = int(k0), mg = int(q.Mg), t = kb / mg, mb = kb - t * mg;
-        int kh, kw;
-        p.tap(t, kh, kw);
-        // the output pixel this tap reads for the thread's input pixel, if any
-        bool hit = false;
-        int64_t oh = 0, ow = 0;
-        if (gy_img) {
-          const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
-          if (vh >= 0 && vw >= 0) {
-            oh = fast_div(vh, q.sh);
-            ow = fast_div(vw, q.sw);
-            hit = oh * q.sh == vh && ow * q.sw == vw && oh < q.OH && ow < q.OW;
-          }
-        }
-        const int64_t woff = kh * q.ws[2] + kw * q.ws[3];
+      const int kb = int(k0), mg = int(q.Mg), t = kb / mg, mb = kb - t * mg;
+      int kh, kw;
+      p.tap(t, kh, kw);
+      // the output pixel this tap reads for the thread's input pixel, if any
+      int64_t oh = 0, ow = 0;
+      const bool hit = gy_img && reached_output(q, vh0, vw0, kh, kw, oh, ow);
+      const int64_t woff = kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) {
-          const int dk = SA::k(tid, r);
-          a[r] = kb + dk < kend && w_col ? Acc(to_float(w_col[(mb + dk) * q.ws[0] + woff])) : Acc(0);
-        }
+      for (int r = 0; r < SA::kSlots; ++r) {
+        const int dk = SA::k(tid, r);
+        a[r] = kb + dk < kend && w_col ? Acc(to_float(w_col[(mb + dk) * q.ws[0] + woff])) : Acc(0);
+      }
 #pragma unroll
-        for (int r = 0; r < SB::kSlots; ++r) {
-          const int dk = SB::k(tid, r);
-          b[r] = kb + dk < kend && hit ? masked_grad(q, gy_img, y_img, mb + dk, oh, ow) : Acc(0);
-        }
+      for (int r = 0; r < SB::kSlots; ++r) {
+        const int dk = SB::k(tid, r);
+        b[r] = kb + dk < kend && hit ? masked_grad(q, gy_img, y_img, mb + dk, oh, ow) : Acc(0);
       }
     }
     __device__ void load_generic(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
@@ -272,11 +271,8 @@ struct GradInputGemm : GemmShape {
         if (k >= kend || !gy_img) continue;
         int m, kh, kw;
         p.decode(k, m, kh, kw);
-        const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
-        if (vh < 0 || vw < 0) continue;
-        const int64_t oh = fast_div(vh, q.sh), ow = fast_div(vw, q.sw);
-        if (oh * q.sh == vh && ow * q.sw == vw && oh < q.OH && ow < q.OW)
-          b[r] = masked_grad(q, gy_img, y_img, m, oh, ow);
+        int64_t oh, ow;
+        if (reached_output(q, vh0, vw0, kh, kw, oh, ow)) b[r] = masked_grad(q, gy_img, y_img, m, oh, ow);
       }
     }
   };

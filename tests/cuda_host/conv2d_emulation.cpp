@@ -151,7 +151,7 @@ static void run_case(const Case& c, std::mt19937& rng) {
   }
   // forward, direct kernel (few input channels a group): the weight staging for all threads, then the pixels,
   // over a grid smaller than the image so the grid-stride loop turns too
-  if (q.Cg * q.ntaps <= kDirectK && q.Cg * q.ntaps * q.Mg <= kDirectWeights) {
+  if (forward_direct_fits(q)) {
     std::vector<double> got(y.size(), NAN), wsh(kDirectWeights);
     const int threads = 64, blocks = 3;
     for (int64_t g = 0; g < q.G; ++g) {
@@ -163,7 +163,7 @@ static void run_case(const Case& c, std::mt19937& rng) {
   }
   // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
   for (int variant = 0; variant < 3; ++variant) {
-    if ((variant == 1 && q.Mg % kBK) || (variant == 2 && q.Cg > kDirectCg)) continue;
+    if ((variant == 1 && q.Mg % kBK) || (variant == 2 && !grad_input_direct_fits(q))) continue;
     std::vector<double> got(x.size(), NAN);
     const double* yp = c.relu ? y.data() : nullptr;
     if (variant == 2) {
@@ -172,7 +172,6 @@ static void run_case(const Case& c, std::mt19937& rng) {
       const int threads = 64, blocks = 3;
       auto run = [&](auto cg) {
         constexpr int CG = decltype(cg)::value;
-        if (q.ntaps * q.Mg * CG > kDirectWeights) return false;
         for (int64_t g = 0; g < q.G; ++g) {
           for (int tid = 0; tid < threads; ++tid)
             grad_input_direct_stage<double, double, CG>(q, w.data(), g, wsh.data(), tid, threads);
@@ -180,12 +179,10 @@ static void run_case(const Case& c, std::mt19937& rng) {
             grad_input_direct_pixels<double, double, CG>(q, yp, gy.data(), got.data(), g, wsh.data(), t,
                                                          int64_t(blocks) * threads);
         }
-        return true;
       };
-      const bool ran = q.Cg == 1 ? run(std::integral_constant<int, 1>{})
-                       : q.Cg == 2 ? run(std::integral_constant<int, 2>{})
-                                   : run(std::integral_constant<int, kDirectCg>{});
-      if (!ran) continue;
+      if (q.Cg == 1) run(std::integral_constant<int, 1>{});
+      else if (q.Cg == 2) run(std::integral_constant<int, 2>{});
+      else run(std::integral_constant<int, kDirectCg>{});
     } else {
       // one GEMM per stride phase, as conv2d_backward runs them
       auto fill = [&](auto p, const Phase& f) {
