@@ -141,6 +141,26 @@ int sm_count() {
   return std::max(sms, 1);
 }
 
+// The float32 GEMMs copy their tiles with cp.async (gemm_kernel_async) unless PIXELOPS_CONV_ASYNC=0, a testing
+// and measuring knob that sends them through gemm_kernel's registers as the other types go.
+bool async_copies() {
+  static const bool v = [] {
+    const char* e = std::getenv("PIXELOPS_CONV_ASYNC");
+    return !(e && std::string(e) == "0");
+  }();
+  return v;
+}
+
+template <class P, class Mma>
+void launch_async(const P& p, dim3 grid, cudaStream_t s) {
+  constexpr size_t bytes = conv::async_smem_bytes<Mma>();
+  // Above 48 KB of dynamic shared memory a kernel must opt in, once per instantiation.
+  static const cudaError_t opted = cudaFuncSetAttribute(conv::gemm_kernel_async<P, Mma>,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  check(opted, "cudaFuncSetAttribute (conv2d GEMM shared memory)");
+  conv::gemm_kernel_async<P, Mma><<<grid, conv::kGemmThreads, bytes, s>>>(p);
+}
+
 // Launches gemm_kernel for problem p (sizes and splits already set): float16 and bfloat16 on tensor cores,
 // float32 on TF32 tensor cores when asked, else SIMT.
 template <class T, class P>
@@ -156,10 +176,11 @@ void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
     conv::gemm_kernel<P, conv::HalfMma<T, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   } else if constexpr (std::is_same_v<T, float>) {
-    if (tf32)
-      conv::gemm_kernel<P, conv::Tf32Mma<Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
-    else
-      conv::gemm_kernel<P, conv::SimtMma<float, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+    const bool async = !p.gated_loads() && async_copies();
+    if (tf32 && async) launch_async<P, conv::Tf32Mma<Tl>>(p, grid, s);
+    else if (tf32) conv::gemm_kernel<P, conv::Tf32Mma<Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
+    else if (async) launch_async<P, conv::SimtMma<float, Tl>>(p, grid, s);
+    else conv::gemm_kernel<P, conv::SimtMma<float, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   } else {
     conv::gemm_kernel<P, conv::SimtMma<typename P::Acc, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
   }

@@ -84,6 +84,8 @@ template <class H, class Tl> using HalfMma = WmmaMma<H, H, 16, Tl>;  // H: __hal
 // Grid: x over N tiles, y over M tiles, z over groups x K splits. Tiles of the next K step are fetched into
 // registers while the current ones are multiplied. At most 128 registers a thread, so that two blocks share
 // an SM (measured on an H200: grad_weight's 64 x 128 TF32 kernel otherwise took 170 and ran one block an SM).
+// This is the kernel for every element type and for loads that must be gated (grad_y under a fused ReLU);
+// gemm_kernel_async below is the float32 one for plain copies.
 template <class P, class Mma>
 __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
   using A = typename P::Acc;
@@ -101,7 +103,8 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
 
   const typename P::Loader loader(p, g, m0, n0, tid);
   A ra[SA::kSlots], rb[SB::kSlots];
-  if (kbeg < kend) loader.load(p, kbeg, kend, ra, rb, tid);
+  ToRegisters<A, typename P::Elem> put{ra, rb};
+  if (kbeg < kend) loader.fetch(p, kbeg, kend, tid, put);
   Mma mma;
   for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {
 #pragma unroll
@@ -109,10 +112,108 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
 #pragma unroll
     for (int r = 0; r < SB::kSlots; ++r) Bs[SB::k(tid, r)][SB::mn(tid, r)] = Mma::stage(rb[r]);
     __syncthreads();
-    if (k0 + kBK < kend) loader.load(p, k0 + kBK, kend, ra, rb, tid);
+    if (k0 + kBK < kend) loader.fetch(p, k0 + kBK, kend, tid, put);
     mma.step(As, Bs, tid);
     __syncthreads();
   }
+  mma.finish(tid, [&](int i, int j, A v) {
+    if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
+  });
+}
+
+// The float32 GEMMs (SIMT or TF32) whose operands are plain copies: each slot is one 4-byte cp.async from global
+// straight into shared memory (zero-filled where the loader names no source), through a ring of kAsyncStages
+// K steps. With kAsyncStages - 1 steps in flight the gathers' latency hides behind the products, there is one
+// barrier per K step instead of two, and no registers hold the next tiles. cp.async moves bytes only, so
+// float16/bfloat16 (2-byte elements) and ReLU-gated grad_y stay on gemm_kernel above.
+constexpr int kAsyncStages = 4;
+
+template <class Mma>
+constexpr size_t async_smem_bytes() {
+  return size_t(kAsyncStages) * kBK * (Mma::kLdA + Mma::kLdB) * sizeof(typename Mma::Stage);
+}
+
+// Why a source is always named: the zero-fill form (src-size 0) still takes a valid global address.
+static __device__ float g_zero_source = 0.0f;
+
+struct ToSharedAsync {
+  template <class SA, class SB, int kLdA, int kLdB>
+  struct Put {
+    float (*As)[kLdA];
+    float (*Bs)[kLdB];
+    int tid;
+    static __device__ __forceinline__ void copy(float* dst, const float* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      const unsigned d = unsigned(__cvta_generic_to_shared(dst));
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src ? src : &g_zero_source),
+                   "r"(src ? 4 : 0));
+#else
+      *dst = src ? *src : 0.0f;
+#endif
+    }
+    __device__ __forceinline__ void a(int r, const Src<float>& s) { copy(&As[SA::k(tid, r)][SA::mn(tid, r)], s.v); }
+    __device__ __forceinline__ void b(int r, const Src<float>& s) { copy(&Bs[SB::k(tid, r)][SB::mn(tid, r)], s.v); }
+  };
+};
+
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most n of this thread's committed groups are still in flight.
+template <int n>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(n));
+#endif
+}
+
+template <class P, class Mma>
+__global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel_async(P p) {
+  static_assert(std::is_same_v<typename P::Elem, float> && std::is_same_v<typename Mma::Stage, float>);
+  using A = typename P::Acc;
+  using Tl = typename P::Tl;
+  using SA = Slot<P::kFetchA, Tl::BM>;
+  using SB = Slot<P::kFetchB, Tl::BN>;
+  using StageA = float[kBK][Mma::kLdA];
+  using StageB = float[kBK][Mma::kLdB];
+  extern __shared__ __align__(128) unsigned char smem[];
+  StageA* As = reinterpret_cast<StageA*>(smem);
+  StageB* Bs = reinterpret_cast<StageB*>(smem + kAsyncStages * sizeof(StageA));
+  const int tid = threadIdx.x;
+  const int g = int(blockIdx.z) / p.splits, split = int(blockIdx.z) % p.splits;
+  const int64_t m0 = int64_t(blockIdx.y) * Tl::BM, n0 = int64_t(blockIdx.x) * Tl::BN;
+  const int64_t kbeg = int64_t(split) * p.kchunk;
+  const int64_t kend = p.splits == 1 ? p.K : (kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K);
+  const int64_t steps = kbeg < kend ? (kend - kbeg + kBK - 1) / kBK : 0;
+
+  const typename P::Loader loader(p, g, m0, n0, tid);
+  using Put = ToSharedAsync::Put<SA, SB, Mma::kLdA, Mma::kLdB>;
+  auto fetch = [&](int64_t step) {
+    const int s = int(step % kAsyncStages);
+    Put put{As[s], Bs[s], tid};
+    loader.fetch(p, kbeg + step * kBK, kend, tid, put);
+  };
+  // Every thread commits one group per step, empty or not, so that "all but the newest kAsyncStages - 2
+  // groups are done" always means "step i has landed".
+#pragma unroll
+  for (int s = 0; s < kAsyncStages - 1; ++s) {
+    if (s < steps) fetch(s);
+    cp_async_commit();
+  }
+  Mma mma;
+  for (int64_t i = 0; i < steps; ++i) {
+    cp_async_wait<kAsyncStages - 2>();
+    // Step i's tiles are complete for all threads, and every thread is done with step i - 1, whose stage the
+    // fetch below refills.
+    __syncthreads();
+    if (i + kAsyncStages - 1 < steps) fetch(i + kAsyncStages - 1);
+    cp_async_commit();
+    const int s = int(i % kAsyncStages);
+    mma.step(As[s], Bs[s], tid);
+  }
+  cp_async_wait<0>();
   mma.finish(tid, [&](int i, int j, A v) {
     if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
   });

@@ -25,13 +25,40 @@ __device__ __forceinline__ int64_t fast_div(int64_t a, int64_t b) {
   return a / b;
 }
 
-// grad_y at (channel offset, oh, ow) of an image, zero where the fused ReLU was inactive.
+// Where one operand element of a GEMM tile comes from: v, or zero where v is null (outside the image, the
+// problem or the K range); for grad_y under a fused ReLU, relu_y is the forward output that gates it (zero
+// unless *relu_y > 0). A loader names the sources of its slots and the kernel decides how to move them:
+// through registers (read below), or by cp.async straight into shared memory (conv2d_gemm.cuh).
+template <class T>
+struct Src {
+  const T* v = nullptr;
+  const T* relu_y = nullptr;
+};
+template <class A, class T>
+__device__ __forceinline__ A read(const Src<T>& s) {
+  if (!s.v || (s.relu_y && !(A(to_float(*s.relu_y)) > A(0)))) return A(0);
+  return A(to_float(*s.v));
+}
+// The register mover: slot r of A and of B into ra[r] and rb[r].
+template <class A, class T>
+struct ToRegisters {
+  A* ra;
+  A* rb;
+  __device__ __forceinline__ void a(int r, const Src<T>& s) { ra[r] = read<A>(s); }
+  __device__ __forceinline__ void b(int r, const Src<T>& s) { rb[r] = read<A>(s); }
+};
+
+// grad_y at (channel offset, oh, ow) of an image, gated by the fused ReLU's output where there is one.
+template <class T>
+__device__ __forceinline__ Src<T> grad_src(const Geometry& q, const T* gy_img, const T* y_img, int64_t m, int64_t oh,
+                                           int64_t ow) {
+  return {gy_img + m * q.gs[1] + oh * q.gs[2] + ow * q.gs[3],
+          y_img ? y_img + m * q.ys[1] + oh * q.ys[2] + ow * q.ys[3] : nullptr};
+}
 template <class T>
 __device__ __forceinline__ typename AccOf<T>::type masked_grad(const Geometry& q, const T* gy_img, const T* y_img,
                                                                int64_t m, int64_t oh, int64_t ow) {
-  using A = typename AccOf<T>::type;
-  if (y_img && !(A(to_float(y_img[m * q.ys[1] + oh * q.ys[2] + ow * q.ys[3]])) > A(0))) return A(0);
-  return A(to_float(gy_img[m * q.gs[1] + oh * q.gs[2] + ow * q.gs[3]]));
+  return read<typename AccOf<T>::type>(grad_src(q, gy_img, y_img, m, oh, ow));
 }
 
 // grad_input's gather: the output pixel (oh, ow) that a tap at offset (kh*dh, kw*dw) reads for the input pixel
@@ -57,6 +84,7 @@ struct GemmShape {
 // step, and each slot adds only a channel stride, instead of three divisions and a bounds test per element.
 template <class T, class TileT, bool TapMajor = false>
 struct ForwardGemm : GemmShape {
+  using Elem = T;
   using Acc = typename AccOf<T>::type;
   using Tl = TileT;
   // Weights K-fast (a weight row is contiguous in (c, tap)), pixels N-fast (contiguous in ow).
@@ -89,18 +117,22 @@ struct ForwardGemm : GemmShape {
         iw0 = ow * q.sw - q.pw;
       }
     }
-    __device__ void load(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
-      if constexpr (TapMajor) load_tap_major(p, k0, kend, a, b, tid);
-      else load_generic(p, k0, kend, a, b, tid);
+    // Names the sources of this thread's slots of the K step at k0 (put.a(r, src), put.b(r, src)).
+    template <class Put>
+    __device__ void fetch(const ForwardGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
+      if constexpr (TapMajor) fetch_tap_major(p, k0, kend, tid, put);
+      else fetch_generic(p, k0, kend, tid, put);
     }
-    __device__ void load_tap_major(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+    template <class Put>
+    __device__ void fetch_tap_major(const ForwardGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
       const Geometry& q = p.q;
       const int kb = int(k0), cg = int(q.Cg), t = kb / cg, c0 = kb - t * cg, kh = t / q.KW, kw = t - kh * q.KW;
       {
         const int dk = SA::k(tid, 0);
         const int64_t off = (c0 + dk) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) a[r] = kb + dk < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+        for (int r = 0; r < SA::kSlots; ++r)
+          put.a(r, Src<T>{kb + dk < kend && w_row[r] ? w_row[r] + off : nullptr});
       }
       const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
       const T* base = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W ? x_img + ih * q.xs[2] + iw * q.xs[3]
@@ -108,10 +140,11 @@ struct ForwardGemm : GemmShape {
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
         const int dk = SB::k(tid, r);
-        b[r] = base && kb + dk < kend ? Acc(to_float(base[(c0 + dk) * q.xs[1]])) : Acc(0);
+        put.b(r, Src<T>{base && kb + dk < kend ? base + (c0 + dk) * q.xs[1] : nullptr});
       }
     }
-    __device__ void load_generic(const ForwardGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+    template <class Put>
+    __device__ void fetch_generic(const ForwardGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
       const Geometry& q = p.q;
       // A: one k (channel, tap) for the four rows. K < 2^31 (checked on the host): 32-bit division.
       {
@@ -119,20 +152,24 @@ struct ForwardGemm : GemmShape {
         const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
         const int64_t off = c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) a[r] = k < kend && w_row[r] ? Acc(to_float(w_row[r][off])) : Acc(0);
+        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{k < kend && w_row[r] ? w_row[r] + off : nullptr});
       }
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
-        b[r] = Acc(0);
+        const T* src = nullptr;
         const int k = int(k0) + SB::k(tid, r);
-        if (k >= kend || !x_img) continue;
-        const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
-        const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-        if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W)
-          b[r] = Acc(to_float(x_img[c * q.xs[1] + ih * q.xs[2] + iw * q.xs[3]]));
+        if (k < kend && x_img) {
+          const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+          const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
+          if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) src = x_img + c * q.xs[1] + ih * q.xs[2] + iw * q.xs[3];
+        }
+        put.b(r, Src<T>{src});
       }
     }
   };
+
+  // Loads gate nothing here (the fused ReLU acts on the output), so the copies may bypass registers.
+  bool gated_loads() const { return false; }
 
   // Fused epilogue: bias, then ReLU (NaN passes through, as in torch.relu).
   __device__ void store(int g, int, int64_t m, int64_t n, Acc v) const {
@@ -186,6 +223,7 @@ inline Phase plan_phase(const Geometry& q, int rh, int rw) {
 // TapMajor (when Mg % kBK == 0): k = tap*Mg + m, one tap per K step, as in ForwardGemm.
 template <class T, class TileT, bool TapMajor = false>
 struct GradInputGemm : GemmShape {
+  using Elem = T;
   using Acc = typename AccOf<T>::type;
   using Tl = TileT;
   static constexpr Fetch kFetchA = Fetch::kMnFast, kFetchB = Fetch::kMnFast;
@@ -228,11 +266,13 @@ struct GradInputGemm : GemmShape {
         vw0 = iw + q.pw;
       }
     }
-    __device__ void load(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
-      if constexpr (TapMajor) load_tap_major(p, k0, kend, a, b, tid);
-      else load_generic(p, k0, kend, a, b, tid);
+    template <class Put>
+    __device__ void fetch(const GradInputGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
+      if constexpr (TapMajor) fetch_tap_major(p, k0, kend, tid, put);
+      else fetch_generic(p, k0, kend, tid, put);
     }
-    __device__ void load_tap_major(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+    template <class Put>
+    __device__ void fetch_tap_major(const GradInputGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
       const Geometry& q = p.q;
       const int kb = int(k0), mg = int(q.Mg), t = kb / mg, mb = kb - t * mg;
       int kh, kw;
@@ -244,38 +284,46 @@ struct GradInputGemm : GemmShape {
 #pragma unroll
       for (int r = 0; r < SA::kSlots; ++r) {
         const int dk = SA::k(tid, r);
-        a[r] = kb + dk < kend && w_col ? Acc(to_float(w_col[(mb + dk) * q.ws[0] + woff])) : Acc(0);
+        put.a(r, Src<T>{kb + dk < kend && w_col ? w_col + (mb + dk) * q.ws[0] + woff : nullptr});
       }
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
         const int dk = SB::k(tid, r);
-        b[r] = kb + dk < kend && hit ? masked_grad(q, gy_img, y_img, mb + dk, oh, ow) : Acc(0);
+        put.b(r, kb + dk < kend && hit ? grad_src(q, gy_img, y_img, mb + dk, oh, ow) : Src<T>{});
       }
     }
-    __device__ void load_generic(const GradInputGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+    template <class Put>
+    __device__ void fetch_generic(const GradInputGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
       const Geometry& q = p.q;
       // K < 2^31 (checked on the host): 32-bit divisions
 #pragma unroll
       for (int r = 0; r < SA::kSlots; ++r) {
-        a[r] = Acc(0);
+        const T* src = nullptr;
         const int k = int(k0) + SA::k(tid, r);
-        if (k >= kend || !w_col) continue;
-        int m, kh, kw;
-        p.decode(k, m, kh, kw);
-        a[r] = Acc(to_float(w_col[m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3]]));
+        if (k < kend && w_col) {
+          int m, kh, kw;
+          p.decode(k, m, kh, kw);
+          src = w_col + m * q.ws[0] + kh * q.ws[2] + kw * q.ws[3];
+        }
+        put.a(r, Src<T>{src});
       }
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
-        b[r] = Acc(0);
+        Src<T> src;
         const int k = int(k0) + SB::k(tid, r);
-        if (k >= kend || !gy_img) continue;
-        int m, kh, kw;
-        p.decode(k, m, kh, kw);
-        int64_t oh, ow;
-        if (reached_output(q, vh0, vw0, kh, kw, oh, ow)) b[r] = masked_grad(q, gy_img, y_img, m, oh, ow);
+        if (k < kend && gy_img) {
+          int m, kh, kw;
+          p.decode(k, m, kh, kw);
+          int64_t oh, ow;
+          if (reached_output(q, vh0, vw0, kh, kw, oh, ow)) src = grad_src(q, gy_img, y_img, m, oh, ow);
+        }
+        put.b(r, src);
       }
     }
   };
+
+  // grad_y is gated by the fused ReLU's output (when there is one): such loads need registers.
+  bool gated_loads() const { return y != nullptr; }
 
   __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
     const int64_t pix = f.PH * f.PW, img = fast_div(n, pix), r = n - img * pix;
@@ -294,6 +342,7 @@ struct GradInputGemm : GemmShape {
 // in a fixed order (deterministic) and writes grad_w, zeros on the masked taps.
 template <class T, class TileT>
 struct GradWeightGemm : GemmShape {
+  using Elem = T;
   using Acc = typename AccOf<T>::type;
   using Tl = TileT;
   static constexpr Fetch kFetchA = Fetch::kKFast, kFetchB = Fetch::kKFast;
@@ -330,14 +379,17 @@ struct GradWeightGemm : GemmShape {
         }
       }
     }
-    __device__ void load(const GradWeightGemm& p, int64_t k0, int64_t kend, Acc* a, Acc* b, int tid) const {
+    template <class Put>
+    __device__ void fetch(const GradWeightGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
       const Geometry& q = p.q;
-#pragma unroll
-      for (int r = 0; r < SA::kSlots; ++r) a[r] = Acc(0);
-#pragma unroll
-      for (int r = 0; r < SB::kSlots; ++r) b[r] = Acc(0);
       const int64_t k = k0 + SA::k(tid, 0);  // the same pixel for every slot of A and B
-      if (k >= kend) return;
+      if (k >= kend) {
+#pragma unroll
+        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{});
+#pragma unroll
+        for (int r = 0; r < SB::kSlots; ++r) put.b(r, Src<T>{});
+        return;
+      }
       const int64_t pix = q.OH * q.OW, img = fast_div(k, pix), rem = k - img * pix, oh = fast_div(rem, q.OW),
                     ow = rem - oh * q.OW;
       const T* gy_img = p.gy + img * q.gs[0];
@@ -345,16 +397,17 @@ struct GradWeightGemm : GemmShape {
       const T* x_img = p.x + img * q.xs[0];
       const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
 #pragma unroll
-      for (int r = 0; r < SA::kSlots; ++r)
-        if (m[r] >= 0) a[r] = masked_grad(q, gy_img, y_img, m[r], oh, ow);
+      for (int r = 0; r < SA::kSlots; ++r) put.a(r, m[r] >= 0 ? grad_src(q, gy_img, y_img, m[r], oh, ow) : Src<T>{});
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
         const int64_t ih = ih0 + kdh[r], iw = iw0 + kdw[r];
-        if (xc[r] >= 0 && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W)
-          b[r] = Acc(to_float(x_img[xc[r] + ih * q.xs[2] + iw * q.xs[3]]));
+        const bool in = xc[r] >= 0 && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W;
+        put.b(r, Src<T>{in ? x_img + xc[r] + ih * q.xs[2] + iw * q.xs[3] : nullptr});
       }
     }
   };
+
+  bool gated_loads() const { return y != nullptr; }
 
   __device__ void store(int g, int split, int64_t m, int64_t n, Acc v) const {
     ws[(split * q.M + g * q.Mg + m) * N + n] = v;

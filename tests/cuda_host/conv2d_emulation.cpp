@@ -39,7 +39,8 @@ void emulate_gemm(const P& p) {
         for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {
           for (int tid = 0; tid < kGemmThreads; ++tid) {
             double ra[SA::kSlots], rb[SB::kSlots];
-            loaders[tid].load(p, k0, kend, ra, rb, tid);
+            ToRegisters<double, double> put{ra, rb};
+            loaders[tid].fetch(p, k0, kend, tid, put);
             for (int r = 0; r < SA::kSlots; ++r) As[SA::k(tid, r)][SA::mn(tid, r)] = ra[r];
             for (int r = 0; r < SB::kSlots; ++r) Bs[SB::k(tid, r)][SB::mn(tid, r)] = rb[r];
           }

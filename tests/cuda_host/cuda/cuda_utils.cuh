@@ -7,6 +7,7 @@
 #define __device__
 #define __global__
 #define __forceinline__ inline
+#define __host__
 #define __shared__ static
 inline void __syncthreads() {}
 
