@@ -58,8 +58,8 @@ __global__ void grad_bias_kernel(Geometry q, int64_t images_per_run, const T* __
   const int64_t count = std::min<int64_t>(images_per_run, q.N - img0) * per_image;
   A s = A(0);
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-    const int64_t n = img0 + conv::fast_div(i, per_image), p = i - (n - img0) * per_image;
-    const int64_t oh = conv::fast_div(p, q.OW), ow = p - oh * q.OW;
+    const int64_t n = img0 + q.by_opix(i), p = i - (n - img0) * per_image;
+    const int64_t oh = q.by_OW(p), ow = p - oh * q.OW;
     s += conv::masked_grad(q, gy + n * q.gs[0], y ? y + n * q.ys[0] : nullptr, m, oh, ow);
   }
   part[threadIdx.x] = s;
@@ -131,6 +131,7 @@ Geometry geometry_of(const Array& x, const Array& w, const Array& out, int64_t s
   q.KH = int(w.size[2]); q.KW = int(w.size[3]); q.ntaps = int(ntaps);
   q.sh = int(sh); q.sw = int(sw); q.ph = int(ph); q.pw = int(pw); q.dh = int(dh); q.dw = int(dw);
   for (int i = 0; i < 4; ++i) { q.xs[i] = x.stride[i]; q.ws[i] = w.stride[i]; }
+  conv::set_divisors(q);
   return q;
 }
 
@@ -151,18 +152,68 @@ bool async_copies() {
   return v;
 }
 
-template <class P, class Mma>
-void launch_async(const P& p, dim3 grid, cudaStream_t s) {
-  constexpr size_t bytes = conv::async_smem_bytes<Mma>();
-  // Above 48 KB of dynamic shared memory a kernel must opt in, once per instantiation.
-  static const cudaError_t opted = cudaFuncSetAttribute(conv::gemm_kernel_async<P, Mma>,
-                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-  check(opted, "cudaFuncSetAttribute (conv2d GEMM shared memory)");
-  conv::gemm_kernel_async<P, Mma><<<grid, conv::kGemmThreads, bytes, s>>>(p);
+// Blocks an SM that gemm_kernel_async is compiled for: 3 for 64-column tiles (80 registers a thread suffice),
+// 2 for 128-column ones (which spill at 80). PIXELOPS_CONV_BLOCKS_PER_SM=2 or 3 forces one (a measuring knob).
+int forced_blocks_per_sm() {
+  static const int v = [] {
+    const char* e = std::getenv("PIXELOPS_CONV_BLOCKS_PER_SM");
+    return e ? std::atoi(e) : 0;
+  }();
+  return v;
 }
 
-// Launches gemm_kernel for problem p (sizes and splits already set): float16 and bfloat16 on tensor cores,
-// float32 on TF32 tensor cores when asked, else SIMT.
+// The async kernel with its dynamic shared memory, opted in above 48 KB (once per instantiation).
+template <class P, class Mma, int kBlocks, class F>
+void with_async_kernel(F&& f) {
+  constexpr size_t bytes = conv::async_smem_bytes<Mma>();
+  static const cudaError_t opted = cudaFuncSetAttribute(conv::gemm_kernel_async<P, Mma, kBlocks>,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  check(opted, "cudaFuncSetAttribute (conv2d GEMM shared memory)");
+  f(conv::gemm_kernel_async<P, Mma, kBlocks>, bytes);
+}
+template <class P, class Mma, class F>
+void with_async_kernel(F&& f) {
+  const int forced = forced_blocks_per_sm();
+  if (forced == 3 || (forced != 2 && P::Tl::BN == 64)) with_async_kernel<P, Mma, 3>(f);
+  else with_async_kernel<P, Mma, 2>(f);
+}
+
+// Calls f(kernel, dynamic shared memory bytes) with the GEMM kernel that runs problem p: float16 and bfloat16
+// on tensor cores, float32 on TF32 tensor cores when asked, else SIMT; float32 copies by cp.async where the
+// loads need no gating. One choice, shared by the launch and by the occupancy query behind split-K.
+template <class T, class P, class F>
+void with_gemm_kernel(const P& p, bool tf32, F&& f) {
+  using Tl = typename P::Tl;
+  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
+    f(conv::gemm_kernel<P, conv::HalfMma<T, Tl>>, size_t(0));
+  } else if constexpr (std::is_same_v<T, float>) {
+    const bool async = !p.gated_loads() && async_copies();
+    if (tf32 && async) with_async_kernel<P, conv::Tf32Mma<Tl>>(f);
+    else if (tf32) f(conv::gemm_kernel<P, conv::Tf32Mma<Tl>>, size_t(0));
+    else if (async) with_async_kernel<P, conv::SimtMma<float, Tl>>(f);
+    else f(conv::gemm_kernel<P, conv::SimtMma<float, Tl>>, size_t(0));
+  } else {
+    f(conv::gemm_kernel<P, conv::SimtMma<typename P::Acc, Tl>>, size_t(0));
+  }
+}
+
+// How many blocks of p's kernel an SM holds at once (registers and shared memory allowing); asked once per
+// kernel (the first device's answer; mixing GPU generations in one process would only change split sizes).
+template <class T, class P>
+int resident_blocks(const P& p, bool tf32) {
+  int blocks = 1;
+  with_gemm_kernel<T>(p, tf32, [&](auto kernel, size_t smem) {
+    static const int cached = [&] {
+      int n = 0;
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, conv::kGemmThreads, smem),
+            "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+      return std::max(n, 1);
+    }();
+    blocks = cached;
+  });
+  return blocks;
+}
+
 template <class T, class P>
 void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
   using Tl = typename P::Tl;
@@ -173,17 +224,7 @@ void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
     throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
                      std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
   const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
-  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
-    conv::gemm_kernel<P, conv::HalfMma<T, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
-  } else if constexpr (std::is_same_v<T, float>) {
-    const bool async = !p.gated_loads() && async_copies();
-    if (tf32 && async) launch_async<P, conv::Tf32Mma<Tl>>(p, grid, s);
-    else if (tf32) conv::gemm_kernel<P, conv::Tf32Mma<Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
-    else if (async) launch_async<P, conv::SimtMma<float, Tl>>(p, grid, s);
-    else conv::gemm_kernel<P, conv::SimtMma<float, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
-  } else {
-    conv::gemm_kernel<P, conv::SimtMma<typename P::Acc, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(p);
-  }
+  with_gemm_kernel<T>(p, tf32, [&](auto kernel, size_t smem) { kernel<<<grid, conv::kGemmThreads, smem, s>>>(p); });
   check_launch(what);
 }
 
@@ -217,13 +258,13 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   conv::GradWeightGemm<T, Tl> p;
   p.q = q; p.x = x; p.y = y; p.gy = gy;
   p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
-  // Split K so that the grid fills the GPU's two blocks an SM (gemm_kernel's launch bounds) once, rounding
-  // down: one block past a full wave would run alone and double the time. At least 8 K steps per split.
+  // Split K so that the grid fills the GPU's resident blocks once, rounding down: one block past a full wave
+  // would run alone and double the time. At least 8 K steps per split.
   const int64_t tiles = ((p.M + Tl::BM - 1) / Tl::BM) * ((p.N + Tl::BN - 1) / Tl::BN) * q.G;
   const int64_t ksteps = (p.K + kBK - 1) / kBK;
   int64_t splits = 1;
   if (tiles > 0 && ksteps > 0) {
-    const int64_t want = 2 * int64_t(sm_count()) / tiles;
+    const int64_t want = int64_t(resident_blocks<T>(p, tf32)) * sm_count() / tiles;
     splits = std::max<int64_t>(1, std::min({want, (ksteps + 7) / 8, int64_t(65535) / q.G, int64_t(256)}));
   }
   const int64_t chunk_steps = ksteps > 0 ? (ksteps + splits - 1) / splits : 1;

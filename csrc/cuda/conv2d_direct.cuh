@@ -38,7 +38,7 @@ __device__ __forceinline__ void grad_input_direct_pixels(const Geometry& q, cons
   const int64_t pix = q.H * q.W, total = q.N * pix;
   const int Mg = int(q.Mg);
   for (int64_t i = first; i < total; i += step) {
-    const int64_t img = fast_div(i, pix), r = i - img * pix, ih = fast_div(r, q.W), iw = r - ih * q.W;
+    const int64_t img = q.by_ipix(i), r = i - img * pix, ih = q.by_W(r), iw = r - ih * q.W;
     const T* gy_img = gy + img * q.gs[0] + g * q.Mg * q.gs[1];
     const T* y_img = y ? y + img * q.ys[0] + g * q.Mg * q.ys[1] : nullptr;
     A acc[CG];
@@ -106,7 +106,7 @@ __device__ __forceinline__ void forward_direct_pixels(const Geometry& q, const T
   const int64_t pix = q.OH * q.OW, total = q.N * pix;
   const int Mg = int(q.Mg);
   for (int64_t i = first; i < total; i += step) {
-    const int64_t img = fast_div(i, pix), r = i - img * pix, oh = fast_div(r, q.OW), ow = r - oh * q.OW;
+    const int64_t img = q.by_opix(i), r = i - img * pix, oh = q.by_OW(r), ow = r - oh * q.OW;
     const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
     const T* x_img = x + img * q.xs[0] + g * q.Cg * q.xs[1];
     T* y_pix = y + (img * q.M + g * q.Mg) * pix + r;

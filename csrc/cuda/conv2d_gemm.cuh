@@ -61,11 +61,13 @@ struct WmmaMma {
       }
     }
   }
-  // Through shared memory, which also lets the epilogue walk the tile row by row: consecutive threads write
-  // consecutive columns (pixels, contiguous in y and grad_x), so each warp's stores are coalesced.
-  template <class F> __device__ void finish(int tid, F&& f) {
+  // Through shared memory (scratch: kScratch bytes, 32-byte aligned, free for the epilogue), which also lets
+  // the epilogue walk the tile row by row: consecutive threads write consecutive columns (pixels, contiguous
+  // in y and grad_x), so each warp's stores are coalesced.
+  static constexpr size_t kScratch = sizeof(float) * Tl::BM * kLdC;
+  template <class F> __device__ void finish(int tid, unsigned char* scratch, F&& f) {
     using namespace nvcuda;
-    __shared__ __align__(32) float Cs[Tl::BM][kLdC];
+    float (*Cs)[kLdC] = reinterpret_cast<float (*)[kLdC]>(scratch);
     const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
 #pragma unroll
     for (int i = 0; i < kFM; ++i)
@@ -95,6 +97,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
   using Stage = typename Mma::Stage;
   __shared__ __align__(32) Stage As[kBK][Mma::kLdA];
   __shared__ __align__(32) Stage Bs[kBK][Mma::kLdB];
+  __shared__ __align__(32) unsigned char scratch[Mma::kScratch > 0 ? Mma::kScratch : 32];
   const int tid = threadIdx.x;
   const int g = int(blockIdx.z) / p.splits, split = int(blockIdx.z) % p.splits;
   const int64_t m0 = int64_t(blockIdx.y) * Tl::BM, n0 = int64_t(blockIdx.x) * Tl::BN;
@@ -116,7 +119,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
     mma.step(As, Bs, tid);
     __syncthreads();
   }
-  mma.finish(tid, [&](int i, int j, A v) {
+  mma.finish(tid, scratch, [&](int i, int j, A v) {
     if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
   });
 }
@@ -128,9 +131,11 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
 // float16/bfloat16 (2-byte elements) and ReLU-gated grad_y stay on gemm_kernel above.
 constexpr int kAsyncStages = 4;
 
+// The stages, which the epilogue's scratch reuses once the last product is done.
 template <class Mma>
 constexpr size_t async_smem_bytes() {
-  return size_t(kAsyncStages) * kBK * (Mma::kLdA + Mma::kLdB) * sizeof(typename Mma::Stage);
+  const size_t stages = size_t(kAsyncStages) * kBK * (Mma::kLdA + Mma::kLdB) * sizeof(typename Mma::Stage);
+  return stages > Mma::kScratch ? stages : Mma::kScratch;
 }
 
 // Why a source is always named: the zero-fill form (src-size 0) still takes a valid global address.
@@ -169,8 +174,9 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-template <class P, class Mma>
-__global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel_async(P p) {
+// kBlocksPerSm: the blocks an SM is to hold (registers are capped to fit them; the stages fit three).
+template <class P, class Mma, int kBlocksPerSm>
+__global__ void __launch_bounds__(kGemmThreads, kBlocksPerSm) gemm_kernel_async(P p) {
   static_assert(std::is_same_v<typename P::Elem, float> && std::is_same_v<typename Mma::Stage, float>);
   using A = typename P::Acc;
   using Tl = typename P::Tl;
@@ -213,8 +219,9 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel_async(P p) {
     const int s = int(i % kAsyncStages);
     mma.step(As[s], Bs[s], tid);
   }
-  cp_async_wait<0>();
-  mma.finish(tid, [&](int i, int j, A v) {
+  cp_async_wait<0>();  // (only empty groups are left)
+  __syncthreads();      // every warp is done with the stages before the epilogue's scratch overwrites them
+  mma.finish(tid, smem, [&](int i, int j, A v) {
     if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
   });
 }

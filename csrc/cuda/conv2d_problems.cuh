@@ -19,12 +19,6 @@ namespace pixelops::cuda::conv {
 template <class T> __device__ __forceinline__ T store_as(float v) { return from_float<T>(v); }
 template <class T> __device__ __forceinline__ T store_as(double v) { return T(v); }
 
-// a / b for 0 <= a, 0 < b: in 32 bits when both fit (the common case), which is several times cheaper.
-__device__ __forceinline__ int64_t fast_div(int64_t a, int64_t b) {
-  if (((a | b) >> 31) == 0) return int64_t(uint32_t(a) / uint32_t(b));
-  return a / b;
-}
-
 // Where one operand element of a GEMM tile comes from: v, or zero where v is null (outside the image, the
 // problem or the K range); for grad_y under a fused ReLU, relu_y is the forward output that gates it (zero
 // unless *relu_y > 0). A loader names the sources of its slots and the kernel decides how to move them:
@@ -67,8 +61,8 @@ __device__ __forceinline__ bool reached_output(const Geometry& q, int64_t vh0, i
                                                int64_t& oh, int64_t& ow) {
   const int64_t vh = vh0 - int64_t(kh) * q.dh, vw = vw0 - int64_t(kw) * q.dw;
   if (vh < 0 || vw < 0) return false;
-  oh = fast_div(vh, q.sh);
-  ow = fast_div(vw, q.sw);
+  oh = q.by_sh(vh);
+  ow = q.by_sw(vw);
   return oh * q.sh == vh && ow * q.sw == vw && oh < q.OH && ow < q.OW;
 }
 
@@ -123,25 +117,24 @@ struct ForwardGemm : GemmShape {
       if constexpr (TapMajor) fetch_tap_major(p, k0, kend, tid, put);
       else fetch_generic(p, k0, kend, tid, put);
     }
+    // K = Cg * ntaps is a multiple of kBK here, so every k of a step is inside K: no per-slot K test. Slot r
+    // reads the address of slot 0 plus r strides, which keeps the per-slot work to an add and the copy.
     template <class Put>
-    __device__ void fetch_tap_major(const ForwardGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
+    __device__ void fetch_tap_major(const ForwardGemm& p, int64_t k0, int64_t, int tid, Put& put) const {
       const Geometry& q = p.q;
-      const int kb = int(k0), cg = int(q.Cg), t = kb / cg, c0 = kb - t * cg, kh = t / q.KW, kw = t - kh * q.KW;
+      const int kb = int(k0), cg = int(q.Cg), t = q.by_Cg(kb), c0 = kb - t * cg, kh = q.by_KW(t), kw = t - kh * q.KW;
       {
-        const int dk = SA::k(tid, 0);
-        const int64_t off = (c0 + dk) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+        const int64_t off = (c0 + SA::k(tid, 0)) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r)
-          put.a(r, Src<T>{kb + dk < kend && w_row[r] ? w_row[r] + off : nullptr});
+        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{w_row[r] ? w_row[r] + off : nullptr});
       }
       const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-      const T* base = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W ? x_img + ih * q.xs[2] + iw * q.xs[3]
-                                                                             : nullptr;
+      const T* b0 = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W
+                        ? x_img + (c0 + SB::k(tid, 0)) * q.xs[1] + ih * q.xs[2] + iw * q.xs[3]
+                        : nullptr;
+      const int64_t step = SB::kPerSlot * q.xs[1];
 #pragma unroll
-      for (int r = 0; r < SB::kSlots; ++r) {
-        const int dk = SB::k(tid, r);
-        put.b(r, Src<T>{base && kb + dk < kend ? base + (c0 + dk) * q.xs[1] : nullptr});
-      }
+      for (int r = 0; r < SB::kSlots; ++r) put.b(r, Src<T>{b0 ? b0 + r * step : nullptr});
     }
     template <class Put>
     __device__ void fetch_generic(const ForwardGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
@@ -149,7 +142,7 @@ struct ForwardGemm : GemmShape {
       // A: one k (channel, tap) for the four rows. K < 2^31 (checked on the host): 32-bit division.
       {
         const int k = int(k0) + SA::k(tid, 0);
-        const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+        const int c = q.by_ntaps(k), t = k - c * q.ntaps, kh = q.by_KW(t), kw = t - kh * q.KW;
         const int64_t off = c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
 #pragma unroll
         for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{k < kend && w_row[r] ? w_row[r] + off : nullptr});
@@ -159,7 +152,7 @@ struct ForwardGemm : GemmShape {
         const T* src = nullptr;
         const int k = int(k0) + SB::k(tid, r);
         if (k < kend && x_img) {
-          const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+          const int c = q.by_ntaps(k), t = k - c * q.ntaps, kh = q.by_KW(t), kw = t - kh * q.KW;
           const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
           if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) src = x_img + c * q.xs[1] + ih * q.xs[2] + iw * q.xs[3];
         }
@@ -173,7 +166,7 @@ struct ForwardGemm : GemmShape {
 
   // Fused epilogue: bias, then ReLU (NaN passes through, as in torch.relu).
   __device__ void store(int g, int, int64_t m, int64_t n, Acc v) const {
-    const int64_t mc = g * q.Mg + m, pix = q.OH * q.OW, img = fast_div(n, pix);
+    const int64_t mc = g * q.Mg + m, pix = q.OH * q.OW, img = q.by_opix(n);
     if (b) v += Acc(to_float(b[mc * q.bs]));
     if (relu && v < Acc(0)) v = Acc(0);
     y[(img * q.M + mc) * pix + (n - img * pix)] = store_as<T>(v);
@@ -191,6 +184,7 @@ struct Phase {
   int h0 = 0, w0 = 0;
   int64_t PH = 0, PW = 0;
   int kh0 = 0, kw0 = 0, a = 1, b = 1, nkh = 0, nkw = 0, ntaps = 0;
+  FastDiv by_nkw, by_ntaps, by_PW, by_pix;  // pix = PH*PW
 };
 
 inline int gcd_int(int x, int y) { return y == 0 ? x : gcd_int(y, x % y); }
@@ -217,6 +211,7 @@ inline Phase plan_phase(const Geometry& q, int rh, int rw) {
     if (left <= 0) break;
     for (int jw = 0; jw < f.nkw && f.kw0 + jw * f.b < left; ++jw) ++f.ntaps;
   }
+  f.by_nkw = FastDiv(f.nkw); f.by_ntaps = FastDiv(f.ntaps); f.by_PW = FastDiv(f.PW); f.by_pix = FastDiv(f.PH * f.PW);
   return f;
 }
 
@@ -238,13 +233,13 @@ struct GradInputGemm : GemmShape {
 
   // The phase's j-th tap.
   __device__ __forceinline__ void tap(int j, int& kh, int& kw) const {
-    const int jh = j / f.nkw;
+    const int jh = f.by_nkw(j);
     kh = f.kh0 + jh * f.a;
     kw = f.kw0 + (j - jh * f.nkw) * f.b;
   }
   // k = m * (phase taps) + j (the generic K order) as (m, kh, kw).
   __device__ __forceinline__ void decode(int k, int& m, int& kh, int& kw) const {
-    m = k / f.ntaps;
+    m = f.by_ntaps(k);
     tap(k - m * f.ntaps, kh, kw);
   }
 
@@ -271,26 +266,27 @@ struct GradInputGemm : GemmShape {
       if constexpr (TapMajor) fetch_tap_major(p, k0, kend, tid, put);
       else fetch_generic(p, k0, kend, tid, put);
     }
+    // As ForwardGemm's: K = Mg * (phase taps) is a multiple of kBK, and slot r steps from slot 0's address.
     template <class Put>
-    __device__ void fetch_tap_major(const GradInputGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
+    __device__ void fetch_tap_major(const GradInputGemm& p, int64_t k0, int64_t, int tid, Put& put) const {
       const Geometry& q = p.q;
-      const int kb = int(k0), mg = int(q.Mg), t = kb / mg, mb = kb - t * mg;
+      const int kb = int(k0), mg = int(q.Mg), t = q.by_Mg(kb), mb = kb - t * mg;
       int kh, kw;
       p.tap(t, kh, kw);
+      {
+        const T* a0 = w_col ? w_col + (mb + SA::k(tid, 0)) * q.ws[0] + kh * q.ws[2] + kw * q.ws[3] : nullptr;
+        const int64_t step = SA::kPerSlot * q.ws[0];
+#pragma unroll
+        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{a0 ? a0 + r * step : nullptr});
+      }
       // the output pixel this tap reads for the thread's input pixel, if any
       int64_t oh = 0, ow = 0;
       const bool hit = gy_img && reached_output(q, vh0, vw0, kh, kw, oh, ow);
-      const int64_t woff = kh * q.ws[2] + kw * q.ws[3];
+      const Src<T> b0 = hit ? grad_src(q, gy_img, y_img, mb + SB::k(tid, 0), oh, ow) : Src<T>{};
+      const int64_t gstep = SB::kPerSlot * q.gs[1], ystep = SB::kPerSlot * q.ys[1];
 #pragma unroll
-      for (int r = 0; r < SA::kSlots; ++r) {
-        const int dk = SA::k(tid, r);
-        put.a(r, Src<T>{kb + dk < kend && w_col ? w_col + (mb + dk) * q.ws[0] + woff : nullptr});
-      }
-#pragma unroll
-      for (int r = 0; r < SB::kSlots; ++r) {
-        const int dk = SB::k(tid, r);
-        put.b(r, kb + dk < kend && hit ? grad_src(q, gy_img, y_img, mb + dk, oh, ow) : Src<T>{});
-      }
+      for (int r = 0; r < SB::kSlots; ++r)
+        put.b(r, b0.v ? Src<T>{b0.v + r * gstep, b0.relu_y ? b0.relu_y + r * ystep : nullptr} : Src<T>{});
     }
     template <class Put>
     __device__ void fetch_generic(const GradInputGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
@@ -326,12 +322,12 @@ struct GradInputGemm : GemmShape {
   bool gated_loads() const { return y != nullptr; }
 
   __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
-    const int64_t pix = f.PH * f.PW, img = fast_div(n, pix), r = n - img * pix;
+    const int64_t pix = f.PH * f.PW, img = f.by_pix(n), r = n - img * pix;
     // Stride 1: the one phase is the whole image and r its pixel, as before phases existed (with the row
     // division below run regardless, stride-1 grad_input GEMMs measured 7-45% slower on an H200).
     int64_t off = r;
     if (q.sh != 1 || q.sw != 1) {
-      const int64_t i = fast_div(r, f.PW), j = r - i * f.PW;
+      const int64_t i = f.by_PW(r), j = r - i * f.PW;
       off = (f.h0 + i * q.sh) * q.W + f.w0 + j * q.sw;
     }
     gx[(img * q.C + g * q.Cg + c) * q.H * q.W + off] = store_as<T>(v);
@@ -355,16 +351,16 @@ struct GradWeightGemm : GemmShape {
   Acc* ws;     // splits x M x (Cg*ntaps)
 
   struct Loader {
-    int64_t m[SA::kSlots];                     // output channel g*Mg+m of A slot r, -1 past M
+    // A slot r is output channel m_first + r * SA::kPerSlot; the first a_rows slots are inside M.
+    int64_t m_first = 0;
+    int a_rows = 0;
     int64_t xc[SB::kSlots];                    // offset of input channel g*Cg+c of B slot r, -1 past N
     int kdh[SB::kSlots], kdw[SB::kSlots];      // kh*dh, kw*dw of B slot r (32 bits: fewer registers)
     __device__ Loader(const GradWeightGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
+      m_first = g * q.Mg + m0 + SA::mn(tid, 0);
 #pragma unroll
-      for (int r = 0; r < SA::kSlots; ++r) {
-        const int64_t mm = m0 + SA::mn(tid, r);
-        m[r] = mm < p.M ? g * q.Mg + mm : -1;
-      }
+      for (int r = 0; r < SA::kSlots; ++r) a_rows += m0 + SA::mn(tid, r) < p.M;
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
         const int64_t n = n0 + SB::mn(tid, r);
@@ -390,14 +386,19 @@ struct GradWeightGemm : GemmShape {
         for (int r = 0; r < SB::kSlots; ++r) put.b(r, Src<T>{});
         return;
       }
-      const int64_t pix = q.OH * q.OW, img = fast_div(k, pix), rem = k - img * pix, oh = fast_div(rem, q.OW),
+      const int64_t pix = q.OH * q.OW, img = q.by_opix(k), rem = k - img * pix, oh = q.by_OW(rem),
                     ow = rem - oh * q.OW;
       const T* gy_img = p.gy + img * q.gs[0];
       const T* y_img = p.y ? p.y + img * q.ys[0] : nullptr;
       const T* x_img = p.x + img * q.xs[0];
       const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
+      {
+        const Src<T> a0 = grad_src(q, gy_img, y_img, m_first, oh, ow);
+        const int64_t gstep = SA::kPerSlot * q.gs[1], ystep = SA::kPerSlot * q.ys[1];
 #pragma unroll
-      for (int r = 0; r < SA::kSlots; ++r) put.a(r, m[r] >= 0 ? grad_src(q, gy_img, y_img, m[r], oh, ow) : Src<T>{});
+        for (int r = 0; r < SA::kSlots; ++r)
+          put.a(r, r < a_rows ? Src<T>{a0.v + r * gstep, a0.relu_y ? a0.relu_y + r * ystep : nullptr} : Src<T>{});
+      }
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
         const int64_t ih = ih0 + kdh[r], iw = iw0 + kdw[r];

@@ -35,15 +35,44 @@ template <> struct AccOf<double> { using type = double; };
 // threads take consecutive k (coalesced when K is pixels, as in grad_weight), and a thread keeps one k.
 enum class Fetch { kMnFast, kKFast };
 template <Fetch F, int E> struct Slot;
+// kPerSlot: how far the varying index (k for MnFast, the row/column for KFast) moves from one slot to the next.
 template <int E> struct Slot<Fetch::kMnFast, E> {
-  static constexpr int kSlots = E * kBK / kGemmThreads;
+  static constexpr int kSlots = E * kBK / kGemmThreads, kPerSlot = kGemmThreads / E;
   __device__ static int k(int tid, int r) { return tid / E + (kGemmThreads / E) * r; }
   __device__ static int mn(int tid, int) { return tid % E; }
 };
 template <int E> struct Slot<Fetch::kKFast, E> {
-  static constexpr int kSlots = E * kBK / kGemmThreads;
+  static constexpr int kSlots = E * kBK / kGemmThreads, kPerSlot = kGemmThreads / kBK;
   __device__ static int k(int tid, int) { return tid % kBK; }
   __device__ static int mn(int tid, int r) { return tid / kBK + (kGemmThreads / kBK) * r; }
+};
+
+// Division by a number fixed at launch, as a multiply-high, an add and a shift instead of the ~20 instructions
+// of an integer division (Granlund and Montgomery, "Division by invariant integers using multiplication",
+// 1994): for 0 <= n < 2^31 and 1 <= d < 2^31, n / d == (mulhi(n, mul) + n) >> shift, where
+// shift = ceil(log2 d) and mul = floor(2^32 (2^shift - d) / d) + 1. Larger 64-bit n fall back to a division.
+// The loaders decode channels, taps and pixels from k and n at every K step; this keeps that cheap.
+struct FastDiv {
+  uint32_t d = 1, mul = 1, shift = 0;
+  FastDiv() = default;
+  // A divisor below 1 (an empty size, never divided by) is taken as 1.
+  explicit FastDiv(int64_t divisor) : d(divisor < 1 ? 1u : uint32_t(divisor)) {
+    while ((uint64_t(1) << shift) < d) ++shift;
+    mul = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << shift) - d)) / d + 1);
+  }
+  __device__ __host__ __forceinline__ uint32_t div32(uint32_t n) const {
+#ifdef __CUDA_ARCH__
+    const uint32_t hi = __umulhi(n, mul);
+#else
+    const uint32_t hi = uint32_t((uint64_t(n) * mul) >> 32);
+#endif
+    return (hi + n) >> shift;
+  }
+  // n / d for 0 <= n (64-bit n in the fast form while it fits in 31 bits)
+  __device__ __host__ __forceinline__ int64_t operator()(int64_t n) const {
+    return (n >> 31) == 0 ? int64_t(div32(uint32_t(n))) : n / int64_t(d);
+  }
+  __device__ __host__ __forceinline__ int operator()(int n) const { return int(div32(uint32_t(n))); }
 };
 
 // Sizes, strides and options of one convolution (element strides of the caller's views).
@@ -55,7 +84,16 @@ struct Geometry {
   int sh, sw, ph, pw, dh, dw;
   int64_t xs[4], ws[4], ys[4], gs[4];  // strides of x, w, y (relu mask), grad_y
   int64_t bs;                          // bias (or grad_bias) stride
+  // Divisors of the index math (set_divisors): k and n decode into channel, tap and pixel with these.
+  FastDiv by_Cg, by_Mg, by_KW, by_ntaps, by_sh, by_sw, by_OW, by_opix, by_W, by_ipix;  // opix = OH*OW, ipix = H*W
 };
+
+// Fills q's divisors from its sizes (after they are all set).
+inline void set_divisors(Geometry& q) {
+  q.by_Cg = FastDiv(q.Cg); q.by_Mg = FastDiv(q.Mg); q.by_KW = FastDiv(q.KW); q.by_ntaps = FastDiv(q.ntaps);
+  q.by_sh = FastDiv(q.sh); q.by_sw = FastDiv(q.sw); q.by_OW = FastDiv(q.OW); q.by_opix = FastDiv(q.OH * q.OW);
+  q.by_W = FastDiv(q.W); q.by_ipix = FastDiv(q.H * q.W);
+}
 
 // Four consecutive values of a shared row (16-byte aligned: rows are padded to a multiple of 4 elements).
 template <class A>
@@ -101,8 +139,9 @@ struct SimtMma {
         for (int j = 0; j < Tl::TN; ++j) acc[i][j] += a[i] * b[j];
     }
   }
-  // Hands each owned element (row, column within the tile, value) to f.
-  template <class F> __device__ void finish(int tid, F&& f) {
+  // Hands each owned element (row, column within the tile, value) to f; no shared memory needed.
+  static constexpr size_t kScratch = 0;
+  template <class F> __device__ void finish(int tid, unsigned char*, F&& f) {
 #pragma unroll
     for (int i = 0; i < Tl::TM; ++i)
 #pragma unroll

@@ -47,7 +47,7 @@ void emulate_gemm(const P& p) {
           for (int tid = 0; tid < kGemmThreads; ++tid) mma[tid].step(As, Bs, tid);
         }
         for (int tid = 0; tid < kGemmThreads; ++tid)
-          mma[tid].finish(tid, [&](int i, int j, double v) {
+          mma[tid].finish(tid, nullptr, [&](int i, int j, double v) {
             if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
           });
       }
@@ -88,6 +88,7 @@ static void run_case(const Case& c, std::mt19937& rng) {
   q.dh = c.dh; q.dw = c.dw;
   q.OH = (c.H + 2 * c.ph - c.dh * (c.KH - 1) - 1) / c.sh + 1;
   q.OW = (c.W + 2 * c.pw - c.dw * (c.KW - 1) - 1) / c.sw + 1;
+  set_divisors(q);
   // contiguous NCHW x, y, grad_y and (M, Cg, KH, KW) weights
   const int64_t xs[4] = {q.C * q.H * q.W, q.H * q.W, q.W, 1}, ys[4] = {q.M * q.OH * q.OW, q.OH * q.OW, q.OW, 1};
   const int64_t ws[4] = {q.Cg * q.KH * q.KW, int64_t(q.KH) * q.KW, q.KW, 1};
@@ -225,8 +226,31 @@ static void run_case(const Case& c, std::mt19937& rng) {
   }
 }
 
+// FastDiv against plain division: every divisor up to 4096 on small and edge numerators, then random pairs
+// up to 2^31, and the 64-bit fallback.
+static void check_fast_div(std::mt19937& rng) {
+  int bad = 0;
+  auto check = [&](int64_t n, int64_t d) {
+    const FastDiv f(d);
+    if (f(n) != n / d || (n < (int64_t(1) << 31) && f(int(n)) != n / d)) {
+      if (++bad <= 5) std::printf("FAIL FastDiv %lld / %lld\n", (long long)n, (long long)d);
+    }
+  };
+  const int64_t top = (int64_t(1) << 31) - 1;
+  for (int64_t d = 1; d <= 4096; ++d) {
+    for (int64_t n = 0; n < 3 * d + 70; ++n) check(n, d);
+    for (int64_t n : {top, top - 1, top - d, top / d * d, top / d * d - 1}) check(n, d);
+  }
+  std::uniform_int_distribution<int64_t> num(0, top), den(1, top);
+  for (int i = 0; i < 2000000; ++i) check(num(rng), i % 2 ? den(rng) : den(rng) % 100000 + 1);
+  for (int64_t n : {int64_t(1) << 31, (int64_t(1) << 40) + 12345}) check(n, 7), check(n, 1 << 20);
+  std::printf("%s FastDiv\n", bad ? "FAIL" : "ok  ");
+  failures += bad;
+}
+
 int main() {
   std::mt19937 rng(1234);
+  check_fast_div(rng);
   const Case cases[] = {
       // N  C   H   W   M  KH KW taps sh sw ph pw dh dw G relu
       {2, 3, 9, 11, 5, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false},     // odd sizes, generic K
