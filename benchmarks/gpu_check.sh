@@ -100,16 +100,22 @@ done
 }
 
 if [ -n "${NCU:-}" ]; then
-  section "Nsight Compute: the conv2d GEMM kernels of $NCU (fp32, then TF32)"
+  section "Nsight Compute: the conv2d GEMM kernels of $NCU (NCU_MODES: fp32 and/or tf32)"
   NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  for tf32 in "" --tf32; do
-    log="$LOGS/ncu-$NCU${tf32}.log"
-    timeout 120 "$NCU_BIN" --clock-control none --kernel-name regex:gemm_kernel --launch-skip 6 --launch-count 3 \
+  for mode in ${NCU_MODES:-fp32 tf32}; do
+    tf32=; [ "$mode" = tf32 ] && tf32=--tf32
+    log="$LOGS/ncu-$NCU-$mode.log"
+    # the sections' summaries, plus each stall reason (warps stalled per issued instruction) and the
+    # instruction count, which the sections leave out of their text output
+    timeout 150 "$NCU_BIN" --clock-control none --kernel-name regex:gemm_kernel --launch-skip 6 --launch-count 3 \
       --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
+      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum' \
       "$PY" "$REPO/benchmarks/conv2d_ncu.py" "$NCU" $tf32 >"$log" 2>&1
-    echo "ncu rc=$? ($log)"
-    grep -E 'gemm_kernel<|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued|L1/TEX Hit|L2 Hit' "$log" \
-      | sed -E 's/\(pixelops::cuda::conv::[^)]*\)//; s/pixelops::cuda::conv:://g' | cut -c1-160 | head -40
+    echo "ncu $mode rc=$? ($log)"
+    grep -E 'gemm_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|inst_executed.sum|issue_stalled' "$log" \
+      | grep -vE 'issue_stalled_[a-z_]+_per_issue_active.ratio +(inst|ratio)? *0\.[0-1]' \
+      | sed -E 's/\(pixelops::cuda::conv::[^)]*\)//; s/pixelops::cuda::conv:://g; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' \
+      | cut -c1-150 | head -60
   done
 fi
 

@@ -152,30 +152,17 @@ bool async_copies() {
   return v;
 }
 
-// Blocks an SM that gemm_kernel_async is compiled for: 3 for 64-column tiles (80 registers a thread suffice),
-// 2 for 128-column ones (which spill at 80). PIXELOPS_CONV_BLOCKS_PER_SM=2 or 3 forces one (a measuring knob).
-int forced_blocks_per_sm() {
-  static const int v = [] {
-    const char* e = std::getenv("PIXELOPS_CONV_BLOCKS_PER_SM");
-    return e ? std::atoi(e) : 0;
-  }();
-  return v;
-}
-
-// The async kernel with its dynamic shared memory, opted in above 48 KB (once per instantiation).
-template <class P, class Mma, int kBlocks, class F>
+// The async kernel with its dynamic shared memory, opted in above 48 KB (once per instantiation). Blocks an SM
+// it is compiled for: 3 for 64-column tiles (80 registers a thread suffice), 2 for 128-column ones (they spill
+// at 80 registers, and measured 6-12% slower forced to 3 on an H200).
+template <class P, class Mma, class F>
 void with_async_kernel(F&& f) {
+  constexpr int kBlocks = P::Tl::BN == 64 ? 3 : 2;
   constexpr size_t bytes = conv::async_smem_bytes<Mma>();
   static const cudaError_t opted = cudaFuncSetAttribute(conv::gemm_kernel_async<P, Mma, kBlocks>,
                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
   check(opted, "cudaFuncSetAttribute (conv2d GEMM shared memory)");
   f(conv::gemm_kernel_async<P, Mma, kBlocks>, bytes);
-}
-template <class P, class Mma, class F>
-void with_async_kernel(F&& f) {
-  const int forced = forced_blocks_per_sm();
-  if (forced == 3 || (forced != 2 && P::Tl::BN == 64)) with_async_kernel<P, Mma, 3>(f);
-  else with_async_kernel<P, Mma, 2>(f);
 }
 
 // Calls f(kernel, dynamic shared memory bytes) with the GEMM kernel that runs problem p: float16 and bfloat16

@@ -19,8 +19,11 @@ struct WmmaMma {
   using Stage = StageT;  // element type of the shared tiles
   using Tl = TileT;
   static constexpr int kFM = 2, kFN = Tl::BN / 64;  // accumulators per warp
-  // Shared rows padded by 16 bytes; wmma needs ldm to be a multiple of 16 bytes and 32-byte aligned tiles.
-  static constexpr int kLdA = Tl::BM + 16 / int(sizeof(Stage)), kLdB = Tl::BN + 16 / int(sizeof(Stage));
+  // Shared rows padded (wmma needs ldm to be a multiple of 16 bytes and 32-byte aligned tiles). A TF32 fragment
+  // load reads 4 k-rows x 8 columns: with rows 8 floats past a multiple of 32 banks they fall in 32 distinct
+  // banks, where a 4-float pad puts rows 0 and 1 (and 2 and 3) on the same ones, a 2-way conflict.
+  static constexpr int kPad = std::is_same_v<Stage, float> ? 8 : 16 / int(sizeof(Stage));
+  static constexpr int kLdA = Tl::BM + kPad, kLdB = Tl::BN + kPad;
   static constexpr int kLdC = Tl::BN + 4;
   static __device__ __forceinline__ Stage stage(float v) {
     if constexpr (std::is_same_v<Stage, float>) return v;
@@ -125,21 +128,19 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
 }
 
 // The float32 GEMMs (SIMT or TF32) whose operands are plain copies: each slot is one 4-byte cp.async from global
-// straight into shared memory (zero-filled where the loader names no source), through a ring of kAsyncStages
-// K steps. With kAsyncStages - 1 steps in flight the gathers' latency hides behind the products, there is one
-// barrier per K step instead of two, and no registers hold the next tiles. cp.async moves bytes only, so
-// float16/bfloat16 (2-byte elements) and ReLU-gated grad_y stay on gemm_kernel above.
-constexpr int kAsyncStages = 4;
+// straight into shared memory (a zero stored instead where the loader names no source), through a ring of
+// kAsyncStages stages of kStepsPerStage K steps each. With kAsyncStages - 1 stages in flight the gathers'
+// latency hides behind the products, there is one barrier per stage (two K steps) where gemm_kernel has two
+// per K step, and no registers hold the next tiles. cp.async moves bytes only, so float16/bfloat16 (2-byte
+// elements) and ReLU-gated grad_y stay on gemm_kernel above.
+constexpr int kAsyncStages = 3, kStepsPerStage = 2, kAsyncTiles = kAsyncStages * kStepsPerStage;
 
-// The stages, which the epilogue's scratch reuses once the last product is done.
+// The ring of K-step tiles, which the epilogue's scratch reuses once the last product is done.
 template <class Mma>
 constexpr size_t async_smem_bytes() {
-  const size_t stages = size_t(kAsyncStages) * kBK * (Mma::kLdA + Mma::kLdB) * sizeof(typename Mma::Stage);
-  return stages > Mma::kScratch ? stages : Mma::kScratch;
+  const size_t tiles = size_t(kAsyncTiles) * kBK * (Mma::kLdA + Mma::kLdB) * sizeof(typename Mma::Stage);
+  return tiles > Mma::kScratch ? tiles : Mma::kScratch;
 }
-
-// Why a source is always named: the zero-fill form (src-size 0) still takes a valid global address.
-static __device__ float g_zero_source = 0.0f;
 
 struct ToSharedAsync {
   template <class SA, class SB, int kLdA, int kLdB>
@@ -147,11 +148,14 @@ struct ToSharedAsync {
     float (*As)[kLdA];
     float (*Bs)[kLdB];
     int tid;
+    // A predicated copy, or a zero store: no address is formed from a null source.
     static __device__ __forceinline__ void copy(float* dst, const float* src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
       const unsigned d = unsigned(__cvta_generic_to_shared(dst));
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src ? src : &g_zero_source),
-                   "r"(src ? 4 : 0));
+      asm volatile(
+          "{\n .reg .pred p;\n setp.ne.u64 p, %1, 0;\n @p cp.async.ca.shared.global [%0], [%1], 4;\n"
+          " @!p st.shared.u32 [%0], 0;\n}\n" ::"r"(d),
+          "l"(src));
 #else
       *dst = src ? *src : 0.0f;
 #endif
@@ -174,7 +178,7 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// kBlocksPerSm: the blocks an SM is to hold (registers are capped to fit them; the stages fit three).
+// kBlocksPerSm: the blocks an SM is to hold (registers are capped to fit them).
 template <class P, class Mma, int kBlocksPerSm>
 __global__ void __launch_bounds__(kGemmThreads, kBlocksPerSm) gemm_kernel_async(P p) {
   static_assert(std::is_same_v<typename P::Elem, float> && std::is_same_v<typename Mma::Stage, float>);
@@ -182,45 +186,56 @@ __global__ void __launch_bounds__(kGemmThreads, kBlocksPerSm) gemm_kernel_async(
   using Tl = typename P::Tl;
   using SA = Slot<P::kFetchA, Tl::BM>;
   using SB = Slot<P::kFetchB, Tl::BN>;
-  using StageA = float[kBK][Mma::kLdA];
-  using StageB = float[kBK][Mma::kLdB];
+  using TileA = float[kBK][Mma::kLdA];
+  using TileB = float[kBK][Mma::kLdB];
   extern __shared__ __align__(128) unsigned char smem[];
-  StageA* As = reinterpret_cast<StageA*>(smem);
-  StageB* Bs = reinterpret_cast<StageB*>(smem + kAsyncStages * sizeof(StageA));
+  TileA* As = reinterpret_cast<TileA*>(smem);
+  TileB* Bs = reinterpret_cast<TileB*>(smem + kAsyncTiles * sizeof(TileA));
   const int tid = threadIdx.x;
   const int g = int(blockIdx.z) / p.splits, split = int(blockIdx.z) % p.splits;
   const int64_t m0 = int64_t(blockIdx.y) * Tl::BM, n0 = int64_t(blockIdx.x) * Tl::BN;
   const int64_t kbeg = int64_t(split) * p.kchunk;
   const int64_t kend = p.splits == 1 ? p.K : (kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K);
   const int64_t steps = kbeg < kend ? (kend - kbeg + kBK - 1) / kBK : 0;
+  const int64_t stages = (steps + kStepsPerStage - 1) / kStepsPerStage;
 
   const typename P::Loader loader(p, g, m0, n0, tid);
   using Put = ToSharedAsync::Put<SA, SB, Mma::kLdA, Mma::kLdB>;
-  auto fetch = [&](int64_t step) {
-    const int s = int(step % kAsyncStages);
-    Put put{As[s], Bs[s], tid};
-    loader.fetch(p, kbeg + step * kBK, kend, tid, put);
-  };
-  // Every thread commits one group per step, empty or not, so that "all but the newest kAsyncStages - 2
-  // groups are done" always means "step i has landed".
+  // K step j lives in tile j % kAsyncTiles: stage (j / kStepsPerStage) % kAsyncStages, sub-tile j % kStepsPerStage.
+  auto fetch_stage = [&](int64_t st) {
 #pragma unroll
-  for (int s = 0; s < kAsyncStages - 1; ++s) {
-    if (s < steps) fetch(s);
+    for (int sub = 0; sub < kStepsPerStage; ++sub) {
+      const int64_t j = st * kStepsPerStage + sub;
+      if (j < steps) {
+        const int t = int(j % kAsyncTiles);
+        Put put{As[t], Bs[t], tid};
+        loader.fetch(p, kbeg + j * kBK, kend, tid, put);
+      }
+    }
+  };
+  // Every thread commits one group per stage, empty or not, so that "all but the newest kAsyncStages - 2
+  // groups are done" always means "stage i has landed".
+#pragma unroll
+  for (int st = 0; st < kAsyncStages - 1; ++st) {
+    if (st < stages) fetch_stage(st);
     cp_async_commit();
   }
   Mma mma;
-  for (int64_t i = 0; i < steps; ++i) {
+  for (int64_t i = 0; i < stages; ++i) {
     cp_async_wait<kAsyncStages - 2>();
-    // Step i's tiles are complete for all threads, and every thread is done with step i - 1, whose stage the
-    // fetch below refills.
+    // Stage i is complete for all threads, and every thread is done with stage i - 1, which the fetch below
+    // refills.
     __syncthreads();
-    if (i + kAsyncStages - 1 < steps) fetch(i + kAsyncStages - 1);
+    if (i + kAsyncStages - 1 < stages) fetch_stage(i + kAsyncStages - 1);
     cp_async_commit();
-    const int s = int(i % kAsyncStages);
-    mma.step(As[s], Bs[s], tid);
+#pragma unroll
+    for (int sub = 0; sub < kStepsPerStage; ++sub) {
+      const int64_t j = i * kStepsPerStage + sub;
+      if (j < steps) mma.step(As[j % kAsyncTiles], Bs[j % kAsyncTiles], tid);
+    }
   }
   cp_async_wait<0>();  // (only empty groups are left)
-  __syncthreads();      // every warp is done with the stages before the epilogue's scratch overwrites them
+  __syncthreads();      // every warp is done with the tiles before the epilogue's scratch overwrites them
   mma.finish(tid, smem, [&](int i, int j, A v) {
     if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
   });
