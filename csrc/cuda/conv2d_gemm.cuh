@@ -6,6 +6,7 @@
 
 #include <type_traits>
 
+#include "cuda/conv2d_problems.cuh"  // Src, ToRegisters
 #include "cuda/conv2d_tile.cuh"
 #include "cuda/cuda_utils.cuh"
 
@@ -128,7 +129,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
 }
 
 // The float32 GEMMs (SIMT or TF32) whose operands are plain copies: each slot is one 4-byte cp.async from global
-// straight into shared memory (a zero stored instead where the loader names no source), through a ring of
+// straight into shared memory (a plain zero store where the loader names no source), through a ring of
 // kAsyncStages stages of kStepsPerStage K steps each. With kAsyncStages - 1 stages in flight the gathers'
 // latency hides behind the products, there is one barrier per stage (two K steps) where gemm_kernel has two
 // per K step, and no registers hold the next tiles. cp.async moves bytes only, so float16/bfloat16 (2-byte
@@ -142,27 +143,36 @@ constexpr size_t async_smem_bytes() {
   return tiles > Mma::kScratch ? tiles : Mma::kScratch;
 }
 
+// The async mover: slot r's element goes straight from global to its place in the shared tile. Only for
+// ungated loads (gated_loads() is false for its problems), so a Src's relu_y is never set here.
+template <class SA, class SB, int kLdA, int kLdB>
 struct ToSharedAsync {
-  template <class SA, class SB, int kLdA, int kLdB>
-  struct Put {
-    float (*As)[kLdA];
-    float (*Bs)[kLdB];
-    int tid;
-    // A predicated copy, or a zero store: no address is formed from a null source.
-    static __device__ __forceinline__ void copy(float* dst, const float* src) {
+  float (*As)[kLdA];
+  float (*Bs)[kLdB];
+  int tid;
+  static __device__ __forceinline__ void copy(float* dst, const float* src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-      const unsigned d = unsigned(__cvta_generic_to_shared(dst));
-      asm volatile(
-          "{\n .reg .pred p;\n setp.ne.u64 p, %1, 0;\n @p cp.async.ca.shared.global [%0], [%1], 4;\n"
-          " @!p st.shared.u32 [%0], 0;\n}\n" ::"r"(d),
-          "l"(src));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(unsigned(__cvta_generic_to_shared(dst))),
+                 "l"(src));
 #else
-      *dst = src ? *src : 0.0f;
+    *dst = *src;
 #endif
-    }
-    __device__ __forceinline__ void a(int r, const Src<float>& s) { copy(&As[SA::k(tid, r)][SA::mn(tid, r)], s.v); }
-    __device__ __forceinline__ void b(int r, const Src<float>& s) { copy(&Bs[SB::k(tid, r)][SB::mn(tid, r)], s.v); }
-  };
+  }
+  static __device__ __forceinline__ void zero(float* dst) { *dst = 0.0f; }
+  __device__ __forceinline__ float* at_a(int r) const { return &As[SA::k(tid, r)][SA::mn(tid, r)]; }
+  __device__ __forceinline__ float* at_b(int r) const { return &Bs[SB::k(tid, r)][SB::mn(tid, r)]; }
+  __device__ __forceinline__ void copy_a(int r, const float* v) { copy(at_a(r), v); }
+  __device__ __forceinline__ void copy_b(int r, const float* v) { copy(at_b(r), v); }
+  __device__ __forceinline__ void zero_a(int r) { zero(at_a(r)); }
+  __device__ __forceinline__ void zero_b(int r) { zero(at_b(r)); }
+  __device__ __forceinline__ void a(int r, const Src<float>& s) {
+    if (s.v) copy_a(r, s.v);
+    else zero_a(r);
+  }
+  __device__ __forceinline__ void b(int r, const Src<float>& s) {
+    if (s.v) copy_b(r, s.v);
+    else zero_b(r);
+  }
 };
 
 __device__ __forceinline__ void cp_async_commit() {
@@ -200,7 +210,7 @@ __global__ void __launch_bounds__(kGemmThreads, kBlocksPerSm) gemm_kernel_async(
   const int64_t stages = (steps + kStepsPerStage - 1) / kStepsPerStage;
 
   const typename P::Loader loader(p, g, m0, n0, tid);
-  using Put = ToSharedAsync::Put<SA, SB, Mma::kLdA, Mma::kLdB>;
+  using Put = ToSharedAsync<SA, SB, Mma::kLdA, Mma::kLdB>;
   // K step j lives in tile j % kAsyncTiles: stage (j / kStepsPerStage) % kAsyncStages, sub-tile j % kStepsPerStage.
   auto fetch_stage = [&](int64_t st) {
 #pragma unroll

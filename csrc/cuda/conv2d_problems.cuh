@@ -33,13 +33,19 @@ __device__ __forceinline__ A read(const Src<T>& s) {
   if (!s.v || (s.relu_y && !(A(to_float(*s.relu_y)) > A(0)))) return A(0);
   return A(to_float(*s.v));
 }
-// The register mover: slot r of A and of B into ra[r] and rb[r].
+// A mover takes slot r of A or B as a Src (a(r, s), b(r, s)), or, where the loader knows more, as a source that
+// is there and ungated (copy_a, copy_b) or as a zero (zero_a, zero_b): tests a loader can make once for all
+// its slots stay out of the per-slot work. The register mover puts slot r in ra[r] and rb[r].
 template <class A, class T>
 struct ToRegisters {
   A* ra;
   A* rb;
   __device__ __forceinline__ void a(int r, const Src<T>& s) { ra[r] = read<A>(s); }
   __device__ __forceinline__ void b(int r, const Src<T>& s) { rb[r] = read<A>(s); }
+  __device__ __forceinline__ void copy_a(int r, const T* v) { ra[r] = A(to_float(*v)); }
+  __device__ __forceinline__ void copy_b(int r, const T* v) { rb[r] = A(to_float(*v)); }
+  __device__ __forceinline__ void zero_a(int r) { ra[r] = A(0); }
+  __device__ __forceinline__ void zero_b(int r) { rb[r] = A(0); }
 };
 
 // grad_y at (channel offset, oh, ow) of an image, gated by the fused ReLU's output where there is one.
@@ -93,16 +99,15 @@ struct ForwardGemm : GemmShape {
   bool relu;
 
   struct Loader {
-    const T* w_row[SA::kSlots] = {};  // w[g*Mg+m] of A slot r, null past M
-    const T* x_img = nullptr;  // x[img, g*Cg] of the thread's column, null past N
-    int64_t ih0 = 0, iw0 = 0;  // input corner of output pixel (oh, ow)
+    const T* w_first = nullptr;  // weight row of A slot 0; slot r's is r * SA::kPerSlot rows on
+    int a_rows = 0;              // the first a_rows slots are inside M
+    const T* x_img = nullptr;    // x[img, g*Cg] of the thread's column, null past N
+    int64_t ih0 = 0, iw0 = 0;    // input corner of output pixel (oh, ow)
     __device__ Loader(const ForwardGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
+      w_first = p.w + (g * q.Mg + m0 + SA::mn(tid, 0)) * q.ws[0];
 #pragma unroll
-      for (int r = 0; r < SA::kSlots; ++r) {
-        const int64_t m = m0 + SA::mn(tid, r);
-        w_row[r] = m < p.M ? p.w + (g * q.Mg + m) * q.ws[0] : nullptr;
-      }
+      for (int r = 0; r < SA::kSlots; ++r) a_rows += m0 + SA::mn(tid, r) < p.M;
       const int64_t n = n0 + SB::mn(tid, 0);
       if (n < p.N) {
         const int64_t pix = q.OH * q.OW, img = n / pix, r = n - img * pix, oh = r / q.OW, ow = r - oh * q.OW;
@@ -124,17 +129,24 @@ struct ForwardGemm : GemmShape {
       const Geometry& q = p.q;
       const int kb = int(k0), cg = int(q.Cg), t = q.by_Cg(kb), c0 = kb - t * cg, kh = q.by_KW(t), kw = t - kh * q.KW;
       {
-        const int64_t off = (c0 + SA::k(tid, 0)) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+        const T* a0 = w_first + (c0 + SA::k(tid, 0)) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+        const int64_t step = SA::kPerSlot * q.ws[0];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{w_row[r] ? w_row[r] + off : nullptr});
+        for (int r = 0; r < SA::kSlots; ++r) {
+          if (r < a_rows) put.copy_a(r, a0 + r * step);
+          else put.zero_a(r);
+        }
       }
       const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-      const T* b0 = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W
-                        ? x_img + (c0 + SB::k(tid, 0)) * q.xs[1] + ih * q.xs[2] + iw * q.xs[3]
-                        : nullptr;
-      const int64_t step = SB::kPerSlot * q.xs[1];
+      if (x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) {
+        const T* b0 = x_img + (c0 + SB::k(tid, 0)) * q.xs[1] + ih * q.xs[2] + iw * q.xs[3];
+        const int64_t step = SB::kPerSlot * q.xs[1];
 #pragma unroll
-      for (int r = 0; r < SB::kSlots; ++r) put.b(r, Src<T>{b0 ? b0 + r * step : nullptr});
+        for (int r = 0; r < SB::kSlots; ++r) put.copy_b(r, b0 + r * step);
+      } else {
+#pragma unroll
+        for (int r = 0; r < SB::kSlots; ++r) put.zero_b(r);
+      }
     }
     template <class Put>
     __device__ void fetch_generic(const ForwardGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
@@ -143,9 +155,13 @@ struct ForwardGemm : GemmShape {
       {
         const int k = int(k0) + SA::k(tid, 0);
         const int c = q.by_ntaps(k), t = k - c * q.ntaps, kh = q.by_KW(t), kw = t - kh * q.KW;
-        const int64_t off = c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+        const T* a0 = w_first + c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
+        const int64_t step = SA::kPerSlot * q.ws[0];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{k < kend && w_row[r] ? w_row[r] + off : nullptr});
+        for (int r = 0; r < SA::kSlots; ++r) {
+          if (k < kend && r < a_rows) put.copy_a(r, a0 + r * step);
+          else put.zero_a(r);
+        }
       }
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
@@ -273,20 +289,31 @@ struct GradInputGemm : GemmShape {
       const int kb = int(k0), mg = int(q.Mg), t = q.by_Mg(kb), mb = kb - t * mg;
       int kh, kw;
       p.tap(t, kh, kw);
-      {
-        const T* a0 = w_col ? w_col + (mb + SA::k(tid, 0)) * q.ws[0] + kh * q.ws[2] + kw * q.ws[3] : nullptr;
+      if (w_col) {
+        const T* a0 = w_col + (mb + SA::k(tid, 0)) * q.ws[0] + kh * q.ws[2] + kw * q.ws[3];
         const int64_t step = SA::kPerSlot * q.ws[0];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{a0 ? a0 + r * step : nullptr});
+        for (int r = 0; r < SA::kSlots; ++r) put.copy_a(r, a0 + r * step);
+      } else {
+#pragma unroll
+        for (int r = 0; r < SA::kSlots; ++r) put.zero_a(r);
       }
       // the output pixel this tap reads for the thread's input pixel, if any
       int64_t oh = 0, ow = 0;
-      const bool hit = gy_img && reached_output(q, vh0, vw0, kh, kw, oh, ow);
-      const Src<T> b0 = hit ? grad_src(q, gy_img, y_img, mb + SB::k(tid, 0), oh, ow) : Src<T>{};
-      const int64_t gstep = SB::kPerSlot * q.gs[1], ystep = SB::kPerSlot * q.ys[1];
+      if (gy_img && reached_output(q, vh0, vw0, kh, kw, oh, ow)) {
+        const Src<T> b0 = grad_src(q, gy_img, y_img, mb + SB::k(tid, 0), oh, ow);
+        const int64_t gstep = SB::kPerSlot * q.gs[1], ystep = SB::kPerSlot * q.ys[1];
+        if (b0.relu_y) {
 #pragma unroll
-      for (int r = 0; r < SB::kSlots; ++r)
-        put.b(r, b0.v ? Src<T>{b0.v + r * gstep, b0.relu_y ? b0.relu_y + r * ystep : nullptr} : Src<T>{});
+          for (int r = 0; r < SB::kSlots; ++r) put.b(r, Src<T>{b0.v + r * gstep, b0.relu_y + r * ystep});
+        } else {
+#pragma unroll
+          for (int r = 0; r < SB::kSlots; ++r) put.copy_b(r, b0.v + r * gstep);
+        }
+      } else {
+#pragma unroll
+        for (int r = 0; r < SB::kSlots; ++r) put.zero_b(r);
+      }
     }
     template <class Put>
     __device__ void fetch_generic(const GradInputGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
@@ -354,8 +381,11 @@ struct GradWeightGemm : GemmShape {
     // A slot r is output channel m_first + r * SA::kPerSlot; the first a_rows slots are inside M.
     int64_t m_first = 0;
     int a_rows = 0;
-    int64_t xc[SB::kSlots];                    // offset of input channel g*Cg+c of B slot r, -1 past N
-    int kdh[SB::kSlots], kdw[SB::kSlots];      // kh*dh, kw*dw of B slot r (32 bits: fewer registers)
+    // B slot r is column (channel c, tap) = n0 + SB::mn(tid, r), the first b_cols of them inside N: x at
+    // xoff[r] = c * xs[1] + kh*dh * xs[2] + kw*dw * xs[3] from the window's corner, kdh/kdw its tap offsets.
+    int b_cols = 0;
+    int64_t xoff[SB::kSlots];
+    int kdh[SB::kSlots], kdw[SB::kSlots];  // 32 bits: fewer registers
     __device__ Loader(const GradWeightGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
       m_first = g * q.Mg + m0 + SA::mn(tid, 0);
@@ -364,14 +394,15 @@ struct GradWeightGemm : GemmShape {
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
         const int64_t n = n0 + SB::mn(tid, r);
-        xc[r] = -1;
+        xoff[r] = 0;
         kdh[r] = kdw[r] = 0;
         if (n < p.N) {
+          ++b_cols;
           const int64_t c = n / q.ntaps;
           const int t = int(n - c * q.ntaps), kh = t / q.KW, kw = t - kh * q.KW;
-          xc[r] = (g * q.Cg + c) * q.xs[1];
           kdh[r] = kh * q.dh;
           kdw[r] = kw * q.dw;
+          xoff[r] = (g * q.Cg + c) * q.xs[1] + kdh[r] * q.xs[2] + kdw[r] * q.xs[3];
         }
       }
     }
@@ -381,29 +412,42 @@ struct GradWeightGemm : GemmShape {
       const int64_t k = k0 + SA::k(tid, 0);  // the same pixel for every slot of A and B
       if (k >= kend) {
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) put.a(r, Src<T>{});
+        for (int r = 0; r < SA::kSlots; ++r) put.zero_a(r);
 #pragma unroll
-        for (int r = 0; r < SB::kSlots; ++r) put.b(r, Src<T>{});
+        for (int r = 0; r < SB::kSlots; ++r) put.zero_b(r);
         return;
       }
       const int64_t pix = q.OH * q.OW, img = q.by_opix(k), rem = k - img * pix, oh = q.by_OW(rem),
                     ow = rem - oh * q.OW;
       const T* gy_img = p.gy + img * q.gs[0];
       const T* y_img = p.y ? p.y + img * q.ys[0] : nullptr;
-      const T* x_img = p.x + img * q.xs[0];
       const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
       {
         const Src<T> a0 = grad_src(q, gy_img, y_img, m_first, oh, ow);
         const int64_t gstep = SA::kPerSlot * q.gs[1], ystep = SA::kPerSlot * q.ys[1];
 #pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r)
-          put.a(r, r < a_rows ? Src<T>{a0.v + r * gstep, a0.relu_y ? a0.relu_y + r * ystep : nullptr} : Src<T>{});
+        for (int r = 0; r < SA::kSlots; ++r) {
+          if (r >= a_rows) put.zero_a(r);
+          else if (a0.relu_y) put.a(r, Src<T>{a0.v + r * gstep, a0.relu_y + r * ystep});
+          else put.copy_a(r, a0.v + r * gstep);
+        }
       }
+      // x from the corner of this pixel's window. Away from the image border the whole window is inside
+      // (most pixels of most layers), and no slot needs its own bounds test.
+      const T* corner = p.x + img * q.xs[0] + ih0 * q.xs[2] + iw0 * q.xs[3];
+      if (ih0 >= 0 && iw0 >= 0 && ih0 + (q.KH - 1) * q.dh < q.H && iw0 + (q.KW - 1) * q.dw < q.W) {
 #pragma unroll
-      for (int r = 0; r < SB::kSlots; ++r) {
-        const int64_t ih = ih0 + kdh[r], iw = iw0 + kdw[r];
-        const bool in = xc[r] >= 0 && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W;
-        put.b(r, Src<T>{in ? x_img + xc[r] + ih * q.xs[2] + iw * q.xs[3] : nullptr});
+        for (int r = 0; r < SB::kSlots; ++r) {
+          if (r < b_cols) put.copy_b(r, corner + xoff[r]);
+          else put.zero_b(r);
+        }
+      } else {
+#pragma unroll
+        for (int r = 0; r < SB::kSlots; ++r) {
+          const int64_t ih = ih0 + kdh[r], iw = iw0 + kdw[r];
+          if (r < b_cols && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) put.copy_b(r, corner + xoff[r]);
+          else put.zero_b(r);
+        }
       }
     }
   };
