@@ -2,7 +2,7 @@
 
     python benchmarks/conv2d_kernel_times.py [--tf32]
 
-Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel[_async]<ForwardGemm...>,
+Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, grad_input_direct.
 """
 import argparse
@@ -20,8 +20,7 @@ def short(name):
         if key in name:
             mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""
-            copy = ", cp.async" if "gemm_kernel_async" in name else ""
-            return key + (f" ({mma.group(1)}{tap}{copy})" if mma else "")
+            return key + (f" ({mma.group(1)}{tap})" if mma else "")
     return name[:60]
 
 

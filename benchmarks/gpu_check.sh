@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu_check.sh              # everything
 #   OPS=relu,conv2d TESTS="tests/test_conv2d.py" bash benchmarks/gpu_check.sh
 #   SKIP_KERNEL_TIMES=1 SKIP_TRAIN=1 NCU=res_3x3 ...   # leave out / add sections
-#   KT_VARIANTS=PIXELOPS_CONV_ASYNC=0 ...              # per-kernel times under other settings too
+#   KT_VARIANTS=PIXELOPS_CONV_TILE_N=64 ...            # per-kernel times under other settings too
 #
 # Module: where python/pixelops already holds a CUDA build for this Python (built elsewhere for this GPU and
 # carried along), it is used as is; otherwise the package is built here for the local GPU only.
@@ -52,13 +52,11 @@ fi
 section "CUDA tests"
 TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | tr '\n' ' ')}
 # One line per pytest process: log name, environment, test file. The conv2d files run again with each GEMM
-# tile width forced (by default the width is picked per problem size), and with the float32 GEMMs staged
-# through registers instead of cp.async.
+# tile width forced (by default the width is picked per problem size).
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
   for n in 64 128; do for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile$n PIXELOPS_CONV_TILE_N=$n $t"; done; done
-  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-regs PIXELOPS_CONV_ASYNC=0 $t"; done
 }
 : >"$LOGS/tests-rc.txt"
 jobs | xargs -P 8 -L 1 sh -c \
@@ -87,8 +85,8 @@ bench_rc=$?
 
 [ -n "${SKIP_KERNEL_TIMES:-}" ] || {
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
-# KT_VARIANTS: space-separated environment settings to time as well, e.g. "PIXELOPS_CONV_ASYNC=0
-# PIXELOPS_CONV_TILE_N=64" (the register-staged GEMMs; the narrow tile everywhere).
+# KT_VARIANTS: space-separated environment settings to time as well, e.g. "PIXELOPS_CONV_TILE_N=64" (the
+# narrow GEMM tile everywhere).
 for tf32 in "" --tf32; do
   for v in - ${KT_VARIANTS:-}; do
     [ "$v" = - ] && v=

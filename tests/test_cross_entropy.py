@@ -535,11 +535,17 @@ def test_cuda_graph_capture():
 
 @pytest.mark.cuda
 def test_cuda_current_stream():
-    x = _logits((512, 3000), torch.float32, "cuda")
+    # On a side stream kept busy, x gets its values and then the loss: a kernel launched on any other stream
+    # would run during the sleep and read the NaNs x held before the copy.
+    src = _logits((512, 3000), torch.float32, "cuda")
     t = _index_target((512, 3000), "cuda")
+    x = torch.full_like(src, float("nan")).requires_grad_()
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
+        torch.cuda._sleep(20_000_000)
+        with torch.no_grad():
+            x.copy_(src)
         loss = pixelops.cross_entropy(x, t, reduction="none")
         (g,) = torch.autograd.grad(loss.sum(), x)
     s.synchronize()

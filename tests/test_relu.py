@@ -67,12 +67,18 @@ def test_cuda_dtypes_and_tails(dtype, n):
 
 @pytest.mark.cuda
 def test_cuda_runs_on_current_stream_and_right_device():
+    # On a side stream kept busy, x is written and then relu'd: a kernel launched on any other stream would
+    # run during the sleep and read the NaNs x held before the copy.
+    src = _randn((1 << 20,), torch.float32, "cuda")
+    x = torch.full_like(src, float("nan"))
     s = torch.cuda.Stream()
-    x = _randn((1 << 20,), torch.float32, "cuda")
+    s.wait_stream(torch.cuda.current_stream())  # src and x are ready before s uses them
     with torch.cuda.stream(s):
+        torch.cuda._sleep(20_000_000)
+        x.copy_(src)
         y = pixelops.relu(x)
     s.synchronize()
-    torch.testing.assert_close(y, torch.relu(x), rtol=0, atol=0)
+    torch.testing.assert_close(y, torch.relu(src), rtol=0, atol=0)
 
 
 def test_nan_and_signed_values_follow_torch():

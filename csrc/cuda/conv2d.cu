@@ -142,57 +142,31 @@ int sm_count() {
   return std::max(sms, 1);
 }
 
-// The float32 GEMMs copy their tiles with cp.async (gemm_kernel_async) unless PIXELOPS_CONV_ASYNC=0, a testing
-// and measuring knob that sends them through gemm_kernel's registers as the other types go.
-bool async_copies() {
-  static const bool v = [] {
-    const char* e = std::getenv("PIXELOPS_CONV_ASYNC");
-    return !(e && std::string(e) == "0");
-  }();
-  return v;
-}
-
-// The async kernel with its dynamic shared memory, opted in above 48 KB (once per instantiation). Blocks an SM
-// it is compiled for: 3 for 64-column tiles (80 registers a thread suffice), 2 for 128-column ones (they spill
-// at 80 registers, and measured 6-12% slower forced to 3 on an H200).
-template <class P, class Mma, class F>
-void with_async_kernel(F&& f) {
-  constexpr int kBlocks = P::Tl::BN == 64 ? 3 : 2;
-  constexpr size_t bytes = conv::async_smem_bytes<Mma>();
-  static const cudaError_t opted = cudaFuncSetAttribute(conv::gemm_kernel_async<P, Mma, kBlocks>,
-                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-  check(opted, "cudaFuncSetAttribute (conv2d GEMM shared memory)");
-  f(conv::gemm_kernel_async<P, Mma, kBlocks>, bytes);
-}
-
-// Calls f(kernel, dynamic shared memory bytes) with the GEMM kernel that runs problem p: float16 and bfloat16
-// on tensor cores, float32 on TF32 tensor cores when asked, else SIMT; float32 copies by cp.async where the
-// loads need no gating. One choice, shared by the launch and by the occupancy query behind split-K.
+// Calls f(kernel) with the GEMM kernel that runs problem p: float16 and bfloat16 on tensor cores, float32 on
+// TF32 tensor cores when asked, else SIMT. One choice, shared by the launch and by the occupancy query behind
+// split-K.
 template <class T, class P, class F>
-void with_gemm_kernel(const P& p, bool tf32, F&& f) {
+void with_gemm_kernel(bool tf32, F&& f) {
   using Tl = typename P::Tl;
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
-    f(conv::gemm_kernel<P, conv::HalfMma<T, Tl>>, size_t(0));
+    f(conv::gemm_kernel<P, conv::HalfMma<T, Tl>>);
   } else if constexpr (std::is_same_v<T, float>) {
-    const bool async = !p.gated_loads() && async_copies();
-    if (tf32 && async) with_async_kernel<P, conv::Tf32Mma<Tl>>(f);
-    else if (tf32) f(conv::gemm_kernel<P, conv::Tf32Mma<Tl>>, size_t(0));
-    else if (async) with_async_kernel<P, conv::SimtMma<float, Tl>>(f);
-    else f(conv::gemm_kernel<P, conv::SimtMma<float, Tl>>, size_t(0));
+    if (tf32) f(conv::gemm_kernel<P, conv::Tf32Mma<Tl>>);
+    else f(conv::gemm_kernel<P, conv::SimtMma<float, Tl>>);
   } else {
-    f(conv::gemm_kernel<P, conv::SimtMma<typename P::Acc, Tl>>, size_t(0));
+    f(conv::gemm_kernel<P, conv::SimtMma<typename P::Acc, Tl>>);
   }
 }
 
 // How many blocks of p's kernel an SM holds at once (registers and shared memory allowing); asked once per
 // kernel (the first device's answer; mixing GPU generations in one process would only change split sizes).
 template <class T, class P>
-int resident_blocks(const P& p, bool tf32) {
+int resident_blocks(bool tf32) {
   int blocks = 1;
-  with_gemm_kernel<T>(p, tf32, [&](auto kernel, size_t smem) {
+  with_gemm_kernel<T, P>(tf32, [&](auto kernel) {
     static const int cached = [&] {
       int n = 0;
-      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, conv::kGemmThreads, smem),
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, conv::kGemmThreads, 0),
             "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
       return std::max(n, 1);
     }();
@@ -211,7 +185,7 @@ void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
     throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
                      std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
   const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
-  with_gemm_kernel<T>(p, tf32, [&](auto kernel, size_t smem) { kernel<<<grid, conv::kGemmThreads, smem, s>>>(p); });
+  with_gemm_kernel<T, P>(tf32, [&](auto kernel) { kernel<<<grid, conv::kGemmThreads, 0, s>>>(p); });
   check_launch(what);
 }
 
@@ -251,7 +225,7 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   const int64_t ksteps = (p.K + kBK - 1) / kBK;
   int64_t splits = 1;
   if (tiles > 0 && ksteps > 0) {
-    const int64_t want = int64_t(resident_blocks<T>(p, tf32)) * sm_count() / tiles;
+    const int64_t want = int64_t(resident_blocks<T, decltype(p)>(tf32)) * sm_count() / tiles;
     splits = std::max<int64_t>(1, std::min({want, (ksteps + 7) / 8, int64_t(65535) / q.G, int64_t(256)}));
   }
   const int64_t chunk_steps = ksteps > 0 ? (ksteps + splits - 1) / splits : 1;

@@ -21,8 +21,8 @@ template <class T> __device__ __forceinline__ T store_as(double v) { return T(v)
 
 // Where one operand element of a GEMM tile comes from: v, or zero where v is null (outside the image, the
 // problem or the K range); for grad_y under a fused ReLU, relu_y is the forward output that gates it (zero
-// unless *relu_y > 0). A loader names the sources of its slots and the kernel decides how to move them:
-// through registers (read below), or by cp.async straight into shared memory (conv2d_gemm.cuh).
+// unless *relu_y > 0). A loader names the sources of its slots and a mover (ToRegisters below; the host
+// emulation has its own) moves them.
 template <class T>
 struct Src {
   const T* v = nullptr;
@@ -177,8 +177,6 @@ struct ForwardGemm : GemmShape {
     }
   };
 
-  // Loads gate nothing here (the fused ReLU acts on the output), so the copies may bypass registers.
-  bool gated_loads() const { return false; }
 
   // Fused epilogue: bias, then ReLU (NaN passes through, as in torch.relu).
   __device__ void store(int g, int, int64_t m, int64_t n, Acc v) const {
@@ -345,8 +343,6 @@ struct GradInputGemm : GemmShape {
     }
   };
 
-  // grad_y is gated by the fused ReLU's output (when there is one): such loads need registers.
-  bool gated_loads() const { return y != nullptr; }
 
   __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
     const int64_t pix = f.PH * f.PW, img = f.by_pix(n), r = n - img * pix;
@@ -381,28 +377,34 @@ struct GradWeightGemm : GemmShape {
     // A slot r is output channel m_first + r * SA::kPerSlot; the first a_rows slots are inside M.
     int64_t m_first = 0;
     int a_rows = 0;
-    // B slot r is column (channel c, tap) = n0 + SB::mn(tid, r), the first b_cols of them inside N: x at
-    // xoff[r] = c * xs[1] + kh*dh * xs[2] + kw*dw * xs[3] from the window's corner, kdh/kdw its tap offsets.
+    // B slot r is column (channel c, tap) = n_first + r * SB::kPerSlot, the first b_cols of them inside N:
+    // x at xoff[r] = c * xs[1] + kh*dh * xs[2] + kw*dw * xs[3] from the window's corner.
+    int64_t n_first = 0;
     int b_cols = 0;
     int64_t xoff[SB::kSlots];
-    int kdh[SB::kSlots], kdw[SB::kSlots];  // 32 bits: fewer registers
+    // The tap of column n (its (kh, kw) from n; only the border path needs it, so it is not kept per slot:
+    // 16 more registers made the 128-column TF32 kernel spill).
+    __device__ __forceinline__ static void tap_of(const Geometry& q, int64_t n, int& kh, int& kw) {
+      const int64_t c = q.by_ntaps(n);
+      const int t = int(n - c * q.ntaps);
+      kh = q.by_KW(t);
+      kw = t - kh * q.KW;
+    }
     __device__ Loader(const GradWeightGemm& p, int g, int64_t m0, int64_t n0, int tid) {
       const Geometry& q = p.q;
       m_first = g * q.Mg + m0 + SA::mn(tid, 0);
+      n_first = n0 + SB::mn(tid, 0);
 #pragma unroll
       for (int r = 0; r < SA::kSlots; ++r) a_rows += m0 + SA::mn(tid, r) < p.M;
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
         const int64_t n = n0 + SB::mn(tid, r);
         xoff[r] = 0;
-        kdh[r] = kdw[r] = 0;
         if (n < p.N) {
           ++b_cols;
-          const int64_t c = n / q.ntaps;
-          const int t = int(n - c * q.ntaps), kh = t / q.KW, kw = t - kh * q.KW;
-          kdh[r] = kh * q.dh;
-          kdw[r] = kw * q.dw;
-          xoff[r] = (g * q.Cg + c) * q.xs[1] + kdh[r] * q.xs[2] + kdw[r] * q.xs[3];
+          int kh, kw;
+          tap_of(q, n, kh, kw);
+          xoff[r] = (g * q.Cg + q.by_ntaps(n)) * q.xs[1] + int64_t(kh) * q.dh * q.xs[2] + int64_t(kw) * q.dw * q.xs[3];
         }
       }
     }
@@ -444,15 +446,20 @@ struct GradWeightGemm : GemmShape {
       } else {
 #pragma unroll
         for (int r = 0; r < SB::kSlots; ++r) {
-          const int64_t ih = ih0 + kdh[r], iw = iw0 + kdw[r];
-          if (r < b_cols && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) put.copy_b(r, corner + xoff[r]);
+          bool in = r < b_cols;
+          if (in) {
+            int kh, kw;
+            tap_of(q, n_first + r * SB::kPerSlot, kh, kw);
+            const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
+            in = ih >= 0 && ih < q.H && iw >= 0 && iw < q.W;
+          }
+          if (in) put.copy_b(r, corner + xoff[r]);
           else put.zero_b(r);
         }
       }
     }
   };
 
-  bool gated_loads() const { return y != nullptr; }
 
   __device__ void store(int g, int split, int64_t m, int64_t n, Acc v) const {
     ws[(split * q.M + g * q.Mg + m) * N + n] = v;
