@@ -227,3 +227,23 @@ def test_bad_input(call, error, words):
     x, w, b = _data((2, 4, 6, 6), (6, 3, 3), 1, torch.float32, "cpu")
     with pytest.raises(error, match=words):
         call(x, w, b)
+
+
+@pytest.mark.parametrize("call,error,words", BAD + [
+    (lambda x, w, b: pixelops.conv2d(x, w, b, stride=True), TypeError, "stride"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, padding=(True, 1)), TypeError, "padding"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b, allow_tf32=1), TypeError, "allow_tf32"),
+])
+def test_bad_input_after_good_calls(call, error, words):
+    # Checked setups are remembered per call signature (ops/conv2d.py): after accepted calls that a refused one
+    # resembles (int 1 against True, the same shapes), the refused one must still raise, and the accepted ones
+    # must still be right.
+    x, w, b = _data((2, 4, 6, 6), (6, 3, 3), 1, torch.float32, "cpu")
+    good = ({}, {"stride": 1}, {"padding": (1, 1)}, {"allow_tf32": True}, {"groups": 1})
+    for kw in good:
+        pixelops.conv2d(x, w, b, **kw)
+    with pytest.raises(error, match=words):
+        call(x, w, b)
+    for kw in good:
+        torch.testing.assert_close(pixelops.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **{
+            k: v for k, v in kw.items() if k != "allow_tf32"}), rtol=1e-5, atol=1e-5)

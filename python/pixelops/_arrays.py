@@ -66,10 +66,18 @@ def view(x):
 
 
 def stream(x) -> int:
-    """The caller's current CUDA stream on x's device, as an integer (0 for host arrays)."""
+    """The caller's current CUDA stream on x's device, as an integer (0 for host arrays).
+
+    torch._C._cuda_getCurrentRawStream(index) gives the same integer as current_stream(device).cuda_stream
+    without building a Stream object (it is what torch's own compiled code calls per launch); the public
+    spelling is the fallback where a build lacks it."""
     if isinstance(x, np.ndarray) or not x.is_cuda:
         return 0
-    return _torch().cuda.current_stream(x.device).cuda_stream
+    torch = _torch()
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw(x.get_device())
+    return torch.cuda.current_stream(x.device).cuda_stream
 
 
 # ---- checks shared by every op ---------------------------------------------------------------------------
