@@ -51,6 +51,47 @@ def test_tiles_match_torch_float64(x_shape, w_shape, kw, relu):
         torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
 
 
+# Few input channels a group and at least 16 outputs: grad_input runs as a 1x1 GEMM over grad_y into per-tap
+# planes, then a gather (conv2d_taps.cuh); with a fused ReLU it stays on the direct kernel (checked alike).
+TAPS = [
+    ((3, 1, 17, 19), (32, 7, 7), dict(padding=3), "A"),                          # PixelCNN's input layer
+    ((2, 3, 21, 18), (40, 3, 3), dict(stride=2, padding=1), None),
+    ((2, 8, 13, 11), (36, 3, 5), dict(padding=(2, 1), dilation=(1, 2), groups=2), "B"),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("x_shape,w_shape,kw,mask", TAPS)
+def test_grad_input_by_taps(x_shape, w_shape, kw, mask, dtype, relu):
+    groups = kw.get("groups", 1)
+    x = _randn(*x_shape, seed=21, dtype=dtype)
+    w = _randn(w_shape[0], x_shape[1] // groups, *w_shape[1:], seed=22, dtype=dtype)
+    if mask:
+        w = w * pixelops.conv_mask(w_shape[1:], mask, dtype=dtype, device="cuda")
+    b = _randn(w_shape[0], seed=23, dtype=dtype)
+    g = _randn(*F.conv2d(x, w, None, **kw).shape, seed=24, dtype=dtype)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+
+    def run(allow_tf32):  # the masked op skips the masked taps (fewer taps in the GEMM and the gather)
+        leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+        act = "relu" if relu else None
+        if mask:
+            y = pixelops.masked_conv2d(*leaves, mask, activation=act, allow_tf32=allow_tf32, **kw)
+        else:
+            y = pixelops.conv2d(*leaves, activation=act, allow_tf32=allow_tf32, **kw)
+        return (y.detach(), *torch.autograd.grad(y, leaves, g))
+
+    got = run(False)
+    ref = _reference(x, w, b, g, relu, **kw)
+    for a, r, name in zip(got, ref, ("output", "grad_input", "grad_weight", "bias")):
+        torch.testing.assert_close(a.double(), r, **tol, msg=lambda m: f"{name}: {m}")
+    if dtype == torch.float32 and not relu:  # TF32 in the GEMM when allowed: close, and not bit-equal to fp32
+        tf32 = run(True)[1]
+        assert (tf32.double() - ref[1]).norm() / ref[1].norm() < 2e-3
+        assert not torch.equal(tf32, got[1])
+
+
 def test_grad_weight_is_deterministic():
     # split-K partial sums are added in a fixed order, not with atomics: repeated runs agree bit for bit
     x, w = _randn(16, 8, 32, 32, seed=5, dtype=torch.float32), _randn(8, 8, 3, 3, seed=6, dtype=torch.float32)

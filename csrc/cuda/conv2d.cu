@@ -7,7 +7,9 @@
 // are never visited. In the GEMMs float32 runs on TF32 tensor cores exactly when allow_tf32 is set, otherwise
 // in fp32 SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double.
 // Layers with few input channels a group skip the GEMM (conv2d_direct.cuh): the forward when Cg * ntaps <= 64,
-// grad_input when Cg <= 4, in full precision. A strided grad_input runs one GEMM per stride phase.
+// in full precision. Their grad_input (Cg <= 4) is a 1x1 GEMM into per-tap planes and a gather
+// (conv2d_taps.cuh) where grad_y needs no ReLU gate and there are at least 16 output channels, else a direct
+// kernel. A strided grad_input runs one GEMM per stride phase.
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order.
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
 #include "cuda/conv2d_problems.cuh"
+#include "cuda/conv2d_taps.cuh"
 #include "cuda/cuda_utils.cuh"
 #include "ops.h"
 
@@ -250,6 +253,45 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   if (ws) check(cudaFreeAsync(ws, s), "conv2d_backward (weight workspace)");
 }
 
+// The forward GEMM of q (y contiguous): tap-major K where a group's channels fill whole K steps.
+template <class T>
+void forward_gemm(const Geometry& q, const T* x, const T* w, const T* b, T* y, bool relu, bool tf32, cudaStream_t s) {
+  auto run = [&](auto p) {
+    p.q = q; p.x = x; p.w = w; p.b = b; p.y = y; p.relu = relu;
+    p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+    check_k32(p.K, "conv2d_forward");
+    launch_gemm<T>(p, tf32, s, "conv2d_forward");
+  };
+  with_tile(q.N * q.OH * q.OW, [&](auto tile) {
+    using Tl = decltype(tile);
+    if (q.Cg % kBK == 0) run(conv::ForwardGemm<T, Tl, true>{});
+    else run(conv::ForwardGemm<T, Tl, false>{});
+  });
+}
+
+// grad_input by taps (conv2d_taps.cuh): pack the weights, z = the 1x1 GEMM of grad_y, then gather z per pixel.
+template <class T>
+void grad_input_by_taps(const Geometry& q, const T* w, const T* gy, T* gx, bool tf32, cudaStream_t s) {
+  const Geometry zq = conv::taps_geometry(q);
+  const int64_t packed = zq.M * zq.Cg, zsize = zq.N * zq.M * zq.OH * zq.OW, gsize = q.N * q.C * q.H * q.W;
+  T* buf = nullptr;
+  check(cudaMallocAsync(reinterpret_cast<void**>(&buf), (packed + zsize) * sizeof(T), s),
+        "conv2d_backward (input workspace)");
+  T* wp = buf;
+  T* z = buf + packed;
+  try {
+    conv::pack_tap_weights<T><<<grid_for(packed), kThreads, 0, s>>>(q, w, wp, packed);
+    check_launch("conv2d_backward (input, packing)");
+    forward_gemm<T>(zq, gy, wp, nullptr, z, false, tf32, s);
+    conv::gather_taps_kernel<T><<<grid_for(gsize), kThreads, 0, s>>>(q, z, gx, gsize);
+    check_launch("conv2d_backward (input, gather)");
+  } catch (...) {
+    cudaFreeAsync(buf, s);
+    throw;
+  }
+  check(cudaFreeAsync(buf, s), "conv2d_backward (input workspace)");
+}
+
 }  // namespace
 
 void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Array& y, int64_t sh, int64_t sw,
@@ -261,24 +303,14 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
   q.bs = bias.data ? bias.stride[0] : 0;
   dispatch_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    auto run = [&](auto p) {
-      p.q = q; p.x = x.ptr<T>(); p.w = w.ptr<T>(); p.b = bias.data ? bias.ptr<T>() : nullptr; p.y = y.ptr<T>();
-      p.relu = relu;
-      p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
-      check_k32(p.K, "conv2d_forward");
-      launch_gemm<T>(p, allow_tf32, as_stream(stream), "conv2d_forward");
-    };
     if (conv::forward_direct_fits(q)) {
       conv::forward_direct<T><<<direct_grid(q.N * q.OH * q.OW, q.G), kThreads, 0, as_stream(stream)>>>(
           q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu);
       check_launch("conv2d_forward (direct)");
       return;
     }
-    with_tile(q.N * q.OH * q.OW, [&](auto tile) {
-      using Tl = decltype(tile);
-      if (q.Cg % kBK == 0) run(conv::ForwardGemm<T, Tl, true>{});
-      else run(conv::ForwardGemm<T, Tl, false>{});
-    });
+    forward_gemm<T>(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, allow_tf32,
+                    as_stream(stream));
   });
 }
 
@@ -301,7 +333,11 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         check_k32(p.K, "conv2d_backward (input)");
         launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
       };
-      if (conv::grad_input_direct_fits(q))
+      // by taps in float32/float64 (float16/bfloat16 would round z before the taps are added)
+      constexpr bool kTapsType = std::is_same_v<T, float> || std::is_same_v<T, double>;
+      if (kTapsType && conv::taps_fit(q, relu))
+        grad_input_by_taps<T>(q, w.ptr<T>(), grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s);
+      else if (conv::grad_input_direct_fits(q))
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
       else
         for (int rh = 0; rh < q.sh; ++rh)  // one GEMM per stride phase (one in all for stride 1)

@@ -1,6 +1,7 @@
 // The conv2d CUDA kernels' index math, run on the host in float64 against naive loops: the GEMM problems'
 // loaders and epilogues (forward, grad_input, grad_weight; generic and tap-major K), driven the way
-// gemm_kernel drives them (tiles, K steps, slots, SIMT product), and the direct grad_input kernel.
+// gemm_kernel drives them (tiles, K steps, slots, SIMT product), the direct kernels, grad_input by taps
+// (conv2d_taps.cuh) and FastDiv.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_emulation.cpp && ./a.out
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_problems.cuh"
+#include "cuda/conv2d_taps.cuh"
 
 using namespace pixelops::cuda;
 using namespace pixelops::cuda::conv;
@@ -203,6 +205,22 @@ static void run_case(const Case& c, std::mt19937& rng) {
     expect_close(variant == 0 ? "grad_input" : variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)", c,
                  got, ref_gx);
   }
+  // grad_input by taps (few channels a group, no ReLU gate): packed weights, the 1x1 GEMM into z, the gather.
+  // Checked for any Mg here, though conv2d_backward takes it from Mg = 16 on.
+  if (!c.relu && q.Cg <= kDirectCg) {
+    const Geometry zq = taps_geometry(q);
+    std::vector<double> wp(zq.M * zq.Cg), z(zq.N * zq.M * zq.OH * zq.OW, NAN), got(x.size(), NAN);
+    for (int64_t i = 0; i < int64_t(wp.size()); ++i) wp[i] = packed_tap_weight(q, w.data(), i);
+    auto fill = [&](auto p) {
+      p.q = zq; p.x = gy.data(); p.w = wp.data(); p.b = nullptr; p.y = z.data(); p.relu = false;
+      p.M = zq.Mg; p.N = zq.N * zq.OH * zq.OW; p.K = zq.Cg; p.groups = int(zq.G); p.kchunk = p.K;
+      emulate_gemm(p);
+    };
+    if (zq.Cg % kBK == 0) fill(ForwardGemm<double, Tl, true>{});
+    else fill(ForwardGemm<double, Tl, false>{});
+    for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = gather_taps(q, z.data(), i);
+    expect_close("grad_input (taps)", c, got, ref_gx);
+  }
   // grad_weight, split over K in three (the reduction as reduce_grad_weight: splits in order, masked taps 0)
   {
     GradWeightGemm<double, Tl> p;
@@ -268,6 +286,8 @@ int main() {
       {1, 8, 11, 12, 32, 5, 4, 20, 3, 2, 2, 1, 2, 1, 1, false},  // stride 3x2, dilation 2x1: uneven phases
       {1, 16, 7, 7, 16, 1, 1, 1, 2, 2, 0, 0, 1, 1, 1, false},    // 1x1 stride 2: phases without any tap
       {2, 32, 6, 5, 20, 3, 3, 9, 4, 3, 1, 2, 2, 2, 2, true},     // stride above the kernel, groups
+      {2, 1, 10, 11, 32, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, false},  // mask A without ReLU: grad_input by taps
+      {1, 4, 9, 9, 32, 3, 3, 5, 1, 1, 2, 2, 2, 2, 2, false},     // taps: mask B, dilation 2, 2 groups of 16
   };
   for (const Case& c : cases) {
     std::printf("-- 64 x 64 tiles\n");
