@@ -14,12 +14,15 @@ namespace pixelops::cuda::conv {
 
 // Tensor-core product of the staged tiles (nvcuda::wmma, sm_80+): TF32 for float (Stage float, fragments
 // of precision::tf32, k = 8), or float16/bfloat16 (Stage = Elem, k = 16), accumulating in float. Eight warps
-// as 2 (rows) x 4 (columns); each warp owns a 32 x BN/4 piece of the tile as 2 x BN/64 16x16 accumulators.
+// as BM/32 (rows) x 256/BM (columns); each warp owns a 32-row piece of the tile as 2 x kFN 16x16 accumulators.
 template <class StageT, class Elem, int kK, class TileT>
 struct WmmaMma {
   using Stage = StageT;  // element type of the shared tiles
   using Tl = TileT;
-  static constexpr int kFM = 2, kFN = Tl::BN / 64;  // accumulators per warp
+  static constexpr int kWarpsM = Tl::BM / 32, kWarpsN = 8 / kWarpsM;  // warps along rows and columns
+  static constexpr int kWarpN = Tl::BN / kWarpsN;                      // columns of one warp's piece
+  static constexpr int kFM = 2, kFN = kWarpN / 16;                     // accumulators per warp
+  static_assert(kFN >= 1 && kWarpN % 16 == 0, "warp piece");
   // Shared rows padded (wmma needs ldm to be a multiple of 16 bytes and 32-byte aligned tiles). A TF32 fragment
   // load reads 4 k-rows x 8 columns: with rows 8 floats past a multiple of 32 banks they fall in 32 distinct
   // banks, where a 4-float pad puts rows 0 and 1 (and 2 and 3) on the same ones, a 2-way conflict.
@@ -45,7 +48,7 @@ struct WmmaMma {
   }
   __device__ void step(const Stage (*As)[kLdA], const Stage (*Bs)[kLdB], int tid) {
     using namespace nvcuda;
-    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+    const int warp = tid / 32, wm = warp % kWarpsM, wn = warp / kWarpsM;
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += kK) {
       // A[m][k] sits at As[k][m]: column-major with leading dimension kLdA; B[k][n] at Bs[k][n]: row-major.
@@ -58,7 +61,7 @@ struct WmmaMma {
 #pragma unroll
       for (int j = 0; j < kFN; ++j) {
         wmma::fragment<wmma::matrix_b, 16, 16, kK, Elem, wmma::row_major> fb;
-        wmma::load_matrix_sync(fb, &Bs[kk][(Tl::BN / 4) * wn + 16 * j], kLdB);
+        wmma::load_matrix_sync(fb, &Bs[kk][kWarpN * wn + 16 * j], kLdB);
         round(fb);
 #pragma unroll
         for (int i = 0; i < kFM; ++i) wmma::mma_sync(c[i][j], fa[i], fb, c[i][j]);
@@ -72,12 +75,12 @@ struct WmmaMma {
   template <class F> __device__ void finish(int tid, unsigned char* scratch, F&& f) {
     using namespace nvcuda;
     float (*Cs)[kLdC] = reinterpret_cast<float (*)[kLdC]>(scratch);
-    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+    const int warp = tid / 32, wm = warp % kWarpsM, wn = warp / kWarpsM;
 #pragma unroll
     for (int i = 0; i < kFM; ++i)
 #pragma unroll
       for (int j = 0; j < kFN; ++j)
-        wmma::store_matrix_sync(&Cs[32 * wm + 16 * i][(Tl::BN / 4) * wn + 16 * j], c[i][j], kLdC,
+        wmma::store_matrix_sync(&Cs[32 * wm + 16 * i][kWarpN * wn + 16 * j], c[i][j], kLdC,
                                 wmma::mem_row_major);
     __syncthreads();
 #pragma unroll 4

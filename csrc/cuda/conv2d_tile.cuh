@@ -7,23 +7,27 @@
 namespace pixelops::cuda::conv {
 
 // A block of 256 threads computes a BM x BN tile of C = A * B, walking K in steps of kBK with both operand
-// tiles staged in shared memory. BM is 64; BN is 64 (narrow problems: few pixels, or grad_weight's Cg*taps)
-// or 128 (the common case: twice the work per staged A element, and 4 x 8 outputs per thread, enough
-// multiply-adds per shared-memory load to keep the FMA pipes busy in SIMT).
+// tiles staged in shared memory. BN is 64 (narrow problems: few pixels, or grad_weight's Cg*taps) or 128 (the
+// common case: twice the work per staged A element, and 4 x 8 outputs per thread, enough multiply-adds per
+// shared-memory load to keep the FMA pipes busy in SIMT). BM is 64, or 32 with BN = 128 for problems of at
+// most 32 rows (grad_input of a layer with 32 input channels, the taps GEMM of conv2d_taps.cuh), which would
+// leave half of a 64-row tile or more empty.
 constexpr int kBK = 16;
 constexpr int kGemmThreads = 256;
 
-template <int BN_>
+template <int BN_, int BM_ = 64>
 struct Tile {
-  static constexpr int BM = 64, BN = BN_;
-  static constexpr int TM = 4, TN = BN / 16;  // outputs per thread: 16 x 16 threads
-  // Thread (tx, ty) = (tid % 16, tid / 16) owns rows ty*4 + i and columns (j / 4)*64 + tx*4 + j % 4: runs of
-  // four, so the SIMT product reads its operands from shared memory as 16-byte vectors.
+  static_assert((BM_ == 64 && (BN_ == 64 || BN_ == 128)) || (BM_ == 32 && BN_ == 128), "tile shape");
+  static constexpr int BM = BM_, BN = BN_;
+  static constexpr int TM = BM / 16, TN = BN / 16;  // outputs per thread: 16 x 16 threads
+  // Thread (tx, ty) = (tid % 16, tid / 16) owns rows ty*TM + i and columns (j / 4)*64 + tx*4 + j % 4: runs of
+  // four columns (and of TM rows), so the SIMT product reads its operands from shared memory as vectors.
   __device__ static int row(int tid, int i) { return (tid / 16) * TM + i; }
   __device__ static int col(int tid, int j) { return (j / 4) * 64 + (tid % 16) * 4 + (j % 4); }
 };
 using NarrowTile = Tile<64>;
 using WideTile = Tile<128>;
+using ShortTile = Tile<128, 32>;
 
 template <class T> struct AccOf { using type = float; };  // float accumulation for float, half, bfloat16
 template <> struct AccOf<double> { using type = double; };
@@ -130,7 +134,10 @@ struct SimtMma {
 #pragma unroll
     for (int kk = 0; kk < kBK; ++kk) {
       A a[Tl::TM], b[Tl::TN];
-      load4(&As[kk][r0], a);
+      if constexpr (Tl::TM == 4) load4(&As[kk][r0], a);
+      else
+#pragma unroll
+        for (int i = 0; i < Tl::TM; ++i) a[i] = As[kk][r0 + i];
 #pragma unroll
       for (int j = 0; j < Tl::TN; j += 4) load4(&Bs[kk][c0 + (j / 4) * 64], b + j);
 #pragma unroll

@@ -294,6 +294,8 @@ int main() {
     run_case<NarrowTile>(c, rng);
     std::printf("-- 64 x 128 tiles\n");
     run_case<WideTile>(c, rng);
+    std::printf("-- 32 x 128 tiles\n");
+    run_case<ShortTile>(c, rng);
   }
   std::printf("%s\n", failures ? "FAILED" : "all passed");
   return failures ? 1 : 0;
