@@ -48,6 +48,22 @@ struct ToRegisters {
   __device__ __forceinline__ void zero_b(int r) { rb[r] = A(0); }
 };
 
+// A run of slots: slots [0, count) of operand A (kA) or B from base + r * step, the others zero. Where base
+// would be null, count is 0 (base is then never read).
+template <bool kA, class SlotT, class Put, class T>
+__device__ __forceinline__ void put_run(Put& put, const T* base, int64_t step, int count) {
+#pragma unroll
+  for (int r = 0; r < SlotT::kSlots; ++r) {
+    if constexpr (kA) {
+      if (r < count) put.copy_a(r, base + r * step);
+      else put.zero_a(r);
+    } else {
+      if (r < count) put.copy_b(r, base + r * step);
+      else put.zero_b(r);
+    }
+  }
+}
+
 // grad_y at (channel offset, oh, ow) of an image, gated by the fused ReLU's output where there is one.
 template <class T>
 __device__ __forceinline__ Src<T> grad_src(const Geometry& q, const T* gy_img, const T* y_img, int64_t m, int64_t oh,
@@ -128,25 +144,12 @@ struct ForwardGemm : GemmShape {
     __device__ void fetch_tap_major(const ForwardGemm& p, int64_t k0, int64_t, int tid, Put& put) const {
       const Geometry& q = p.q;
       const int kb = int(k0), cg = int(q.Cg), t = q.by_Cg(kb), c0 = kb - t * cg, kh = q.by_KW(t), kw = t - kh * q.KW;
-      {
-        const T* a0 = w_first + (c0 + SA::k(tid, 0)) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
-        const int64_t step = SA::kPerSlot * q.ws[0];
-#pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) {
-          if (r < a_rows) put.copy_a(r, a0 + r * step);
-          else put.zero_a(r);
-        }
-      }
+      put_run<true, SA>(put, w_first + (c0 + SA::k(tid, 0)) * q.ws[1] + kh * q.ws[2] + kw * q.ws[3],
+                        SA::kPerSlot * q.ws[0], a_rows);
       const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-      if (x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) {
-        const T* b0 = x_img + (c0 + SB::k(tid, 0)) * q.xs[1] + ih * q.xs[2] + iw * q.xs[3];
-        const int64_t step = SB::kPerSlot * q.xs[1];
-#pragma unroll
-        for (int r = 0; r < SB::kSlots; ++r) put.copy_b(r, b0 + r * step);
-      } else {
-#pragma unroll
-        for (int r = 0; r < SB::kSlots; ++r) put.zero_b(r);
-      }
+      const bool in = x_img && ih >= 0 && ih < q.H && iw >= 0 && iw < q.W;
+      put_run<false, SB>(put, in ? x_img + (c0 + SB::k(tid, 0)) * q.xs[1] + ih * q.xs[2] + iw * q.xs[3] : x_img,
+                         SB::kPerSlot * q.xs[1], in ? SB::kSlots : 0);
     }
     template <class Put>
     __device__ void fetch_generic(const ForwardGemm& p, int64_t k0, int64_t kend, int tid, Put& put) const {
@@ -155,13 +158,8 @@ struct ForwardGemm : GemmShape {
       {
         const int k = int(k0) + SA::k(tid, 0);
         const int c = q.by_ntaps(k), t = k - c * q.ntaps, kh = q.by_KW(t), kw = t - kh * q.KW;
-        const T* a0 = w_first + c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3];
-        const int64_t step = SA::kPerSlot * q.ws[0];
-#pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) {
-          if (k < kend && r < a_rows) put.copy_a(r, a0 + r * step);
-          else put.zero_a(r);
-        }
+        put_run<true, SA>(put, w_first + c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3], SA::kPerSlot * q.ws[0],
+                          k < kend ? a_rows : 0);
       }
 #pragma unroll
       for (int r = 0; r < SB::kSlots; ++r) {
@@ -287,15 +285,8 @@ struct GradInputGemm : GemmShape {
       const int kb = int(k0), mg = int(q.Mg), t = q.by_Mg(kb), mb = kb - t * mg;
       int kh, kw;
       p.tap(t, kh, kw);
-      if (w_col) {
-        const T* a0 = w_col + (mb + SA::k(tid, 0)) * q.ws[0] + kh * q.ws[2] + kw * q.ws[3];
-        const int64_t step = SA::kPerSlot * q.ws[0];
-#pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) put.copy_a(r, a0 + r * step);
-      } else {
-#pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) put.zero_a(r);
-      }
+      put_run<true, SA>(put, w_col ? w_col + (mb + SA::k(tid, 0)) * q.ws[0] + kh * q.ws[2] + kw * q.ws[3] : w_col,
+                        SA::kPerSlot * q.ws[0], w_col ? SA::kSlots : 0);
       // the output pixel this tap reads for the thread's input pixel, if any
       int64_t oh = 0, ow = 0;
       if (gy_img && reached_output(q, vh0, vw0, kh, kw, oh, ow)) {
@@ -305,12 +296,10 @@ struct GradInputGemm : GemmShape {
 #pragma unroll
           for (int r = 0; r < SB::kSlots; ++r) put.b(r, Src<T>{b0.v + r * gstep, b0.relu_y + r * ystep});
         } else {
-#pragma unroll
-          for (int r = 0; r < SB::kSlots; ++r) put.copy_b(r, b0.v + r * gstep);
+          put_run<false, SB>(put, b0.v, gstep, SB::kSlots);
         }
       } else {
-#pragma unroll
-        for (int r = 0; r < SB::kSlots; ++r) put.zero_b(r);
+        put_run<false, SB>(put, gy_img, 0, 0);
       }
     }
     template <class Put>
@@ -413,10 +402,8 @@ struct GradWeightGemm : GemmShape {
       const Geometry& q = p.q;
       const int64_t k = k0 + SA::k(tid, 0);  // the same pixel for every slot of A and B
       if (k >= kend) {
-#pragma unroll
-        for (int r = 0; r < SA::kSlots; ++r) put.zero_a(r);
-#pragma unroll
-        for (int r = 0; r < SB::kSlots; ++r) put.zero_b(r);
+        put_run<true, SA>(put, p.gy, 0, 0);
+        put_run<false, SB>(put, p.x, 0, 0);
         return;
       }
       const int64_t pix = q.OH * q.OW, img = q.by_opix(k), rem = k - img * pix, oh = q.by_OW(rem),
