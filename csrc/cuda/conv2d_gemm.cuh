@@ -90,15 +90,14 @@ struct WmmaMma {
 template <class Tl> using Tf32Mma = WmmaMma<float, nvcuda::wmma::precision::tf32, 8, Tl>;
 template <class H, class Tl> using HalfMma = WmmaMma<H, H, 16, Tl>;  // H: __half or __nv_bfloat16
 
-// Grid: x over N tiles, y over M tiles, z over groups x K splits. Each thread fetches its slots of the next K
-// step into registers (the loads in flight) while the block multiplies the current tiles, then stages them in
-// the other of two shared buffers: one barrier per K step. (A problem whose two buffers would not fit the
-// 48 KB of static shared memory, the float64 one with 128-column tiles, keeps one buffer and two barriers.)
-// The epilogue's scratch reuses the buffers. At most 128 registers a thread, so that two blocks share an SM.
+// Grid: x over N tiles, y over M tiles, z over groups x K splits. Tiles of the next K step are fetched into
+// registers while the current ones are multiplied. At most 128 registers a thread, so that two blocks share
+// an SM (measured on an H200: grad_weight's 64 x 128 TF32 kernel otherwise took 170 and ran one block an SM).
 //
-// Measured on an H200 (2026-11-26) against a version that copied each slot global -> shared by a 4-byte
-// cp.async through a 3- or 4-stage ring: once the loaders were cheap, staging through registers was as fast
-// or faster on every suite shape, fp32 and TF32 (up to 13% per forward + backward), so it is the one mechanism.
+// Measured on an H200 (2026-11-26) against two other ways to stage the tiles: copying each slot global ->
+// shared by a 4-byte cp.async through a 3- or 4-stage ring was as fast or slower on every suite shape, fp32 and
+// TF32 (up to 13% per forward + backward), once the loaders were cheap; two shared buffers with one barrier per
+// K step were 5% slower on the forwards. So this is the one mechanism.
 template <class P, class Mma>
 __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
   using A = typename P::Acc;
@@ -106,50 +105,31 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
   using SA = Slot<P::kFetchA, Tl::BM>;
   using SB = Slot<P::kFetchB, Tl::BN>;
   using Stage = typename Mma::Stage;
-  using TileA = Stage[kBK][Mma::kLdA];
-  using TileB = Stage[kBK][Mma::kLdB];
-  constexpr size_t kPair = sizeof(TileA) + sizeof(TileB);
-  constexpr int kBuffers = 2 * kPair <= 40 * 1024 ? 2 : 1;
-  constexpr size_t kBytes = kBuffers * kPair > Mma::kScratch ? kBuffers * kPair : Mma::kScratch;
-  __shared__ __align__(32) unsigned char smem[kBytes];
-  TileA* As = reinterpret_cast<TileA*>(smem);
-  TileB* Bs = reinterpret_cast<TileB*>(smem + kBuffers * sizeof(TileA));
+  __shared__ __align__(32) Stage As[kBK][Mma::kLdA];
+  __shared__ __align__(32) Stage Bs[kBK][Mma::kLdB];
+  __shared__ __align__(32) unsigned char scratch[Mma::kScratch > 0 ? Mma::kScratch : 32];
   const int tid = threadIdx.x;
   const int g = int(blockIdx.z) / p.splits, split = int(blockIdx.z) % p.splits;
   const int64_t m0 = int64_t(blockIdx.y) * Tl::BM, n0 = int64_t(blockIdx.x) * Tl::BN;
   const int64_t kbeg = int64_t(split) * p.kchunk;
   const int64_t kend = p.splits == 1 ? p.K : (kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K);
-  const int64_t steps = kbeg < kend ? (kend - kbeg + kBK - 1) / kBK : 0;
 
   const typename P::Loader loader(p, g, m0, n0, tid);
   A ra[SA::kSlots], rb[SB::kSlots];
   ToRegisters<A, typename P::Elem> put{ra, rb};
-  auto stage = [&](int b) {
-#pragma unroll
-    for (int r = 0; r < SA::kSlots; ++r) As[b][SA::k(tid, r)][SA::mn(tid, r)] = Mma::stage(ra[r]);
-#pragma unroll
-    for (int r = 0; r < SB::kSlots; ++r) Bs[b][SB::k(tid, r)][SB::mn(tid, r)] = Mma::stage(rb[r]);
-  };
+  if (kbeg < kend) loader.fetch(p, kbeg, kend, tid, put);
   Mma mma;
-  if (steps > 0) {
-    loader.fetch(p, kbeg, kend, tid, put);
-    stage(0);
-  }
-  __syncthreads();
-  for (int64_t i = 0; i < steps; ++i) {
-    const bool more = i + 1 < steps;
-    if (more) loader.fetch(p, kbeg + (i + 1) * kBK, kend, tid, put);
-    const int b = kBuffers == 2 ? int(i & 1) : 0;
-    mma.step(As[b], Bs[b], tid);
-    if (more) {
-      if constexpr (kBuffers == 1) __syncthreads();  // everyone is done with the one buffer
-      stage(kBuffers == 2 ? b ^ 1 : 0);
-    }
-    // Two buffers: step i + 1's tiles are staged, and every thread is done with buffer b, which step i + 2
-    // refills. (After the last step: every thread is done with the buffers the scratch reuses.)
+  for (int64_t k0 = kbeg; k0 < kend; k0 += kBK) {
+#pragma unroll
+    for (int r = 0; r < SA::kSlots; ++r) As[SA::k(tid, r)][SA::mn(tid, r)] = Mma::stage(ra[r]);
+#pragma unroll
+    for (int r = 0; r < SB::kSlots; ++r) Bs[SB::k(tid, r)][SB::mn(tid, r)] = Mma::stage(rb[r]);
+    __syncthreads();
+    if (k0 + kBK < kend) loader.fetch(p, k0 + kBK, kend, tid, put);
+    mma.step(As, Bs, tid);
     __syncthreads();
   }
-  mma.finish(tid, smem, [&](int i, int j, A v) {
+  mma.finish(tid, scratch, [&](int i, int j, A v) {
     if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
   });
 }
