@@ -44,6 +44,9 @@ def _worker(rank, world, port, out_dir):
                 opt.step()
             results[name] = [p.detach().clone() for p in model.parameters()]
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done with every collective before either tears gloo down: a rank that destroyed its group
+        # while the other was still talking to it was seen to abort the other (std::terminate) once in CI.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
