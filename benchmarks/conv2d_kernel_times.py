@@ -3,7 +3,8 @@
     python benchmarks/conv2d_kernel_times.py [--tf32]
 
 Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
-<GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, grad_input_direct.
+<GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
+grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel).
 """
 import argparse
 import re
@@ -15,8 +16,9 @@ from pixelops.bench.conv2d import SUITE
 
 
 def short(name):
+    # (grad_input by taps runs a ForwardGemm too, beside its pack_tap_weights and gather_taps_kernel)
     for key in ("ForwardGemm", "GradInputGemm", "GradWeightGemm", "reduce_grad_weight", "grad_bias_kernel",
-                "grad_input_direct"):
+                "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel"):
         if key in name:
             mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""

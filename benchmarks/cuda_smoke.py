@@ -79,6 +79,9 @@ def main():
         conv_case("bf16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.bfloat16)
     conv_case("mask A 7x7", 2, 1, 16, (12, 11), 7, 1, 3, mask="A")
     conv_case("mask B 3x3", 2, 16, 16, (12, 11), 3, 1, 1, mask="B")
+    # grad_input with 24 rows over 312 pixels: the 32 x 128 tile; 1 -> 20 channels: grad_input by taps
+    conv_case("32-row tile", 2, 24, 40, (13, 12), 3, 1, 1)
+    conv_case("taps", 2, 1, 20, (13, 12), 5, 2, 2)
 
     model = pixelops.PixelCNN(levels=4, channels=16, layers=2, head_channels=16)
     cpu = model.sample(2, size=(6, 7), seed=3, method="fused")

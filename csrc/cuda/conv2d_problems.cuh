@@ -175,7 +175,6 @@ struct ForwardGemm : GemmShape {
     }
   };
 
-
   // Fused epilogue: bias, then ReLU (NaN passes through, as in torch.relu).
   __device__ void store(int g, int, int64_t m, int64_t n, Acc v) const {
     const int64_t mc = g * q.Mg + m, pix = q.OH * q.OW, img = q.by_opix(n);
@@ -332,7 +331,6 @@ struct GradInputGemm : GemmShape {
     }
   };
 
-
   __device__ void store(int g, int, int64_t c, int64_t n, Acc v) const {
     const int64_t pix = f.PH * f.PW, img = f.by_pix(n), r = n - img * pix;
     // Stride 1: the one phase is the whole image and r its pixel, as before phases existed (with the row
@@ -436,7 +434,6 @@ struct GradWeightGemm : GemmShape {
       }
     }
   };
-
 
   __device__ void store(int g, int split, int64_t m, int64_t n, Acc v) const {
     ws[(split * q.M + g * q.Mg + m) * N + n] = v;
