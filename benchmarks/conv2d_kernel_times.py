@@ -4,7 +4,8 @@
 
 Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
-grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel).
+grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and the TF32 halo kernel
+(halo_pack_kernel, halo_conv_kernel: the forward, and grad_input at stride 1).
 """
 import argparse
 import re
@@ -18,7 +19,8 @@ from pixelops.bench.conv2d import SUITE
 def short(name):
     # (grad_input by taps runs a ForwardGemm too, beside its pack_tap_weights and gather_taps_kernel)
     for key in ("ForwardGemm", "GradInputGemm", "GradWeightGemm", "reduce_grad_weight", "grad_bias_kernel",
-                "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel"):
+                "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel", "halo_pack_kernel",
+                "halo_conv_kernel"):
         if key in name:
             mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""

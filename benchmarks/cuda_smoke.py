@@ -73,7 +73,9 @@ def main():
     conv_case("grouped", 2, 8, 12, (9, 9), 3, 1, 1, groups=4)
     conv_case("depthwise", 2, 6, 6, (8, 9), 3, 2, 1, groups=6)
     conv_case("fp64", 2, 5, 7, (9, 11), 3, 1, 1, dtype=torch.float64)
-    conv_case("tf32", 2, 19, 35, (12, 11), 3, 1, 1, tf32=True)
+    conv_case("tf32", 2, 19, 35, (12, 11), 3, 1, 1, tf32=True)  # forward and grad_input from the halo
+    conv_case("tf32 s2 mask B grouped", 3, 24, 80, (11, 13), 3, 2, 1, groups=2, tf32=True, mask="B")
+    conv_case("tf32 2x2 tiny images", 9, 40, 24, (3, 2), 2, 1, 0, tf32=True)
     if DEV == "cuda":  # half types are CUDA-only
         conv_case("fp16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.float16)
         conv_case("bf16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.bfloat16)

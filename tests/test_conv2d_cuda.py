@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import pixelops
+from pixelops.ops.conv2d import mask_taps
 
 pytestmark = pytest.mark.cuda
 
@@ -139,3 +140,50 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
             assert 1e-5 < err < 1e-2, (name, err)
         else:
             assert err < 1e-5, (name, err)
+
+
+# Under TF32 the float32 forward, and grad_input at stride 1 without a ReLU gate, run from a shared-memory halo
+# on mma.sync (conv2d_halo.cuh): tiles of 128 pixels that run across image rows and images, ragged channel
+# chunks and output rows, strides and dilation (forward), masks, groups, and a strided view of x.
+HALO = [
+    ((3, 16, 9, 11), (70, 3, 3), dict(padding=1), None, False),
+    ((2, 12, 13, 20), (9, 3, 3), dict(stride=2, padding=(1, 2), dilation=(2, 1)), None, True),
+    ((2, 72, 6, 7), (8, 1, 2), dict(groups=2), None, False),
+    ((5, 24, 3, 4), (8, 3, 3), dict(padding=1), "A", False),
+    ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", True),
+    ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, False),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,w_shape,kw,mask,strided", HALO)
+def test_tf32_halo_matches_float64(x_shape, w_shape, kw, mask, strided, relu):
+    groups = kw.get("groups", 1)
+    n, c, h, wd = x_shape
+    x = _randn(n, c, h, 2 * wd, seed=31, dtype=torch.float32)
+    x = x[..., ::2] if strided else x[..., :wd].contiguous()
+    w = _randn(w_shape[0], c // groups, *w_shape[1:], seed=32, dtype=torch.float32)
+    b = _randn(w_shape[0], seed=33, dtype=torch.float32)
+    wm = w * pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float32, device="cuda") if mask else w
+    g = _randn(*F.conv2d(x, w, None, **kw).shape, seed=34, dtype=torch.float32)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    act = "relu" if relu else None
+    if mask:
+        y = pixelops.masked_conv2d(*leaves, mask, activation=act, allow_tf32=True, **kw)
+    else:
+        y = pixelops.conv2d(*leaves, activation=act, allow_tf32=True, **kw)
+    got = (y.detach(), *torch.autograd.grad(y, leaves, g))
+    # under a fused ReLU the gradient is gated by pixelops' own output (outputs near 0 may differ in sign)
+    ref = _reference(x, wm, b, g * (got[0] > 0) if relu else g, False, **kw)
+    if relu:
+        ref = (ref[0].relu(), *ref[1:])
+    # TF32 keeps 10 mantissa bits: an element's error is near 1e-3 of the spread of the outputs; a wrong tap,
+    # pixel or channel is of the order of the spread itself.
+    for a, r, name in zip(got, ref, ("output", "grad_input", "grad_weight", "grad_bias")):
+        if name == "grad_weight" and mask:
+            r = r * pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float64, device="cuda")
+        err = (a.double() - r).abs().max().item()
+        assert err < 1e-2 * r.std().item() + 1e-6, (name, err, r.std().item())
+    if c // groups * (mask_taps(w_shape[1:], mask) if mask else w_shape[1] * w_shape[2]) > 64:  # else: direct kernel
+        fp32 = pixelops.conv2d(x, wm, b, activation=act, allow_tf32=False, **kw)
+        assert not torch.equal(got[0], fp32)  # tensor cores were used

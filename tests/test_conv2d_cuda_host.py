@@ -1,5 +1,6 @@
-"""The conv2d CUDA kernels' index math (loaders, epilogues, direct kernel), run on the host against naive
-loops: tests/cuda_host/conv2d_emulation.cpp compiled as plain C++. Runs without a GPU, so CI checks what the
+"""The conv2d CUDA kernels' index math (loaders, epilogues, direct kernel; the TF32 halo kernel's packing,
+slots and mma fragments), run on the host against naive loops: tests/cuda_host/*_emulation.cpp compiled as
+plain C++. Runs without a GPU, so CI checks what the
 CUDA tests can only check where a GPU is lent."""
 import os
 import shutil
@@ -14,11 +15,12 @@ CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shu
 
 @pytest.mark.skipif(CXX is None or not os.path.isdir(os.path.join(ROOT, "csrc")),
                     reason="needs a C++17 compiler and the source tree")
-def test_conv2d_cuda_index_math_on_host(tmp_path):
-    exe = tmp_path / "conv2d_emulation"
+@pytest.mark.parametrize("source", ["conv2d_emulation.cpp", "conv2d_halo_emulation.cpp"])
+def test_conv2d_cuda_index_math_on_host(tmp_path, source):
+    exe = tmp_path / source.replace(".cpp", "")
     build = subprocess.run([CXX, "-std=c++17", "-O1", "-Wall", "-Wno-unknown-pragmas",
                             "-I", os.path.join(ROOT, "tests", "cuda_host"), "-I", os.path.join(ROOT, "csrc"),
-                            os.path.join(ROOT, "tests", "cuda_host", "conv2d_emulation.cpp"), "-o", str(exe)],
+                            os.path.join(ROOT, "tests", "cuda_host", source), "-o", str(exe)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-4000:]
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)

@@ -10,18 +10,23 @@
 // in full precision. Their grad_input (Cg <= 4) is a 1x1 GEMM into per-tap planes and a gather
 // (conv2d_taps.cuh) where grad_y needs no ReLU gate and there are at least 16 output channels, else a direct
 // kernel. A strided grad_input runs one GEMM per stride phase.
+// Under TF32, the float32 forward, and the grad_input of a stride-1 convolution without a ReLU gate, run from
+// a shared-memory halo on mma.sync instead (conv2d_halo.cuh) wherever its two stages fit in shared memory.
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
 
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
+#include "cuda/conv2d_halo.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/conv2d_taps.cuh"
 #include "cuda/cuda_utils.cuh"
+#include "cuda/workspace.cuh"
 #include "ops.h"
 
 namespace pixelops::cuda {
@@ -93,18 +98,14 @@ void grad_bias(const Geometry& q, const T* y, const T* gy, T* gb, cudaStream_t s
   const int64_t want = std::clamp<int64_t>((4 * int64_t(sm_count()) + q.M - 1) / q.M, 1, 65535);
   const int64_t per_run = std::max<int64_t>(1, (q.N + want - 1) / want);
   const int64_t runs = std::max<int64_t>(1, (q.N + per_run - 1) / per_run);
-  A* partial = nullptr;
-  if (runs > 1)
-    check(cudaMallocAsync(reinterpret_cast<void**>(&partial), runs * q.M * sizeof(A), s), "conv2d_backward (bias workspace)");
-  grad_bias_kernel<T><<<dim3(unsigned(q.M), unsigned(runs)), kThreads, 0, s>>>(q, per_run, y, gy, partial, gb);
-  cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess && partial) {
+  Scratch<A> partial(runs > 1 ? runs * q.M : 0, s, "conv2d_backward (bias)");
+  grad_bias_kernel<T><<<dim3(unsigned(q.M), unsigned(runs)), kThreads, 0, s>>>(q, per_run, y, gy, partial.get(), gb);
+  check_launch("conv2d_backward (bias)");
+  if (partial.get()) {
     grad_bias_finish<T, A><<<unsigned(std::min<int64_t>((q.M + kThreads - 1) / kThreads, 1024)), kThreads, 0, s>>>(
-        q, int(runs), partial, gb);
-    err = cudaGetLastError();
+        q, int(runs), partial.get(), gb);
+    check_launch("conv2d_backward (bias)");
   }
-  if (partial) cudaFreeAsync(partial, s);
-  check(err, "conv2d_backward (bias)");
 }
 
 // The direct kernels' grid: x over pixels (grid-stride beyond 2^16 blocks), y over groups.
@@ -238,21 +239,12 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   splits = ksteps > 0 ? (ksteps + chunk_steps - 1) / chunk_steps : 1;  // no empty split
   p.splits = int(splits);
 
-  const int64_t ws_elems = splits * q.M * p.N;
-  A* ws = nullptr;
-  if (ws_elems > 0) check(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_elems * sizeof(A), s),
-                          "conv2d_backward (weight workspace)");
-  p.ws = ws;
-  try {
-    launch_gemm<T>(p, tf32, s, "conv2d_backward (weight)");
-    const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
-    reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, p.splits, ws, gw);
-    check_launch("conv2d_backward (weight reduction)");
-  } catch (...) {
-    if (ws) cudaFreeAsync(ws, s);
-    throw;
-  }
-  if (ws) check(cudaFreeAsync(ws, s), "conv2d_backward (weight workspace)");
+  Scratch<A> ws(splits * q.M * p.N, s, "conv2d_backward (weight)");
+  p.ws = ws.get();
+  launch_gemm<T>(p, tf32, s, "conv2d_backward (weight)");
+  const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
+  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, p.splits, ws.get(), gw);
+  check_launch("conv2d_backward (weight reduction)");
 }
 
 // The forward GEMM of q (y contiguous): tap-major K where a group's channels fill whole K steps.
@@ -271,27 +263,84 @@ void forward_gemm(const Geometry& q, const T* x, const T* w, const T* b, T* y, b
   });
 }
 
+// The TF32 halo path is on unless PIXELOPS_CONV_HALO=0, or a GEMM tile width is forced: the CUDA tests' runs
+// under PIXELOPS_CONV_TILE_N are there to exercise the GEMMs it would otherwise take over.
+bool halo_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("PIXELOPS_CONV_HALO");
+    return !(e && std::string(e) == "0");
+  }();
+  return on && forced_tile_n() == 0;
+}
+
+// Shared memory a halo block may take (PIXELOPS_HALO_SMEM_KB, a tuning knob; default kHaloMaxSmem): it sets
+// how many chunks are in flight, and with them how many blocks share an SM.
+size_t halo_smem_budget() {
+  static const size_t v = [] {
+    const char* e = std::getenv("PIXELOPS_HALO_SMEM_KB");
+    const long kb = e ? std::atol(e) : 0;
+    return kb > 0 ? std::min<size_t>(size_t(kb) * 1024, 227 * 1024) : conv::kHaloMaxSmem;
+  }();
+  return v;
+}
+
+template <int KC>
+void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
+  // More than 48 KB of dynamic shared memory needs the kernel's opt-in, once per device.
+  static std::atomic<uint64_t> opted{0};
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
+  if (!bit || !(opted.load() & bit)) {
+    check(cudaFuncSetAttribute(conv::halo_conv_kernel<KC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(227 * 1024)), "cudaFuncSetAttribute");
+    opted.fetch_or(bit);
+  }
+  const dim3 grid{unsigned((h.pixels() + conv::kHaloBN - 1) / conv::kHaloBN), unsigned(h.mtiles), unsigned(h.q.G)};
+  conv::halo_conv_kernel<KC><<<grid, conv::kHaloThreads, h.smem_bytes(), s>>>(h);
+}
+
+// Packs h's weights into a workspace and runs the halo kernel.
+void run_halo(conv::HaloConv& h, cudaStream_t s, const char* what) {
+  const int64_t packed = h.packed_floats();
+  Scratch<float> wp(packed, s, what);
+  h.wp = wp.get();
+  conv::halo_pack_kernel<<<grid_for(packed), kThreads, 0, s>>>(h, wp.get(), packed);
+  check_launch(what);
+  switch (h.kc) {
+    case 8: launch_halo_kernel<8>(h, s); break;
+    case 16: launch_halo_kernel<16>(h, s); break;
+    default: launch_halo_kernel<32>(h, s);
+  }
+  check_launch(what);
+}
+
 // grad_input by taps (conv2d_taps.cuh): pack the weights, z = the 1x1 GEMM of grad_y, then gather z per pixel.
 template <class T>
 void grad_input_by_taps(const Geometry& q, const T* w, const T* gy, T* gx, bool tf32, cudaStream_t s) {
   const Geometry zq = conv::taps_geometry(q);
   const int64_t packed = zq.M * zq.Cg, zsize = zq.N * zq.M * zq.OH * zq.OW, gsize = q.N * q.C * q.H * q.W;
-  T* buf = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&buf), (packed + zsize) * sizeof(T), s),
-        "conv2d_backward (input workspace)");
-  T* wp = buf;
-  T* z = buf + packed;
-  try {
-    conv::pack_tap_weights<T><<<grid_for(packed), kThreads, 0, s>>>(q, w, wp, packed);
-    check_launch("conv2d_backward (input, packing)");
-    forward_gemm<T>(zq, gy, wp, nullptr, z, false, tf32, s);
-    conv::gather_taps_kernel<T><<<grid_for(gsize), kThreads, 0, s>>>(q, z, gx, gsize);
-    check_launch("conv2d_backward (input, gather)");
-  } catch (...) {
-    cudaFreeAsync(buf, s);
-    throw;
+  Scratch<T> buf(packed + zsize, s, "conv2d_backward (input)");
+  T* wp = buf.get();
+  T* z = wp + packed;
+  conv::pack_tap_weights<T><<<grid_for(packed), kThreads, 0, s>>>(q, w, wp, packed);
+  check_launch("conv2d_backward (input, packing)");
+  forward_gemm<T>(zq, gy, wp, nullptr, z, false, tf32, s);
+  conv::gather_taps_kernel<T><<<grid_for(gsize), kThreads, 0, s>>>(q, z, gx, gsize);
+  check_launch("conv2d_backward (input, gather)");
+}
+
+// grad_input on the halo kernel where it applies (float32 under TF32, no ReLU gate, stride 1); false otherwise.
+template <class T>
+bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, bool tf32, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, float>) {
+    conv::HaloConv h;
+    if (!tf32 || y || !halo_enabled() || !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget())) return false;
+    run_halo(h, s, "conv2d_backward (input, halo)");
+    return true;
+  } else {
+    return false;
   }
-  check(cudaFreeAsync(buf, s), "conv2d_backward (input workspace)");
 }
 
 }  // namespace
@@ -310,6 +359,15 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
           q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu);
       check_launch("conv2d_forward (direct)");
       return;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      conv::HaloConv h;
+      if (allow_tf32 && halo_enabled() &&
+          conv::halo_for_forward(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, h,
+                                 halo_smem_budget())) {
+        run_halo(h, as_stream(stream), "conv2d_forward (halo)");
+        return;
+      }
     }
     forward_gemm<T>(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, allow_tf32,
                     as_stream(stream));
@@ -341,6 +399,8 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         grad_input_by_taps<T>(q, w.ptr<T>(), grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s);
       else if (conv::grad_input_direct_fits(q))
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
+      else if (halo_grad_input(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s))
+        ;  // ran on the TF32 halo kernel
       else
         for (int rh = 0; rh < q.sh; ++rh)  // one GEMM per stride phase (one in all for stride 1)
           for (int rw = 0; rw < q.sw; ++rw) {

@@ -1,0 +1,364 @@
+// The TF32 forward convolution from a shared-memory halo (sm_80+): a block stages, for a chunk of input
+// channels, the input rows that its 128 output pixels read (with their zero padding) once, and every tap of
+// the kernel reads its operand from that staged halo at a fixed shift. The implicit GEMMs of
+// conv2d_problems.cuh instead gather each (channel, tap, pixel) element from global memory on its own: for a
+// 3x3 layer that is 9 loads, 9 address computations and 9 shared stores per input element, and measured on an
+// H200 it left the tensor cores idle (about 450 instructions a warp per 16 MMAs). Here a K step of one tap is
+// a handful of shared loads and 8 mma.sync.m16n8k8 a warp.
+//
+//   y[img, g*Mg+m, oh, ow] = act(b + sum_{c, j} A[g][m][c][j] * xpad[img, g*Cg+c, oh*sh + kh(j)*dh, ow*sw + kw(j)*dw])
+//
+// with xpad the zero-padded input. The same kernel runs grad_input of a stride-1 convolution (a convolution of
+// grad_y with the flipped, transposed kernel): A and the taps' shifts come from the host (HaloConv), so the
+// kernel does not know which of the two it runs.
+//
+// Block: 256 threads (at most 80 registers each, three blocks an SM), a 64 (rows m) x 128 (pixels n) tile; warp (wm, wn) = (warp % 2, warp / 2) owns rows
+// 32*wm + [0, 32) and pixels 32*wn + [0, 32) as 2 x 4 m16n8 accumulators. Per chunk of KC channels (KC = 8, 16
+// or 32), two shared stages: the chunk's weights, packed on the host side of the launch in the order the warps
+// read them (each lane's A fragment is one 16-byte load, already rounded to TF32), and the halo: KC channels x
+// `rows` slots x RL columns. A slot is one padded input row; slots follow the flattened (image, padded row)
+// order from the first row the tile needs, so a tile that runs from one image into the next still reads each
+// of its rows at (slot of its output row + kh*dh) * RL + ow*sw + kw*dw. Rows in the padding and columns in the
+// padding are zeroed once and never loaded. Stage c+1 is copied (cp.async) while stage c is multiplied.
+//
+// Everything but the kernels is plain C++ over host/device functions, so tests/cuda_host runs the same index
+// math (the packing, the slots, the fragments' addresses) against a naive convolution.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cuda/conv2d_tile.cuh"  // Geometry, FastDiv
+#include "cuda/cuda_utils.cuh"
+
+namespace pixelops::cuda::conv {
+
+constexpr int kHaloBM = 64, kHaloBN = 128, kHaloThreads = 256, kHaloMaxTaps = 64;
+constexpr int kHaloFrag = 4 * 32 * 4;       // floats of one k8 slice of a 64-row tile's A: 4 m16 x 32 lanes x 4
+constexpr size_t kHaloMaxSmem = 75 * 1024;  // at most this, so that three blocks share an SM
+
+// One launch: the convolution as a forward (q: x (N, C, H, W) -> y (N, M, OH, OW), contiguous y), the packed
+// weights and the halo's shape.
+struct HaloConv {
+  Geometry q;
+  const float* x = nullptr;
+  const float* wp = nullptr;  // packed: [g][m tile][chunk][tap j][k8 slice][m16 fragment][lane][4]
+  const float* b = nullptr;   // bias (stride q.bs) or null
+  float* y = nullptr;
+  bool relu = false;
+  bool pairs = false;  // pixels go out two at a time (8-byte stores): even pixels an image, y 8-byte aligned
+  int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
+  int stages = 2;                           // chunks in shared memory at once (2..4)
+  int rows = 0, RL = 0, CS = 0, Wload = 0;  // slots, row length, channel stride (floats), columns loaded a row
+  int64_t Rfull = 1;                        // padded rows one image spans: (OH-1)*sh + (KH-1)*dh + 1
+  FastDiv by_Rfull;
+  int ntaps = 0;
+  int tap_off[kHaloMaxTaps] = {};  // tap j's shift in the halo: kh*dh*RL + kw*dw
+  // where the packer reads tap j's weight: w + g*wgs + row*wrs + chan*wcs + tap_w[j]
+  const float* w = nullptr;
+  int64_t wgs = 0, wrs = 0, wcs = 0;
+  int64_t tap_w[kHaloMaxTaps] = {};
+
+  __host__ __device__ int64_t pixels() const { return q.N * q.OH * q.OW; }
+  __host__ __device__ int chunk_floats() const { return ntaps * nkk * kHaloFrag; }           // packed weights of one chunk
+  __host__ __device__ int stage_floats() const { return chunk_floats() + kc * CS; }
+  int64_t packed_floats() const { return q.G * mtiles * int64_t(nchunks) * chunk_floats(); }
+  size_t smem_bytes() const { return size_t(stages) * stage_floats() * sizeof(float); }
+};
+
+// The halo's shape for q at kc channels a chunk: slots enough for any 128 consecutive output pixels. Moving to
+// the next output row moves the first slot by sh; moving to the next image by (KH-1)*dh + 1 (the rest of the
+// previous image's padded rows). Among 128 consecutive pixels there are at most ceil(127 / OW) row changes, of
+// which at most ceil(127 / (OH*OW)) change the image.
+inline void halo_shape(HaloConv& h, int kc) {
+  const Geometry& q = h.q;
+  const int64_t span = int64_t(q.KH - 1) * q.dh + 1;
+  const int64_t row_changes = (kHaloBN - 2 + q.OW) / q.OW;
+  const int64_t image_changes = std::min<int64_t>(row_changes, (kHaloBN - 2 + q.OH * q.OW) / (q.OH * q.OW));
+  const int64_t rows = row_changes * q.sh + image_changes * std::max<int64_t>(0, span - q.sh) + span;
+  const int64_t RL = int64_t(q.OW - 1) * q.sw + int64_t(q.KW - 1) * q.dw + 1;
+  int64_t CS = rows * RL;
+  CS += ((8 - CS % 32) + 32) % 32;  // = 8 mod 32: the 4 k-rows of a B fragment fall in distinct banks
+  h.kc = kc; h.nkk = kc / 8;
+  h.rows = int(std::min<int64_t>(rows, 1 << 20));
+  h.RL = int(std::min<int64_t>(RL, 1 << 20));
+  h.CS = int(std::min<int64_t>(CS, 1 << 30));
+  h.Wload = int(std::max<int64_t>(0, std::min<int64_t>(q.W, RL - q.pw)));
+  h.Rfull = int64_t(q.OH - 1) * q.sh + span;
+  h.by_Rfull = FastDiv(h.Rfull);
+  h.nchunks = int((q.Cg + kc - 1) / kc);
+  h.mtiles = int((q.Mg + kHaloBM - 1) / kHaloBM);
+}
+
+// Whether the halo path can run q (as a forward with ntaps taps): two taps or more (one tap reuses nothing: a
+// GEMM gathers it as cheaply), enough channels to fill a k8 slice mostly, a tap table that fits, and at least
+// two stages within smem_budget bytes; fills h's shape with the chunk size it picks (as many channels as keep
+// about 64 (tap, channel) pairs per chunk) and as many stages as fit, up to 4.
+inline bool halo_fits(HaloConv& h, int ntaps, size_t smem_budget = kHaloMaxSmem) {
+  const Geometry& q = h.q;
+  if (q.Cg < 4 || ntaps < 2 || ntaps > kHaloMaxTaps || q.OH < 1 || q.OW < 1 || q.G > 65535) return false;
+  if ((q.Mg + kHaloBM - 1) / kHaloBM > 65535 || (h.pixels() + kHaloBN - 1) / kHaloBN > 0x7fffffff) return false;
+  if (q.OW >= (1 << 16) || q.OH >= (1 << 16)) return false;
+  h.ntaps = ntaps;
+  int kc = ntaps >= 8 ? 8 : ntaps >= 4 ? 16 : 32;
+  while (kc > 8 && kc / 2 >= q.Cg) kc /= 2;  // no chunk wider than the channels
+  for (; kc >= 8; kc /= 2) {
+    halo_shape(h, kc);
+    const size_t stage_bytes = size_t(h.stage_floats()) * sizeof(float);
+    h.stages = int(std::min<size_t>(4, smem_budget / stage_bytes));
+    if (int64_t(h.rows) * h.RL < (1 << 20) && h.stages >= 2) return true;
+  }
+  return false;
+}
+
+// The launch for q's forward (taps: the row-major prefix [0, q.ntaps)); false where the halo path does not fit.
+inline bool halo_for_forward(const Geometry& q, const float* x, const float* w, const float* b, float* y, bool relu,
+                             HaloConv& h, size_t smem_budget = kHaloMaxSmem) {
+  h.q = q;
+  if (!halo_fits(h, q.ntaps, smem_budget)) return false;
+  h.x = x; h.b = b; h.y = y; h.relu = relu;
+  h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = q.ws[0]; h.wcs = q.ws[1];
+  for (int j = 0; j < q.ntaps; ++j) {
+    const int kh = j / q.KW, kw = j % q.KW;
+    h.tap_off[j] = kh * q.dh * h.RL + kw * q.dw;
+    h.tap_w[j] = kh * q.ws[2] + kw * q.ws[3];
+  }
+  h.pairs = (q.OH * q.OW) % 2 == 0 && (reinterpret_cast<uintptr_t>(y) & 7) == 0;
+  return true;
+}
+
+// The launch for grad_input of q (stride 1, no ReLU gate): the convolution of grad_y with the kernel flipped
+// and its channel axes swapped, padded by (KH-1)*dh - ph (so q's padding may not exceed that). Tap j is q's
+// tap j (same weights, so masked taps stay skipped), at the flipped shift.
+inline bool halo_for_grad_input(const Geometry& q, const float* w, const float* gy, float* gx, HaloConv& h,
+                                size_t smem_budget = kHaloMaxSmem) {
+  if (q.sh != 1 || q.sw != 1 || q.ph > (q.KH - 1) * q.dh || q.pw > (q.KW - 1) * q.dw) return false;
+  Geometry t{};
+  t.N = q.N; t.C = q.M; t.H = q.OH; t.W = q.OW;
+  t.M = q.C; t.OH = q.H; t.OW = q.W;
+  t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
+  t.KH = q.KH; t.KW = q.KW; t.ntaps = q.ntaps;
+  t.sh = t.sw = 1; t.ph = (q.KH - 1) * q.dh - q.ph; t.pw = (q.KW - 1) * q.dw - q.pw; t.dh = q.dh; t.dw = q.dw;
+  for (int i = 0; i < 4; ++i) t.xs[i] = q.gs[i];
+  set_divisors(t);
+  h.q = t;
+  if (!halo_fits(h, q.ntaps, smem_budget)) return false;
+  h.x = gy; h.b = nullptr; h.y = gx; h.relu = false;
+  h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = q.ws[1]; h.wcs = q.ws[0];
+  for (int j = 0; j < q.ntaps; ++j) {
+    const int kh = j / q.KW, kw = j % q.KW;
+    h.tap_off[j] = (q.KH - 1 - kh) * q.dh * h.RL + (q.KW - 1 - kw) * q.dw;
+    h.tap_w[j] = kh * q.ws[2] + kw * q.ws[3];
+  }
+  h.pairs = (q.H * q.W) % 2 == 0 && (reinterpret_cast<uintptr_t>(gx) & 7) == 0;
+  return true;
+}
+
+// TF32 rounding (to nearest, ties away from zero, as cvt.rna.tf32.f32) for the host emulation and the packer.
+__host__ __device__ __forceinline__ float tf32_round(float v) {
+#ifdef __CUDA_ARCH__
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return __uint_as_float(r);
+#else
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & ~0x1fffu;
+  std::memcpy(&v, &u, 4);
+  return v;
+#endif
+}
+
+// Packed weight i: lane `lane` of fragment mi of k8 slice kk of tap j of chunk cc of m tile mt of group g,
+// register r: row mt*64 + mi*16 + lane/4 + 8*(r%2), channel cc*kc + kk*8 + lane%4 + 4*(r/2) (mma.m16n8k8's A
+// layout), zero past the rows or channels.
+__host__ __device__ __forceinline__ float halo_packed_weight(const HaloConv& h, int64_t i) {
+  const int64_t cf = h.chunk_floats(), within = i % cf, blk = i / cf;
+  const int cc = int(blk % h.nchunks), mt = int((blk / h.nchunks) % h.mtiles);
+  const int64_t g = blk / (int64_t(h.nchunks) * h.mtiles);
+  const int r = int(within % 4), lane = int(within / 4 % 32), mi = int(within / 128 % 4);
+  const int jk = int(within / kHaloFrag), kk = jk % h.nkk, j = jk / h.nkk;
+  const int64_t row = int64_t(mt) * kHaloBM + mi * 16 + lane / 4 + 8 * (r % 2);
+  const int64_t chan = int64_t(cc) * h.kc + kk * 8 + lane % 4 + 4 * (r / 2);
+  if (row >= h.q.Mg || chan >= h.q.Cg) return 0.f;
+  return tf32_round(h.w[g * h.wgs + row * h.wrs + chan * h.wcs + h.tap_w[j]]);
+}
+
+// The first slot's flattened padded row for the tile starting at pixel n0.
+__host__ __device__ __forceinline__ int64_t halo_first_row(const HaloConv& h, int64_t n0) {
+  const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n0), oh = h.q.by_OW(n0 - img * opix);
+  return img * h.Rfull + oh * h.q.sh;
+}
+
+// Halo offset of output pixel n's window corner (slot * RL + ow * sw); 0 past the last pixel (its column of
+// the product is computed from whatever is there and never stored).
+__host__ __device__ __forceinline__ int halo_corner(const HaloConv& h, int64_t n, int64_t first_row) {
+  if (n >= h.pixels()) return 0;
+  const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n), r = n - img * opix, oh = h.q.by_OW(r);
+  return int((img * h.Rfull + oh * h.q.sh - first_row) * h.RL + (r - oh * h.q.OW) * h.q.sw);
+}
+
+// The input row behind slot s (flattened padded row G = first_row + s), channel c0 of group g: false for a row
+// in the padding or past the last image (it stays zero).
+__host__ __device__ __forceinline__ bool halo_row_source(const HaloConv& h, int64_t G, int64_t g, int64_t c0,
+                                                         const float*& src) {
+  const int64_t img = h.by_Rfull(G), ih = G - img * h.Rfull - h.q.ph;
+  if (img >= h.q.N || ih < 0 || ih >= h.q.H) return false;
+  src = h.x + img * h.q.xs[0] + (g * h.q.Cg + c0) * h.q.xs[1] + ih * h.q.xs[2];
+  return true;
+}
+
+// Copies chunk cc's weights and halo into stage st (floats): copy16(dst, src) for 4 packed floats,
+// copy4(dst, src, valid) for one element, zero where !valid (src is then any readable address).
+template <class Copy16, class Copy4>
+__host__ __device__ __forceinline__ void halo_load_chunk(const HaloConv& h, int g, int mt, int cc, int64_t first_row,
+                                                         float* st, int tid, Copy16&& copy16, Copy4&& copy4) {
+  const int cf = h.chunk_floats();
+  const float* wsrc = h.wp + ((int64_t(g) * h.mtiles + mt) * h.nchunks + cc) * cf;
+  for (int i = tid * 4; i < cf; i += kHaloThreads * 4) copy16(st + i, wsrc + i);
+  float* hs = st + cf;
+  const int warp = tid / 32, lane = tid % 32;
+  const int64_t c0 = int64_t(cc) * h.kc;
+  for (int s = warp; s < h.rows; s += kHaloThreads / 32) {
+    const float* src = nullptr;
+    if (!halo_row_source(h, first_row + s, g, c0, src)) continue;
+    float* dst = hs + s * h.RL + h.q.pw;
+    for (int c = 0; c < h.kc; ++c) {
+      const bool valid = c0 + c < h.q.Cg;
+      const float* sc = valid ? src + c * h.q.xs[1] : h.x;
+      for (int iw = lane; iw < h.Wload; iw += 32) copy4(dst + c * h.CS + iw, valid ? sc + iw * h.q.xs[3] : h.x, valid);
+    }
+  }
+}
+
+// The epilogue for output (row m of the block's group, pixel n): bias, ReLU (NaN passes), into y.
+__host__ __device__ __forceinline__ int64_t halo_out_offset(const HaloConv& h, int g, int64_t m, int64_t n) {
+  const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n);
+  return (img * h.q.M + g * h.q.Mg + m) * opix + (n - img * opix);
+}
+__host__ __device__ __forceinline__ float halo_activate(const HaloConv& h, int g, int64_t m, float v) {
+  if (h.b) v += h.b[(g * h.q.Mg + m) * h.q.bs];
+  if (h.relu && v < 0.f) v = 0.f;
+  return v;
+}
+
+#ifdef __CUDACC__
+__device__ __forceinline__ void halo_mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ unsigned smem_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// cp.async.wait_group takes an immediate: at most n copy groups still in flight.
+__device__ __forceinline__ void halo_wait(int n) {
+  if (n <= 0) asm volatile("cp.async.wait_group 0;" ::: "memory");
+  else if (n == 1) asm volatile("cp.async.wait_group 1;" ::: "memory");
+  else asm volatile("cp.async.wait_group 2;" ::: "memory");
+}
+
+template <int KC>
+__global__ void __launch_bounds__(kHaloThreads, 3) halo_conv_kernel(const __grid_constant__ HaloConv h) {
+  constexpr int kNkk = KC / 8;
+  extern __shared__ __align__(16) float smem[];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4;
+  const int wm = warp % 2, wn = warp / 2;
+  const int g = int(blockIdx.z), mt = int(blockIdx.y);
+  const int64_t n0 = int64_t(blockIdx.x) * kHaloBN;
+  const int cf = h.chunk_floats(), stage = h.stage_floats(), S = h.stages;
+  const int64_t first_row = halo_first_row(h, n0);
+
+  // Zero every stage's halo: rows and columns of the padding are never copied.
+  for (int st = 0; st < S; ++st)
+    for (int i = tid; i < KC * h.CS; i += kHaloThreads) smem[st * stage + cf + i] = 0.f;
+  __syncthreads();
+
+  int corner[4];  // this lane's B columns (k row tig): pixels 32*wn + 8*nj + gq
+#pragma unroll
+  for (int nj = 0; nj < 4; ++nj) corner[nj] = tig * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + gq, first_row);
+
+  auto copy16 = [](float* dst, const float* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_address(dst)), "l"(src) : "memory");
+  };
+  auto copy4 = [](float* dst, const float* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),
+                 "r"(valid ? 4 : 0) : "memory");
+  };
+  // S stages: chunks cc+1 .. cc+S-1 are in flight while chunk cc is multiplied. One copy group per chunk
+  // (empty past the last), so "all but the newest S-2 groups" is always "chunk cc is in".
+  for (int i = 0; i < S - 1; ++i) {
+    if (i < h.nchunks) halo_load_chunk(h, g, mt, i, first_row, smem + i * stage, tid, copy16, copy4);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+  float acc[2][4][4] = {};
+  int cur = 0;  // cc % S
+  for (int cc = 0; cc < h.nchunks; ++cc) {
+    halo_wait(S - 2);
+    __syncthreads();  // chunk cc visible to all; every warp is done with chunk cc-1, whose stage is refilled now
+    const int next = cc + S - 1, into = cur == 0 ? S - 1 : cur - 1;
+    if (next < h.nchunks) halo_load_chunk(h, g, mt, next, first_row, smem + into * stage, tid, copy16, copy4);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    const float* st = smem + cur * stage;
+    const float* wa = st + (2 * wm) * 128 + lane * 4;
+    const float* hs = st + cf;
+    for (int j = 0; j < h.ntaps; ++j) {
+      const int off = h.tap_off[j];
+#pragma unroll
+      for (int kk = 0; kk < kNkk; ++kk) {
+        uint32_t a[2][4], b[4][2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const float4 v = *reinterpret_cast<const float4*>(wa + (j * kNkk + kk) * kHaloFrag + i * 128);
+          a[i][0] = __float_as_uint(v.x); a[i][1] = __float_as_uint(v.y);
+          a[i][2] = __float_as_uint(v.z); a[i][3] = __float_as_uint(v.w);
+        }
+        const float* hk = hs + kk * 8 * h.CS + off;
+#pragma unroll
+        for (int nj = 0; nj < 4; ++nj) {
+          b[nj][0] = __float_as_uint(tf32_round(hk[corner[nj]]));
+          b[nj][1] = __float_as_uint(tf32_round(hk[corner[nj] + 4 * h.CS]));
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int nj = 0; nj < 4; ++nj) halo_mma(acc[i][nj], a[i], b[nj]);
+      }
+    }
+    cur = cur + 1 == S ? 0 : cur + 1;
+  }
+
+  // Accumulator r of (i, nj): row 32*wm + 16*i + gq + 8*(r/2), pixel 32*wn + 8*nj + 2*tig + r%2. Pairs of
+  // pixels go out as one 8-byte store where they share an image row run (even pixels an image: n is even).
+  const int64_t opix = h.q.OH * h.q.OW, npix = h.pixels();
+#pragma unroll
+  for (int nj = 0; nj < 4; ++nj) {
+    const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig;
+    if (n >= npix) continue;
+    const bool pair = h.pairs && n + 1 < npix;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int64_t m = int64_t(mt) * kHaloBM + 32 * wm + 16 * i + gq + 8 * hr;
+        if (m >= h.q.Mg) continue;
+        const float v0 = halo_activate(h, g, m, acc[i][nj][2 * hr]), v1 = halo_activate(h, g, m, acc[i][nj][2 * hr + 1]);
+        if (pair) {
+          *reinterpret_cast<float2*>(h.y + halo_out_offset(h, g, m, n)) = make_float2(v0, v1);
+        } else {
+          h.y[halo_out_offset(h, g, m, n)] = v0;
+          if (n + 1 < npix) h.y[halo_out_offset(h, g, m, n + 1)] = v1;
+        }
+      }
+  }
+}
+
+__global__ void halo_pack_kernel(const __grid_constant__ HaloConv h, float* __restrict__ wp, int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    wp[i] = halo_packed_weight(h, i);
+}
+#endif  // __CUDACC__
+
+}  // namespace pixelops::cuda::conv

@@ -1,0 +1,211 @@
+// The TF32 halo convolution (csrc/cuda/conv2d_halo.cuh) run on the host: the same setup, packing, slot and
+// fragment-address math as halo_conv_kernel, with each mma.sync.m16n8k8 emulated from its documented
+// fragment layout, against a naive convolution of the TF32-rounded operands in float64. Forward and
+// grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views.
+// Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
+//   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
+#include "cuda/conv2d_halo.cuh"
+
+using namespace pixelops::cuda::conv;
+
+static int failures = 0;
+constexpr size_t kBudget = 227 * 1024;  // the most one block may take: every case fits, in 2 to 4 stages
+
+// As halo_conv_kernel, block by block; the shared stages start as NaN so that a read of a slot nobody wrote
+// shows up in the result.
+static void emulate(HaloConv h) {
+  std::vector<float> wp(size_t(h.packed_floats()));
+  for (size_t i = 0; i < wp.size(); ++i) wp[i] = halo_packed_weight(h, int64_t(i));
+  h.wp = wp.data();
+  const int cf = h.chunk_floats(), stage = h.stage_floats();
+  std::vector<float> smem(size_t(h.stages) * stage);
+  const int64_t npix = h.pixels(), blocks = (npix + kHaloBN - 1) / kHaloBN;
+  auto copy16 = [](float* d, const float* s) { for (int i = 0; i < 4; ++i) d[i] = s[i]; };
+  auto copy4 = [](float* d, const float* s, bool valid) { *d = valid ? *s : 0.f; };
+  for (int g = 0; g < h.q.G; ++g)
+    for (int mt = 0; mt < h.mtiles; ++mt)
+      for (int64_t bx = 0; bx < blocks; ++bx) {
+        const int64_t n0 = bx * kHaloBN, first_row = halo_first_row(h, n0);
+        std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
+        for (int st = 0; st < h.stages; ++st)
+          for (int i = 0; i < h.kc * h.CS; ++i) smem[size_t(st) * stage + cf + i] = 0.f;
+        static double acc[kHaloThreads][2][4][4];
+        for (auto& t : acc) for (auto& a : t) for (auto& b : a) for (auto& c : b) c = 0;
+        for (int cc = 0; cc < h.nchunks; ++cc) {
+          float* st = smem.data() + size_t(cc % h.stages) * stage;
+          for (int tid = 0; tid < kHaloThreads; ++tid) halo_load_chunk(h, g, mt, cc, first_row, st, tid, copy16, copy4);
+          const float* hs = st + cf;
+          for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
+            const int wm = warp % 2, wn = warp / 2;
+            for (int j = 0; j < h.ntaps; ++j)
+              for (int kk = 0; kk < h.nkk; ++kk) {
+                // gather the warp's fragments lane by lane, as the kernel loads them
+                double A[2][16][8], B[4][8][8];
+                for (int lane = 0; lane < 32; ++lane) {
+                  const int gq = lane / 4, tig = lane % 4;
+                  const float* wa = st + (2 * wm) * 128 + lane * 4;
+                  for (int i = 0; i < 2; ++i)
+                    for (int r = 0; r < 4; ++r)
+                      A[i][gq + 8 * (r % 2)][tig + 4 * (r / 2)] = wa[(j * h.nkk + kk) * kHaloFrag + i * 128 + r];
+                  const float* hk = hs + kk * 8 * h.CS + h.tap_off[j];
+                  for (int nj = 0; nj < 4; ++nj) {
+                    const int corner = tig * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + gq, first_row);
+                    B[nj][tig][gq] = tf32_round(hk[corner]);
+                    B[nj][tig + 4][gq] = tf32_round(hk[corner + 4 * h.CS]);
+                  }
+                }
+                for (int lane = 0; lane < 32; ++lane) {
+                  const int gq = lane / 4, tig = lane % 4;
+                  for (int i = 0; i < 2; ++i)
+                    for (int nj = 0; nj < 4; ++nj)
+                      for (int r = 0; r < 4; ++r) {
+                        const int row = gq + 8 * (r / 2), col = 2 * tig + r % 2;
+                        double s = 0;
+                        for (int k = 0; k < 8; ++k) s += A[i][row][k] * B[nj][k][col];
+                        acc[warp * 32 + lane][i][nj][r] += s;
+                      }
+                }
+              }
+          }
+        }
+        for (int tid = 0; tid < kHaloThreads; ++tid) {
+          const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4, wm = warp % 2, wn = warp / 2;
+          for (int nj = 0; nj < 4; ++nj)
+            for (int i = 0; i < 2; ++i)
+              for (int r = 0; r < 4; ++r) {
+                const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig + r % 2;
+                const int64_t m = int64_t(mt) * kHaloBM + 32 * wm + 16 * i + gq + 8 * (r / 2);
+                if (n < npix && m < h.q.Mg) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, float(acc[tid][i][nj][r]));
+              }
+        }
+      }
+}
+
+struct Case {
+  int64_t N, C, H, W, M;
+  int KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G;
+  bool relu, bias, grad_input;
+  int xstep;  // x (or grad_y) read from every xstep-th element of a wider buffer: a non-contiguous view
+};
+
+static Geometry geometry(const Case& c) {
+  Geometry q{};
+  q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M;
+  q.OH = (c.H + 2 * c.ph - int64_t(c.KH - 1) * c.dh - 1) / c.sh + 1;
+  q.OW = (c.W + 2 * c.pw - int64_t(c.KW - 1) * c.dw - 1) / c.sw + 1;
+  q.G = c.G; q.Cg = c.C / c.G; q.Mg = c.M / c.G;
+  q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps;
+  q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw; q.dh = c.dh; q.dw = c.dw;
+  const int64_t ws[4] = {q.Cg * c.KH * c.KW, int64_t(c.KH) * c.KW, c.KW, 1};
+  for (int i = 0; i < 4; ++i) q.ws[i] = ws[i];
+  q.bs = 1;
+  set_divisors(q);
+  return q;
+}
+
+static void run_case(const Case& c, std::mt19937& rng) {
+  Geometry q = geometry(c);
+  std::normal_distribution<float> nd;
+  std::vector<float> w(size_t(q.M * q.Cg * c.KH * c.KW)), b(size_t(q.M));
+  for (auto& v : w) v = nd(rng);
+  for (auto& v : b) v = nd(rng);
+  // the operand read through the halo: x (N, C, H, W) forward, grad_y (N, M, OH, OW) for grad_input
+  const int64_t in_c = c.grad_input ? q.M : q.C, in_h = c.grad_input ? q.OH : q.H, in_w = c.grad_input ? q.OW : q.W;
+  const int64_t out_c = c.grad_input ? q.C : q.M, out_h = c.grad_input ? q.H : q.OH, out_w = c.grad_input ? q.W : q.OW;
+  std::vector<float> in(size_t(q.N * in_c * in_h * in_w * c.xstep));
+  for (auto& v : in) v = nd(rng);
+  const int64_t s[4] = {in_c * in_h * in_w * c.xstep, in_h * in_w * c.xstep, in_w * c.xstep, c.xstep};
+  std::vector<float> y(size_t(q.N * out_c * out_h * out_w), std::numeric_limits<float>::quiet_NaN());
+  HaloConv h;
+  bool fits;
+  if (c.grad_input) {
+    for (int i = 0; i < 4; ++i) q.gs[i] = s[i];
+    fits = halo_for_grad_input(q, w.data(), in.data(), y.data(), h, kBudget);
+  } else {
+    for (int i = 0; i < 4; ++i) q.xs[i] = s[i];
+    fits = halo_for_forward(q, in.data(), w.data(), c.bias ? b.data() : nullptr, y.data(), c.relu, h, kBudget);
+  }
+  if (!fits) {
+    std::printf("FAIL: case does not fit the halo path\n");
+    ++failures;
+    return;
+  }
+  emulate(h);
+  // the reference, from TF32-rounded operands in float64
+  auto X = [&](int64_t n, int64_t ch, int64_t i, int64_t j) {
+    return double(tf32_round(in[size_t(n * s[0] + ch * s[1] + i * s[2] + j * s[3])]));
+  };
+  auto Wt = [&](int64_t m, int64_t ch, int t) { return double(tf32_round(w[size_t(m * q.ws[0] + ch * q.ws[1] + t)])); };
+  double worst = 0, scale = 0;
+  int64_t bad = 0;
+  for (int64_t n = 0; n < q.N; ++n)
+    for (int64_t oc = 0; oc < out_c; ++oc)
+      for (int64_t i = 0; i < out_h; ++i)
+        for (int64_t j = 0; j < out_w; ++j) {
+          double ref = 0;
+          if (!c.grad_input) {
+            const int64_t g = oc / q.Mg;
+            for (int64_t ch = 0; ch < q.Cg; ++ch)
+              for (int t = 0; t < q.ntaps; ++t) {
+                const int kh = t / q.KW, kw = t % q.KW;
+                const int64_t ih = i * q.sh - q.ph + kh * q.dh, iw = j * q.sw - q.pw + kw * q.dw;
+                if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) ref += Wt(oc, ch, t) * X(n, g * q.Cg + ch, ih, iw);
+              }
+            if (c.bias) ref += b[size_t(oc)];
+            if (c.relu && ref < 0) ref = 0;
+          } else {  // grad_x[n, oc, i, j] = sum over m, taps reaching it (stride 1)
+            const int64_t g = oc / q.Cg, cl = oc - g * q.Cg;
+            for (int64_t m = 0; m < q.Mg; ++m)
+              for (int t = 0; t < q.ntaps; ++t) {
+                const int kh = t / q.KW, kw = t % q.KW;
+                const int64_t oh = i + q.ph - kh * q.dh, ow = j + q.pw - kw * q.dw;
+                if (oh >= 0 && oh < q.OH && ow >= 0 && ow < q.OW) ref += Wt(g * q.Mg + m, cl, t) * X(n, g * q.Mg + m, oh, ow);
+              }
+          }
+          const double got = y[size_t(((n * out_c + oc) * out_h + i) * out_w + j)];
+          const double err = std::fabs(got - ref);
+          scale = std::max(scale, std::fabs(ref));
+          if (!(err <= 1e-5 * (1 + std::fabs(ref)))) ++bad;
+          if (!(err <= worst)) worst = err;  // NaN stays
+        }
+  std::printf("%s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d: %s (worst %.3g of %.3g)\n",
+              c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
+              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages,
+              bad ? "FAIL" : "ok", worst, scale);
+  if (bad) ++failures;
+}
+
+int main() {
+  std::mt19937 rng(7);
+  // N, C, H, W, M, KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G, relu, bias, grad_input, xstep
+  const Case cases[] = {
+      {2, 16, 9, 11, 70, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, true, true, false, 1},     // ragged M, tiles over images
+      {3, 12, 7, 6, 20, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false, true, false, 2},     // mask B, Cg not a multiple of 8
+      {2, 10, 13, 20, 9, 3, 3, 9, 2, 2, 1, 2, 2, 1, 1, false, false, false, 1},   // strides, dilation
+      {2, 12, 9, 10, 9, 3, 5, 6, 1, 2, 1, 2, 1, 1, 1, true, true, false, 1},     // 3x5 masked, kc 16
+      {2, 36, 6, 7, 8, 1, 2, 2, 1, 1, 0, 0, 1, 1, 2, false, true, false, 1},      // 1x2, groups, kc 32
+      {1, 8, 3, 3, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1},       // one tile of many images
+      {5, 8, 3, 4, 8, 3, 3, 4, 1, 1, 1, 1, 1, 1, 1, true, false, false, 3},       // tiny images, mask A
+      {2, 16, 9, 11, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1},    // grad_input
+      {2, 24, 10, 9, 12, 5, 5, 12, 1, 1, 2, 1, 1, 2, 1, false, false, true, 2},   // masked, dilated, pad < (k-1)d
+      {2, 16, 8, 7, 80, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1},     // groups, ragged rows
+  };
+  for (const Case& c : cases) run_case(c, rng);
+  // layers the halo does not take: 3 channels; one tap
+  for (const Case& c : {Case{1, 3, 8, 8, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, false, 1},
+                        Case{1, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1}}) {
+    HaloConv h;
+    h.q = geometry(c);
+    if (halo_fits(h, c.ntaps)) { std::printf("FAIL: %lld channels x %d taps taken\n", (long long)c.C, c.ntaps); ++failures; }
+  }
+  if (failures) { std::printf("%d failed\n", failures); return 1; }
+  std::printf("all passed\n");
+  return 0;
+}
