@@ -5,12 +5,13 @@
 Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
 grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and the TF32 halo kernel
-(halo_pack_kernel, halo_conv_kernel: the forward, and grad_input at stride 1).
+(halo_pack_kernel, halo_conv_kernel: the forward, and grad_input at stride 1), and the host time of a call.
 """
 import argparse
 import re
 
 import torch
+import torch.nn.functional as F
 
 import pixelops
 from pixelops.bench.conv2d import SUITE
@@ -20,7 +21,7 @@ def short(name):
     # (grad_input by taps runs a ForwardGemm too, beside its pack_tap_weights and gather_taps_kernel)
     for key in ("ForwardGemm", "GradInputGemm", "GradWeightGemm", "reduce_grad_weight", "grad_bias_kernel",
                 "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel", "halo_pack_kernel",
-                "halo_conv_kernel"):
+                "halo_conv_kernel", "grad_weight_direct"):
         if key in name:
             mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""
@@ -56,13 +57,40 @@ def main():
             torch.cuda.synchronize()
         totals = {}
         for e in prof.key_averages():
-            if e.self_device_time_total > 0:  # the kernels themselves (operators have their kernels as children)
+            # the kernels themselves: operators have their kernels as children, and the autograd Functions' rows
+            # repeat their kernels' time
+            if e.self_device_time_total > 0 and "Function" not in e.key:
                 key = short(e.key)
                 totals[key] = totals.get(key, 0.0) + e.self_device_time_total / reps / 1000.0
         total = sum(totals.values())
         print(f"{name} (tf32={args.tf32}): {total:.3f} ms of kernels per fwd+bwd")
         for key, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
             print(f"    {ms:8.3f} ms  {100 * ms / total:5.1f}%  {key}")
+
+        def torch_step():
+            xm = x
+            wm = w * pixelops.conv_mask(k, mask, device="cuda") if mask else w
+            y = F.conv2d(xm, wm, b, stride, pad)
+            torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+
+        # host time of one call (the launches return before the GPU is done): where it exceeds the kernels'
+        # time, a call that waits for its result is bound by the host
+        print(f"    host ms per fwd+bwd: pixelops {host_ms(step):.3f}, torch {host_ms(torch_step):.3f}")
+        cpu = sorted(((e.key, e.self_cpu_time_total / reps) for e in prof.key_averages() if e.self_cpu_time_total > 0),
+                     key=lambda kv: -kv[1])[:8]
+        print("    host us per fwd+bwd, by call: " + ", ".join(f"{k[:32]} {v:.0f}" for k, v in cpu))
+
+
+def host_ms(fn, reps=20):
+    from time import perf_counter
+    total = 0.0
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = perf_counter()
+        fn()
+        total += perf_counter() - t0
+    torch.cuda.synchronize()
+    return total / reps * 1e3
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
 fi
 
 section "CUDA tests"
-TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | tr '\n' ' ')}
+TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | grep -v '_host' | tr '\n' ' ')}
 # One line per pytest process: log name, environment, test file. The conv2d files run again with each GEMM
 # tile width forced (by default the width is picked per problem size).
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
@@ -105,12 +105,12 @@ if [ -n "${NCU:-}" ]; then
     log="$LOGS/ncu-$NCU-$mode.log"
     # the sections' summaries, plus each stall reason (warps stalled per issued instruction) and the
     # instruction count, which the sections leave out of their text output
-    timeout 150 "$NCU_BIN" --clock-control none --kernel-name regex:gemm_kernel --launch-skip 6 --launch-count 3 \
+    timeout 150 "$NCU_BIN" --clock-control none --kernel-name "regex:gemm_kernel|halo_conv_kernel" --launch-skip 6 --launch-count 3 \
       --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
       --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum' \
       "$PY" "$REPO/benchmarks/conv2d_ncu.py" "$NCU" $tf32 >"$log" 2>&1
     echo "ncu $mode rc=$? ($log)"
-    grep -E 'gemm_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|inst_executed.sum|issue_stalled' "$log" \
+    grep -E 'gemm_kernel|halo_conv_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|inst_executed.sum|issue_stalled' "$log" \
       | grep -vE 'issue_stalled_[a-z_]+_per_issue_active.ratio +(inst|ratio)? *0\.[0-1]' \
       | sed -E 's/\(pixelops::cuda::conv::[^)]*\)//; s/pixelops::cuda::conv:://g; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' \
       | cut -c1-150 | head -60

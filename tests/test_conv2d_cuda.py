@@ -144,24 +144,27 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
 
 # Under TF32 the float32 forward, and grad_input at stride 1 without a ReLU gate, run from a shared-memory halo
 # on mma.sync (conv2d_halo.cuh): tiles of 128 pixels that run across image rows and images, ragged channel
-# chunks and output rows, strides and dilation (forward), masks, groups, and a strided view of x.
+# chunks and output rows, strides and dilation (forward), masks, groups; x contiguous (rows copied 16 bytes at
+# a time where they are 16-byte aligned), every other column of a wider tensor, or the first columns of one.
 HALO = [
-    ((3, 16, 9, 11), (70, 3, 3), dict(padding=1), None, False),
-    ((2, 12, 13, 20), (9, 3, 3), dict(stride=2, padding=(1, 2), dilation=(2, 1)), None, True),
-    ((2, 72, 6, 7), (8, 1, 2), dict(groups=2), None, False),
-    ((5, 24, 3, 4), (8, 3, 3), dict(padding=1), "A", False),
-    ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", True),
-    ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, False),
+    ((3, 16, 9, 11), (70, 3, 3), dict(padding=1), None, "contiguous"),
+    ((2, 16, 8, 12), (24, 3, 3), dict(padding=1), None, "contiguous"),
+    ((2, 16, 9, 10), (24, 3, 3), dict(padding=1), None, "narrow"),
+    ((2, 12, 13, 20), (9, 3, 3), dict(stride=2, padding=(1, 2), dilation=(2, 1)), None, "every other"),
+    ((2, 72, 6, 7), (8, 1, 2), dict(groups=2), None, "contiguous"),
+    ((5, 24, 3, 4), (8, 3, 3), dict(padding=1), "A", "contiguous"),
+    ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", "every other"),
+    ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, "contiguous"),
 ]
 
 
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("x_shape,w_shape,kw,mask,strided", HALO)
-def test_tf32_halo_matches_float64(x_shape, w_shape, kw, mask, strided, relu):
+@pytest.mark.parametrize("x_shape,w_shape,kw,mask,layout", HALO)
+def test_tf32_halo_matches_float64(x_shape, w_shape, kw, mask, layout, relu):
     groups = kw.get("groups", 1)
     n, c, h, wd = x_shape
     x = _randn(n, c, h, 2 * wd, seed=31, dtype=torch.float32)
-    x = x[..., ::2] if strided else x[..., :wd].contiguous()
+    x = {"contiguous": x[..., :wd].contiguous(), "every other": x[..., ::2], "narrow": x[..., :wd]}[layout]
     w = _randn(w_shape[0], c // groups, *w_shape[1:], seed=32, dtype=torch.float32)
     b = _randn(w_shape[0], seed=33, dtype=torch.float32)
     wm = w * pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float32, device="cuda") if mask else w

@@ -6,8 +6,8 @@
 // Active taps are a row-major prefix [0, ntaps) of the kernel (all taps, or a PixelCNN mask), so masked taps
 // are never visited. In the GEMMs float32 runs on TF32 tensor cores exactly when allow_tf32 is set, otherwise
 // in fp32 SIMT; float16 and bfloat16 run on tensor cores with float accumulation; float64 runs in SIMT double.
-// Layers with few input channels a group skip the GEMM (conv2d_direct.cuh): the forward when Cg * ntaps <= 64,
-// in full precision. Their grad_input (Cg <= 4) is a 1x1 GEMM into per-tap planes and a gather
+// Layers with few input channels a group skip the GEMM (conv2d_direct.cuh): the forward and grad_weight when
+// Cg * ntaps <= 64, in full precision. Their grad_input (Cg <= 4) is a 1x1 GEMM into per-tap planes and a gather
 // (conv2d_taps.cuh) where grad_y needs no ReLU gate and there are at least 16 output channels, else a direct
 // kernel. A strided grad_input runs one GEMM per stride phase.
 // Under TF32, the float32 forward, and the grad_input of a stride-1 convolution without a ReLU gate, run from
@@ -247,6 +247,29 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   check_launch("conv2d_backward (weight reduction)");
 }
 
+// grad_weight of a few-channel layer (conv2d_direct.cuh): runs of pixels, enough for about four blocks an SM,
+// each summed by one block into the workspace, then added in order.
+template <class T>
+void grad_weight_direct(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, cudaStream_t s) {
+  using A = typename conv::AccOf<T>::type;
+  const int kmax = conv::grad_weight_direct_kmax(q), mt = 64 / kmax, K = int(q.Cg) * q.ntaps;
+  const int64_t mgroups = (q.Mg + mt - 1) / mt, P = q.N * q.OH * q.OW;
+  const int64_t want = std::max<int64_t>(1, 4 * int64_t(sm_count()) / (mgroups * q.G));
+  const int64_t run_len = std::max<int64_t>(256, (P + want - 1) / want);  // a block's threads all busy
+  const int64_t runs = std::max<int64_t>(1, (P + run_len - 1) / run_len);
+  Scratch<A> ws(runs * q.M * K, s, "conv2d_backward (weight)");
+  const dim3 grid{unsigned(runs), unsigned(mgroups), unsigned(q.G)};
+  switch (kmax) {
+    case 16: conv::grad_weight_direct<T, 16><<<grid, kThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
+    case 32: conv::grad_weight_direct<T, 32><<<grid, kThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
+    default: conv::grad_weight_direct<T, 64><<<grid, kThreads, 0, s>>>(q, run_len, x, y, gy, ws.get());
+  }
+  check_launch("conv2d_backward (weight, direct)");
+  const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
+  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, int(runs), ws.get(), gw);
+  check_launch("conv2d_backward (weight reduction)");
+}
+
 // The forward GEMM of q (y contiguous): tap-major K where a group's channels fill whole K steps.
 template <class T>
 void forward_gemm(const Geometry& q, const T* x, const T* w, const T* b, T* y, bool relu, bool tf32, cudaStream_t s) {
@@ -415,9 +438,12 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     }
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");
-      with_tile(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
-        grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
-      });
+      if (conv::grad_weight_direct_fits(q))
+        grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), s);
+      else
+        with_tile(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
+          grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
+        });
     }
     if (grad_b.data && grad_b.numel() > 0) {
       grad_bias<T>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>(), s);

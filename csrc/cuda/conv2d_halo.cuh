@@ -49,7 +49,12 @@ struct HaloConv {
   bool pairs = false;  // pixels go out two at a time (8-byte stores): even pixels an image, y 8-byte aligned
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                           // chunks in shared memory at once (2..4)
-  int rows = 0, RL = 0, CS = 0, Wload = 0;  // slots, row length, channel stride (floats), columns loaded a row
+  int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
+  int lead = 0;                  // where a slot's padded column 0 sits in it
+  int Wload = 0;                 // input columns copied a row (those the taps reach)
+  bool vec = false;              // rows copied 16 bytes at a time (x rows contiguous and 16-byte aligned)
+  int nvec = 0;                  // 16-byte pieces a row, with FastDiv by_nvec
+  FastDiv by_nvec;
   int64_t Rfull = 1;                        // padded rows one image spans: (OH-1)*sh + (KH-1)*dh + 1
   FastDiv by_Rfull;
   int ntaps = 0;
@@ -69,21 +74,26 @@ struct HaloConv {
 // The halo's shape for q at kc channels a chunk: slots enough for any 128 consecutive output pixels. Moving to
 // the next output row moves the first slot by sh; moving to the next image by (KH-1)*dh + 1 (the rest of the
 // previous image's padded rows). Among 128 consecutive pixels there are at most ceil(127 / OW) row changes, of
-// which at most ceil(127 / (OH*OW)) change the image.
+// which at most ceil(127 / (OH*OW)) change the image. With h.vec, a slot starts `lead` floats early and is a
+// multiple of 4 long, so that input column 0 of every slot is 16-byte aligned.
 inline void halo_shape(HaloConv& h, int kc) {
   const Geometry& q = h.q;
   const int64_t span = int64_t(q.KH - 1) * q.dh + 1;
   const int64_t row_changes = (kHaloBN - 2 + q.OW) / q.OW;
   const int64_t image_changes = std::min<int64_t>(row_changes, (kHaloBN - 2 + q.OH * q.OW) / (q.OH * q.OW));
   const int64_t rows = row_changes * q.sh + image_changes * std::max<int64_t>(0, span - q.sh) + span;
-  const int64_t RL = int64_t(q.OW - 1) * q.sw + int64_t(q.KW - 1) * q.dw + 1;
+  const int64_t reach = int64_t(q.OW - 1) * q.sw + int64_t(q.KW - 1) * q.dw + 1;  // padded columns read
+  h.lead = h.vec ? (4 - q.pw % 4) % 4 : 0;
+  const int64_t RL = h.vec ? (h.lead + reach + 3) / 4 * 4 : reach;
   int64_t CS = rows * RL;
   CS += ((8 - CS % 32) + 32) % 32;  // = 8 mod 32: the 4 k-rows of a B fragment fall in distinct banks
   h.kc = kc; h.nkk = kc / 8;
   h.rows = int(std::min<int64_t>(rows, 1 << 20));
   h.RL = int(std::min<int64_t>(RL, 1 << 20));
   h.CS = int(std::min<int64_t>(CS, 1 << 30));
-  h.Wload = int(std::max<int64_t>(0, std::min<int64_t>(q.W, RL - q.pw)));
+  h.Wload = int(std::max<int64_t>(0, std::min<int64_t>(q.W, reach - q.pw)));
+  h.nvec = (h.Wload + 3) / 4;
+  h.by_nvec = FastDiv(h.nvec);
   h.Rfull = int64_t(q.OH - 1) * q.sh + span;
   h.by_Rfull = FastDiv(h.Rfull);
   h.nchunks = int((q.Cg + kc - 1) / kc);
@@ -111,10 +121,17 @@ inline bool halo_fits(HaloConv& h, int ntaps, size_t smem_budget = kHaloMaxSmem)
   return false;
 }
 
+// Whether the rows of x (strides xs, data at x) can be copied 16 bytes at a time: contiguous, and every row
+// start 16-byte aligned.
+inline bool halo_rows_vectorizable(const int64_t* xs, const float* x) {
+  return xs[3] == 1 && xs[2] % 4 == 0 && xs[1] % 4 == 0 && xs[0] % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+}
+
 // The launch for q's forward (taps: the row-major prefix [0, q.ntaps)); false where the halo path does not fit.
 inline bool halo_for_forward(const Geometry& q, const float* x, const float* w, const float* b, float* y, bool relu,
                              HaloConv& h, size_t smem_budget = kHaloMaxSmem) {
   h.q = q;
+  h.vec = halo_rows_vectorizable(q.xs, x);
   if (!halo_fits(h, q.ntaps, smem_budget)) return false;
   h.x = x; h.b = b; h.y = y; h.relu = relu;
   h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = q.ws[0]; h.wcs = q.ws[1];
@@ -142,6 +159,7 @@ inline bool halo_for_grad_input(const Geometry& q, const float* w, const float* 
   for (int i = 0; i < 4; ++i) t.xs[i] = q.gs[i];
   set_divisors(t);
   h.q = t;
+  h.vec = halo_rows_vectorizable(t.xs, gy);
   if (!halo_fits(h, q.ntaps, smem_budget)) return false;
   h.x = gy; h.b = nullptr; h.y = gx; h.relu = false;
   h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = q.ws[1]; h.wcs = q.ws[0];
@@ -195,7 +213,7 @@ __host__ __device__ __forceinline__ int64_t halo_first_row(const HaloConv& h, in
 __host__ __device__ __forceinline__ int halo_corner(const HaloConv& h, int64_t n, int64_t first_row) {
   if (n >= h.pixels()) return 0;
   const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n), r = n - img * opix, oh = h.q.by_OW(r);
-  return int((img * h.Rfull + oh * h.q.sh - first_row) * h.RL + (r - oh * h.q.OW) * h.q.sw);
+  return int((img * h.Rfull + oh * h.q.sh - first_row) * h.RL + h.lead + (r - oh * h.q.OW) * h.q.sw);
 }
 
 // The input row behind slot s (flattened padded row G = first_row + s), channel c0 of group g: false for a row
@@ -208,21 +226,31 @@ __host__ __device__ __forceinline__ bool halo_row_source(const HaloConv& h, int6
   return true;
 }
 
-// Copies chunk cc's weights and halo into stage st (floats): copy16(dst, src) for 4 packed floats,
-// copy4(dst, src, valid) for one element, zero where !valid (src is then any readable address).
+// Copies chunk cc's weights and halo into stage st (floats): copy16(dst, src, n) for 4 floats of which the
+// first n are copied and the rest zeroed (16-byte aligned), copy4(dst, src, valid) for one element, zero where
+// !valid. Where nothing is copied, src is any readable address.
 template <class Copy16, class Copy4>
 __host__ __device__ __forceinline__ void halo_load_chunk(const HaloConv& h, int g, int mt, int cc, int64_t first_row,
                                                          float* st, int tid, Copy16&& copy16, Copy4&& copy4) {
   const int cf = h.chunk_floats();
   const float* wsrc = h.wp + ((int64_t(g) * h.mtiles + mt) * h.nchunks + cc) * cf;
-  for (int i = tid * 4; i < cf; i += kHaloThreads * 4) copy16(st + i, wsrc + i);
+  for (int i = tid * 4; i < cf; i += kHaloThreads * 4) copy16(st + i, wsrc + i, 4);
   float* hs = st + cf;
   const int warp = tid / 32, lane = tid % 32;
   const int64_t c0 = int64_t(cc) * h.kc;
   for (int s = warp; s < h.rows; s += kHaloThreads / 32) {
     const float* src = nullptr;
     if (!halo_row_source(h, first_row + s, g, c0, src)) continue;
-    float* dst = hs + s * h.RL + h.q.pw;
+    float* dst = hs + s * h.RL + h.lead + h.q.pw;
+    if (h.vec) {  // (channel, piece) pairs across the lanes
+      for (int e = lane; e < h.kc * h.nvec; e += 32) {
+        const int c = h.by_nvec(e), v = e - c * h.nvec;
+        const bool valid = c0 + c < h.q.Cg;
+        copy16(dst + c * h.CS + 4 * v, valid ? src + c * h.q.xs[1] + 4 * v : h.x,
+               valid ? (h.Wload - 4 * v < 4 ? h.Wload - 4 * v : 4) : 0);
+      }
+      continue;
+    }
     for (int c = 0; c < h.kc; ++c) {
       const bool valid = c0 + c < h.q.Cg;
       const float* sc = valid ? src + c * h.q.xs[1] : h.x;
@@ -280,8 +308,9 @@ __global__ void __launch_bounds__(kHaloThreads, 3) halo_conv_kernel(const __grid
 #pragma unroll
   for (int nj = 0; nj < 4; ++nj) corner[nj] = tig * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + gq, first_row);
 
-  auto copy16 = [](float* dst, const float* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_address(dst)), "l"(src) : "memory");
+  auto copy16 = [](float* dst, const float* src, int n) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(dst)), "l"(src), "r"(4 * n)
+                 : "memory");
   };
   auto copy4 = [](float* dst, const float* src, bool valid) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),

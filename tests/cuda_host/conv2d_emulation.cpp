@@ -1,6 +1,7 @@
 // The conv2d CUDA kernels' index math, run on the host in float64 against naive loops: the GEMM problems'
 // loaders and epilogues (forward, grad_input, grad_weight; generic and tap-major K), driven the way
-// gemm_kernel drives them (tiles, K steps, slots, SIMT product), the direct kernels, grad_input by taps
+// gemm_kernel drives them (tiles, K steps, slots, SIMT product), the direct kernels (forward, grad_input,
+// grad_weight), grad_input by taps
 // (conv2d_taps.cuh) and FastDiv.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_emulation.cpp && ./a.out
@@ -241,6 +242,39 @@ static void run_case(const Case& c, std::mt19937& rng) {
       got[i] = s;
     }
     expect_close("grad_weight (3 splits)", c, got, ref_gw);
+  }
+  // grad_weight, direct (few channels a group): each run of pixels summed per (channel, k) as a block does,
+  // the runs added in order as reduce_grad_weight does
+  if (grad_weight_direct_fits(q)) {
+    auto run = [&](auto kmax_tag) {
+      constexpr int KMAX = decltype(kmax_tag)::value, MT = 64 / KMAX;
+      const int K = int(q.Cg) * q.ntaps;
+      std::vector<WindowTap> taps(KMAX);
+      for (int k = 0; k < K; ++k) taps[k] = window_tap(q, k);
+      const int64_t P = q.N * q.OH * q.OW, run_len = (P + 2) / 3;
+      std::vector<double> sums(q.M * int64_t(K), 0.0), got(w.size());
+      for (int64_t g = 0; g < q.G; ++g)
+        for (int64_t m0 = 0; m0 < q.Mg; m0 += MT)
+          for (int64_t first = 0; first < P; first += run_len) {
+            double acc[MT][KMAX] = {};
+            for (int64_t i = first; i < std::min(P, first + run_len); ++i)
+              grad_weight_direct_pixel<double, double, MT, KMAX>(q, x.data(), c.relu ? y.data() : nullptr,
+                                                                 gy.data(), g, m0, taps.data(), i, acc);
+            for (int j = 0; j < MT && m0 + j < q.Mg; ++j)
+              for (int k = 0; k < K; ++k) sums[(g * q.Mg + m0 + j) * K + k] += acc[j][k];
+          }
+      const int64_t KK = int64_t(q.KH) * q.KW;
+      for (int64_t i = 0; i < int64_t(got.size()); ++i) {
+        const int64_t m = i / (q.Cg * KK), rem = i - m * (q.Cg * KK), c2 = rem / KK, t = rem - c2 * KK;
+        got[i] = t < q.ntaps ? sums[m * K + c2 * q.ntaps + t] : 0.0;
+      }
+      expect_close("grad_weight (direct)", c, got, ref_gw);
+    };
+    switch (grad_weight_direct_kmax(q)) {
+      case 16: run(std::integral_constant<int, 16>{}); break;
+      case 32: run(std::integral_constant<int, 32>{}); break;
+      default: run(std::integral_constant<int, 64>{});
+    }
   }
 }
 

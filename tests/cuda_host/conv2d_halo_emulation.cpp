@@ -27,7 +27,10 @@ static void emulate(HaloConv h) {
   const int cf = h.chunk_floats(), stage = h.stage_floats();
   std::vector<float> smem(size_t(h.stages) * stage);
   const int64_t npix = h.pixels(), blocks = (npix + kHaloBN - 1) / kHaloBN;
-  auto copy16 = [](float* d, const float* s) { for (int i = 0; i < 4; ++i) d[i] = s[i]; };
+  auto copy16 = [](float* d, const float* s, int n) {
+    if ((reinterpret_cast<uintptr_t>(d) & 15) != 0) { std::printf("FAIL: misaligned 16-byte copy\n"); ++failures; }
+    for (int i = 0; i < 4; ++i) d[i] = i < n ? s[i] : 0.f;
+  };
   auto copy4 = [](float* d, const float* s, bool valid) { *d = valid ? *s : 0.f; };
   for (int g = 0; g < h.q.G; ++g)
     for (int mt = 0; mt < h.mtiles; ++mt)
@@ -92,7 +95,8 @@ struct Case {
   int64_t N, C, H, W, M;
   int KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G;
   bool relu, bias, grad_input;
-  int xstep;  // x (or grad_y) read from every xstep-th element of a wider buffer: a non-contiguous view
+  int xstep;       // x (or grad_y) read from every xstep-th element of a wider buffer: a non-contiguous view
+  int rowpad = 0;  // ... and its rows rowpad elements longer than the view's
 };
 
 static Geometry geometry(const Case& c) {
@@ -119,9 +123,10 @@ static void run_case(const Case& c, std::mt19937& rng) {
   // the operand read through the halo: x (N, C, H, W) forward, grad_y (N, M, OH, OW) for grad_input
   const int64_t in_c = c.grad_input ? q.M : q.C, in_h = c.grad_input ? q.OH : q.H, in_w = c.grad_input ? q.OW : q.W;
   const int64_t out_c = c.grad_input ? q.C : q.M, out_h = c.grad_input ? q.H : q.OH, out_w = c.grad_input ? q.W : q.OW;
-  std::vector<float> in(size_t(q.N * in_c * in_h * in_w * c.xstep));
+  const int64_t row = (in_w + c.rowpad) * c.xstep;
+  std::vector<float> in(size_t(q.N * in_c * in_h * row));
   for (auto& v : in) v = nd(rng);
-  const int64_t s[4] = {in_c * in_h * in_w * c.xstep, in_h * in_w * c.xstep, in_w * c.xstep, c.xstep};
+  const int64_t s[4] = {in_c * in_h * row, in_h * row, row, c.xstep};
   std::vector<float> y(size_t(q.N * out_c * out_h * out_w), std::numeric_limits<float>::quiet_NaN());
   HaloConv h;
   bool fits;
@@ -175,9 +180,9 @@ static void run_case(const Case& c, std::mt19937& rng) {
           if (!(err <= 1e-5 * (1 + std::fabs(ref)))) ++bad;
           if (!(err <= worst)) worst = err;  // NaN stays
         }
-  std::printf("%s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d: %s (worst %.3g of %.3g)\n",
+  std::printf("%s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s: %s (worst %.3g of %.3g)\n",
               c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
-              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages,
+              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "",
               bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
 }
@@ -193,6 +198,12 @@ int main() {
       {2, 36, 6, 7, 8, 1, 2, 2, 1, 1, 0, 0, 1, 1, 2, false, true, false, 1},      // 1x2, groups, kc 32
       {1, 8, 3, 3, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1},       // one tile of many images
       {5, 8, 3, 4, 8, 3, 3, 4, 1, 1, 1, 1, 1, 1, 1, true, false, false, 3},       // tiny images, mask A
+      {2, 16, 8, 12, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, true, true, false, 1},     // 16-byte row copies
+      {2, 16, 7, 20, 24, 3, 3, 9, 1, 1, 2, 3, 1, 1, 1, false, true, false, 1},    // ... padded by 3
+      {2, 16, 9, 12, 24, 3, 3, 9, 2, 2, 0, 0, 1, 1, 1, false, true, false, 1},    // ... 11 of 12 columns read
+      {2, 16, 9, 10, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1, 2}, // ... rows of a wider tensor
+      {2, 16, 5, 9, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1, 3},  // grad_input, the same
+      {2, 16, 6, 8, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1},     // grad_input, 16-byte copies
       {2, 16, 9, 11, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1},    // grad_input
       {2, 24, 10, 9, 12, 5, 5, 12, 1, 1, 2, 1, 1, 2, 1, false, false, true, 2},   // masked, dilated, pad < (k-1)d
       {2, 16, 8, 7, 80, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1},     // groups, ragged rows
