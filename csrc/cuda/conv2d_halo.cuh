@@ -127,20 +127,31 @@ inline bool halo_rows_vectorizable(const int64_t* xs, const float* x) {
   return xs[3] == 1 && xs[2] % 4 == 0 && xs[1] % 4 == 0 && xs[0] % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
 }
 
-// The launch for q's forward (taps: the row-major prefix [0, q.ntaps)); false where the halo path does not fit.
-inline bool halo_for_forward(const Geometry& q, const float* x, const float* w, const float* b, float* y, bool relu,
-                             HaloConv& h, size_t smem_budget = kHaloMaxSmem) {
-  h.q = q;
-  h.vec = halo_rows_vectorizable(q.xs, x);
+// Fills h for t, q's convolution seen as a forward of `in` into `out` (q itself, or its grad_input), with q's
+// active taps [0, q.ntaps) at flipped shifts where flip, and the weight of (row, channel, tap) at
+// w + g*Mg*ws[0] + row*wrs + chan*wcs + tap; false where the halo path does not fit.
+inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, const float* in, float* out, const float* w,
+                       int64_t wrs, int64_t wcs, bool flip, size_t smem_budget) {
+  h.q = t;
+  h.vec = halo_rows_vectorizable(t.xs, in);
   if (!halo_fits(h, q.ntaps, smem_budget)) return false;
-  h.x = x; h.b = b; h.y = y; h.relu = relu;
-  h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = q.ws[0]; h.wcs = q.ws[1];
+  h.x = in; h.y = out;
+  h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = wrs; h.wcs = wcs;
   for (int j = 0; j < q.ntaps; ++j) {
-    const int kh = j / q.KW, kw = j % q.KW;
-    h.tap_off[j] = kh * q.dh * h.RL + kw * q.dw;
+    const int kh = j / q.KW, kw = j % q.KW, sh = flip ? q.KH - 1 - kh : kh, sw = flip ? q.KW - 1 - kw : kw;
+    h.tap_off[j] = sh * q.dh * h.RL + sw * q.dw;
     h.tap_w[j] = kh * q.ws[2] + kw * q.ws[3];
   }
-  h.pairs = (q.OH * q.OW) % 2 == 0 && (reinterpret_cast<uintptr_t>(y) & 7) == 0;
+  h.pairs = (t.OH * t.OW) % 2 == 0 && (reinterpret_cast<uintptr_t>(out) & 7) == 0;
+  return true;
+}
+
+// The launch for q's forward (taps: the row-major prefix [0, q.ntaps)).
+inline bool halo_for_forward(const Geometry& q, const float* x, const float* w, const float* b, float* y, bool relu,
+                             HaloConv& h, size_t smem_budget = kHaloMaxSmem) {
+  if (!halo_setup(h, q, q, x, y, w, q.ws[0], q.ws[1], false, smem_budget)) return false;
+  h.b = b;
+  h.relu = relu;
   return true;
 }
 
@@ -158,18 +169,7 @@ inline bool halo_for_grad_input(const Geometry& q, const float* w, const float* 
   t.sh = t.sw = 1; t.ph = (q.KH - 1) * q.dh - q.ph; t.pw = (q.KW - 1) * q.dw - q.pw; t.dh = q.dh; t.dw = q.dw;
   for (int i = 0; i < 4; ++i) t.xs[i] = q.gs[i];
   set_divisors(t);
-  h.q = t;
-  h.vec = halo_rows_vectorizable(t.xs, gy);
-  if (!halo_fits(h, q.ntaps, smem_budget)) return false;
-  h.x = gy; h.b = nullptr; h.y = gx; h.relu = false;
-  h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = q.ws[1]; h.wcs = q.ws[0];
-  for (int j = 0; j < q.ntaps; ++j) {
-    const int kh = j / q.KW, kw = j % q.KW;
-    h.tap_off[j] = (q.KH - 1 - kh) * q.dh * h.RL + (q.KW - 1 - kw) * q.dw;
-    h.tap_w[j] = kh * q.ws[2] + kw * q.ws[3];
-  }
-  h.pairs = (q.H * q.W) % 2 == 0 && (reinterpret_cast<uintptr_t>(gx) & 7) == 0;
-  return true;
+  return halo_setup(h, t, q, gy, gx, w, q.ws[1], q.ws[0], true, smem_budget);
 }
 
 // TF32 rounding (to nearest, ties away from zero, as cvt.rna.tf32.f32) for the host emulation and the packer.
@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(kHaloThreads, 3) halo_conv_kernel(const __grid
 
   // Accumulator r of (i, nj): row 32*wm + 16*i + gq + 8*(r/2), pixel 32*wn + 8*nj + 2*tig + r%2. Pairs of
   // pixels go out as one 8-byte store where they share an image row run (even pixels an image: n is even).
-  const int64_t opix = h.q.OH * h.q.OW, npix = h.pixels();
+  const int64_t npix = h.pixels();
 #pragma unroll
   for (int nj = 0; nj < 4; ++nj) {
     const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig;

@@ -216,8 +216,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     ``activation="relu"`` applies ReLU in the kernel's output write (and its gradient in the backward).
     On CUDA, float32 uses TF32 tensor cores only when ``allow_tf32`` is True, or when it is None and
     ``torch.backends.cudnn.allow_tf32`` is (as cuDNN does); then the GEMM kernels use them, while the forward
-    of a layer with few input channels per group (channels x taps up to 64), a direct kernel, stays in full
-    float32 (as does its grad_input under a fused ReLU). numpy arrays in give a numpy array out (forward).
+    and weight gradient of a layer with few input channels per group (channels x taps up to 64), direct
+    kernels, stay in full float32 (as does its grad_input under a fused ReLU). numpy arrays in give a numpy
+    array out (forward).
     """
     return _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, "conv2d")
 
