@@ -296,27 +296,37 @@ bool halo_enabled() {
   return on && forced_tile_n() == 0;
 }
 
-// Shared memory a halo block may take (PIXELOPS_HALO_SMEM_KB, a tuning knob; default kHaloMaxSmem): it sets
-// how many chunks are in flight, and with them how many blocks share an SM.
+// The most shared memory a block may opt in to on the current device (227 KB on Hopper, 163 KB on the A100,
+// 99 KB on other Ampere parts).
+int smem_optin() {
+  int dev = 0, bytes = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
+  return bytes;
+}
+
+// Shared memory a halo block may take (PIXELOPS_HALO_SMEM_KB, a tuning knob; default kHaloMaxSmem), within what
+// the device allows: it sets how many chunks are in flight, and with them how many blocks share an SM.
 size_t halo_smem_budget() {
-  static const size_t v = [] {
+  static const size_t asked = [] {
     const char* e = std::getenv("PIXELOPS_HALO_SMEM_KB");
     const long kb = e ? std::atol(e) : 0;
-    return kb > 0 ? std::min<size_t>(size_t(kb) * 1024, 227 * 1024) : conv::kHaloMaxSmem;
+    return kb > 0 ? size_t(kb) * 1024 : conv::kHaloMaxSmem;
   }();
-  return v;
+  return std::min(asked, size_t(smem_optin()));
 }
 
 template <int KC>
 void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
-  // More than 48 KB of dynamic shared memory needs the kernel's opt-in, once per device.
+  // More than 48 KB of dynamic shared memory needs the kernel's opt-in (to all the device allows), once per
+  // device.
   static std::atomic<uint64_t> opted{0};
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (!bit || !(opted.load() & bit)) {
     check(cudaFuncSetAttribute(conv::halo_conv_kernel<KC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(227 * 1024)), "cudaFuncSetAttribute");
+                               smem_optin()), "cudaFuncSetAttribute");
     opted.fetch_or(bit);
   }
   const dim3 grid{unsigned((h.pixels() + conv::kHaloBN - 1) / conv::kHaloBN), unsigned(h.mtiles), unsigned(h.q.G)};
