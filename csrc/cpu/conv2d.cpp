@@ -153,17 +153,13 @@ void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t
   }
 }
 
-// One tile row into the output: out = (first ? 0 : out) + src + bias, then ReLU (a NaN stays NaN, as in
-// torch). Branch-free loops the compiler vectorises.
+// The biases of output rows [m0, m0 + mr) (stride apart) where a tile's last k block goes out, else null: what
+// store_tile adds.
 template <class T>
-inline void store_row(T* __restrict out, const T* __restrict src, int nr, bool first, T bias, bool relu) {
-  if (first) {
-    for (int j = 0; j < nr; ++j) out[j] = src[j] + bias;
-  } else {
-    for (int j = 0; j < nr; ++j) out[j] += src[j] + bias;
-  }
-  if (relu)
-    for (int j = 0; j < nr; ++j) out[j] = out[j] < T(0) ? T(0) : out[j];
+inline const T* tile_bias(const T* bias, int64_t stride, int64_t m0, int mr, bool last, T* buf) {
+  if (!bias || !last) return nullptr;
+  for (int r = 0; r < mr; ++r) buf[r] = bias[(m0 + r) * stride];
+  return buf;
 }
 
 // The padded input of one image as a strided conv sees it: sh*sw phase planes per channel, plane (pr, pc)
@@ -238,6 +234,7 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
   parallel_for(q.N * q.G, work < 2e5 ? q.N * q.G : 1, [&](int64_t begin, int64_t end) {
     std::vector<T> planes(size_t(q.Cg * CS), T(0));  // the padding stays zero; only the inside is rewritten
     alignas(64) T tile[MR * NR];
+    T bias_rows[MR];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / q.G, g = task % q.G;
       for (int64_t c = 0; c < q.Cg; ++c)
@@ -251,19 +248,16 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
         for (int64_t j0 = 0; j0 < cols; j0 += NR) {
           const int nr = int(std::min<int64_t>(NR, cols - j0));
           for (int64_t i = 0; i * MR < q.Mg; ++i) {
+            const int mr = int(std::min<int64_t>(MR, q.Mg - i * MR));
+            const T* tb = tile_bias(bg, bias_stride, i * MR, mr, last, bias_rows);
             conv::microkernel_rows(kcb, wg + conv::packed_a_offset<T>(q.Mg, k0, kcb, i), planes.data() + j0,
                                    row.data() + k0, tile);
-            const int mr = int(std::min<int64_t>(MR, q.Mg - i * MR));
             for (int j = 0; j < nr;) {  // the tile's columns by grid row; the wrapped ones are dropped
               const int64_t oh = (j0 + j) / Wp, ow = (j0 + j) % Wp;
               const int run = int(std::min<int64_t>(nr - j, Wp - ow));
               const int keep = int(std::max<int64_t>(0, std::min<int64_t>(run, q.OW - ow)));
               if (keep > 0)
-                for (int r = 0; r < mr; ++r) {
-                  const int64_t m = i * MR + r;
-                  store_row(yg + m * P + oh * q.OW + ow, tile + r * NR + j, keep, first,
-                            last && bg ? bg[m * bias_stride] : T(0), last && relu);
-                }
+                conv::store_tile(tile + j, mr, keep, yg + i * MR * P + oh * q.OW + ow, P, tb, first, last && relu);
               j += run;
             }
           }
@@ -305,12 +299,12 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
             gather_im2col(q, x, g, k0, kcb, n0, nbb, dst);
           },
           [&](int64_t m0, int64_t pc, int mr, int nr, const T* tile, bool first, bool last) {
+            T bias_rows[Tile<T>::MR];
+            const T* tb = tile_bias(bg, bias_stride, m0, mr, last, bias_rows);
             for (int j = 0; j < nr;) {  // split the tile's columns where an image ends
               const int64_t col = pc + j;
               const int run = int(std::min<int64_t>(nr - j, P - col % P));
-              for (int r = 0; r < mr; ++r)
-                store_row(out(m0 + r, col), tile + r * Tile<T>::NR + j, run, first,
-                          last ? (bg ? bg[(m0 + r) * bias_stride] : T(0)) : T(0), last && relu);
+              conv::store_tile(tile + j, mr, run, out(m0, col), P, tb, first, last && relu);
               j += run;
             }
           });

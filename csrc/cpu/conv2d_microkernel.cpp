@@ -83,6 +83,26 @@ PIXELOPS_CONV_MICROKERNEL(double, f64x8, 8)
 PIXELOPS_CONV_MICROKERNEL_ROWS(float, f32x16, 16)
 PIXELOPS_CONV_MICROKERNEL_ROWS(double, f64x8, 8)
 
+#define PIXELOPS_CONV_STORE_TILE(T)                                                                      \
+  PIXELOPS_CONV_CLONES void store_tile(const T* __restrict tile, int mr, int n, T* __restrict out,       \
+                                       int64_t ldo, const T* __restrict bias, bool first, bool relu) {   \
+    for (int r = 0; r < mr; ++r) {                                                                       \
+      const T* __restrict s = tile + r * Tile<T>::NR;                                                    \
+      T* __restrict o = out + r * ldo;                                                                   \
+      const T b = bias ? bias[r] : T(0);                                                                 \
+      if (first) {                                                                                       \
+        for (int j = 0; j < n; ++j) o[j] = s[j] + b;                                                     \
+      } else {                                                                                           \
+        for (int j = 0; j < n; ++j) o[j] += s[j] + b;                                                    \
+      }                                                                                                  \
+      if (relu)                                                                                          \
+        for (int j = 0; j < n; ++j) o[j] = o[j] < T(0) ? T(0) : o[j];                                    \
+    }                                                                                                    \
+  }
+
+PIXELOPS_CONV_STORE_TILE(float)
+PIXELOPS_CONV_STORE_TILE(double)
+
 }  // namespace pixelops::cpu::conv
 
 namespace pixelops::cpu::conv {
