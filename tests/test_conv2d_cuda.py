@@ -16,10 +16,15 @@ def _randn(*shape, seed, dtype=torch.float64):
     return torch.randn(shape, generator=gen, dtype=torch.float64).to("cuda", dtype)
 
 
-def _run(x, w, b, g, relu, **kw):
-    """y and (grad_x, grad_w, grad_b) of pixelops.conv2d for the output gradient g."""
+def _run(x, w, b, g, relu, mask=None, **kw):
+    """y and (grad_x, grad_w, grad_b) of pixelops.conv2d (masked_conv2d with mask "A" or "B") for the output
+    gradient g."""
     leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
-    y = pixelops.conv2d(*leaves, activation="relu" if relu else None, **kw)
+    act = "relu" if relu else None
+    if mask:
+        y = pixelops.masked_conv2d(*leaves, mask, activation=act, **kw)
+    else:
+        y = pixelops.conv2d(*leaves, activation=act, **kw)
     return (y.detach(), *torch.autograd.grad(y, leaves, g))
 
 
@@ -75,13 +80,7 @@ def test_grad_input_by_taps(x_shape, w_shape, kw, mask, dtype, relu):
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
 
     def run(allow_tf32):  # the masked op skips the masked taps (fewer taps in the GEMM and the gather)
-        leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
-        act = "relu" if relu else None
-        if mask:
-            y = pixelops.masked_conv2d(*leaves, mask, activation=act, allow_tf32=allow_tf32, **kw)
-        else:
-            y = pixelops.conv2d(*leaves, activation=act, allow_tf32=allow_tf32, **kw)
-        return (y.detach(), *torch.autograd.grad(y, leaves, g))
+        return _run(x, w, b, g, relu, mask, allow_tf32=allow_tf32, **kw)
 
     got = run(False)
     # torch's masked conv: the mask inside the graph, so the weight gradient is zero on masked taps too
@@ -169,13 +168,7 @@ def test_tf32_halo_matches_float64(x_shape, w_shape, kw, mask, layout, relu):
     b = _randn(w_shape[0], seed=33, dtype=torch.float32)
     wm = w * pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float32, device="cuda") if mask else w
     g = _randn(*F.conv2d(x, w, None, **kw).shape, seed=34, dtype=torch.float32)
-    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
-    act = "relu" if relu else None
-    if mask:
-        y = pixelops.masked_conv2d(*leaves, mask, activation=act, allow_tf32=True, **kw)
-    else:
-        y = pixelops.conv2d(*leaves, activation=act, allow_tf32=True, **kw)
-    got = (y.detach(), *torch.autograd.grad(y, leaves, g))
+    got = _run(x, w, b, g, relu, mask, allow_tf32=True, **kw)
     # under a fused ReLU the gradient is gated by pixelops' own output (outputs near 0 may differ in sign)
     ref = _reference(x, wm, b, g * (got[0] > 0) if relu else g, False, **kw)
     if relu:
@@ -188,5 +181,5 @@ def test_tf32_halo_matches_float64(x_shape, w_shape, kw, mask, layout, relu):
         err = (a.double() - r).abs().max().item()
         assert err < 1e-2 * r.std().item() + 1e-6, (name, err, r.std().item())
     if c // groups * (mask_taps(w_shape[1:], mask) if mask else w_shape[1] * w_shape[2]) > 64:  # else: direct kernel
-        fp32 = pixelops.conv2d(x, wm, b, activation=act, allow_tf32=False, **kw)
+        fp32 = pixelops.conv2d(x, wm, b, activation="relu" if relu else None, allow_tf32=False, **kw)
         assert not torch.equal(got[0], fp32)  # tensor cores were used
