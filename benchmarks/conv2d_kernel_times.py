@@ -9,6 +9,7 @@ grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and th
 """
 import argparse
 import re
+from time import perf_counter
 
 import torch
 import torch.nn.functional as F
@@ -55,8 +56,9 @@ def main():
             for _ in range(reps):
                 step()
             torch.cuda.synchronize()
+        events = prof.key_averages()
         totals = {}
-        for e in prof.key_averages():
+        for e in events:
             # the kernels themselves: operators have their kernels as children, and the autograd Functions' rows
             # repeat their kernels' time
             if e.self_device_time_total > 0 and "Function" not in e.key:
@@ -67,22 +69,24 @@ def main():
         for key, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
             print(f"    {ms:8.3f} ms  {100 * ms / total:5.1f}%  {key}")
 
+        # PyTorch's masked conv as the bench runs it: the mask made once, multiplied in the graph
+        m = pixelops.conv_mask(k, mask, device="cuda") if mask else None
+
         def torch_step():
-            xm = x
-            wm = w * pixelops.conv_mask(k, mask, device="cuda") if mask else w
-            y = F.conv2d(xm, wm, b, stride, pad)
+            y = F.conv2d(x, w * m if mask else w, b, stride, pad)
             torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
 
         # host time of one call (the launches return before the GPU is done): where it exceeds the kernels'
         # time, a call that waits for its result is bound by the host
         print(f"    host ms per fwd+bwd: pixelops {host_ms(step):.3f}, torch {host_ms(torch_step):.3f}")
-        cpu = sorted(((e.key, e.self_cpu_time_total / reps) for e in prof.key_averages() if e.self_cpu_time_total > 0),
+        cpu = sorted(((e.key, e.self_cpu_time_total / reps) for e in events if e.self_cpu_time_total > 0),
                      key=lambda kv: -kv[1])[:8]
         print("    host us per fwd+bwd, by call: " + ", ".join(f"{k[:32]} {v:.0f}" for k, v in cpu))
 
 
 def host_ms(fn, reps=20):
-    from time import perf_counter
+    for _ in range(3):  # first calls (cuDNN's algorithm choice, allocations) are not the steady state
+        fn()
     total = 0.0
     for _ in range(reps):
         torch.cuda.synchronize()
