@@ -23,8 +23,9 @@ CONFIGS = [
     ((2, 3, 6, 6), (4, 6, 6), dict()),                                           # kernel = input
     ((1, 2, 5, 4), (3, 3, 3), dict(padding=(4, 3), stride=2)),                    # padding larger than kernel
     ((0, 3, 8, 8), (4, 3, 3), dict(padding=1)),                                  # empty batch
-    ((2, 40, 10, 11), (70, 3, 3), dict(padding=1)),                              # several GEMM tiles and k blocks
-    ((1, 300, 5, 5), (9, 1, 1), dict()),                                         # k deeper than one block
+    ((2, 80, 10, 11), (70, 3, 3), dict(padding=1)),                              # several GEMM tiles and k blocks
+    ((1, 700, 5, 5), (9, 1, 1), dict()),                                         # k deeper than one block (640)
+    ((1, 2, 5, 5), (700, 1, 1), dict()),                                         # the same in grad_input's scatter
     # more input than output channels: grad_input takes the flipped-kernel path instead of the scatter
     ((2, 16, 7, 8), (8, 3, 3), dict(padding=1)),
     ((1, 12, 9, 9), (6, 3, 3), dict(padding=(3, 1), dilation=(2, 1))),

@@ -28,29 +28,32 @@ def test_create_graph_first_order_then_loud_second_order():
 
 
 # Convs that take the direct path (padded phase planes read in place, no im2col): awkward widths, dilation,
-# groups, asymmetric and over-sized padding, masks, several k blocks (K > 160), partial MR panels, fused
-# ReLU, non-contiguous input; forward and every gradient against torch in float64. The grad_input of the
-# stride-1 convs with at least 8 input channels runs the same path (flipped kernel, where an over-sized padding
-# becomes a negative one).
+# groups, asymmetric and over-sized padding, masks, several k blocks (K > 640), partial MR panels, fused
+# ReLU, non-contiguous input; forward and every gradient against torch in float64. Each has K = channels per
+# group x active taps >= 64, which the forward's direct path asks for (shallower ones gather im2col). The
+# grad_input of the stride-1 convs with at least 8 input channels runs the same path (flipped kernel, where
+# an over-sized padding becomes a negative one). Plane rows share their padding columns (PhaseGrid), so the
+# pitch is less than a padded row where both sides are padded, and set by the wider side where they differ.
 DIRECT = [
-    ((2, 3, 9, 13), (5, 3, 3), dict(padding=1), None),
-    ((1, 20, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 180: two k blocks
+    ((2, 8, 9, 13), (5, 3, 3), dict(padding=1), None),
+    ((1, 80, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 720: two k blocks
     ((2, 12, 10, 9), (6, 3, 3), dict(padding=(4, 3)), None),                  # pad > kernel: negative in grad_x
-    ((2, 8, 12, 14), (8, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2), None),
-    ((3, 4, 11, 10), (9, 5, 5), dict(padding=2), "B"),
-    ((2, 9, 10, 10), (9, 3, 3), dict(padding=1), "A"),
-    ((2, 10, 9, 12), (7, 1, 3), dict(padding=(0, 1)), None),
+    ((2, 8, 9, 11), (6, 4, 4), dict(padding="same"), None),                   # left pad 1, right 2
+    ((2, 16, 12, 14), (8, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2), None),
+    ((3, 5, 11, 10), (9, 5, 5), dict(padding=2), "B"),
+    ((2, 18, 10, 10), (9, 3, 3), dict(padding=1), "A"),
+    ((2, 22, 9, 12), (7, 1, 3), dict(padding=(0, 1)), None),
     ((1, 16, 6, 30), (8, 3, 3), dict(), None),                                 # valid conv
     ((2, 8, 9, 11), (13, 3, 3), dict(padding=1), None),                        # more out than in: flipped grad_x
     ((2, 1, 12, 12), (5, 3, 3), dict(padding=1), None),                        # one in channel: scattered grad_x
     # grad_w in chunks of 2 images, a thread taking a full one then a shorter one (on 1 or 2 threads)
     ((5, 16, 53, 53), (16, 3, 3), dict(padding=1), None),
     # strided: phase planes (stride 2 splits each padded plane in 4)
-    ((2, 5, 17, 19), (9, 3, 3), dict(stride=2, padding=1), None),
-    ((2, 4, 16, 21), (6, 3, 5), dict(stride=(2, 3), padding=(1, 2), dilation=(1, 2)), None),
+    ((2, 8, 17, 19), (9, 3, 3), dict(stride=2, padding=1), None),
+    ((2, 5, 16, 21), (6, 3, 5), dict(stride=(2, 3), padding=(1, 2), dilation=(1, 2)), None),
     ((1, 6, 15, 15), (10, 5, 5), dict(stride=2, padding=2), "B"),
-    ((2, 6, 14, 13), (4, 3, 3), dict(stride=(1, 2), padding=(3, 4), groups=2), None),
-    ((2, 16, 20, 20), (8, 1, 1), dict(stride=2), None),
+    ((2, 16, 14, 13), (4, 3, 3), dict(stride=(1, 2), padding=(3, 4), groups=2), None),
+    ((2, 64, 20, 20), (8, 1, 1), dict(stride=2), None),
 ]
 
 
@@ -82,7 +85,7 @@ def test_direct_path_against_torch(x_shape, w_shape, kw, mask, relu):
 
 
 def test_direct_path_float32_and_numpy():
-    x, w = _rand(2, 6, 13, 17, seed=11), _rand(10, 6, 3, 3, seed=12)
+    x, w = _rand(2, 8, 13, 17, seed=11), _rand(10, 8, 3, 3, seed=12)
     ref = F.conv2d(x, w, padding=1)
     torch.testing.assert_close(pixelops.conv2d(x.float(), w.float(), padding=1), ref.float(), rtol=1e-4, atol=1e-4)
     out = pixelops.conv2d(x.numpy()[:, :, ::-1], w.numpy(), padding=1)

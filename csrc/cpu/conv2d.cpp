@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "common/dispatch.h"
@@ -50,7 +51,7 @@ struct Geometry {
   int64_t P() const { return OH * OW; }
 };
 
-// Copies n <= 2 vectors of values with at most four (possibly overlapping) vector moves: the runs copied
+// Copies n values, n <= 2 vectors with at most four (possibly overlapping) vector moves: the runs copied
 // into packed panels are short and of every length, and memcpy would become a slow-starting `rep movs`.
 template <class T, int Bytes> struct VecOf {
   typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
@@ -67,8 +68,10 @@ template <class T>
 inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
   constexpr int64_t L = 64 / sizeof(T);
   if (n > L) {
-    if (n > 2 * L) {  // longer than a panel row: not reached for NR <= 2L, kept for safety
-      for (int64_t i = 0; i < n; ++i) out[i] = src[i];
+    if (n > 2 * L) {  // longer: whole vectors, then one that ends at n (overlapping the last)
+      using V = typename VecOf<T, 64>::type;
+      for (int64_t i = 0; i + L < n; i += L) *reinterpret_cast<V*>(out + i) = *reinterpret_cast<const V*>(src + i);
+      *reinterpret_cast<V*>(out + n - L) = *reinterpret_cast<const V*>(src + n - L);
     } else {
       move_pair<T, 64>(out, src, n);
     }
@@ -143,7 +146,7 @@ void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t
       T* o = line + run.jj + (l - run.a);
       const int64_t step = q.sw * q.xw;
       if (step == 1) {
-        for (int64_t i = 0; i < h - l; ++i) o[i] = xr[i];
+        copy_short(o, xr, h - l);  // runs of an image row: short, and a memmove call costs more than its copy
       } else {
         for (int64_t i = 0; i < h - l; ++i) o[i] = xr[i * step];
       }
@@ -166,10 +169,27 @@ inline const T* tile_bias(const T* bias, int64_t stride, int64_t m0, int mr, boo
 // holding the padded rows pr, pr+sh, ... and columns pc, pc+sw, ... Tap (kh, kw) of output (oh, ow) is
 // then plane ((kh*dh) % sh, (kw*dw) % sw) at (oh + kh*dh/sh, ow + kw*dw/sw): a stride-1 read on every plane.
 // For stride 1 it is the zero-padded image itself. Each input value is copied once.
+// Rows are Wq apart, and Wq may be less than the Ew columns a row's reads reach: then the reads past a row's
+// end land on the next row's first columns, which are left padding (zeros) too. So the right padding of one
+// row and the left padding of the next share columns: a 28-wide image with padding 1 takes rows of 29, not
+// 30, and a GEMM over the grid's columns wastes 1/29 of its work on the columns it drops, not 2/30.
 struct PhaseGrid {
-  int64_t Hq, Wq, phases;  // plane size (rows reach OH + the kernel's span), planes per channel
+  int64_t Hq, Ew, Wq, phases;  // plane rows (OH + the kernel's span), columns read per row, row pitch, planes
   explicit PhaseGrid(const Geometry& q)
-      : Hq(q.OH + q.dh * (q.KH - 1) / q.sh), Wq(q.OW + q.dw * (q.KW - 1) / q.sw), phases(q.sh * q.sw) {}
+      : Hq(q.OH + q.dh * (q.KH - 1) / q.sh), Ew(q.OW + q.dw * (q.KW - 1) / q.sw), Wq(q.OW), phases(q.sh * q.sw) {
+    // Wq holds a plane row's input values and the output row, and the reads past it fall on zeros of the
+    // next row: Ew - Wq <= the left padding of every plane.
+    for (int64_t pc = 0; pc < q.sw; ++pc) {
+      const auto [lo, hi] = data_columns(q, pc);
+      Wq = std::max({Wq, hi, Ew - lo});
+    }
+  }
+  // Columns [lo, hi) of the planes of column phase pc that hold input values (plane column j shows input
+  // column j*sw + pc - pw); the others, up to Ew, are padding.
+  std::pair<int64_t, int64_t> data_columns(const Geometry& q, int64_t pc) const {
+    const int64_t lo = std::min(Ew, std::max<int64_t>(0, ceil_div(q.pw - pc, q.sw)));
+    return {lo, std::max(lo, std::min<int64_t>(Ew, ceil_div(q.IW + q.pw - pc, q.sw)))};
+  }
   // One image's planes per thread stay within 64 MiB (a huge image takes the im2col paths, whose buffers
   // are a few blocks).
   template <class T>
@@ -190,8 +210,7 @@ struct PhaseGrid {
         // plane rows i / columns j show input row i*sh + pr - ph / column j*sw + pc - pw: those inside
         const int64_t i_lo = std::max<int64_t>(0, ceil_div(q.ph - pr, q.sh));
         const int64_t i_hi = std::min<int64_t>(Hq, ceil_div(q.IH + q.ph - pr, q.sh));
-        const int64_t j_lo = std::max<int64_t>(0, ceil_div(q.pw - pc, q.sw));
-        const int64_t j_hi = std::min<int64_t>(Wq, ceil_div(q.IW + q.pw - pc, q.sw));
+        const auto [j_lo, j_hi] = data_columns(q, pc);
         const int64_t step = q.sw * q.xw;
         for (int64_t i = i_lo; i < i_hi; ++i) {
           const T* xr = xc + (i * q.sh + pr - q.ph) * q.xh + (j_lo * q.sw + pc - q.pw) * q.xw;
@@ -211,10 +230,14 @@ struct PhaseGrid {
 // channel c at column j is the planes' value at offset(c, t) + j: a fixed offset per GEMM row, so B is read
 // in place (microkernel_rows) and nothing is gathered; the Wq - OW columns per row that wrap around the edge
 // are computed and dropped. Worth it when that waste is small (direct_fits).
+// And only for 64 or more GEMM rows (k): a shallower product stores its tiles after few multiply-adds, and
+// here a tile's columns split at every grid row into separate stores; the im2col gather it saves is cheap
+// for so few rows. (1-channel 7x7 mask A, K = 24: 0.17 ms direct, 0.15 with im2col; mnist's 1-channel
+// 3x3: 0.26 / 0.235; 16 channels, K = 144: 1.35 / 1.49; 8 channels, K = 72: even.)
 template <class T>
 bool direct_fits(const Geometry& q) {
   const PhaseGrid grid(q);
-  return q.K() > 0 && 3 * q.OW >= 2 * grid.Wq && q.OH * grid.Wq >= 2 * Tile<T>::NR && grid.fits_memory<T>(q);
+  return q.K() >= 64 && 3 * q.OW >= 2 * grid.Wq && q.OH * grid.Wq >= 2 * Tile<T>::NR && grid.fits_memory<T>(q);
 }
 
 template <class T>
@@ -274,7 +297,12 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
   // GEMM columns are (image, pixel) pairs, so small images (a PixelCNN sampler's windows) still fill the tiles
   if (direct_fits<T>(q)) return forward_direct(q, x, w_packed, bias, bias_stride, relu, y);
   const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, cols = q.N * P;
-  const int64_t blocks = (cols + NC - 1) / NC;
+  // Blocks of whole NR-wide tiles, at most NC columns each, as many per group as a multiple of the thread
+  // count, sizes differing by one tile at most: every thread gets the same number of tiles (fixed NC-wide
+  // blocks left one thread 13 of 25 blocks in a 1-channel 7x7 conv, and the other waiting).
+  const int64_t tiles = (cols + Tile<T>::NR - 1) / Tile<T>::NR;
+  const int64_t threads = std::max<int64_t>(1, omp_get_max_threads());
+  const int64_t blocks = std::min(tiles, round_up((tiles + NC / Tile<T>::NR - 1) / (NC / Tile<T>::NR), threads));
   const int64_t tasks = q.G * blocks;
   const int64_t group_stride = round_up(q.Mg, Tile<T>::MR) * K;
   const double work = double(cols) * M * std::max<int64_t>(K, 1);
@@ -282,7 +310,8 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
     std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % blocks, g = task / blocks;
-      const int64_t c0 = blk * NC, nb = std::min(NC, cols - c0);
+      const int64_t c0 = blk * tiles / blocks * Tile<T>::NR;
+      const int64_t nb = std::min(cols, (blk + 1) * tiles / blocks * Tile<T>::NR) - c0;
       const T* bg = bias ? bias + g * q.Mg * bias_stride : nullptr;
       // out(m, col): where output channel g*Mg+m of column col lives
       auto out = [&](int64_t m, int64_t col) { return y + ((col / P) * M + g * q.Mg + m) * P + col % P; };
