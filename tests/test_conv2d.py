@@ -144,8 +144,10 @@ def test_inputs_not_modified_and_no_grad_path():
         assert torch.equal(t, c)
 
 
-def test_nan_propagates_through_relu():
-    x, w, b = _data((1, 2, 4, 4), (3, 3, 3), 1, torch.float32, "cpu")
+# small tiles go through a buffer and store_tile; 8 channels of 8x8 are full tiles that the microkernel writes
+@pytest.mark.parametrize("x_shape,w_shape", [((1, 2, 4, 4), (3, 3, 3)), ((1, 2, 8, 8), (8, 3, 3))])
+def test_nan_propagates_through_relu(x_shape, w_shape):
+    x, w, b = _data(x_shape, w_shape, 1, torch.float32, "cpu")
     x[0, 0, 1, 1] = float("nan")
     y = pixelops.conv2d(x, w, b, padding=1, activation="relu")
     ref = torch.relu(F.conv2d(x, w, b, padding=1))

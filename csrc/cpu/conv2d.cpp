@@ -308,6 +308,7 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
   const double work = double(cols) * M * std::max<int64_t>(K, 1);
   parallel_for(tasks, work < 2e5 ? tasks : 1, [&](int64_t begin, int64_t end) {
     std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
+    T target_bias[Tile<T>::MR];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % blocks, g = task / blocks;
       const int64_t c0 = blk * tiles / blocks * Tile<T>::NR;
@@ -336,6 +337,12 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
               conv::store_tile(tile + j, mr, run, out(m0, col), P, tb, first, last && relu);
               j += run;
             }
+          },
+          [&](int64_t m0, int64_t pc) {  // a tile within one image goes straight to the output
+            conv::TileTarget<T> to;
+            if (pc % P + Tile<T>::NR <= P)
+              to = {out(m0, pc), P, tile_bias(bg, bias_stride, m0, Tile<T>::MR, true, target_bias), relu};
+            return to;
           });
     }
   });
@@ -450,7 +457,8 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
                   }
                 }
               }
-            });
+            },
+            [](int64_t, int64_t) { return conv::TileTarget<T>{}; });  // tiles add into grad_x: always stored
       }
     }
   });

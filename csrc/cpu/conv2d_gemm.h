@@ -25,8 +25,11 @@ template <class T> struct Tile;
 template <> struct Tile<float> { static constexpr int MR = 8, NR = 32; };
 template <> struct Tile<double> { static constexpr int MR = 8, NR = 16; };
 
-void microkernel(int64_t kc, const float* a, const float* b, float* tile);
-void microkernel(int64_t kc, const double* a, const double* b, double* tile);
+// The tile goes to out (rows ldo apart, any alignment), overwriting it, plus bias[r] on row r where bias is
+// not null, then ReLU where relu: a forward's full tiles go straight to the output, others to a buffer.
+void microkernel(int64_t kc, const float* a, const float* b, float* out, int64_t ldo, const float* bias, bool relu);
+void microkernel(int64_t kc, const double* a, const double* b, double* out, int64_t ldo, const double* bias,
+                 bool relu);
 
 // The same tile with B unpacked: row k of B is the NR values at b + row[k] (any alignment). Stride-1
 // convolutions read it straight from a padded copy of the image (forward_direct in conv2d.cpp).
@@ -94,24 +97,43 @@ void pack_a(T* dst, int64_t M, int64_t K, Get&& get) {
   }
 }
 
-// C (M x N) = A (packed, M x K) * B, k in blocks of k_block(K), where pack_b(k0, kcb, n0, nb, dst) fills dst with the B block
-// [k0, k0+kcb) x [n0, n0+nb) as ceil(nb/NR) panels of kcb rows of NR values (zero padded), and
-// store(m0, n0, mr, nr, tile, first, last) consumes an MR x NR tile (first/last: first/last k block).
-template <class T, class PackB, class Store>
-void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_buf, PackB&& pack_b,
-          Store&& store) {
+// Where a full tile may be written straight by the microkernel (see microkernel): out null means nowhere.
+template <class T> struct TileTarget {
+  T* out = nullptr;
+  int64_t ldo = 0;
+  const T* bias = nullptr;
+  bool relu = false;
+};
+
+// C (M x N) = A (packed, M x K) * B, k in blocks of k_block(K), where pack_b(k0, kcb, n0, nb, dst) fills dst with
+// the B block [k0, k0+kcb) x [n0, n0+nb) as ceil(nb/NR) panels of kcb rows of NR values (zero padded), and
+// store(m0, n0, mr, nr, tile, first, last) consumes an MR x NR tile (first/last: first/last k block), unless
+// target(m0, n0) names where a full tile of a one-block product goes (saving the trip through the buffer).
+template <class T, class PackB, class Store, class Target>
+void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_buf, PackB&& pack_b, Store&& store,
+          Target&& target) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   alignas(64) T tile[MR * NR];
   const int64_t kc = k_block(K);
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t kcb = std::min(kc, K - k0);
+    const bool one_block = kcb == K;
     pack_b(k0, kcb, n0, nb, b_buf);
     for (int64_t j = 0; j * NR < nb; ++j) {
       const T* bp = b_buf + j * kcb * NR;
+      const int nr = int(std::min<int64_t>(NR, nb - j * NR));
       for (int64_t i = 0; i * MR < M; ++i) {
-        microkernel(kcb, a_packed + packed_a_offset<T>(M, k0, kcb, i), bp, tile);
-        store(i * MR, n0 + j * NR, int(std::min<int64_t>(MR, M - i * MR)), int(std::min<int64_t>(NR, nb - j * NR)),
-              tile, k0 == 0, k0 + kcb == K);
+        const T* ap = a_packed + packed_a_offset<T>(M, k0, kcb, i);
+        const int mr = int(std::min<int64_t>(MR, M - i * MR));
+        if (one_block && mr == MR && nr == NR) {
+          const TileTarget<T> to = target(i * MR, n0 + j * NR);
+          if (to.out) {
+            microkernel(kcb, ap, bp, to.out, to.ldo, to.bias, to.relu);
+            continue;
+          }
+        }
+        microkernel(kcb, ap, bp, tile, NR, static_cast<const T*>(nullptr), false);
+        store(i * MR, n0 + j * NR, mr, nr, tile, k0 == 0, k0 + kcb == K);
       }
     }
   }

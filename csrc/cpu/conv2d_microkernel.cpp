@@ -33,7 +33,8 @@ __attribute__((always_inline)) inline double hsum(f64x8 v) {
 
 #define PIXELOPS_CONV_MICROKERNEL(T, V, LANES)                                                     \
   PIXELOPS_CONV_CLONES void microkernel(int64_t kc, const T* __restrict a, const T* __restrict b,   \
-                                        T* __restrict tile) {                                       \
+                                        T* __restrict out, int64_t ldo, const T* __restrict bias,   \
+                                        bool relu) {                                                \
     constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;                                               \
     static_assert(NR == 2 * LANES, "two vectors per tile row");                                     \
     V c0[MR], c1[MR];                                                                               \
@@ -47,9 +48,18 @@ __attribute__((always_inline)) inline double hsum(f64x8 v) {
         c1[r] += s * b1;                                                                            \
       }                                                                                             \
     }                                                                                               \
+    if (bias)                                                                                       \
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) { c0[r] += bias[r]; c1[r] += bias[r]; } \
+    if (relu) {  /* x < 0 ? 0 : x keeps a NaN, as torch.relu does */                               \
+      const V zero = V{};                                                                           \
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                        \
+        c0[r] = c0[r] < zero ? zero : c0[r];                                                        \
+        c1[r] = c1[r] < zero ? zero : c1[r];                                                        \
+      }                                                                                             \
+    }                                                                                               \
     _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                          \
-      *reinterpret_cast<V*>(tile + r * NR) = c0[r];                                                 \
-      *reinterpret_cast<V*>(tile + r * NR + LANES) = c1[r];                                         \
+      *reinterpret_cast<V*>(out + r * ldo) = c0[r];                                                 \
+      *reinterpret_cast<V*>(out + r * ldo + LANES) = c1[r];                                         \
     }                                                                                               \
   }
 
