@@ -38,7 +38,8 @@ DIRECT = [
     ((2, 8, 9, 13), (5, 3, 3), dict(padding=1), None),
     ((1, 80, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 720: two k blocks
     ((2, 12, 10, 9), (6, 3, 3), dict(padding=(4, 3)), None),                  # pad > kernel: negative in grad_x
-    ((2, 8, 9, 11), (6, 4, 4), dict(padding="same"), None),                   # left pad 1, right 2
+    # pads 1 before, 2 after: row pitch set by the wider side; grad_w stacks 3 images, sharing 1 padding row
+    ((6, 8, 9, 11), (6, 4, 4), dict(padding="same"), None),
     ((2, 16, 12, 14), (8, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2), None),
     ((3, 5, 11, 10), (9, 5, 5), dict(padding=2), "B"),
     ((2, 18, 10, 10), (9, 3, 3), dict(padding=1), "A"),

@@ -184,6 +184,22 @@ struct PhaseGrid {
       Wq = std::max({Wq, hi, Ew - lo});
     }
   }
+  // Rows [lo, hi) of the planes of row phase pr that hold input values (plane row i shows input row
+  // i*sh + pr - ph); the others are padding.
+  std::pair<int64_t, int64_t> data_rows(const Geometry& q, int64_t pr) const {
+    const int64_t lo = std::min(Hq, std::max<int64_t>(0, ceil_div(q.ph - pr, q.sh)));
+    return {lo, std::max(lo, std::min<int64_t>(Hq, ceil_div(q.IH + q.ph - pr, q.sh)))};
+  }
+  // Rows between images laid one below the other (grad_weight_direct): as with columns, the bottom padding
+  // of one image and the top padding of the next may share rows, as many as both have.
+  int64_t image_rows(const Geometry& q) const {
+    int64_t shared = Hq;
+    for (int64_t pr = 0; pr < q.sh; ++pr) {
+      const auto [lo, hi] = data_rows(q, pr);
+      shared = std::min({shared, lo, Hq - hi});
+    }
+    return Hq - shared;
+  }
   // Columns [lo, hi) of the planes of column phase pc that hold input values (plane column j shows input
   // column j*sw + pc - pw); the others, up to Ew, are padding.
   std::pair<int64_t, int64_t> data_columns(const Geometry& q, int64_t pc) const {
@@ -208,19 +224,11 @@ struct PhaseGrid {
       for (int64_t pc = 0; pc < q.sw; ++pc) {
         T* plane = dst + (pr * q.sw + pc) * stride;
         // plane rows i / columns j show input row i*sh + pr - ph / column j*sw + pc - pw: those inside
-        const int64_t i_lo = std::max<int64_t>(0, ceil_div(q.ph - pr, q.sh));
-        const int64_t i_hi = std::min<int64_t>(Hq, ceil_div(q.IH + q.ph - pr, q.sh));
+        const auto [i_lo, i_hi] = data_rows(q, pr);
         const auto [j_lo, j_hi] = data_columns(q, pc);
-        const int64_t step = q.sw * q.xw;
-        for (int64_t i = i_lo; i < i_hi; ++i) {
-          const T* xr = xc + (i * q.sh + pr - q.ph) * q.xh + (j_lo * q.sw + pc - q.pw) * q.xw;
-          T* o = plane + i * Wq + j_lo;
-          if (step == 1) {
-            for (int64_t j = 0; j < j_hi - j_lo; ++j) o[j] = xr[j];
-          } else {
-            for (int64_t j = 0; j < j_hi - j_lo; ++j) o[j] = xr[j * step];
-          }
-        }
+        if (i_lo < i_hi && j_lo < j_hi)
+          conv::copy_rows(xc + (i_lo * q.sh + pr - q.ph) * q.xh + (j_lo * q.sw + pc - q.pw) * q.xw, q.sh * q.xh,
+                          q.sw * q.xw, plane + i_lo * Wq + j_lo, Wq, i_hi - i_lo, j_hi - j_lo);
       }
   }
 };
@@ -574,16 +582,16 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
 }
 
 // grad_weight without im2col, as forward_direct does it: a thread's images go into zero-padded phase planes
-// (PhaseGrid, Hq x Wq each) laid end to end per plane, and grad_y into rows on the same grid (zeros at the
-// columns and rows past the output). Then tap t of channel c is the planes at a fixed offset, so each grad_w
-// entry is one long dot product (dot_tile_rows) along the grid, over several images at once, with nothing
-// gathered. The grid's extra columns/rows cost Hq*Wq/(OH*OW) more multiply-adds (14x14, pad 1: 1.3x),
-// against a 9x im2col copy per input value.
+// (PhaseGrid, Hq x Wq each) laid one below the other per plane, sharing padding rows (image_rows), and grad_y
+// into rows on the same grid (zeros at the columns and rows past the output). Then tap t of channel c is the
+// planes at a fixed offset, so each grad_w entry is one long dot product (dot_tile_rows) along the grid, over
+// several images at once, with nothing gathered. The grid's extra columns/rows cost image_rows*Wq/(OH*OW)
+// more multiply-adds (14x14, pad 1: 15*15/196 = 1.15x), against a 9x im2col copy per input value.
 // (A NaN or inf input value that the conv never reads can still reach grad_w here, times a zero.)
 template <class T>
 bool grad_weight_direct_fits(const Geometry& q) {
   const PhaseGrid grid(q);
-  return q.K() > 0 && 2 * grid.Hq * grid.Wq <= 3 * q.P() && grid.fits_memory<T>(q);
+  return q.K() > 0 && 2 * grid.image_rows(q) * grid.Wq <= 3 * q.P() && grid.fits_memory<T>(q);
 }
 
 template <class T>
@@ -592,17 +600,18 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
   constexpr int64_t L = conv::kLanes<T>;
   const int64_t M = q.G * q.Mg, P = q.P(), K = q.K(), nt = q.taps();
   const PhaseGrid grid(q);
-  const int64_t Wp = grid.Wq, HWp = grid.Hq * Wp;
+  // images one below the other, IP apart (image_rows: they share padding rows), each HWp values of grid
+  const int64_t Wp = grid.Wq, HWp = grid.Hq * Wp, IP = grid.image_rows(q) * Wp;
   // Images per chunk: planes and grad_y rows of one chunk together about 2 MiB, at least one image. Longer
   // dot products beat L2 residency here: each dot_tile_rows call ends in 24 horizontal sums (32x28x28 -> 64,
   // batch 32, one thread: 12.6 ms at 512 KiB chunks, 10.8 at 1 MiB, 10.4 at 2 MiB).
-  const int64_t per_image = (q.Cg * grid.phases + q.Mg) * HWp * int64_t(sizeof(T));
+  const int64_t per_image = (q.Cg * grid.phases + q.Mg) * IP * int64_t(sizeof(T));
   // Threads take whole chunks: a multiple of the thread count of them, of equal size (128 images in chunks
   // of at most 42 on 2 threads: 4 chunks of 32, not 42+42 against 42+2).
   const int64_t most = std::clamp<int64_t>((int64_t(2) << 20) / std::max<int64_t>(per_image, 1), 1, q.N);
   const int64_t threads = std::min<int64_t>(omp_get_max_threads(), q.N);
   const int64_t chunk = ceil_div(q.N, round_up(ceil_div(q.N, most), std::max<int64_t>(threads, 1)));
-  const int64_t LD = round_up(chunk * HWp, L);
+  const int64_t LD = round_up((chunk - 1) * IP + HWp, L);
   // a plane, plus room for the reads of the largest tap offset past the last grid (times zeros)
   const int64_t S = round_up(LD + HWp + L, L), CS = grid.phases * S;
   const int64_t MgP = round_up(q.Mg, DR), KP = round_up(K, DC);
@@ -616,19 +625,19 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
     alignas(64) T out[DR * DC];
     for (int64_t ch = ch_begin; ch < ch_end; ++ch) {
       const int64_t n0 = ch * chunk, nimg = std::min(chunk, q.N - n0);
-      const int64_t len = round_up(nimg * HWp, L);
+      const int64_t len = round_up((nimg - 1) * IP + HWp, L);
       if (nimg < chunk)  // a shorter last chunk: what earlier chunks left past its end must not count
-        for (int64_t m = 0; m < q.Mg; ++m) std::fill(rows.data() + m * LD + nimg * HWp, rows.data() + m * LD + len, T(0));
+        for (int64_t m = 0; m < q.Mg; ++m)
+          std::fill(rows.data() + m * LD + std::min(nimg * IP, len), rows.data() + m * LD + len, T(0));
       for (int64_t g = 0; g < q.G; ++g) {
         for (int64_t i = 0; i < nimg; ++i) {
           const int64_t n = n0 + i;
           for (int64_t c = 0; c < q.Cg; ++c)
-            grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS + i * HWp, S);
+            grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS + i * IP, S);
           for (int64_t m = 0; m < q.Mg; ++m) {
             const T* src = gy + (n * M + g * q.Mg + m) * P;
-            T* o = rows.data() + m * LD + i * HWp;
-            for (int64_t oh = 0; oh < q.OH; ++oh)
-              for (int64_t ow = 0; ow < q.OW; ++ow) o[oh * Wp + ow] = src[oh * q.OW + ow];
+            T* o = rows.data() + m * LD + i * IP;
+            conv::copy_rows(src, q.OW, 1, o, Wp, q.OH, q.OW);
           }
         }
         T* accg = acc.data() + g * q.Mg * K;
