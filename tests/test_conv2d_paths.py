@@ -47,8 +47,9 @@ DIRECT = [
     ((1, 16, 6, 30), (8, 3, 3), dict(), None),                                 # valid conv
     ((2, 8, 9, 11), (13, 3, 3), dict(padding=1), None),                        # more out than in: flipped grad_x
     ((2, 1, 12, 12), (5, 3, 3), dict(padding=1), None),                        # one in channel: scattered grad_x
-    # grad_w in chunks of 2 images, a thread taking a full one then a shorter one (on 1 or 2 threads)
-    ((5, 16, 53, 53), (16, 3, 3), dict(padding=1), None),
+    # grad_w in chunks of 2 images (4 MiB of float64 planes and grad_y rows), a thread taking a full one then a
+    # shorter one (on 1 or 2 threads)
+    ((5, 16, 80, 80), (16, 3, 3), dict(padding=1), None),
     # strided: phase planes (stride 2 splits each padded plane in 4)
     ((2, 8, 17, 19), (9, 3, 3), dict(stride=2, padding=1), None),
     ((2, 5, 16, 21), (6, 3, 5), dict(stride=(2, 3), padding=(1, 2), dilation=(1, 2)), None),

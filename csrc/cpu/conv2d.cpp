@@ -602,13 +602,15 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
   const PhaseGrid grid(q);
   // images one below the other, IP apart (image_rows: they share padding rows), each HWp values of grid
   const int64_t Wp = grid.Wq, HWp = grid.Hq * Wp, IP = grid.image_rows(q) * Wp;
-  // Images per chunk: planes and grad_y rows of one chunk together about 2 MiB, at least one image. Longer
+  // Images per chunk: planes and grad_y rows of one chunk together about 4 MiB, at least one image. Longer
   // dot products beat L2 residency here: each dot_tile_rows call ends in 24 horizontal sums (32x28x28 -> 64,
-  // batch 32, one thread: 12.6 ms at 512 KiB chunks, 10.8 at 1 MiB, 10.4 at 2 MiB).
+  // batch 32, one thread: 12.6 ms at 512 KiB chunks, 10.8 at 1 MiB, 10.4 at 2 MiB; on two threads 5.5 at
+  // 2 MiB, 4.9 at 4 MiB; 64x56x56 -> 128, stride 2, batch 4, two threads: 3.7 / 3.5, where 2 MiB held only one
+  // image a chunk).
   const int64_t per_image = (q.Cg * grid.phases + q.Mg) * IP * int64_t(sizeof(T));
   // Threads take whole chunks: a multiple of the thread count of them, of equal size (128 images in chunks
   // of at most 42 on 2 threads: 4 chunks of 32, not 42+42 against 42+2).
-  const int64_t most = std::clamp<int64_t>((int64_t(2) << 20) / std::max<int64_t>(per_image, 1), 1, q.N);
+  const int64_t most = std::clamp<int64_t>((int64_t(4) << 20) / std::max<int64_t>(per_image, 1), 1, q.N);
   const int64_t threads = std::min<int64_t>(omp_get_max_threads(), q.N);
   const int64_t chunk = ceil_div(q.N, round_up(ceil_div(q.N, most), std::max<int64_t>(threads, 1)));
   const int64_t LD = round_up((chunk - 1) * IP + HWp, L);
