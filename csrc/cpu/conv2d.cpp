@@ -7,7 +7,7 @@
 // centre, excluded for mask A). So a masked conv is an ordinary conv over fewer taps: masked taps cost nothing.
 //
 // Forward: C = W (Mg x Cg*taps, packed once) times the image's im2col matrix, gathered block by block straight
-// into the GEMM's packed B panels (no full im2col buffer); tasks are (group, block of image x pixel columns).
+// into the rows of the GEMM's B block (no full im2col buffer); tasks are (group, block of image x pixel columns).
 // grad_input, stride 1: the same forward engine run on grad_y with the kernel flipped and in/out channels
 // swapped. Strided convs, or fewer input than output channels: a GEMM W^T . grad_y whose tiles are added
 // straight into grad_input (col2im), which spends nothing on the zeros a strided conv's gradient would be
@@ -52,7 +52,7 @@ struct Geometry {
 };
 
 // Copies n values, n <= 2 vectors with at most four (possibly overlapping) vector moves: the runs copied
-// into packed panels are short and of every length, and memcpy would become a slow-starting `rep movs`.
+// into im2col rows are short and of every length, and memcpy would become a slow-starting `rep movs`.
 template <class T, int Bytes> struct VecOf {
   typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
 };
@@ -84,40 +84,17 @@ inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
   }
 }
 
-// Writes count values into the NR-wide panels of one im2col row, starting at column jj: src[i * step], or
-// zeros when src is null. Pieces never cross a panel, so the inner loops are plain copies.
-template <class T>
-inline void emit(T* row, int64_t kcb, int64_t jj, int64_t count, const T* src, int64_t step) {
-  constexpr int NR = Tile<T>::NR;
-  while (count > 0) {
-    const int64_t lane = jj % NR, piece = std::min<int64_t>(count, NR - lane);
-    T* out = row + (jj / NR) * kcb * NR + lane;
-    if (!src) {
-      for (int64_t i = 0; i < piece; ++i) out[i] = T(0);
-    } else if (step == 1) {
-      copy_short(out, src, piece);
-      src += piece;
-    } else {
-      for (int64_t i = 0; i < piece; ++i) out[i] = src[i * step];
-      src += piece * step;
-    }
-    jj += piece;
-    count -= piece;
-  }
-}
-
 inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
-// Fills dst with the im2col block of group g: rows k in [k0, k0+kcb) (k = c*taps + (t - t0)), columns
-// [c0, c0+nb) of the (image, pixel) space (column = n*P + p), as NR-wide panels, zero padded past nb.
+// Fills dst with the im2col block of group g: rows k in [k0, k0+kcb) (k = c*taps + (t - t0)) at dst +
+// (k - k0)*ld, columns [c0, c0+nb) of the (image, pixel) space (column = n*P + p), zero padded to whole tiles.
 // Each output row's run of pixels splits into zeros (left padding), a strided copy of one input row, and
 // zeros (right padding).
 template <class T>
 void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t kcb, int64_t c0, int64_t nb,
-                   T* dst) {
-  constexpr int NR = Tile<T>::NR;
+                   T* dst, int64_t ld) {
   const int64_t nt = q.taps(), P = q.P();
-  const int64_t npad = round_up(nb, NR);
+  const int64_t npad = round_up(nb, Tile<T>::NR);
   // The block's columns as runs within one output row (the same for every k row): worked out once.
   struct Run { int64_t jj, a, b, vh0, xoff; };  // columns [jj, jj+b-a) are pixels (oh, a..b) of an image
   std::vector<Run> runs;
@@ -127,9 +104,6 @@ void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t
     runs.push_back(Run{jj, a, b, oh * q.sh, n * q.xn});
     jj += b - a;
   }
-  // Each k row is built contiguous (zeros, then one copy per run's valid part), then moved into the panels
-  // NR values at a time: far fewer, longer copies than writing piece by piece across panel boundaries.
-  alignas(64) T line[NC + NR];
   for (int64_t k = k0; k < k0 + kcb; ++k) {
     const int64_t c = k / nt, t = q.t0 + k % nt;
     const int64_t offh = (t / q.KW) * q.dh - q.ph, offw = (t % q.KW) * q.dw - q.pw;
@@ -137,6 +111,7 @@ void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t
     // Output columns ow whose input column ow*sw + offw lies inside [0, IW): [lo, hi)
     const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
     const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
+    T* line = dst + (k - k0) * ld;
     std::fill(line, line + npad, T(0));
     for (const Run& run : runs) {
       const int64_t vh = run.vh0 + offh;
@@ -151,8 +126,6 @@ void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t
         for (int64_t i = 0; i < h - l; ++i) o[i] = xr[i * step];
       }
     }
-    T* row = dst + (k - k0) * NR;
-    for (int64_t j = 0; j < npad; j += NR) copy_short(row + (j / NR) * kcb * NR, line + j, NR);
   }
 }
 
@@ -282,7 +255,7 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
             const int mr = int(std::min<int64_t>(MR, q.Mg - i * MR));
             const T* tb = tile_bias(bg, bias_stride, i * MR, mr, last, bias_rows);
             conv::microkernel_rows(kcb, wg + conv::packed_a_offset<T>(q.Mg, k0, kcb, i), planes.data() + j0,
-                                   row.data() + k0, tile);
+                                   row.data() + k0, tile, NR, static_cast<const T*>(nullptr), false);
             for (int j = 0; j < nr;) {  // the tile's columns by grid row; the wrapped ones are dropped
               const int64_t oh = (j0 + j) / Wp, ow = (j0 + j) % Wp;
               const int run = int(std::min<int64_t>(nr - j, Wp - ow));
@@ -315,7 +288,7 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
   const int64_t group_stride = round_up(q.Mg, Tile<T>::MR) * K;
   const double work = double(cols) * M * std::max<int64_t>(K, 1);
   parallel_for(tasks, work < 2e5 ? tasks : 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(K, 1)) * round_up(NC, Tile<T>::NR)));
+    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(K, 1)) * conv::b_pitch<T>(NC)));
     T target_bias[Tile<T>::MR];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % blocks, g = task / blocks;
@@ -333,8 +306,8 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
       }
       conv::gemm<T>(
           w_packed + g * group_stride, q.Mg, K, c0, nb, b_buf.data(),
-          [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst) {
-            gather_im2col(q, x, g, k0, kcb, n0, nbb, dst);
+          [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst, int64_t ld) {
+            gather_im2col(q, x, g, k0, kcb, n0, nbb, dst, ld);
           },
           [&](int64_t m0, int64_t pc, int mr, int nr, const T* tile, bool first, bool last) {
             T bias_rows[Tile<T>::MR];
@@ -419,7 +392,7 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
     hi[row] = std::max(lo[row], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[row], q.sw)));
   }
   parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(q.Mg, 1)) * round_up(NC, NR)));
+    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(q.Mg, 1)) * conv::b_pitch<T>(NC)));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / q.G, g = task % q.G;
       T* gxg = gx + (n * C + g * q.Cg) * HW;
@@ -428,11 +401,9 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
       for (int64_t p0 = 0; p0 < P; p0 += NC) {
         conv::gemm<T>(
             packed.data() + g * group_stride, rows, q.Mg, p0, std::min(NC, P - p0), b_buf.data(),
-            [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nb, T* dst) {
-              for (int64_t m = k0; m < k0 + kcb; ++m) {
-                emit<T>(dst + (m - k0) * NR, kcb, 0, nb, gyg + m * P + n0, 1);
-                emit<T>(dst + (m - k0) * NR, kcb, nb, round_up(nb, NR) - nb, nullptr, 0);
-              }
+            [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nb, T* dst, int64_t ld) {  // grad_y rows
+              conv::copy_rows(gyg + k0 * P + n0, P, 1, dst, ld, kcb, nb);
+              for (int64_t m = 0; m < kcb; ++m) std::fill(dst + m * ld + nb, dst + m * ld + round_up(nb, NR), T(0));
             },
             [&](int64_t r0, int64_t pc, int mr, int nr, const T* tile, bool, bool) {
               // the tile's columns as runs within one output row, then one (strided) add per run and row

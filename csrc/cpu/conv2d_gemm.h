@@ -1,10 +1,11 @@
 // The register-tiled microkernel and the blocked GEMM driver behind every CPU convolution pass.
 //
-//   C[MR x NR tile] = sum_k A[k][0..MR) * B[k][0..NR)       (A and B packed in panels, k-major)
+//   C[MR x NR tile] = sum_k A[k][0..MR) * B[row[k] .. row[k]+NR)     (A packed in MR-wide panels, k-major;
+//                                                                      B rows anywhere, through a table)
 //
-// The packers (an im2col gather of the image, the weights, a gradient) are the callers' templates; only the
-// microkernel is compiled per instruction set (target_clones cannot clone templates), so it takes plain
-// pointers to packed panels and writes its tile to a small buffer that the caller's store callback reads.
+// The packers and gatherers (the weights, an im2col block, a gradient) are the callers' templates; only the
+// microkernel and a few copies are compiled per instruction set (target_clones cannot clone templates), so
+// they take plain pointers.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -25,16 +26,13 @@ template <class T> struct Tile;
 template <> struct Tile<float> { static constexpr int MR = 8, NR = 32; };
 template <> struct Tile<double> { static constexpr int MR = 8, NR = 16; };
 
-// The tile goes to out (rows ldo apart, any alignment), overwriting it, plus bias[r] on row r where bias is
-// not null, then ReLU where relu: a forward's full tiles go straight to the output, others to a buffer.
-void microkernel(int64_t kc, const float* a, const float* b, float* out, int64_t ldo, const float* bias, bool relu);
-void microkernel(int64_t kc, const double* a, const double* b, double* out, int64_t ldo, const double* bias,
-                 bool relu);
-
-// The same tile with B unpacked: row k of B is the NR values at b + row[k] (any alignment). Stride-1
-// convolutions read it straight from a padded copy of the image (forward_direct in conv2d.cpp).
-void microkernel_rows(int64_t kc, const float* a, const float* b, const int64_t* row, float* tile);
-void microkernel_rows(int64_t kc, const double* a, const double* b, const int64_t* row, double* tile);
+// C tile = A panel (kc x MR) times B rows (row k: the NR values at b + row[k], any alignment), written to out
+// (rows ldo apart, any alignment, overwritten) plus bias[r] on row r where bias is not null, then ReLU where
+// relu. Full tiles of a one-block product go straight to the output; the rest to a buffer, then store_tile.
+void microkernel_rows(int64_t kc, const float* a, const float* b, const int64_t* row, float* out, int64_t ldo,
+                      const float* bias, bool relu);
+void microkernel_rows(int64_t kc, const double* a, const double* b, const int64_t* row, double* out, int64_t ldo,
+                      const double* bias, bool relu);
 
 // Columns [0, n) of a tile's first mr rows (tile: rows NR apart) into out + r*ldo: out = (first ? 0 : out) +
 // tile + bias[r] (no bias where bias is null), then ReLU where relu (a NaN stays NaN, as in torch). Out of line
@@ -63,7 +61,7 @@ void dot_tile_rows(int64_t len, const double* a, int64_t lda, const double* b, c
 
 // Most depth of one k block: deep enough that a conv with 64 input channels and a 3x3 kernel (K = 576) is
 // one block. Every extra block is another pass of tile stores that read back and add what the last one
-// wrote, and that costs more than keeping the B micro-panel in L1 saves (2-core EPYC, one thread, forward:
+// wrote, and that costs more than keeping the B rows of a tile in L1 saves (2-core EPYC, one thread, forward:
 // 64->64 3x3 56x56 9.70 ms at 160, 9.06 at 640; a 3x3 mask-B 64->64 2.85 / 2.76; 1x1 256->64 6.41 / 5.31).
 // Pixels per column block: a B block (KC x NC) stays in L2.
 constexpr int64_t KC = 640;
@@ -104,7 +102,7 @@ void pack_a(T* dst, int64_t M, int64_t K, Get&& get) {
   }
 }
 
-// Where a full tile may be written straight by the microkernel (see microkernel): out null means nowhere.
+// Where a full tile may be written straight by the microkernel (see microkernel_rows): out null means nowhere.
 template <class T> struct TileTarget {
   T* out = nullptr;
   int64_t ldo = 0;
@@ -112,22 +110,30 @@ template <class T> struct TileTarget {
   bool relu = false;
 };
 
-// C (M x N) = A (packed, M x K) * B, k in blocks of k_block(K), where pack_b(k0, kcb, n0, nb, dst) fills dst with
-// the B block [k0, k0+kcb) x [n0, n0+nb) as ceil(nb/NR) panels of kcb rows of NR values (zero padded), and
-// store(m0, n0, mr, nr, tile, first, last) consumes an MR x NR tile (first/last: first/last k block), unless
-// target(m0, n0) names where a full tile of a one-block product goes (saving the trip through the buffer).
-template <class T, class PackB, class Store, class Target>
-void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_buf, PackB&& pack_b, Store&& store,
+// Row pitch of a B block of nb columns: whole tiles, plus one vector so that the rows of a block of 256
+// columns (1 KiB of floats) do not all fall in the same L1 sets.
+template <class T>
+inline int64_t b_pitch(int64_t nb) { return round_up(nb, Tile<T>::NR) + 64 / int64_t(sizeof(T)); }
+
+// C (M x N) = A (packed, M x K) * B, k in blocks of k_block(K), where fill_b(k0, kcb, n0, nb, dst, ld) writes
+// the B block [k0, k0+kcb) x [n0, n0+nb) as kcb rows ld apart (zero padded to whole tiles; dst holds
+// k_block(K) * b_pitch(NC) values), and store(m0, n0, mr, nr, tile, first, last) consumes an MR x NR tile
+// (first/last: first/last k block), unless target(m0, n0) names where a full tile of a one-block product goes
+// (saving the trip through the buffer).
+template <class T, class FillB, class Store, class Target>
+void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_buf, FillB&& fill_b, Store&& store,
           Target&& target) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   alignas(64) T tile[MR * NR];
-  const int64_t kc = k_block(K);
+  const int64_t kc = k_block(K), ld = b_pitch<T>(nb);
+  std::vector<int64_t> row(static_cast<size_t>(kc));
+  for (int64_t k = 0; k < kc; ++k) row[k] = k * ld;
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t kcb = std::min(kc, K - k0);
     const bool one_block = kcb == K;
-    pack_b(k0, kcb, n0, nb, b_buf);
+    fill_b(k0, kcb, n0, nb, b_buf, ld);
     for (int64_t j = 0; j * NR < nb; ++j) {
-      const T* bp = b_buf + j * kcb * NR;
+      const T* bj = b_buf + j * NR;
       const int nr = int(std::min<int64_t>(NR, nb - j * NR));
       for (int64_t i = 0; i * MR < M; ++i) {
         const T* ap = a_packed + packed_a_offset<T>(M, k0, kcb, i);
@@ -135,11 +141,11 @@ void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_
         if (one_block && mr == MR && nr == NR) {
           const TileTarget<T> to = target(i * MR, n0 + j * NR);
           if (to.out) {
-            microkernel(kcb, ap, bp, to.out, to.ldo, to.bias, to.relu);
+            microkernel_rows(kcb, ap, bj, row.data(), to.out, to.ldo, to.bias, to.relu);
             continue;
           }
         }
-        microkernel(kcb, ap, bp, tile, NR, static_cast<const T*>(nullptr), false);
+        microkernel_rows(kcb, ap, bj, row.data(), tile, NR, static_cast<const T*>(nullptr), false);
         store(i * MR, n0 + j * NR, mr, nr, tile, k0 == 0, k0 + kcb == K);
       }
     }

@@ -1,5 +1,5 @@
-// The convolutions' inner loop: an MR x NR tile of C accumulated in registers over kc steps of packed A and B.
-//   tile[r][j] = sum_k a[k*MR + r] * b[k*NR + j]
+// The convolutions' inner loop: an MR x NR tile of C accumulated in registers over kc steps of packed A and
+// rows of B.   tile[r][j] = sum_k a[k*MR + r] * b[row[k] + j]
 // Written with GCC vector types of 64 bytes (two per tile row): one zmm each under AVX-512, two ymm under
 // AVX2, so the same source serves every clone. The tile goes out to memory once per call.
 #include "cpu/conv2d_gemm.h"
@@ -31,17 +31,21 @@ __attribute__((always_inline)) inline double hsum(f64x8 v) {
 
 }  // namespace
 
-#define PIXELOPS_CONV_MICROKERNEL(T, V, LANES)                                                     \
-  PIXELOPS_CONV_CLONES void microkernel(int64_t kc, const T* __restrict a, const T* __restrict b,   \
-                                        T* __restrict out, int64_t ldo, const T* __restrict bias,   \
-                                        bool relu) {                                                \
+// B rows found through a table of offsets: row k of B is the NR values at b + row[k] (any alignment), two
+// unaligned vector loads per k. Every B the convolutions use is rows of a larger array (padded image planes,
+// rows of an im2col block, grad_y rows), so nothing is packed into panels.
+#define PIXELOPS_CONV_MICROKERNEL_ROWS(T, V, LANES)                                                 \
+  PIXELOPS_CONV_CLONES void microkernel_rows(int64_t kc, const T* __restrict a, const T* __restrict b, \
+                                             const int64_t* __restrict row, T* __restrict out,      \
+                                             int64_t ldo, const T* __restrict bias, bool relu) {    \
     constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;                                               \
     static_assert(NR == 2 * LANES, "two vectors per tile row");                                     \
     V c0[MR], c1[MR];                                                                               \
     _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) { c0[r] = V{}; c1[r] = V{}; }             \
     for (int64_t k = 0; k < kc; ++k) {                                                              \
-      const V b0 = *reinterpret_cast<const V*>(b + k * NR);                                         \
-      const V b1 = *reinterpret_cast<const V*>(b + k * NR + LANES);                                 \
+      const T* bk = b + row[k];                                                                     \
+      const V b0 = *reinterpret_cast<const V*>(bk);                                                 \
+      const V b1 = *reinterpret_cast<const V*>(bk + LANES);                                         \
       _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                        \
         const T s = a[k * MR + r];                                                                  \
         c0[r] += s * b0;                                                                            \
@@ -60,33 +64,6 @@ __attribute__((always_inline)) inline double hsum(f64x8 v) {
     _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                          \
       *reinterpret_cast<V*>(out + r * ldo) = c0[r];                                                 \
       *reinterpret_cast<V*>(out + r * ldo + LANES) = c1[r];                                         \
-    }                                                                                               \
-  }
-
-PIXELOPS_CONV_MICROKERNEL(float, f32x16, 16)
-PIXELOPS_CONV_MICROKERNEL(double, f64x8, 8)
-
-// B rows found through a table of offsets instead of a packed panel: two unaligned vector loads per k.
-#define PIXELOPS_CONV_MICROKERNEL_ROWS(T, V, LANES)                                                 \
-  PIXELOPS_CONV_CLONES void microkernel_rows(int64_t kc, const T* __restrict a, const T* __restrict b, \
-                                             const int64_t* __restrict row, T* __restrict tile) {   \
-    constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;                                               \
-    static_assert(NR == 2 * LANES, "two vectors per tile row");                                     \
-    V c0[MR], c1[MR];                                                                               \
-    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) { c0[r] = V{}; c1[r] = V{}; }             \
-    for (int64_t k = 0; k < kc; ++k) {                                                              \
-      const T* bk = b + row[k];                                                                     \
-      const V b0 = *reinterpret_cast<const V*>(bk);                                                 \
-      const V b1 = *reinterpret_cast<const V*>(bk + LANES);                                         \
-      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                        \
-        const T s = a[k * MR + r];                                                                  \
-        c0[r] += s * b0;                                                                            \
-        c1[r] += s * b1;                                                                            \
-      }                                                                                             \
-    }                                                                                               \
-    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                          \
-      *reinterpret_cast<V*>(tile + r * NR) = c0[r];                                                 \
-      *reinterpret_cast<V*>(tile + r * NR + LANES) = c1[r];                                         \
     }                                                                                               \
   }
 
