@@ -92,3 +92,20 @@ def test_direct_path_float32_and_numpy():
     torch.testing.assert_close(pixelops.conv2d(x.float(), w.float(), padding=1), ref.float(), rtol=1e-4, atol=1e-4)
     out = pixelops.conv2d(x.numpy()[:, :, ::-1], w.numpy(), padding=1)
     torch.testing.assert_close(torch.from_numpy(out), F.conv2d(x.flip(2), w, padding=1), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_direct_path_wide_strided_rows(dtype):
+    # Stride 2 splits each image row between two phase planes with a vector shuffle (copy_rows) where a plane
+    # row holds more than one vector: here 38 values, so whole vectors and a scalar tail, in both types.
+    x, w = _rand(2, 8, 9, 75, seed=13), _rand(6, 8, 3, 3, seed=14)
+    x, w = x.requires_grad_(), w.requires_grad_()
+    ref = F.conv2d(x, w, stride=2, padding=1)
+    y = pixelops.conv2d(x.to(dtype), w.to(dtype), stride=2, padding=1)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
+    gy = _rand(*ref.shape, seed=15)
+    got = torch.autograd.grad(y, (x, w), gy.to(dtype))
+    want = torch.autograd.grad(ref, (x, w), gy)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)

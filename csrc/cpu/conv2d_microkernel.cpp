@@ -103,14 +103,26 @@ PIXELOPS_CONV_STORE_TILE(double)
         int64_t j = 0;                                                                                   \
         for (; j + LANES <= n; j += LANES) *reinterpret_cast<V*>(d + j) = *reinterpret_cast<const V*>(s + j); \
         if (j < n) *reinterpret_cast<V*>(d + n - LANES) = *reinterpret_cast<const V*>(s + n - LANES);   \
+      } else if (step == 2) { /* stride 2's phase planes: every other value, picked from two vectors */  \
+        int64_t j = 0;                                                                                   \
+        for (; j + LANES < n; j += LANES) { /* reads end at s[2j + 2L - 1] <= s[2(n-1)] */               \
+          const V lo = *reinterpret_cast<const V*>(s + 2 * j);                                          \
+          const V hi = *reinterpret_cast<const V*>(s + 2 * j + LANES);                                  \
+          *reinterpret_cast<V*>(d + j) = EVEN(lo, hi);                                                   \
+        }                                                                                                \
+        for (; j < n; ++j) d[j] = s[2 * j];                                                              \
       } else {                                                                                           \
         for (int64_t j = 0; j < n; ++j) d[j] = s[j * step];                                              \
       }                                                                                                  \
     }                                                                                                    \
   }
 
+#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
 PIXELOPS_CONV_COPY_ROWS(float, f32x16, 16)
+#undef EVEN
+#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
 PIXELOPS_CONV_COPY_ROWS(double, f64x8, 8)
+#undef EVEN
 
 }  // namespace pixelops::cpu::conv
 
