@@ -27,12 +27,13 @@ template <> struct Tile<float> { static constexpr int MR = 8, NR = 32; };
 template <> struct Tile<double> { static constexpr int MR = 8, NR = 16; };
 
 // C tile = A panel (kc x MR) times B rows (row k: the NR values at b + row[k], any alignment), written to out
-// (rows ldo apart, any alignment, overwritten) plus bias[r] on row r where bias is not null, then ReLU where
-// relu. Full tiles of a one-block product go straight to the output; the rest to a buffer, then store_tile.
+// (rows ldo apart, any alignment): out = (accumulate ? out : 0) + tile + bias[r] on row r where bias is not
+// null, then ReLU where relu. The epilogue rides on the tile while it is in registers, so full tiles go
+// straight to their destination; the GEMM driver sends partial ones through a buffer and store_tile.
 void microkernel_rows(int64_t kc, const float* a, const float* b, const int64_t* row, float* out, int64_t ldo,
-                      const float* bias, bool relu);
+                      const float* bias, bool relu, bool accumulate = false);
 void microkernel_rows(int64_t kc, const double* a, const double* b, const int64_t* row, double* out, int64_t ldo,
-                      const double* bias, bool relu);
+                      const double* bias, bool relu, bool accumulate = false);
 
 // Columns [0, n) of a tile's first mr rows (tile: rows NR apart) into out + r*ldo: out = (first ? 0 : out) +
 // tile + bias[r] (no bias where bias is null), then ReLU where relu (a NaN stays NaN, as in torch). Out of line

@@ -37,7 +37,8 @@ __attribute__((always_inline)) inline double hsum(f64x8 v) {
 #define PIXELOPS_CONV_MICROKERNEL_ROWS(T, V, LANES)                                                 \
   PIXELOPS_CONV_CLONES void microkernel_rows(int64_t kc, const T* __restrict a, const T* __restrict b, \
                                              const int64_t* __restrict row, T* __restrict out,      \
-                                             int64_t ldo, const T* __restrict bias, bool relu) {    \
+                                             int64_t ldo, const T* __restrict bias, bool relu,      \
+                                             bool accumulate) {                                     \
     constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;                                               \
     static_assert(NR == 2 * LANES, "two vectors per tile row");                                     \
     V c0[MR], c1[MR];                                                                               \
@@ -52,6 +53,11 @@ __attribute__((always_inline)) inline double hsum(f64x8 v) {
         c1[r] += s * b1;                                                                            \
       }                                                                                             \
     }                                                                                               \
+    if (accumulate)                                                                                 \
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {                                        \
+        c0[r] += *reinterpret_cast<const V*>(out + r * ldo);                                        \
+        c1[r] += *reinterpret_cast<const V*>(out + r * ldo + LANES);                                \
+      }                                                                                             \
     if (bias)                                                                                       \
       _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) { c0[r] += bias[r]; c1[r] += bias[r]; } \
     if (relu) {  /* x < 0 ? 0 : x keeps a NaN, as torch.relu does */                               \
