@@ -38,6 +38,8 @@ DIRECT = [
     ((2, 8, 9, 13), (5, 3, 3), dict(padding=1), None),
     ((1, 80, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 720: two k blocks
     ((2, 12, 10, 9), (6, 3, 3), dict(padding=(4, 3)), None),                  # pad > kernel: negative in grad_x
+    # padding past the kernel's reach: grad_w's stacked images share no more rows than the kernel spans
+    ((6, 2, 5, 4), (3, 3, 3), dict(padding=(4, 3), stride=2), None),
     # pads 1 before, 2 after: row pitch set by the wider side; grad_w stacks 3 images, sharing 1 padding row
     ((6, 8, 9, 11), (6, 4, 4), dict(padding="same"), None),
     ((2, 16, 12, 14), (8, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2), None),
@@ -109,3 +111,31 @@ def test_direct_path_wide_strided_rows(dtype):
     want = torch.autograd.grad(ref, (x, w), gy)
     for a, e in zip(got, want):
         torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)
+
+
+def _poison_scratch(dtype):
+    # NaN through every CPU conv path, forward and backward, so that the per-thread work buffers
+    # (common/scratch.h), reused without clearing, hold NaN where a later call might read before it writes
+    for stride, cin in ((1, 16), (2, 16), (1, 2)):
+        x = torch.full((4, cin, 30, 30), float("nan"), dtype=dtype, requires_grad=True)
+        w = torch.full((16, cin, 3, 3), float("nan"), dtype=dtype, requires_grad=True)
+        y = pixelops.conv2d(x, w, padding=1, stride=stride)
+        torch.autograd.grad(y, (x, w), torch.full_like(y, float("nan")))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reused_work_buffers_are_written_before_read(dtype):
+    _poison_scratch(dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    for x_shape, w_shape, kw, _ in DIRECT[:6] + DIRECT[-5:]:
+        groups = kw.get("groups", 1)
+        x = _rand(*x_shape, seed=21).requires_grad_()
+        w = _rand(w_shape[0], x_shape[1] // groups, *w_shape[1:], seed=22).requires_grad_()
+        y = pixelops.conv2d(x.to(dtype), w.to(dtype), **kw)
+        ref = F.conv2d(x, w, **kw)
+        torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
+        gy = _rand(*ref.shape, seed=23)
+        got = torch.autograd.grad(y, (x, w), gy.to(dtype))
+        want = torch.autograd.grad(ref, (x, w), gy)
+        for a, e in zip(got, want):
+            torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)

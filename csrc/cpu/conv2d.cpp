@@ -27,6 +27,7 @@
 
 #include "common/dispatch.h"
 #include "common/parallel.h"
+#include "common/scratch.h"
 #include "cpu/conv2d_gemm.h"
 #include "ops.h"
 
@@ -164,9 +165,10 @@ struct PhaseGrid {
     return {lo, std::max(lo, std::min<int64_t>(Hq, ceil_div(q.IH + q.ph - pr, q.sh)))};
   }
   // Rows between images laid one below the other (grad_weight_direct): as with columns, the bottom padding
-  // of one image and the top padding of the next may share rows, as many as both have.
+  // of one image and the top padding of the next may share rows, as many as both have, and no more than
+  // the kernel spans (so that an image's output rows, OH of the Hq, never reach the next image's).
   int64_t image_rows(const Geometry& q) const {
-    int64_t shared = Hq;
+    int64_t shared = Hq - q.OH;
     for (int64_t pr = 0; pr < q.sh; ++pr) {
       const auto [lo, hi] = data_rows(q, pr);
       shared = std::min({shared, lo, Hq - hi});
@@ -190,18 +192,21 @@ struct PhaseGrid {
     const int64_t a = (t / q.KW) * q.dh, b = (t % q.KW) * q.dw;
     return ((c * q.sh + a % q.sh) * q.sw + b % q.sw) * stride + (a / q.sh) * Wq + b / q.sw;
   }
-  // Copies input channel plane xc into its phase planes at dst (`stride` apart); the padding is not written.
+  // Copies input channel plane xc into its phase planes at dst (`stride` apart), Hq x Wq values each,
+  // padding included (zeros), so that a plane needs no clearing before.
   template <class T>
   void fill(const Geometry& q, const T* xc, T* dst, int64_t stride) const {
     for (int64_t pr = 0; pr < q.sh; ++pr)
       for (int64_t pc = 0; pc < q.sw; ++pc) {
         T* plane = dst + (pr * q.sw + pc) * stride;
-        // plane rows i / columns j show input row i*sh + pr - ph / column j*sw + pc - pw: those inside
         const auto [i_lo, i_hi] = data_rows(q, pr);
         const auto [j_lo, j_hi] = data_columns(q, pc);
-        if (i_lo < i_hi && j_lo < j_hi)
-          conv::copy_rows(xc + (i_lo * q.sh + pr - q.ph) * q.xh + (j_lo * q.sw + pc - q.pw) * q.xw, q.sh * q.xh,
-                          q.sw * q.xw, plane + i_lo * Wq + j_lo, Wq, i_hi - i_lo, j_hi - j_lo);
+        const bool inside = i_lo < i_hi && j_lo < j_hi;
+        std::fill(plane, plane + (inside ? i_lo : Hq) * Wq, T(0));
+        if (!inside) continue;
+        conv::copy_rows(xc + (i_lo * q.sh + pr - q.ph) * q.xh + (j_lo * q.sw + pc - q.pw) * q.xw, q.sh * q.xh,
+                        q.sw * q.xw, plane + i_lo * Wq + j_lo, Wq, i_hi - i_lo, j_hi - j_lo, j_lo, Wq - j_hi);
+        std::fill(plane + i_hi * Wq, plane + Hq * Wq, T(0));
       }
   }
 };
@@ -241,12 +246,15 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
   const int64_t kc = k_block(K);
   const double work = double(q.N) * cols * M * K;
   parallel_for(q.N * q.G, work < 2e5 ? q.N * q.G : 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> planes(size_t(q.Cg * CS), T(0));  // the padding stays zero; only the inside is rewritten
-    std::vector<T> band(size_t(MgP * BAND)), bias_rows(size_t(MgP), T(0));
+    // planes: each image's fill writes its grids whole; the room past them is cleared once
+    T* planes = thread_scratch<T>(0, size_t(q.Cg * CS));
+    for (int64_t p = 0; p < q.Cg * grid.phases; ++p) std::fill(planes + p * S + grid.Hq * Wp, planes + (p + 1) * S, T(0));
+    T* band = thread_scratch<T>(1, size_t(MgP * BAND));  // written by the microkernel before it is read
+    std::vector<T> bias_rows(size_t(MgP), T(0));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / q.G, g = task % q.G;
       for (int64_t c = 0; c < q.Cg; ++c)
-        grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS, S);
+        grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes + c * CS, S);
       if (bias)
         for (int64_t m = 0; m < q.Mg; ++m) bias_rows[m] = bias[(g * q.Mg + m) * bias_stride];
       T* yg = y + (n * M + g * q.Mg) * P;
@@ -258,15 +266,15 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
           const bool first = k0 == 0, last = k0 + kcb == K;
           for (int64_t j0 = b0; j0 < b0 + bn; j0 += NR)
             for (int64_t i = 0; i * MR < q.Mg; ++i)
-              conv::microkernel_rows(kcb, wg + conv::packed_a_offset<T>(q.Mg, k0, kcb, i), planes.data() + j0,
-                                     row.data() + k0, band.data() + i * MR * BAND + (j0 - b0), BAND,
+              conv::microkernel_rows(kcb, wg + conv::packed_a_offset<T>(q.Mg, k0, kcb, i), planes + j0,
+                                     row.data() + k0, band + i * MR * BAND + (j0 - b0), BAND,
                                      bias && last ? bias_rows.data() + i * MR : nullptr, relu && last, !first);
         }
         // the band's columns by grid row: those before OW are outputs, the wrapped ones are dropped
         for (int64_t j = b0; j < b0 + bn;) {
           const int64_t oh = j / Wp, ow = j % Wp, run = std::min(b0 + bn - j, Wp - ow);
           const int64_t keep = std::min(run, q.OW - ow);
-          if (keep > 0) conv::copy_rows(band.data() + (j - b0), BAND, 1, yg + oh * q.OW + ow, P, q.Mg, keep);
+          if (keep > 0) conv::copy_rows(band + (j - b0), BAND, 1, yg + oh * q.OW + ow, P, q.Mg, keep);
           j += run;
         }
       }
@@ -291,7 +299,8 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
   const int64_t group_stride = round_up(q.Mg, Tile<T>::MR) * K;
   const double work = double(cols) * M * std::max<int64_t>(K, 1);
   parallel_for(tasks, work < 2e5 ? tasks : 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(K, 1)) * conv::b_pitch<T>(NC)));
+    // the gather writes every value of a block that the microkernel reads
+    T* b_buf = thread_scratch<T>(0, size_t(k_block(std::max<int64_t>(K, 1)) * conv::b_pitch<T>(NC)));
     T target_bias[Tile<T>::MR];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % blocks, g = task / blocks;
@@ -308,7 +317,7 @@ void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* b
         continue;
       }
       conv::gemm<T>(
-          w_packed + g * group_stride, q.Mg, K, c0, nb, b_buf.data(),
+          w_packed + g * group_stride, q.Mg, K, c0, nb, b_buf,
           [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nbb, T* dst, int64_t ld) {
             gather_im2col(q, x, g, k0, kcb, n0, nbb, dst, ld);
           },
@@ -596,30 +605,37 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
   const int64_t chunks = (q.N + chunk - 1) / chunk;
   parallel_for(chunks, 1, [&](int64_t ch_begin, int64_t ch_end) {
     std::vector<T> acc(size_t(M * K), T(0));
-    // zeros everywhere the copies below never write: padding, the grid's extra columns and rows, the tail
-    std::vector<T> planes(size_t(q.Cg * CS), T(0)), rows(size_t(MgP * LD), T(0));
+    // Everything read below is written first. planes: fill writes each image's grids whole (neighbours
+    // overlap on shared padding rows, zeros in both), and the rest of each plane, past the chunk's last grid,
+    // is cleared where it may hold an earlier chunk's images. grad_y rows: each image's IP values whole, zeros
+    // past the last image; rows past Mg (a partial DR tile) are read, but their results are dropped.
+    T* planes = thread_scratch<T>(0, size_t(q.Cg * CS));
+    T* rows = thread_scratch<T>(1, size_t(MgP * LD));
+    int64_t clear_from = -1;  // where the planes are known zero to their end
     alignas(64) T out[DR * DC];
     for (int64_t ch = ch_begin; ch < ch_end; ++ch) {
       const int64_t n0 = ch * chunk, nimg = std::min(chunk, q.N - n0);
-      const int64_t len = round_up((nimg - 1) * IP + HWp, L);
-      if (nimg < chunk)  // a shorter last chunk: what earlier chunks left past its end must not count
-        for (int64_t m = 0; m < q.Mg; ++m)
-          std::fill(rows.data() + m * LD + std::min(nimg * IP, len), rows.data() + m * LD + len, T(0));
+      const int64_t grid_end = (nimg - 1) * IP + HWp, len = round_up(grid_end, L);
+      if (grid_end != clear_from) {
+        for (int64_t p = 0; p < q.Cg * grid.phases; ++p) std::fill(planes + p * S + grid_end, planes + (p + 1) * S, T(0));
+        clear_from = grid_end;
+      }
+      for (int64_t m = 0; m < q.Mg; ++m) std::fill(rows + m * LD + nimg * IP, rows + m * LD + len, T(0));
       for (int64_t g = 0; g < q.G; ++g) {
         for (int64_t i = 0; i < nimg; ++i) {
           const int64_t n = n0 + i;
           for (int64_t c = 0; c < q.Cg; ++c)
-            grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes.data() + c * CS + i * IP, S);
+            grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes + c * CS + i * IP, S);
           for (int64_t m = 0; m < q.Mg; ++m) {
-            const T* src = gy + (n * M + g * q.Mg + m) * P;
-            T* o = rows.data() + m * LD + i * IP;
-            conv::copy_rows(src, q.OW, 1, o, Wp, q.OH, q.OW);
+            T* o = rows + m * LD + i * IP;
+            conv::copy_rows(gy + (n * M + g * q.Mg + m) * P, q.OW, 1, o, Wp, q.OH, q.OW, 0, Wp - q.OW);
+            std::fill(o + q.OH * Wp, o + IP, T(0));
           }
         }
         T* accg = acc.data() + g * q.Mg * K;
         for (int64_t m0 = 0; m0 < q.Mg; m0 += DR)
           for (int64_t k0 = 0; k0 < K; k0 += DC) {
-            conv::dot_tile_rows(len, rows.data() + m0 * LD, LD, planes.data(), row.data() + k0, out);
+            conv::dot_tile_rows(len, rows + m0 * LD, LD, planes, row.data() + k0, out);
             const int nr = int(std::min<int64_t>(DR, q.Mg - m0)), nc = int(std::min<int64_t>(DC, K - k0));
             for (int r = 0; r < nr; ++r)
               for (int j = 0; j < nc; ++j) accg[(m0 + r) * K + k0 + j] += out[r * DC + j];
@@ -690,11 +706,12 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     const Geometry q = geometry_of(x, w, grad_y, sh, sw, ph, pw, dh, dw, groups, ntaps);
     const int64_t M = q.G * q.Mg, P = q.P(), nt = q.taps(), KK = q.KH * q.KW;
 
-    // grad_y, masked by the fused ReLU, as a contiguous N x M x P array (used as is when already so).
-    std::vector<T> gy_copy;
+    // grad_y, masked by the fused ReLU, as a contiguous N x M x P array (used as is when already so), in
+    // this thread's scratch slot 2 (the kernels below take 0 and 1 on every thread, this one included).
+    T* gy_copy = nullptr;
     const T* gy = grad_y.ptr<T>();
     if (relu || !grad_y.contiguous()) {
-      gy_copy.resize(size_t(q.N * M * P));
+      gy_copy = thread_scratch<T>(2, size_t(q.N * M * P));
       const T* yp = relu ? y.ptr<T>() : nullptr;
       const T* g = grad_y.ptr<T>();
       parallel_for(q.N * M, std::max<int64_t>(1, 32768 / std::max<int64_t>(P, 1)), [&](int64_t b, int64_t e) {
@@ -702,7 +719,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
           const int64_t n = r / M, m = r % M;
           const T* gr = g + n * grad_y.stride[0] + m * grad_y.stride[1];
           const T* yr = yp ? yp + n * y.stride[0] + m * y.stride[1] : nullptr;
-          T* out = gy_copy.data() + r * P;
+          T* out = gy_copy + r * P;
           for (int64_t oh = 0; oh < q.OH; ++oh)
             for (int64_t ow = 0; ow < q.OW; ++ow) {
               T v = gr[oh * grad_y.stride[2] + ow * grad_y.stride[3]];
@@ -711,7 +728,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
             }
         }
       });
-      gy = gy_copy.data();
+      gy = gy_copy;
     }
 
     if (grad_b.data) {

@@ -44,12 +44,14 @@ void store_tile(const float* tile, int mr, int n, float* out, int64_t ldo, const
 void store_tile(const double* tile, int mr, int n, double* out, int64_t ldo, const double* bias, bool first,
                 bool relu);
 
-// rows x n values from src (rows ld_src apart, values step apart) into dst (rows ld_dst apart): the copies of
-// images into padded planes, cloned like the kernels so that they move whole vectors (compiled for the
-// baseline, they moved 16 bytes at a time and took 4% of a 64-channel forward).
-void copy_rows(const float* src, int64_t ld_src, int64_t step, float* dst, int64_t ld_dst, int64_t rows, int64_t n);
+// rows x n values from src (rows ld_src apart, values step apart) into dst (rows ld_dst apart), each row
+// with lead zeros before it (at dst[-lead, 0)) and trail zeros after it: the copies of images into padded
+// planes, cloned like the kernels so that they move whole vectors (compiled for the baseline, they moved 16
+// bytes at a time and took 4% of a 64-channel forward).
+void copy_rows(const float* src, int64_t ld_src, int64_t step, float* dst, int64_t ld_dst, int64_t rows, int64_t n,
+               int64_t lead = 0, int64_t trail = 0);
 void copy_rows(const double* src, int64_t ld_src, int64_t step, double* dst, int64_t ld_dst, int64_t rows,
-               int64_t n);
+               int64_t n, int64_t lead = 0, int64_t trail = 0);
 
 // Dot-product tile for grad_weight (conv2d_microkernel.cpp): DR rows of A against DC rows of B.
 struct DotTile { static constexpr int DR = 4, DC = 6; };

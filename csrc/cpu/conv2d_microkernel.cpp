@@ -101,10 +101,12 @@ PIXELOPS_CONV_STORE_TILE(double)
 #define PIXELOPS_CONV_COPY_ROWS(T, V, LANES)                                                             \
   __attribute__((optimize("no-tree-loop-distribute-patterns")))                                          \
   PIXELOPS_CONV_CLONES void copy_rows(const T* __restrict src, int64_t ld_src, int64_t step, T* __restrict dst, \
-                                      int64_t ld_dst, int64_t rows, int64_t n) {                        \
+                                      int64_t ld_dst, int64_t rows, int64_t n, int64_t lead, int64_t trail) { \
     for (int64_t i = 0; i < rows; ++i) {                                                                 \
       const T* __restrict s = src + i * ld_src;                                                          \
       T* __restrict d = dst + i * ld_dst;                                                                \
+      for (int64_t j = -lead; j < 0; ++j) d[j] = T(0);                                                   \
+      for (int64_t j = n; j < n + trail; ++j) d[j] = T(0);                                               \
       if (step == 1 && n >= LANES) {                                                                     \
         int64_t j = 0;                                                                                   \
         for (; j + LANES <= n; j += LANES) *reinterpret_cast<V*>(d + j) = *reinterpret_cast<const V*>(s + j); \
