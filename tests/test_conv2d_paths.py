@@ -96,21 +96,25 @@ def test_direct_path_float32_and_numpy():
     torch.testing.assert_close(torch.from_numpy(out), F.conv2d(x.flip(2), w, padding=1), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_direct_path_wide_strided_rows(dtype):
-    # Stride 2 splits each image row between two phase planes with a vector shuffle (copy_rows) where a plane
-    # row holds more than one vector: here 38 values, so whole vectors and a scalar tail, in both types.
-    x, w = _rand(2, 8, 9, 75, seed=13), _rand(6, 8, 3, 3, seed=14)
-    x, w = x.requires_grad_(), w.requires_grad_()
-    ref = F.conv2d(x, w, stride=2, padding=1)
-    y = pixelops.conv2d(x.to(dtype), w.to(dtype), stride=2, padding=1)
+def _check_in(dtype, x, w, **kw):
+    """pixelops.conv2d in dtype against torch in float64 (x, w: float64 leaves), forward and both gradients."""
     tol = 1e-4 if dtype == torch.float32 else 1e-10
+    y = pixelops.conv2d(x.to(dtype), w.to(dtype), **kw)
+    ref = F.conv2d(x, w, **kw)
     torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
     gy = _rand(*ref.shape, seed=15)
     got = torch.autograd.grad(y, (x, w), gy.to(dtype))
     want = torch.autograd.grad(ref, (x, w), gy)
     for a, e in zip(got, want):
         torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_direct_path_wide_strided_rows(dtype):
+    # Stride 2 splits each image row between two phase planes with a vector shuffle (copy_rows) where a plane
+    # row holds more than one vector: here 38 values, so whole vectors and a scalar tail, in both types.
+    x, w = _rand(2, 8, 9, 75, seed=13).requires_grad_(), _rand(6, 8, 3, 3, seed=14).requires_grad_()
+    _check_in(dtype, x, w, stride=2, padding=1)
 
 
 def _poison_scratch(dtype):
@@ -126,16 +130,8 @@ def _poison_scratch(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_reused_work_buffers_are_written_before_read(dtype):
     _poison_scratch(dtype)
-    tol = 1e-4 if dtype == torch.float32 else 1e-10
     for x_shape, w_shape, kw, _ in DIRECT[:6] + DIRECT[-5:]:
         groups = kw.get("groups", 1)
         x = _rand(*x_shape, seed=21).requires_grad_()
         w = _rand(w_shape[0], x_shape[1] // groups, *w_shape[1:], seed=22).requires_grad_()
-        y = pixelops.conv2d(x.to(dtype), w.to(dtype), **kw)
-        ref = F.conv2d(x, w, **kw)
-        torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
-        gy = _rand(*ref.shape, seed=23)
-        got = torch.autograd.grad(y, (x, w), gy.to(dtype))
-        want = torch.autograd.grad(ref, (x, w), gy)
-        for a, e in zip(got, want):
-            torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)
+        _check_in(dtype, x, w, **kw)
