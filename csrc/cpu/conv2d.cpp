@@ -52,82 +52,34 @@ struct Geometry {
   int64_t P() const { return OH * OW; }
 };
 
-// Copies n values, n <= 2 vectors with at most four (possibly overlapping) vector moves: the runs copied
-// into im2col rows are short and of every length, and memcpy would become a slow-starting `rep movs`.
-template <class T, int Bytes> struct VecOf {
-  typedef T type __attribute__((vector_size(Bytes), aligned(sizeof(T))));
-};
-template <class T, int Bytes>
-inline void move_pair(T* out, const T* src, int64_t n) {  // Bytes/sizeof(T) <= n <= 2*Bytes/sizeof(T)
-  using V = typename VecOf<T, Bytes>::type;
-  constexpr int64_t L = Bytes / sizeof(T);
-  const V a = *reinterpret_cast<const V*>(src), b = *reinterpret_cast<const V*>(src + n - L);
-  *reinterpret_cast<V*>(out) = a;
-  *reinterpret_cast<V*>(out + n - L) = b;
-}
-template <class T>
-inline void copy_short(T* __restrict out, const T* __restrict src, int64_t n) {
-  constexpr int64_t L = 64 / sizeof(T);
-  if (n > L) {
-    if (n > 2 * L) {  // longer: whole vectors, then one that ends at n (overlapping the last)
-      using V = typename VecOf<T, 64>::type;
-      for (int64_t i = 0; i + L < n; i += L) *reinterpret_cast<V*>(out + i) = *reinterpret_cast<const V*>(src + i);
-      *reinterpret_cast<V*>(out + n - L) = *reinterpret_cast<const V*>(src + n - L);
-    } else {
-      move_pair<T, 64>(out, src, n);
-    }
-  } else if (n >= L / 2) {
-    move_pair<T, 32>(out, src, n);
-  } else if (n >= L / 4) {
-    move_pair<T, 16>(out, src, n);
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = src[i];
-  }
-}
-
 inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
 // Fills dst with the im2col block of group g: rows k in [k0, k0+kcb) (k = c*taps + (t - t0)) at dst +
 // (k - k0)*ld, columns [c0, c0+nb) of the (image, pixel) space (column = n*P + p), zero padded to whole tiles.
-// Each output row's run of pixels splits into zeros (left padding), a strided copy of one input row, and
-// zeros (right padding).
+// The block's columns go in runs within one output row (ImRun, the same for every k row), each k row names its
+// channel and tap (ImRow), and the cloned im2col_rows copies.
 template <class T>
 void gather_im2col(const Geometry& q, const T* x, int64_t g, int64_t k0, int64_t kcb, int64_t c0, int64_t nb,
                    T* dst, int64_t ld) {
   const int64_t nt = q.taps(), P = q.P();
-  const int64_t npad = round_up(nb, Tile<T>::NR);
-  // The block's columns as runs within one output row (the same for every k row): worked out once.
-  struct Run { int64_t jj, a, b, vh0, xoff; };  // columns [jj, jj+b-a) are pixels (oh, a..b) of an image
-  std::vector<Run> runs;
+  std::vector<conv::ImRun> runs;
   for (int64_t jj = 0; jj < nb;) {
     const int64_t col = c0 + jj, n = col / P, p = col % P, oh = p / q.OW, a = p % q.OW;
     const int64_t b = a + std::min(nb - jj, q.OW - a);
-    runs.push_back(Run{jj, a, b, oh * q.sh, n * q.xn});
+    runs.push_back(conv::ImRun{jj, a, b, oh * q.sh, n * q.xn});
     jj += b - a;
   }
+  std::vector<conv::ImRow<T>> rows(static_cast<size_t>(kcb));
   for (int64_t k = k0; k < k0 + kcb; ++k) {
     const int64_t c = k / nt, t = q.t0 + k % nt;
     const int64_t offh = (t / q.KW) * q.dh - q.ph, offw = (t % q.KW) * q.dw - q.pw;
-    const T* xc = x + (g * q.Cg + c) * q.xc;
-    // Output columns ow whose input column ow*sw + offw lies inside [0, IW): [lo, hi)
+    // output columns ow whose input column ow*sw + offw lies inside [0, IW): [lo, hi)
     const int64_t lo = std::max<int64_t>(0, ceil_div(-offw, q.sw));
     const int64_t hi = std::max(lo, std::min<int64_t>(q.OW, ceil_div(q.IW - offw, q.sw)));
-    T* line = dst + (k - k0) * ld;
-    std::fill(line, line + npad, T(0));
-    for (const Run& run : runs) {
-      const int64_t vh = run.vh0 + offh;
-      if (vh < 0 || vh >= q.IH) continue;
-      const int64_t l = std::clamp(lo, run.a, run.b), h = std::clamp(hi, l, run.b);
-      const T* xr = xc + run.xoff + vh * q.xh + (l * q.sw + offw) * q.xw;
-      T* o = line + run.jj + (l - run.a);
-      const int64_t step = q.sw * q.xw;
-      if (step == 1) {
-        copy_short(o, xr, h - l);  // runs of an image row: short, and a memmove call costs more than its copy
-      } else {
-        for (int64_t i = 0; i < h - l; ++i) o[i] = xr[i * step];
-      }
-    }
+    rows[k - k0] = conv::ImRow<T>{x + (g * q.Cg + c) * q.xc, offh, offw, lo, hi};
   }
+  conv::im2col_rows(rows.data(), kcb, runs.data(), int64_t(runs.size()), q.IH, q.xh, q.xw, q.sw,
+                    round_up(nb, Tile<T>::NR), dst, ld);
 }
 
 // The biases of output rows [m0, m0 + mr) (stride apart) where a tile's last k block goes out, else null: what

@@ -53,6 +53,20 @@ void copy_rows(const float* src, int64_t ld_src, int64_t step, float* dst, int64
 void copy_rows(const double* src, int64_t ld_src, int64_t step, double* dst, int64_t ld_dst, int64_t rows,
                int64_t n, int64_t lead = 0, int64_t trail = 0);
 
+// One k row of an im2col block: the values one input channel shows under one tap at a block's columns.
+// A block's columns split into runs, each a stretch of one output row of one image (the same runs serve
+// every k row); a row's tap decides which input row each run reads and which of its columns fall inside the
+// image ([lo, hi) of the output columns), the rest being zero padding.
+struct ImRun { int64_t col, a, b, ih0, image; };  // columns [col, col + b-a): output columns a..b of the output
+                                                    // row whose first tap row is input row ih0, image at +image
+template <class T> struct ImRow { const T* channel; int64_t offh, offw, lo, hi; };
+// Writes rows[i] at dst + i*ld, npad values each (zeros where no input value falls). IH: input rows; xh, xw:
+// input strides of a row and a column; sw: column stride of the conv.
+void im2col_rows(const ImRow<float>* rows, int64_t nrows, const ImRun* runs, int64_t nruns, int64_t IH, int64_t xh,
+                 int64_t xw, int64_t sw, int64_t npad, float* dst, int64_t ld);
+void im2col_rows(const ImRow<double>* rows, int64_t nrows, const ImRun* runs, int64_t nruns, int64_t IH, int64_t xh,
+                 int64_t xw, int64_t sw, int64_t npad, double* dst, int64_t ld);
+
 // Dot-product tile for grad_weight (conv2d_microkernel.cpp): DR rows of A against DC rows of B.
 struct DotTile { static constexpr int DR = 4, DC = 6; };
 template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width of dot_tile's rows

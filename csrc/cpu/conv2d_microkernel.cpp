@@ -2,6 +2,8 @@
 // rows of B.   tile[r][j] = sum_k a[k*MR + r] * b[row[k] + j]
 // Written with GCC vector types of 64 bytes (two per tile row): one zmm each under AVX-512, two ymm under
 // AVX2, so the same source serves every clone. The tile goes out to memory once per call.
+#include <algorithm>
+
 #include "cpu/conv2d_gemm.h"
 
 namespace pixelops::cpu::conv {
@@ -131,6 +133,39 @@ PIXELOPS_CONV_COPY_ROWS(float, f32x16, 16)
 #define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
 PIXELOPS_CONV_COPY_ROWS(double, f64x8, 8)
 #undef EVEN
+
+// Zeros, then each run's inside part copied in: whole vectors and one ending at its end for stride 1 (runs
+// of 16 values or more), value by value otherwise.
+#define PIXELOPS_CONV_IM2COL_ROWS(T, V, LANES)                                                            \
+  __attribute__((optimize("no-tree-loop-distribute-patterns")))                                          \
+  PIXELOPS_CONV_CLONES void im2col_rows(const ImRow<T>* rows, int64_t nrows, const ImRun* runs, int64_t nruns, \
+                                        int64_t IH, int64_t xh, int64_t xw, int64_t sw, int64_t npad,   \
+                                        T* __restrict dst, int64_t ld) {                                 \
+    const int64_t step = sw * xw;                                                                        \
+    for (int64_t k = 0; k < nrows; ++k) {                                                                \
+      const ImRow<T>& row = rows[k];                                                                     \
+      T* __restrict line = dst + k * ld;                                                                 \
+      for (int64_t j = 0; j < npad; j += LANES) *reinterpret_cast<V*>(line + j) = V{};                   \
+      for (int64_t u = 0; u < nruns; ++u) {                                                              \
+        const ImRun& run = runs[u];                                                                      \
+        const int64_t ih = run.ih0 + row.offh;                                                           \
+        if (ih < 0 || ih >= IH) continue;                                                                \
+        const int64_t l = std::clamp(row.lo, run.a, run.b), n = std::clamp(row.hi, l, run.b) - l;        \
+        const T* __restrict s = row.channel + run.image + ih * xh + (l * sw + row.offw) * xw;            \
+        T* __restrict o = line + run.col + (l - run.a);                                                  \
+        if (step == 1 && n >= LANES) {                                                                   \
+          int64_t j = 0;                                                                                 \
+          for (; j + LANES <= n; j += LANES) *reinterpret_cast<V*>(o + j) = *reinterpret_cast<const V*>(s + j); \
+          if (j < n) *reinterpret_cast<V*>(o + n - LANES) = *reinterpret_cast<const V*>(s + n - LANES); \
+        } else {                                                                                         \
+          for (int64_t j = 0; j < n; ++j) o[j] = s[j * step];                                            \
+        }                                                                                                \
+      }                                                                                                  \
+    }                                                                                                    \
+  }
+
+PIXELOPS_CONV_IM2COL_ROWS(float, f32x16, 16)
+PIXELOPS_CONV_IM2COL_ROWS(double, f64x8, 8)
 
 }  // namespace pixelops::cpu::conv
 
