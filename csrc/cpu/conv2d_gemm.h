@@ -136,7 +136,10 @@ inline int64_t b_pitch(int64_t nb) { return round_up(nb, Tile<T>::NR) + 64 / int
 // the B block [k0, k0+kcb) x [n0, n0+nb) as kcb rows ld apart (zero padded to whole tiles; dst holds
 // k_block(K) * b_pitch(NC) values), and store(m0, n0, mr, nr, tile, first, last) consumes an MR x NR tile
 // (first/last: first/last k block), unless target(m0, n0) names where a full tile of a one-block product goes
-// (saving the trip through the buffer).
+// (saving the trip through the buffer). Row panels outside, column tiles inside: the output is written 8 rows
+// at a time along their length. Column tiles outside wrote all M rows a step at a time, 64 streams of stores
+// for a 64-channel layer, and then a 1-channel 7x7 forward took 0.13 or 0.20 ms by where malloc had put its
+// output (0.20 whenever that memory was not in cache); now 0.13 either way.
 template <class T, class FillB, class Store, class Target>
 void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_buf, FillB&& fill_b, Store&& store,
           Target&& target) {
@@ -149,12 +152,12 @@ void gemm(const T* a_packed, int64_t M, int64_t K, int64_t n0, int64_t nb, T* b_
     const int64_t kcb = std::min(kc, K - k0);
     const bool one_block = kcb == K;
     fill_b(k0, kcb, n0, nb, b_buf, ld);
-    for (int64_t j = 0; j * NR < nb; ++j) {
-      const T* bj = b_buf + j * NR;
-      const int nr = int(std::min<int64_t>(NR, nb - j * NR));
-      for (int64_t i = 0; i * MR < M; ++i) {
-        const T* ap = a_packed + packed_a_offset<T>(M, k0, kcb, i);
-        const int mr = int(std::min<int64_t>(MR, M - i * MR));
+    for (int64_t i = 0; i * MR < M; ++i) {
+      const T* ap = a_packed + packed_a_offset<T>(M, k0, kcb, i);
+      const int mr = int(std::min<int64_t>(MR, M - i * MR));
+      for (int64_t j = 0; j * NR < nb; ++j) {
+        const T* bj = b_buf + j * NR;
+        const int nr = int(std::min<int64_t>(NR, nb - j * NR));
         if (one_block && mr == MR && nr == NR) {
           const TileTarget<T> to = target(i * MR, n0 + j * NR);
           if (to.out) {
