@@ -1,7 +1,9 @@
-// The convolutions' inner loop: an MR x NR tile of C accumulated in registers over kc steps of packed A and
-// rows of B.   tile[r][j] = sum_k a[k*MR + r] * b[row[k] + j]
-// Written with GCC vector types of 64 bytes (two per tile row): one zmm each under AVX-512, two ymm under
-// AVX2, so the same source serves every clone. The tile goes out to memory once per call.
+// The CPU convolutions' inner loops, each compiled per instruction set (target_clones): the register-tile
+// microkernel (an MR x NR tile of C accumulated over kc steps of packed A and rows of B,
+//   tile[r][j] = sum_k a[k*MR + r] * b[row[k] + j],
+// with its epilogue), the tile store of partial tiles, the row copies into padded planes, the im2col gather
+// and grad_weight's dot-product tiles. Written with GCC vector types of 64 bytes: one zmm each under AVX-512,
+// two ymm under AVX2, so the same source serves every clone.
 #include <algorithm>
 
 #include "cpu/conv2d_gemm.h"
