@@ -168,10 +168,11 @@ struct PhaseGrid {
 // channel c at column j is the planes' value at offset(c, t) + j: a fixed offset per GEMM row, so B is read
 // in place (microkernel_rows) and nothing is gathered; the Wq - OW columns per row that wrap around the edge
 // are computed and dropped. Worth it when that waste is small (direct_fits).
-// And only for 64 or more GEMM rows (k): a shallower product stores its tiles after few multiply-adds, and
-// here a tile's columns split at every grid row into separate stores; the im2col gather it saves is cheap
-// for so few rows. (1-channel 7x7 mask A, K = 24: 0.17 ms direct, 0.15 with im2col; mnist's 1-channel
-// 3x3: 0.26 / 0.235; 16 channels, K = 144: 1.35 / 1.49; 8 channels, K = 72: even.)
+// And only for 64 or more GEMM rows (k): a shallower product does few multiply-adds per output value, so the
+// dropped columns and the band's extra pass over the output weigh more than the im2col gather they save,
+// which is cheap for so few rows (one thread: 1-channel 7x7 mask A, K = 24: 0.28 ms direct, 0.23 with
+// im2col; mnist's 1-channel 3x3: 0.31 / 0.24; at the time of the K >= 64 rule, 16 channels, K = 144:
+// 1.35 / 1.49 and 8 channels, K = 72: even).
 template <class T>
 bool direct_fits(const Geometry& q) {
   const PhaseGrid grid(q);
