@@ -183,10 +183,10 @@ template <class T>
 void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
                     T* y) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
-  // The grid's columns go in bands of BAND: the microkernel writes each full tile, bias and ReLU applied, into
-  // a band buffer (Mg rows of BAND, in L2), and the band's kept columns then go out one grid row at a time for
-  // all channels (copy_rows). Per tile, splitting its 32 columns at the grid's row ends into separate stores
-  // cost 5% of a 64-channel forward.
+  // The grid's columns go in bands of BAND: the microkernel writes each full tile, bias and ReLU applied and
+  // later k blocks added, into a band buffer (Mg rows of BAND, in L2), and the band's kept columns then go out
+  // one grid row at a time for all channels (copy_rows). So the microkernel's epilogue is the only tile store
+  // here; splitting each tile at the grid's row ends into store_tile calls, as before, was as fast.
   constexpr int64_t BAND = 16 * NR;
   const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, nt = q.taps();
   const PhaseGrid grid(q);
@@ -357,7 +357,7 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
     hi[row] = std::max(lo[row], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[row], q.sw)));
   }
   parallel_for(q.N * q.G, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> b_buf(size_t(k_block(std::max<int64_t>(q.Mg, 1)) * conv::b_pitch<T>(NC)));
+    T* b_buf = thread_scratch<T>(0, size_t(k_block(std::max<int64_t>(q.Mg, 1)) * conv::b_pitch<T>(NC)));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / q.G, g = task % q.G;
       T* gxg = gx + (n * C + g * q.Cg) * HW;
@@ -365,7 +365,7 @@ void grad_input_scatter(const Geometry& q, const T* gy, const Array& w, T* gx) {
       const T* gyg = gy + (n * M + g * q.Mg) * P;
       for (int64_t p0 = 0; p0 < P; p0 += NC) {
         conv::gemm<T>(
-            packed.data() + g * group_stride, rows, q.Mg, p0, std::min(NC, P - p0), b_buf.data(),
+            packed.data() + g * group_stride, rows, q.Mg, p0, std::min(NC, P - p0), b_buf,
             [&](int64_t k0, int64_t kcb, int64_t n0, int64_t nb, T* dst, int64_t ld) {  // grad_y rows
               conv::copy_rows(gyg + k0 * P + n0, P, 1, dst, ld, kcb, nb);
               for (int64_t m = 0; m < kcb; ++m) std::fill(dst + m * ld + nb, dst + m * ld + round_up(nb, NR), T(0));
