@@ -110,10 +110,12 @@ def _check_in(dtype, x, w, **kw):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_direct_path_wide_strided_rows(dtype):
-    # Stride 2 splits each image row between two phase planes with a vector shuffle (copy_rows) where a plane
-    # row holds more than one vector: here 38 values, so whole vectors and a scalar tail, in both types.
-    x, w = _rand(2, 8, 9, 75, seed=13).requires_grad_(), _rand(6, 8, 3, 3, seed=14).requires_grad_()
+@pytest.mark.parametrize("cin", [8, 3])
+def test_wide_strided_rows(dtype, cin):
+    # Stride 2 takes every other value of an image row with a vector shuffle (copy_run) where a run holds more
+    # than one vector: here 38 values, so whole vectors and a scalar tail, in both types. 8 channels (K = 72):
+    # the direct path's phase planes; 3 channels (K = 27): the im2col gather.
+    x, w = _rand(2, cin, 9, 75, seed=13).requires_grad_(), _rand(6, cin, 3, 3, seed=14).requires_grad_()
     _check_in(dtype, x, w, stride=2, padding=1)
 
 

@@ -144,6 +144,12 @@ struct PhaseGrid {
     const int64_t a = (t / q.KW) * q.dh, b = (t % q.KW) * q.dw;
     return ((c * q.sh + a % q.sh) * q.sw + b % q.sw) * stride + (a / q.sh) * Wq + b / q.sw;
   }
+  // Zeros from value `from` to the end of each of the Cg channels' planes at dst (planes `stride` apart):
+  // the room past the grids that reads may reach, which fill does not write.
+  template <class T>
+  void clear_past(const Geometry& q, T* dst, int64_t stride, int64_t from) const {
+    for (int64_t p = 0; p < q.Cg * phases; ++p) std::fill(dst + p * stride + from, dst + (p + 1) * stride, T(0));
+  }
   // Copies input channel plane xc into its phase planes at dst (`stride` apart), Hq x Wq values each,
   // padding included (zeros), so that a plane needs no clearing before.
   template <class T>
@@ -201,7 +207,7 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
   parallel_for(q.N * q.G, work < 2e5 ? q.N * q.G : 1, [&](int64_t begin, int64_t end) {
     // planes: each image's fill writes its grids whole; the room past them is cleared once
     T* planes = thread_scratch<T>(0, size_t(q.Cg * CS));
-    for (int64_t p = 0; p < q.Cg * grid.phases; ++p) std::fill(planes + p * S + grid.Hq * Wp, planes + (p + 1) * S, T(0));
+    grid.clear_past(q, planes, S, grid.Hq * Wp);
     T* band = thread_scratch<T>(1, size_t(MgP * BAND));  // written by the microkernel before it is read
     std::vector<T> bias_rows(size_t(MgP), T(0));
     for (int64_t task = begin; task < end; ++task) {
@@ -570,7 +576,7 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
       const int64_t n0 = ch * chunk, nimg = std::min(chunk, q.N - n0);
       const int64_t grid_end = (nimg - 1) * IP + HWp, len = round_up(grid_end, L);
       if (grid_end != clear_from) {
-        for (int64_t p = 0; p < q.Cg * grid.phases; ++p) std::fill(planes + p * S + grid_end, planes + (p + 1) * S, T(0));
+        grid.clear_past(q, planes, S, grid_end);
         clear_from = grid_end;
       }
       for (int64_t m = 0; m < q.Mg; ++m) std::fill(rows + m * LD + nimg * IP, rows + m * LD + len, T(0));

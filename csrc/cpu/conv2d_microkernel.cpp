@@ -33,6 +33,41 @@ __attribute__((always_inline)) inline double hsum(f64x8 v) {
   return b[0] + b[1];
 }
 
+// d[0, L) = s[0], s[2], ..., s[2L - 2] (a stride-2 row's even or odd columns), from two vector loads.
+__attribute__((always_inline)) inline void copy_even(float* __restrict d, const float* __restrict s) {
+  const f32x16 lo = *reinterpret_cast<const f32x16*>(s), hi = *reinterpret_cast<const f32x16*>(s + 16);
+  *reinterpret_cast<f32x16*>(d) =
+      __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+__attribute__((always_inline)) inline void copy_even(double* __restrict d, const double* __restrict s) {
+  const f64x8 lo = *reinterpret_cast<const f64x8*>(s), hi = *reinterpret_cast<const f64x8*>(s + 8);
+  *reinterpret_cast<f64x8*>(d) = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+
+// d[j] = s[j * step] for j < n: for stride 1 whole vectors, then one that ends at n (overlapping), for
+// stride 2 every other value picked from pairs of vectors (reads end at s[2(n-1)]), value by value
+// otherwise and for the tails. The callers are compiled without GCC's loop-idiom pass, which had turned these
+// loops into memcpy calls that cost more than the copy for the 10-60 values of an image row.
+// (The vector type comes from a trait, not a template argument: GCC drops a typedef's aligned(4) passed as
+// one, and the copies then compiled to aligned stores.)
+template <class T> struct Vec;
+template <> struct Vec<float> { typedef float type __attribute__((vector_size(64), aligned(4))); };
+template <> struct Vec<double> { typedef double type __attribute__((vector_size(64), aligned(8))); };
+template <class T>
+__attribute__((always_inline)) inline void copy_run(T* __restrict d, const T* __restrict s, int64_t n, int64_t step) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t L = int64_t(sizeof(V) / sizeof(T));
+  int64_t j = 0;
+  if (step == 1 && n >= L) {
+    for (; j + L <= n; j += L) *reinterpret_cast<V*>(d + j) = *reinterpret_cast<const V*>(s + j);
+    if (j < n) *reinterpret_cast<V*>(d + n - L) = *reinterpret_cast<const V*>(s + n - L);
+    return;
+  }
+  if (step == 2)
+    for (; j + L < n; j += L) copy_even(d + j, s + 2 * j);
+  for (; j < n; ++j) d[j] = s[j * step];
+}
+
 }  // namespace
 
 // B rows found through a table of offsets: row k of B is the NR values at b + row[k] (any alignment), two
@@ -100,50 +135,28 @@ PIXELOPS_CONV_MICROKERNEL_ROWS(double, f64x8, 8)
 PIXELOPS_CONV_STORE_TILE(float)
 PIXELOPS_CONV_STORE_TILE(double)
 
-// Whole vectors, then one that ends at n (overlapping), so that GCC does not turn the loop into a memcpy
-// call (its loop-idiom pass did), which costs more than the copy for the 10-60 values of an image row.
-#define PIXELOPS_CONV_COPY_ROWS(T, V, LANES)                                                             \
+// The copies of image rows into padded planes (copy_rows) and into im2col rows (im2col_rows), by copy_run.
+#define PIXELOPS_CONV_COPY_ROWS(T, V)                                                                    \
   __attribute__((optimize("no-tree-loop-distribute-patterns")))                                          \
   PIXELOPS_CONV_CLONES void copy_rows(const T* __restrict src, int64_t ld_src, int64_t step, T* __restrict dst, \
                                       int64_t ld_dst, int64_t rows, int64_t n, int64_t lead, int64_t trail) { \
     for (int64_t i = 0; i < rows; ++i) {                                                                 \
-      const T* __restrict s = src + i * ld_src;                                                          \
       T* __restrict d = dst + i * ld_dst;                                                                \
       for (int64_t j = -lead; j < 0; ++j) d[j] = T(0);                                                   \
       for (int64_t j = n; j < n + trail; ++j) d[j] = T(0);                                               \
-      if (step == 1 && n >= LANES) {                                                                     \
-        int64_t j = 0;                                                                                   \
-        for (; j + LANES <= n; j += LANES) *reinterpret_cast<V*>(d + j) = *reinterpret_cast<const V*>(s + j); \
-        if (j < n) *reinterpret_cast<V*>(d + n - LANES) = *reinterpret_cast<const V*>(s + n - LANES);   \
-      } else if (step == 2) { /* stride 2's phase planes: every other value, picked from two vectors */  \
-        int64_t j = 0;                                                                                   \
-        for (; j + LANES < n; j += LANES) { /* reads end at s[2j + 2L - 1] <= s[2(n-1)] */               \
-          const V lo = *reinterpret_cast<const V*>(s + 2 * j);                                          \
-          const V hi = *reinterpret_cast<const V*>(s + 2 * j + LANES);                                  \
-          *reinterpret_cast<V*>(d + j) = EVEN(lo, hi);                                                   \
-        }                                                                                                \
-        for (; j < n; ++j) d[j] = s[2 * j];                                                              \
-      } else {                                                                                           \
-        for (int64_t j = 0; j < n; ++j) d[j] = s[j * step];                                              \
-      }                                                                                                  \
+      copy_run<T>(d, src + i * ld_src, n, step);                                                      \
     }                                                                                                    \
   }
 
-#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
-PIXELOPS_CONV_COPY_ROWS(float, f32x16, 16)
-#undef EVEN
-#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
-PIXELOPS_CONV_COPY_ROWS(double, f64x8, 8)
-#undef EVEN
+PIXELOPS_CONV_COPY_ROWS(float, f32x16)
+PIXELOPS_CONV_COPY_ROWS(double, f64x8)
 
-// Zeros, then each run's inside part copied in: whole vectors and one ending at its end for stride 1 (runs
-// of 16 values or more), value by value otherwise.
+// Each k row: zeros, then each run's inside part copied in.
 #define PIXELOPS_CONV_IM2COL_ROWS(T, V, LANES)                                                            \
   __attribute__((optimize("no-tree-loop-distribute-patterns")))                                          \
   PIXELOPS_CONV_CLONES void im2col_rows(const ImRow<T>* rows, int64_t nrows, const ImRun* runs, int64_t nruns, \
                                         int64_t IH, int64_t xh, int64_t xw, int64_t sw, int64_t npad,   \
                                         T* __restrict dst, int64_t ld) {                                 \
-    const int64_t step = sw * xw;                                                                        \
     for (int64_t k = 0; k < nrows; ++k) {                                                                \
       const ImRow<T>& row = rows[k];                                                                     \
       T* __restrict line = dst + k * ld;                                                                 \
@@ -153,15 +166,8 @@ PIXELOPS_CONV_COPY_ROWS(double, f64x8, 8)
         const int64_t ih = run.ih0 + row.offh;                                                           \
         if (ih < 0 || ih >= IH) continue;                                                                \
         const int64_t l = std::clamp(row.lo, run.a, run.b), n = std::clamp(row.hi, l, run.b) - l;        \
-        const T* __restrict s = row.channel + run.image + ih * xh + (l * sw + row.offw) * xw;            \
-        T* __restrict o = line + run.col + (l - run.a);                                                  \
-        if (step == 1 && n >= LANES) {                                                                   \
-          int64_t j = 0;                                                                                 \
-          for (; j + LANES <= n; j += LANES) *reinterpret_cast<V*>(o + j) = *reinterpret_cast<const V*>(s + j); \
-          if (j < n) *reinterpret_cast<V*>(o + n - LANES) = *reinterpret_cast<const V*>(s + n - LANES); \
-        } else {                                                                                         \
-          for (int64_t j = 0; j < n; ++j) o[j] = s[j * step];                                            \
-        }                                                                                                \
+        copy_run<T>(line + run.col + (l - run.a), row.channel + run.image + ih * xh + (l * sw + row.offw) * xw, \
+                       n, sw * xw);                                                                      \
       }                                                                                                  \
     }                                                                                                    \
   }
