@@ -141,10 +141,11 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
             assert err < 1e-5, (name, err)
 
 
-# Under TF32 the float32 forward, and grad_input at stride 1 without a ReLU gate, run from a shared-memory halo
-# on mma.sync (conv2d_halo.cuh): tiles of 128 pixels that run across image rows and images, ragged channel
-# chunks and output rows, strides and dilation (forward), masks, groups; x contiguous (rows copied 16 bytes at
-# a time where they are 16-byte aligned), every other column of a wider tensor, or the first columns of one.
+# Under TF32 the float32 forward, and grad_input at stride 1 and grad_weight without a ReLU gate, run from a
+# shared-memory halo on mma.sync (conv2d_halo.cuh, conv2d_halo_grad_weight.cuh): tiles of 128 pixels that run across image rows and images, ragged channel
+# chunks and output rows, strides and dilation (forward), masks, groups, a strided halo that needs
+# the larger shared-memory budget; x contiguous (rows copied 16 bytes at a time where they are 16-byte aligned),
+# every other column of a wider tensor, or the first columns of one.
 HALO = [
     ((3, 16, 9, 11), (70, 3, 3), dict(padding=1), None, "contiguous"),
     ((2, 16, 8, 12), (24, 3, 3), dict(padding=1), None, "contiguous"),
@@ -154,6 +155,9 @@ HALO = [
     ((5, 24, 3, 4), (8, 3, 3), dict(padding=1), "A", "contiguous"),
     ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", "every other"),
     ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, "contiguous"),
+    ((3, 72, 7, 9), (20, 1, 1), {}, None, "contiguous"),  # one tap: the GEMMs
+    ((2, 80, 9, 8), (24, 1, 1), dict(stride=2), None, "every other"),
+    ((2, 64, 9, 56), (16, 3, 3), dict(stride=2, padding=1), None, "contiguous"),  # over the default budget
 ]
 
 

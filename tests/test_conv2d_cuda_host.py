@@ -15,7 +15,8 @@ CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shu
 
 @pytest.mark.skipif(CXX is None or not os.path.isdir(os.path.join(ROOT, "csrc")),
                     reason="needs a C++17 compiler and the source tree")
-@pytest.mark.parametrize("source", ["conv2d_emulation.cpp", "conv2d_halo_emulation.cpp"])
+@pytest.mark.parametrize("source", ["conv2d_emulation.cpp", "conv2d_halo_emulation.cpp",
+                                    "conv2d_halo_grad_weight_emulation.cpp"])
 def test_conv2d_cuda_index_math_on_host(tmp_path, source):
     exe = tmp_path / source.replace(".cpp", "")
     build = subprocess.run([CXX, "-std=c++17", "-O1", "-Wall", "-Wno-unknown-pragmas",

@@ -10,8 +10,9 @@
 // Cg * ntaps <= 64, in full precision. Their grad_input (Cg <= 4) is a 1x1 GEMM into per-tap planes and a gather
 // (conv2d_taps.cuh) where grad_y needs no ReLU gate and there are at least 16 output channels, else a direct
 // kernel. A strided grad_input runs one GEMM per stride phase.
-// Under TF32, the float32 forward, and the grad_input of a stride-1 convolution without a ReLU gate, run from
-// a shared-memory halo on mma.sync instead (conv2d_halo.cuh) wherever its two stages fit in shared memory.
+// Under TF32, the float32 forward, and the grad_input of a stride-1 convolution and grad_weight without a ReLU
+// gate, run from a shared-memory halo on mma.sync instead (conv2d_halo.cuh, conv2d_halo_grad_weight.cuh)
+// wherever its two stages fit in shared memory and there are two taps or more.
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order.
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
 #include "cuda/conv2d_halo.cuh"
+#include "cuda/conv2d_halo_grad_weight.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/conv2d_taps.cuh"
 #include "cuda/cuda_utils.cuh"
@@ -55,22 +57,37 @@ int sm_count();
 // over the s-th run of images (enough runs to fill the GPU: one block per channel would leave most of it idle
 // and wait on one load after another) and writes partial[s][m]; grad_bias_finish adds the runs in order, so
 // the result does not depend on scheduling. With one run, the block writes grad_bias itself.
-template <class T>
+// The sum is bound by how many loads are in flight: each thread keeps kUnroll independent sums (one load each
+// per round). Where a channel's plane is one contiguous run (kFlat: grad_y, and y if any, with unit pixel
+// strides), a pixel's address is its index into the run, without the row and column decode.
+template <class T, bool kFlat>
 __global__ void grad_bias_kernel(Geometry q, int64_t images_per_run, const T* __restrict__ y,
                                  const T* __restrict__ gy, typename conv::AccOf<T>::type* __restrict__ partial,
                                  T* __restrict__ gb) {
   using A = typename conv::AccOf<T>::type;
+  constexpr int kUnroll = 4;
   __shared__ A part[kThreads];
   const int64_t m = blockIdx.x, run = blockIdx.y, per_image = q.OH * q.OW;
   const int64_t img0 = run * images_per_run;
   const int64_t count = std::min<int64_t>(images_per_run, q.N - img0) * per_image;
-  A s = A(0);
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+  auto value = [&](int64_t i) -> A {
     const int64_t n = img0 + q.by_opix(i), p = i - (n - img0) * per_image;
-    const int64_t oh = q.by_OW(p), ow = p - oh * q.OW;
-    s += conv::masked_grad(q, gy + n * q.gs[0], y ? y + n * q.ys[0] : nullptr, m, oh, ow);
-  }
-  part[threadIdx.x] = s;
+    if constexpr (kFlat) {
+      const T* g = gy + n * q.gs[0] + m * q.gs[1] + p;
+      return conv::read<A>(conv::Src<T>{g, y ? y + n * q.ys[0] + m * q.ys[1] + p : nullptr});
+    } else {
+      const int64_t oh = q.by_OW(p), ow = p - oh * q.OW;
+      return conv::masked_grad(q, gy + n * q.gs[0], y ? y + n * q.ys[0] : nullptr, m, oh, ow);
+    }
+  };
+  A s[kUnroll] = {};
+  const int64_t step = blockDim.x;
+  int64_t i = threadIdx.x;
+  for (; i + (kUnroll - 1) * step < count; i += kUnroll * step)
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) s[u] += value(i + u * step);
+  for (; i < count; i += step) s[0] += value(i);
+  part[threadIdx.x] = (s[0] + s[1]) + (s[2] + s[3]);
   __syncthreads();
   for (int half = blockDim.x / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
@@ -94,12 +111,15 @@ __global__ void grad_bias_finish(Geometry q, int runs, const A* __restrict__ par
 template <class T>
 void grad_bias(const Geometry& q, const T* y, const T* gy, T* gb, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
-  // about four blocks an SM in all (a grid's y is at most 65535); runs of equal length, none empty
-  const int64_t want = std::clamp<int64_t>((4 * int64_t(sm_count()) + q.M - 1) / q.M, 1, 65535);
+  // about eight blocks an SM in all (a grid's y is at most 65535); runs of equal length, none empty
+  const int64_t want = std::clamp<int64_t>((8 * int64_t(sm_count()) + q.M - 1) / q.M, 1, 65535);
   const int64_t per_run = std::max<int64_t>(1, (q.N + want - 1) / want);
   const int64_t runs = std::max<int64_t>(1, (q.N + per_run - 1) / per_run);
   Scratch<A> partial(runs > 1 ? runs * q.M : 0, s, "conv2d_backward (bias)");
-  grad_bias_kernel<T><<<dim3(unsigned(q.M), unsigned(runs)), kThreads, 0, s>>>(q, per_run, y, gy, partial.get(), gb);
+  const bool flat = q.gs[3] == 1 && q.gs[2] == q.OW && (!y || (q.ys[3] == 1 && q.ys[2] == q.OW));
+  const dim3 grid{unsigned(q.M), unsigned(runs)};
+  if (flat) grad_bias_kernel<T, true><<<grid, kThreads, 0, s>>>(q, per_run, y, gy, partial.get(), gb);
+  else grad_bias_kernel<T, false><<<grid, kThreads, 0, s>>>(q, per_run, y, gy, partial.get(), gb);
   check_launch("conv2d_backward (bias)");
   if (partial.get()) {
     grad_bias_finish<T, A><<<unsigned(std::min<int64_t>((q.M + kThreads - 1) / kThreads, 1024)), kThreads, 0, s>>>(
@@ -315,20 +335,27 @@ size_t halo_smem_budget() {
   }();
   return std::min(asked, size_t(smem_optin()));
 }
+// Where two stages do not fit that budget (large strided halos), a block may take up to half an SM's worth.
+size_t halo_smem_most() { return std::max(halo_smem_budget(), std::min(conv::kHaloMostSmem, size_t(smem_optin()))); }
 
-template <int KC>
-void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
-  // More than 48 KB of dynamic shared memory needs the kernel's opt-in (to all the device allows), once per
-  // device.
-  static std::atomic<uint64_t> opted{0};
+// More than 48 KB of dynamic shared memory needs a kernel's opt-in (to all the device allows), once per kernel
+// and device: `opted` is the kernel's record of the devices done.
+template <class K>
+void opt_in_smem(K kernel, std::atomic<uint64_t>& opted) {
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (!bit || !(opted.load() & bit)) {
-    check(cudaFuncSetAttribute(conv::halo_conv_kernel<KC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               smem_optin()), "cudaFuncSetAttribute");
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin()),
+          "cudaFuncSetAttribute");
     opted.fetch_or(bit);
   }
+}
+
+template <int KC>
+void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
+  static std::atomic<uint64_t> opted{0};
+  opt_in_smem(conv::halo_conv_kernel<KC>, opted);
   const dim3 grid{unsigned((h.pixels() + conv::kHaloBN - 1) / conv::kHaloBN), unsigned(h.mtiles), unsigned(h.q.G)};
   conv::halo_conv_kernel<KC><<<grid, conv::kHaloThreads, h.smem_bytes(), s>>>(h);
 }
@@ -368,8 +395,37 @@ template <class T>
 bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloConv h;
-    if (!tf32 || y || !halo_enabled() || !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget())) return false;
+    if (!tf32 || y || !halo_enabled() || !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
+      return false;
     run_halo(h, s, "conv2d_backward (input, halo)");
+    return true;
+  } else {
+    return false;
+  }
+}
+
+// grad_weight on the TF32 halo kernel (conv2d_halo_grad_weight.cuh) where it applies (float32 under TF32, no
+// ReLU gate, grad_y planes contiguous, two stages in shared memory); false otherwise.
+template <class T>
+bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, float>) {
+    conv::HaloGradWeight p;
+    if (!tf32 || y || !halo_enabled() ||
+        !conv::halo_gw_setup(p, q, x, gy, std::min(conv::kGwSmem, size_t(smem_optin()))))
+      return false;
+    // one wave of two blocks an SM (what the registers and shared memory allow), rounding down
+    const int64_t per_split = int64_t(p.h.mtiles) * q.G * p.h.nchunks * p.tgroups;
+    conv::halo_gw_split(p, 2 * int64_t(sm_count()) / per_split);
+    Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg * q.ntaps, s, "conv2d_backward (weight, halo)");
+    p.ws = ws.get();
+    static std::atomic<uint64_t> opted{0};
+    opt_in_smem(conv::halo_grad_weight_kernel, opted);
+    const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
+    conv::halo_grad_weight_kernel<<<grid, conv::kHaloThreads, p.smem_bytes(), s>>>(p);
+    check_launch("conv2d_backward (weight, halo)");
+    const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
+    reduce_grad_weight<float, float><<<grid_for(total), kThreads, 0, s>>>(q, p.splits, ws.get(), gw);
+    check_launch("conv2d_backward (weight reduction)");
     return true;
   } else {
     return false;
@@ -397,7 +453,7 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
       conv::HaloConv h;
       if (allow_tf32 && halo_enabled() &&
           conv::halo_for_forward(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, h,
-                                 halo_smem_budget())) {
+                                 halo_smem_budget(), halo_smem_most())) {
         run_halo(h, as_stream(stream), "conv2d_forward (halo)");
         return;
       }
@@ -450,6 +506,8 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");
       if (conv::grad_weight_direct_fits(q))
         grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), s);
+      else if (halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
+        ;  // ran on the TF32 halo kernel
       else
         with_tile(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
           grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);

@@ -214,7 +214,21 @@ int main() {
                         Case{1, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1}}) {
     HaloConv h;
     h.q = geometry(c);
-    if (halo_fits(h, c.ntaps)) { std::printf("FAIL: %lld channels x %d taps taken\n", (long long)c.C, c.ntaps); ++failures; }
+    if (halo_fits(h, c.ntaps, kBudget, kBudget)) {
+      std::printf("FAIL: %lld channels x %d taps taken\n", (long long)c.C, c.ntaps);
+      ++failures;
+    }
+  }
+  // the budgets: res_s2 (64 channels, 56x56, 3x3, stride 2) needs more than the default 75 KB for two stages,
+  // so it fits only where a larger budget is allowed, and then in two stages of one 8-channel chunk
+  {
+    HaloConv h;
+    h.q = geometry(Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false, false, false, 1});
+    h.vec = true;
+    const bool small = halo_fits(h, 9), large = halo_fits(h, 9, kHaloMaxSmem, kHaloMostSmem);
+    std::printf("res_s2: default budget %s, two-block budget %s (kc %d, %d stages, %zu bytes)\n", small ? "fits" : "no",
+                large ? "fits" : "no", h.kc, h.stages, h.smem_bytes());
+    if (small || !large || h.stages != 2 || h.smem_bytes() > kHaloMostSmem) { std::printf("FAIL: budgets\n"); ++failures; }
   }
   if (failures) { std::printf("%d failed\n", failures); return 1; }
   std::printf("all passed\n");

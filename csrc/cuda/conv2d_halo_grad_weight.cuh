@@ -1,0 +1,240 @@
+// The TF32 weight gradient from a shared-memory halo (sm_80+), the counterpart of halo_conv_kernel
+// (conv2d_halo.cuh) for grad_weight, where the implicit GEMM on WMMA gathered each (channel, tap, pixel)
+// element of x from global memory on its own and took half of a 3x3 layer's TF32 forward + backward:
+//
+//   gw[g*Mg+m, c, j] = sum over pixels n of grad_y[img(n), g*Mg+m, n] * xpad[img(n), g*Cg+c, corner(n) + shift(j)]
+//
+// A GEMM with M = Mg rows, N = (channel, tap) columns and K = all output pixels, split over blocks. Block
+// (split, m tile, (group, chunk of 8 channels, tap group)) walks its split's tiles of 128 consecutive pixels;
+// per tile one shared stage holds grad_y's 64 x 128 tile (rows padded to 132 floats), the 8 channels' halo of
+// x for those pixels (as the forward stages it) and the pixels' halo corners. An n8 accumulator tile is the 8
+// channels at one tap, so a B fragment is 8 channels at the lanes' two pixels, read at the tap's shift.
+// Warp (wm, wk) = (warp % 2, warp / 2) owns rows 32*wm + [0, 32) (two m16 fragments) at up to kGwMaxNt taps and
+// takes every fourth k8 step of a tile (wk, wk + 4, ...): 72 accumulators a thread (128 registers, no spills).
+// At the end the four wk warps of a row half add their sums in order through shared memory, and the block
+// writes its partial sums ([split][row][channel * ntaps + tap], as the GEMM's split-K does), which
+// reduce_grad_weight adds in order.
+// Two stages: the next tile is copied (cp.async) while one is multiplied. grad_y without a ReLU gate only,
+// each image's plane contiguous.
+//
+// Everything but the kernel is plain C++ over host/device functions: tests/cuda_host runs the same staging,
+// fragment and reduction math against a naive sum.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/conv2d_halo.cuh"
+
+namespace pixelops::cuda::conv {
+
+constexpr int kGwRows = 64, kGwPix = 128, kGwLd = kGwPix + 4;  // grad_y tile; rows = 4 mod 32: conflict-free A loads
+constexpr int kGwMaxNt = 9;                                   // taps a block takes (n8 tiles a warp accumulates)
+constexpr int kGwAcc = 2 * kGwMaxNt * 4;                      // accumulators a thread
+constexpr int kGwRedFloats = kHaloThreads * kGwAcc;           // the final reduction's shared buffer
+constexpr size_t kGwSmem = 113 * 1024;                        // two blocks an SM on Hopper
+
+struct HaloGradWeight {
+  HaloConv h;  // x's halo: h.q is the convolution (forward geometry, q.gs grad_y's strides), 8 channels a chunk
+  const float* gy = nullptr;
+  float* ws = nullptr;   // partial sums, [split][q.M][Cg * ntaps]
+  bool gy_vec = false;   // grad_y rows copied 16 bytes at a time
+  int tgroups = 1, nt = 1;  // tap groups (blocks along the taps) and taps a group
+  int64_t tiles = 0;        // tiles of kGwPix pixels
+  int64_t tiles_per_split = 1;
+  int splits = 1;
+
+  __host__ __device__ int stage_floats() const { return kGwRows * kGwLd + h.kc * h.CS + kGwPix; }
+  size_t smem_bytes() const {
+    return std::max<size_t>(size_t(h.stages) * stage_floats(), kGwRedFloats) * sizeof(float);
+  }
+};
+
+// Whether p (h.q, h.x, gy set) can run on the halo kernel: two taps or more (a 1x1 layer reuses nothing from
+// the halo: on an H100 res_1x1's grad_weight took 0.45 ms here against 0.13 on the GEMM), and two stages
+// within smem_budget bytes (at one block an SM, as strided layers on small images would need, res_s2 took
+// 0.18 ms against 0.15 on the GEMM). Fills the halo's shape, the tap groups and the tile count; splits are
+// set by halo_gw_split.
+inline bool halo_gw_fits(HaloGradWeight& p, size_t smem_budget) {
+  HaloConv& h = p.h;
+  const Geometry& q = h.q;
+  if (q.Cg < 4 || q.ntaps < 2 || q.ntaps > kHaloMaxTaps || q.OH < 1 || q.OW < 1) return false;
+  if (q.OW >= (1 << 16) || q.OH >= (1 << 16)) return false;
+  if (q.gs[3] != 1 || q.gs[2] != q.OW) return false;  // each grad_y plane one run
+  h.ntaps = q.ntaps;
+  halo_shape(h, 8, 4);
+  if (int64_t(h.rows) * h.RL >= (1 << 20)) return false;
+  h.stages = 2;
+  if (size_t(h.stages) * p.stage_floats() * sizeof(float) > smem_budget) return false;
+  p.tgroups = (q.ntaps + kGwMaxNt - 1) / kGwMaxNt;
+  p.nt = (q.ntaps + p.tgroups - 1) / p.tgroups;
+  if (h.mtiles > 65535 || q.G * h.nchunks * p.tgroups > 65535) return false;
+  p.tiles = (h.pixels() + kGwPix - 1) / kGwPix;
+  const int64_t opix = q.OH * q.OW;
+  p.gy_vec = opix % 4 == 0 && q.gs[0] % 4 == 0 && q.gs[1] % 4 == 0 && (reinterpret_cast<uintptr_t>(p.gy) & 15) == 0;
+  return true;
+}
+
+// Sets p up for the weight gradient of q (x, grad_y at q.gs) with q's active taps; false where it does not fit.
+inline bool halo_gw_setup(HaloGradWeight& p, const Geometry& q, const float* x, const float* gy, size_t smem_budget) {
+  p = HaloGradWeight{};
+  p.h.q = q; p.h.x = x; p.gy = gy;
+  p.h.vec = halo_rows_vectorizable(q.xs, x);
+  if (!halo_gw_fits(p, smem_budget)) return false;
+  for (int j = 0; j < q.ntaps; ++j) p.h.tap_off[j] = (j / q.KW) * q.dh * p.h.RL + (j % q.KW) * q.dw;
+  return true;
+}
+
+// Splits the tiles into about `want` runs of equal length, none empty.
+inline void halo_gw_split(HaloGradWeight& p, int64_t want) {
+  const int64_t splits = std::clamp<int64_t>(want, 1, std::max<int64_t>(1, p.tiles));
+  p.tiles_per_split = std::max<int64_t>(1, (p.tiles + splits - 1) / splits);
+  p.splits = int(std::max<int64_t>(1, (p.tiles + p.tiles_per_split - 1) / p.tiles_per_split));
+}
+
+// Copies tile `tile` (pixels from n0 = tile * kGwPix) of row tile mt, channel chunk cc, group g into stage st:
+// grad_y's rows (zero past the rows or pixels), the chunk's halo (padding slots zeroed) and the pixels' corners
+// (plain stores; a corner of 0 past the last pixel, whose grad_y is zero). copy16 and copy4 as for
+// halo_load_rows.
+template <class Copy16, class Copy4>
+__host__ __device__ __forceinline__ void halo_gw_load_tile(const HaloGradWeight& p, int g, int mt, int cc, int64_t tile,
+                                                           float* st, int tid, Copy16&& copy16, Copy4&& copy4) {
+  const HaloConv& h = p.h;
+  const Geometry& q = h.q;
+  const int64_t n0 = tile * kGwPix, npix = h.pixels(), opix = q.OH * q.OW, row0 = int64_t(mt) * kGwRows;
+  const float* gyg = p.gy + (g * q.Mg + row0) * q.gs[1];
+  if (p.gy_vec) {  // a row's 32 pieces across a warp (opix % 4 == 0: a piece never straddles two images)
+    for (int e = tid; e < kGwRows * (kGwPix / 4); e += kHaloThreads) {
+      const int r = e / (kGwPix / 4), v = e % (kGwPix / 4);
+      const int64_t n = n0 + 4 * v;
+      const bool valid = row0 + r < q.Mg && n < npix;
+      const float* src = p.gy;
+      if (valid) {
+        const int64_t img = q.by_opix(n);
+        src = gyg + img * q.gs[0] + r * q.gs[1] + (n - img * opix);
+      }
+      copy16(st + r * kGwLd + 4 * v, src, valid ? 4 : 0);
+    }
+  } else {
+    for (int e = tid; e < kGwRows * kGwPix; e += kHaloThreads) {
+      const int r = e / kGwPix, k = e % kGwPix;
+      const int64_t n = n0 + k;
+      const bool valid = row0 + r < q.Mg && n < npix;
+      const float* src = p.gy;
+      if (valid) {
+        const int64_t img = q.by_opix(n);
+        src = gyg + img * q.gs[0] + r * q.gs[1] + (n - img * opix);
+      }
+      copy4(st + r * kGwLd + k, src, valid);
+    }
+  }
+  const int64_t first_row = halo_first_row(h, n0);
+  float* hs = st + kGwRows * kGwLd;
+  halo_load_rows(h, g, int64_t(cc) * h.kc, first_row, hs, tid, true, copy16, copy4);
+  int* corners = reinterpret_cast<int*>(hs + h.kc * h.CS);
+  for (int k = tid; k < kGwPix; k += kHaloThreads) corners[k] = halo_corner(h, n0 + k, first_row);
+}
+
+// Where thread (warp, lane) leaves accumulator idx = (i * kGwMaxNt + t) * 4 + r for the final reduction.
+__host__ __device__ __forceinline__ int halo_gw_red(int warp, int lane, int idx) {
+  return (warp * kGwAcc + idx) * 32 + lane;
+}
+// The accumulator behind the block's output (row, channel ch of the chunk, tap t of the group) in warp
+// (2 * wk + row / 32): its lane and idx. (mma's D fragment: register r holds row gq + 8 * (r / 2), column
+// 2 * tig + r % 2.)
+__host__ __device__ __forceinline__ void halo_gw_owner(int row, int ch, int t, int& lane, int& idx) {
+  const int i = (row % 32) / 16, rr = row % 16, r = 2 * (rr / 8) + ch % 2;
+  lane = 4 * (rr % 8) + ch / 2;
+  idx = (i * kGwMaxNt + t) * 4 + r;
+}
+
+#ifdef __CUDACC__
+__global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const __grid_constant__ HaloGradWeight p) {
+  extern __shared__ __align__(16) float smem[];
+  const HaloConv& h = p.h;
+  const Geometry& q = h.q;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4;
+  const int wm = warp % 2, wk = warp / 2;
+  const int mt = int(blockIdx.y);
+  const int zc = int(blockIdx.z), tg = zc % p.tgroups, cc = (zc / p.tgroups) % h.nchunks;
+  const int g = zc / (p.tgroups * h.nchunks);
+  const int j0 = tg * p.nt, nt = min(p.nt, h.ntaps - j0);
+  const int64_t t0 = int64_t(blockIdx.x) * p.tiles_per_split, t1 = min(p.tiles, t0 + p.tiles_per_split);
+  const int stage = p.stage_floats();
+
+  // The halo's padding columns are never copied: zero them (all of each stage's halo) once.
+  for (int st = 0; st < 2; ++st)
+    for (int i = tid; i < h.kc * h.CS; i += kHaloThreads) smem[st * stage + kGwRows * kGwLd + i] = 0.f;
+  __syncthreads();
+
+  auto copy16 = [](float* dst, const float* src, int n) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(dst)), "l"(src), "r"(4 * n)
+                 : "memory");
+  };
+  auto copy4 = [](float* dst, const float* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),
+                 "r"(valid ? 4 : 0) : "memory");
+  };
+  if (t0 < t1) halo_gw_load_tile(p, g, mt, cc, t0, smem, tid, copy16, copy4);
+  asm volatile("cp.async.commit_group;" ::: "memory");
+
+  float acc[2][kGwMaxNt][4] = {};
+  int cur = 0;
+  for (int64_t t = t0; t < t1; ++t) {
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    __syncthreads();  // tile t (copies and corners) visible to all; every warp is done with the other stage
+    if (t + 1 < t1) halo_gw_load_tile(p, g, mt, cc, t + 1, smem + (1 - cur) * stage, tid, copy16, copy4);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    const float* st = smem + cur * stage;
+    const float* hb = st + kGwRows * kGwLd + gq * h.CS;  // this lane's channel (B column gq)
+    const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
+#pragma unroll
+    for (int kb = wk; kb < kGwPix / 8; kb += 4) {
+      uint32_t a[2][4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float* ar = st + (32 * wm + 16 * i + gq) * kGwLd + 8 * kb + tig;
+        a[i][0] = __float_as_uint(tf32_round(ar[0]));
+        a[i][1] = __float_as_uint(tf32_round(ar[8 * kGwLd]));
+        a[i][2] = __float_as_uint(tf32_round(ar[4]));
+        a[i][3] = __float_as_uint(tf32_round(ar[8 * kGwLd + 4]));
+      }
+      const int c0 = corners[8 * kb + tig], c1 = corners[8 * kb + tig + 4];
+#pragma unroll
+      for (int tt = 0; tt < kGwMaxNt; ++tt) {
+        if (tt < nt) {
+          const int off = h.tap_off[j0 + tt];
+          const uint32_t b[2] = {__float_as_uint(tf32_round(hb[c0 + off])), __float_as_uint(tf32_round(hb[c1 + off]))};
+          halo_mma(acc[0][tt], a[0], b);
+          halo_mma(acc[1][tt], a[1], b);
+        }
+      }
+    }
+    cur = 1 - cur;
+  }
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
+  __syncthreads();  // the stages are free: the reduction reuses them
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int tt = 0; tt < kGwMaxNt; ++tt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) smem[halo_gw_red(warp, lane, (i * kGwMaxNt + tt) * 4 + r)] = acc[i][tt][r];
+  __syncthreads();
+
+  // Output (row, channel, tap) with the tap fastest: a row's (channel, tap) columns are one run of the workspace.
+  const int64_t ncol = q.Cg * q.ntaps;
+  for (int o = tid; o < kGwRows * 8 * nt; o += kHaloThreads) {
+    const int row = o / (8 * nt), ch = (o / nt) % 8, tt = o % nt;
+    const int64_t m = int64_t(mt) * kGwRows + row, c = int64_t(cc) * 8 + ch;
+    if (m >= q.Mg || c >= q.Cg) continue;
+    int ln, idx;
+    halo_gw_owner(row, ch, tt, ln, idx);
+    float s = 0.f;
+    for (int k = 0; k < 4; ++k) s += smem[halo_gw_red(2 * k + row / 32, ln, idx)];
+    p.ws[(int64_t(blockIdx.x) * q.M + g * q.Mg + m) * ncol + c * q.ntaps + j0 + tt] = s;
+  }
+}
+#endif  // __CUDACC__
+
+}  // namespace pixelops::cuda::conv

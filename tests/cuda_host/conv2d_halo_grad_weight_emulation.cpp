@@ -1,0 +1,218 @@
+// The TF32 halo weight gradient (csrc/cuda/conv2d_halo_grad_weight.cuh) run on the host: the same setup,
+// tile staging, fragment addresses and final reduction as halo_grad_weight_kernel, with each mma.sync.m16n8k8
+// emulated from its documented fragment layout, against a naive sum of the TF32-rounded operands in float64.
+// Strides, dilation, groups, masks (tap groups), tiles that run across images, ragged rows and channels,
+// grad_y rows copied whole or element by element, x as a view.
+// Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
+//   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_grad_weight_emulation.cpp && ./a.out
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
+#include "cuda/conv2d_halo_grad_weight.cuh"
+
+using namespace pixelops::cuda::conv;
+
+static int failures = 0;
+
+// As halo_grad_weight_kernel, block by block, writing p.ws. The stages start as NaN (but for the halo, which
+// the kernel zeroes once) so that a read of anything the staging did not write shows up in the result; the
+// reduction buffer is poisoned before the warps write it.
+static void emulate(const HaloGradWeight& p) {
+  const HaloConv& h = p.h;
+  const Geometry& q = h.q;
+  const int stage = p.stage_floats();
+  std::vector<float> smem(p.smem_bytes() / sizeof(float));
+  auto copy16 = [](float* d, const float* s, int n) {
+    if ((reinterpret_cast<uintptr_t>(d) & 15) != 0 || (n > 0 && (reinterpret_cast<uintptr_t>(s) & 15) != 0)) {
+      std::printf("FAIL: misaligned 16-byte copy\n");
+      ++failures;
+    }
+    for (int i = 0; i < 4; ++i) d[i] = i < n ? s[i] : 0.f;
+  };
+  auto copy4 = [](float* d, const float* s, bool valid) { *d = valid ? *s : 0.f; };
+  for (int64_t split = 0; split < p.splits; ++split)
+    for (int mt = 0; mt < h.mtiles; ++mt)
+      for (int64_t zc = 0; zc < q.G * h.nchunks * p.tgroups; ++zc) {
+        const int tg = int(zc % p.tgroups), cc = int((zc / p.tgroups) % h.nchunks);
+        const int g = int(zc / (p.tgroups * h.nchunks));
+        const int j0 = tg * p.nt, nt = std::min(p.nt, h.ntaps - j0);
+        const int64_t t0 = split * p.tiles_per_split, t1 = std::min(p.tiles, t0 + p.tiles_per_split);
+        std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
+        for (int st = 0; st < 2; ++st)
+          for (int i = 0; i < h.kc * h.CS; ++i) smem[size_t(st) * stage + kGwRows * kGwLd + i] = 0.f;
+        static double acc[kHaloThreads][2][kGwMaxNt][4];
+        for (auto& t : acc) for (auto& a : t) for (auto& b : a) for (auto& c : b) c = 0;
+        int cur = 0;
+        for (int64_t t = t0; t < t1; ++t) {
+          float* st = smem.data() + size_t(cur) * stage;
+          // what the previous tile in this stage left must not be read: poison all but the halo's columns
+          std::fill(st, st + kGwRows * kGwLd, std::numeric_limits<float>::quiet_NaN());
+          std::fill(st + kGwRows * kGwLd + h.kc * h.CS, st + stage, std::numeric_limits<float>::quiet_NaN());
+          for (int tid = 0; tid < kHaloThreads; ++tid) halo_gw_load_tile(p, g, mt, cc, t, st, tid, copy16, copy4);
+          const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
+          for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
+            const int wm = warp % 2, wk = warp / 2;
+            for (int kb = wk; kb < kGwPix / 8; kb += 4) {
+              double A[2][16][8], B[kGwMaxNt][8][8];
+              for (int lane = 0; lane < 32; ++lane) {  // the fragments, lane by lane as the kernel loads them
+                const int gq = lane / 4, tig = lane % 4;
+                for (int i = 0; i < 2; ++i) {
+                  const float* ar = st + (32 * wm + 16 * i + gq) * kGwLd + 8 * kb + tig;
+                  A[i][gq][tig] = tf32_round(ar[0]);
+                  A[i][gq + 8][tig] = tf32_round(ar[8 * kGwLd]);
+                  A[i][gq][tig + 4] = tf32_round(ar[4]);
+                  A[i][gq + 8][tig + 4] = tf32_round(ar[8 * kGwLd + 4]);
+                }
+                const float* hb = st + kGwRows * kGwLd + gq * h.CS;
+                const int c0 = corners[8 * kb + tig], c1 = corners[8 * kb + tig + 4];
+                for (int tt = 0; tt < nt; ++tt) {
+                  B[tt][tig][gq] = tf32_round(hb[c0 + h.tap_off[j0 + tt]]);
+                  B[tt][tig + 4][gq] = tf32_round(hb[c1 + h.tap_off[j0 + tt]]);
+                }
+              }
+              for (int lane = 0; lane < 32; ++lane) {
+                const int gq = lane / 4, tig = lane % 4;
+                for (int i = 0; i < 2; ++i)
+                  for (int tt = 0; tt < nt; ++tt)
+                    for (int r = 0; r < 4; ++r) {
+                      const int row = gq + 8 * (r / 2), col = 2 * tig + r % 2;
+                      double s = 0;
+                      for (int k = 0; k < 8; ++k) s += A[i][row][k] * B[tt][k][col];
+                      acc[warp * 32 + lane][i][tt][r] += s;
+                    }
+              }
+            }
+          }
+          cur = 1 - cur;
+        }
+        std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
+        for (int tid = 0; tid < kHaloThreads; ++tid)
+          for (int i = 0; i < 2; ++i)
+            for (int tt = 0; tt < kGwMaxNt; ++tt)
+              for (int r = 0; r < 4; ++r)
+                smem[size_t(halo_gw_red(tid / 32, tid % 32, (i * kGwMaxNt + tt) * 4 + r))] = float(acc[tid][i][tt][r]);
+        const int64_t ncol = q.Cg * q.ntaps;
+        for (int o = 0; o < kGwRows * 8 * nt; ++o) {
+          const int row = o / (8 * nt), ch = (o / nt) % 8, tt = o % nt;
+          const int64_t m = int64_t(mt) * kGwRows + row, c = int64_t(cc) * 8 + ch;
+          if (m >= q.Mg || c >= q.Cg) continue;
+          int ln, idx;
+          halo_gw_owner(row, ch, tt, ln, idx);
+          float s = 0.f;
+          for (int k = 0; k < 4; ++k) s += smem[size_t(halo_gw_red(2 * k + row / 32, ln, idx))];
+          p.ws[(split * q.M + g * q.Mg + m) * ncol + c * q.ntaps + j0 + tt] = s;
+        }
+      }
+}
+
+struct Case {
+  int64_t N, C, H, W, M;
+  int KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G;
+  int64_t xstep;      // x's column stride (2: every other column of a wider tensor)
+  int64_t splits;     // asked of halo_gw_split
+  int64_t gy_pad;     // floats between grad_y planes (1: misaligned planes, so element copies)
+};
+
+static void run_case(const Case& c, std::mt19937& rng) {
+  Geometry q{};
+  q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M;
+  q.OH = (c.H + 2 * c.ph - int64_t(c.KH - 1) * c.dh - 1) / c.sh + 1;
+  q.OW = (c.W + 2 * c.pw - int64_t(c.KW - 1) * c.dw - 1) / c.sw + 1;
+  q.G = c.G; q.Cg = c.C / c.G; q.Mg = c.M / c.G;
+  q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps;
+  q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw; q.dh = c.dh; q.dw = c.dw;
+  std::normal_distribution<float> nd;
+  const int64_t row = c.W * c.xstep;
+  std::vector<float> x(size_t(q.N * q.C * q.H * row));
+  for (auto& v : x) v = nd(rng);
+  const int64_t xs[4] = {q.C * q.H * row, q.H * row, row, c.xstep};
+  const int64_t plane = q.OH * q.OW + c.gy_pad;
+  std::vector<float> gy(size_t(q.N * q.M * plane + 4));
+  for (auto& v : gy) v = nd(rng);
+  const int64_t gs[4] = {q.M * plane, plane, q.OW, 1};
+  for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = gs[i]; }
+  set_divisors(q);
+  HaloGradWeight p;
+  if (!halo_gw_setup(p, q, x.data(), gy.data(), kGwSmem)) {
+    std::printf("FAIL: case does not fit the halo path\n");
+    ++failures;
+    return;
+  }
+  halo_gw_split(p, c.splits);
+  const int64_t ncol = q.Cg * q.ntaps;
+  std::vector<float> ws(size_t(p.splits * q.M * ncol), std::numeric_limits<float>::quiet_NaN());
+  p.ws = ws.data();
+  emulate(p);
+  double worst = 0, scale = 0;
+  int64_t bad = 0;
+  for (int64_t m = 0; m < q.M; ++m)
+    for (int64_t ch = 0; ch < q.Cg; ++ch)
+      for (int t = 0; t < q.ntaps; ++t) {
+        const int64_t g = m / q.Mg;
+        const int kh = t / q.KW, kw = t % q.KW;
+        double ref = 0;
+        for (int64_t n = 0; n < q.N; ++n)
+          for (int64_t oh = 0; oh < q.OH; ++oh)
+            for (int64_t ow = 0; ow < q.OW; ++ow) {
+              const int64_t ih = oh * q.sh - q.ph + kh * q.dh, iw = ow * q.sw - q.pw + kw * q.dw;
+              if (ih < 0 || ih >= q.H || iw < 0 || iw >= q.W) continue;
+              ref += double(tf32_round(gy[size_t(n * gs[0] + m * gs[1] + oh * gs[2] + ow)])) *
+                     double(tf32_round(x[size_t(n * xs[0] + (g * q.Cg + ch) * xs[1] + ih * xs[2] + iw * xs[3])]));
+            }
+        double got = 0;
+        for (int64_t sp = 0; sp < p.splits; ++sp) got += ws[size_t((sp * q.M + m) * ncol + ch * q.ntaps + t)];
+        const double err = std::fabs(got - ref);
+        scale = std::max(scale, std::fabs(ref));
+        if (!(err <= 1e-4 * (1 + std::fabs(ref)))) ++bad;
+        if (!(err <= worst)) worst = err;  // NaN stays
+      }
+  std::printf("grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
+              "tgroups%d splits%d of %lld tiles: %s (worst %.3g of %.3g)\n",
+              (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH, c.KW, c.ntaps, c.sh,
+              c.sw, c.ph, c.pw, c.dh, c.dw, c.G, p.h.rows, p.h.CS, p.h.vec ? "vec" : "elem", p.gy_vec ? "+gy16" : "",
+              p.tgroups, p.splits, (long long)p.tiles, bad ? "FAIL" : "ok", worst, scale);
+  if (bad) ++failures;
+}
+
+int main() {
+  std::mt19937 rng(11);
+  // N, C, H, W, M, KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G, xstep, splits, gy_pad
+  const Case cases[] = {
+      {3, 16, 9, 12, 70, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, 1, 3, 0},   // ragged rows (2 m tiles), tiles across images
+      {2, 12, 8, 8, 20, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, 1, 2, 0},    // mask B, ragged channel chunk
+      {2, 10, 13, 20, 9, 3, 3, 9, 1, 2, 1, 2, 1, 2, 1, 1, 1, 0},   // column stride and dilation, odd planes
+      {2, 8, 11, 9, 16, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, 1, 2, 0},   // mask A 7x7: three tap groups of 8
+      {2, 16, 8, 12, 24, 5, 5, 25, 1, 1, 2, 2, 1, 1, 1, 2, 2, 0},  // 25 taps, x every other column
+      {2, 36, 6, 8, 8, 1, 2, 2, 1, 1, 0, 0, 1, 1, 2, 1, 1, 0},     // 1x2, groups
+      {2, 16, 8, 8, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1},    // grad_y planes misaligned: element copies
+      {5, 8, 3, 4, 8, 3, 3, 4, 1, 1, 1, 1, 1, 1, 1, 3, 1, 0},      // tiny images, many a tile, x strided
+      {1, 8, 40, 40, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, 1, 5, 0},    // 13 tiles over 5 splits
+  };
+  for (const Case& c : cases) run_case(c, rng);
+  // layers it does not take: one tap; a halo too large for two stages at two blocks an SM (res_s2's)
+  for (const Case& c : {Case{2, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0},
+                        Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0}}) {
+    Geometry q{};
+    q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M; q.G = 1; q.Cg = c.C; q.Mg = c.M;
+    q.OH = (c.H + 2 * c.ph - (c.KH - 1) - 1) / c.sh + 1;
+    q.OW = (c.W + 2 * c.pw - (c.KW - 1) - 1) / c.sw + 1;
+    q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps;
+    q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw; q.dh = q.dw = 1;
+    const int64_t xs[4] = {q.C * q.H * q.W, q.H * q.W, q.W, 1}, gs[4] = {q.M * q.OH * q.OW, q.OH * q.OW, q.OW, 1};
+    for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = gs[i]; }
+    set_divisors(q);
+    alignas(16) static float dummy[4];
+    HaloGradWeight p;
+    if (halo_gw_setup(p, q, dummy, dummy, kGwSmem)) {
+      std::printf("FAIL: %dx%d stride %d taken\n", c.KH, c.KW, c.sh);
+      ++failures;
+    }
+  }
+  if (failures) { std::printf("%d failed\n", failures); return 1; }
+  std::printf("all passed\n");
+  return 0;
+}
