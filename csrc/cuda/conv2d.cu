@@ -267,22 +267,24 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   check_launch("conv2d_backward (weight reduction)");
 }
 
-// grad_weight of a few-channel layer (conv2d_direct.cuh): runs of pixels, enough for about four blocks an SM,
-// each summed by one block into the workspace, then added in order.
+// grad_weight of a few-channel layer (conv2d_direct.cuh): runs of pixels (whole chunks), enough for about two
+// blocks an SM, each summed by one block into the workspace, then added in order.
 template <class T>
 void grad_weight_direct(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
-  const int kmax = conv::grad_weight_direct_kmax(q), mt = 64 / kmax, K = int(q.Cg) * q.ntaps;
-  const int64_t mgroups = (q.Mg + mt - 1) / mt, P = q.N * q.OH * q.OW;
-  const int64_t want = std::max<int64_t>(1, 4 * int64_t(sm_count()) / (mgroups * q.G));
-  const int64_t run_len = std::max<int64_t>(256, (P + want - 1) / want);  // a block's threads all busy
+  const int kmax = conv::grad_weight_direct_kmax(q), K = int(q.Cg) * q.ntaps;
+  const int64_t chunk = conv::GwdShape<A, 16>::P;  // pixels a chunk: the same for every KMAX
+  const int64_t mblocks = (q.Mg + conv::kGwdRows - 1) / conv::kGwdRows, P = q.N * q.OH * q.OW;
+  const int64_t want = std::max<int64_t>(1, 2 * int64_t(sm_count()) / (mblocks * q.G));
+  const int64_t run_len = std::max<int64_t>(1, (P + want * chunk - 1) / (want * chunk)) * chunk;
   const int64_t runs = std::max<int64_t>(1, (P + run_len - 1) / run_len);
+  if (runs > 0x7fffffff || mblocks > 65535) throw ValueError("conv2d_backward (weight): the problem is too large");
   Scratch<A> ws(runs * q.M * K, s, "conv2d_backward (weight)");
-  const dim3 grid{unsigned(runs), unsigned(mgroups), unsigned(q.G)};
+  const dim3 grid{unsigned(runs), unsigned(mblocks), unsigned(q.G)};
   switch (kmax) {
-    case 16: conv::grad_weight_direct<T, 16><<<grid, kThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
-    case 32: conv::grad_weight_direct<T, 32><<<grid, kThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
-    default: conv::grad_weight_direct<T, 64><<<grid, kThreads, 0, s>>>(q, run_len, x, y, gy, ws.get());
+    case 16: conv::grad_weight_direct<T, 16><<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
+    case 32: conv::grad_weight_direct<T, 32><<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
+    default: conv::grad_weight_direct<T, 64><<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get());
   }
   check_launch("conv2d_backward (weight, direct)");
   const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
@@ -306,15 +308,21 @@ void forward_gemm(const Geometry& q, const T* x, const T* w, const T* b, T* y, b
   });
 }
 
-// The TF32 halo path is on unless PIXELOPS_CONV_HALO=0, or a GEMM tile width is forced: the CUDA tests' runs
-// under PIXELOPS_CONV_TILE_N are there to exercise the GEMMs it would otherwise take over.
-bool halo_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("PIXELOPS_CONV_HALO");
-    return !(e && std::string(e) == "0");
-  }();
-  return on && forced_tile_n() == 0;
+// The halo kernels (TF32 and float32) are on unless PIXELOPS_CONV_HALO=0 (or, for float32's alone,
+// PIXELOPS_CONV_HALO_SIMT=0: tuning knobs, to time the GEMMs they replace), or a GEMM tile width is forced: the
+// CUDA tests' runs under PIXELOPS_CONV_TILE_N are there to exercise the GEMMs they would otherwise take over.
+bool env_off(const char* name) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == "0";
 }
+bool halo_enabled(bool tf32) {
+  static const bool on = !env_off("PIXELOPS_CONV_HALO"), simt = !env_off("PIXELOPS_CONV_HALO_SIMT");
+  return on && (tf32 || simt) && forced_tile_n() == 0;
+}
+// Whether a problem of `rows` output rows (channels a group) goes to the halo kernel: float32's computes all 64
+// rows of its tile on FMAs, so it leaves problems of 32 rows or fewer to the GEMMs' 32-row tile (on an H100 the
+// halo took mnist_c2's fp32 grad_input, 32 rows, from 0.39 to about 0.46 ms).
+bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 || rows > 32); }
 
 // The most shared memory a block may opt in to on the current device (227 KB on Hopper, 163 KB on the A100,
 // 99 KB on other Ampere parts).
@@ -352,12 +360,20 @@ void opt_in_smem(K kernel, std::atomic<uint64_t>& opted) {
   }
 }
 
-template <int KC>
+template <int KC, class Math>
 void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
   static std::atomic<uint64_t> opted{0};
-  opt_in_smem(conv::halo_conv_kernel<KC>, opted);
+  opt_in_smem(conv::halo_conv_kernel<KC, Math>, opted);
   const dim3 grid{unsigned((h.pixels() + conv::kHaloBN - 1) / conv::kHaloBN), unsigned(h.mtiles), unsigned(h.q.G)};
-  conv::halo_conv_kernel<KC><<<grid, conv::kHaloThreads, h.smem_bytes(), s>>>(h);
+  conv::halo_conv_kernel<KC, Math><<<grid, conv::kHaloThreads, h.smem_bytes(), s>>>(h);
+}
+template <class Math>
+void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
+  switch (h.kc) {
+    case 8: launch_halo_kernel<8, Math>(h, s); break;
+    case 16: launch_halo_kernel<16, Math>(h, s); break;
+    default: launch_halo_kernel<32, Math>(h, s);
+  }
 }
 
 // Packs h's weights into a workspace and runs the halo kernel.
@@ -367,11 +383,8 @@ void run_halo(conv::HaloConv& h, cudaStream_t s, const char* what) {
   h.wp = wp.get();
   conv::halo_pack_kernel<<<grid_for(packed), kThreads, 0, s>>>(h, wp.get(), packed);
   check_launch(what);
-  switch (h.kc) {
-    case 8: launch_halo_kernel<8>(h, s); break;
-    case 16: launch_halo_kernel<16>(h, s); break;
-    default: launch_halo_kernel<32>(h, s);
-  }
+  if (h.simt) launch_halo_kernel<conv::HaloSimt>(h, s);
+  else launch_halo_kernel<conv::HaloTf32>(h, s);
   check_launch(what);
 }
 
@@ -390,13 +403,15 @@ void grad_input_by_taps(const Geometry& q, const T* w, const T* gy, T* gx, bool 
   check_launch("conv2d_backward (input, gather)");
 }
 
-// grad_input on the halo kernel where it applies (float32 under TF32, no ReLU gate, stride 1); false otherwise.
+// grad_input on the halo kernel where it applies (float32, TF32 or SIMT, no ReLU gate, stride 1); false
+// otherwise.
 template <class T>
 bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloConv h;
-    if (!tf32 || y || !halo_enabled() || !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
+    if (y || !halo_takes(q.Cg, tf32) || !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
       return false;
+    h.simt = !tf32;
     run_halo(h, s, "conv2d_backward (input, halo)");
     return true;
   } else {
@@ -410,7 +425,7 @@ template <class T>
 bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloGradWeight p;
-    if (!tf32 || y || !halo_enabled() ||
+    if (!tf32 || y || !halo_enabled(true) ||
         !conv::halo_gw_setup(p, q, x, gy, std::min(conv::kGwSmem, size_t(smem_optin()))))
       return false;
     // one wave of two blocks an SM (what the registers and shared memory allow), rounding down
@@ -444,16 +459,17 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
   dispatch_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (conv::forward_direct_fits(q)) {
-      conv::forward_direct<T><<<direct_grid(q.N * q.OH * q.OW, q.G), kThreads, 0, as_stream(stream)>>>(
+      conv::forward_direct<T><<<direct_grid(conv::forward_direct_items(q), q.G), kThreads, 0, as_stream(stream)>>>(
           q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu);
       check_launch("conv2d_forward (direct)");
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
       conv::HaloConv h;
-      if (allow_tf32 && halo_enabled() &&
+      if (halo_takes(q.Mg, allow_tf32) &&
           conv::halo_for_forward(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, h,
                                  halo_smem_budget(), halo_smem_most())) {
+        h.simt = !allow_tf32;
         run_halo(h, as_stream(stream), "conv2d_forward (halo)");
         return;
       }

@@ -78,12 +78,20 @@ __global__ void grad_input_direct(Geometry q, const T* __restrict__ w, const T* 
 
 // Forward when a group's K = Cg * ntaps is small (an image net's first layer: a few input channels): as a GEMM
 // its K loop would be one or two mostly empty steps, and the tile's staging would cost more than the
-// arithmetic. Here the group's weights sit in shared memory as wsh[k][m] (k = c*ntaps + tap), and each thread
-// computes one output pixel for kDirectMB output channels at a time, gathering its K inputs from x (L1 hits
-// after the first pass) and reading the weights as broadcasts; neighbouring threads write neighbouring pixels.
+// arithmetic. Here the group's weights sit in shared memory as wsh[k][m] (k = c*ntaps + tap), and each item of
+// work is one output pixel for kDirectMB output channels: the thread gathers its K inputs from x (L1 hits
+// after the first pass) and reads the weights as broadcasts; neighbouring threads write neighbouring pixels.
+// (One thread for all the channels of a pixel left too few threads to hide the loads' latency: 50k threads of
+// a long serial loop for pcnn_maskA's batch, 0.038 ms for 13 MB of output on an H100; with four threads a
+// pixel, 0.032. Loading four taps' inputs before their products measured slower again: 0.041.)
 // The kernel body is two phases with a barrier between them, so that tests/cuda_host can run each for all
 // threads in turn.
 constexpr int kDirectK = 64, kDirectMB = 16;
+
+// Items of work of a group: pixels times blocks of kDirectMB channels.
+__host__ __device__ inline int64_t forward_direct_items(const Geometry& q) {
+  return q.N * q.OH * q.OW * ((q.Mg + kDirectMB - 1) / kDirectMB);
+}
 
 inline bool forward_direct_fits(const Geometry& q) {
   const int64_t K = q.Cg * q.ntaps;
@@ -103,14 +111,16 @@ __device__ __forceinline__ void forward_direct_stage(const Geometry& q, const T*
 template <class T, class A>
 __device__ __forceinline__ void forward_direct_pixels(const Geometry& q, const T* x, const T* b, T* y, bool relu,
                                                       int64_t g, const A* wsh, int64_t first, int64_t step) {
-  const int64_t pix = q.OH * q.OW, total = q.N * pix;
+  const int64_t pix = q.OH * q.OW, total = q.N * pix, items = forward_direct_items(q);
   const int Mg = int(q.Mg);
-  for (int64_t i = first; i < total; i += step) {
+  for (int64_t it = first; it < items; it += step) {
+    const int64_t mg = it / total, i = it - mg * total;  // channel block (slowest), pixel
     const int64_t img = q.by_opix(i), r = i - img * pix, oh = q.by_OW(r), ow = r - oh * q.OW;
     const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
     const T* x_img = x + img * q.xs[0] + g * q.Cg * q.xs[1];
     T* y_pix = y + (img * q.M + g * q.Mg) * pix + r;
-    for (int m0 = 0; m0 < Mg; m0 += kDirectMB) {
+    {
+      const int m0 = int(mg) * kDirectMB;
       A acc[kDirectMB];
 #pragma unroll
       for (int j = 0; j < kDirectMB; ++j) acc[j] = A(0);
@@ -154,20 +164,35 @@ __global__ void forward_direct(Geometry q, const T* __restrict__ x, const T* __r
 }
 
 // grad_weight of a layer whose forward runs direct (K = Cg*ntaps <= kDirectK): as a GEMM, its N = K columns
-// would fill a sliver of a 64-column tile (9 of 64 for a 3x3 layer on one channel; measured 0.085 ms for
-// MNIST's first layer on an H200, for 25 MB of grad_y). Here each thread keeps the K sums of MT output channels
-// over a run of pixels: per pixel it reads the K inputs of the pixel's window and MT values of grad_y, and makes
-// MT*K multiply-adds. A block adds its threads' sums and writes one partial per (run, channel, k) in
-// GradWeightGemm's workspace layout, so that reduce_grad_weight adds the runs in a fixed order.
-// KMAX (16, 32 or 64) bounds K; MT = 64 / KMAX, so that 64 sums fit a thread's registers.
+// would fill a sliver of a 64-column tile (9 of 64 for a 3x3 layer on one channel). Here a block owns 64
+// output channels (rows) by all K columns over a run of pixels, in chunks of GwdShape::P pixels: it stages the
+// chunk's grad_y as gys[pixel][row] (gated by the fused ReLU's output) and the pixels' windows as xs[pixel][k],
+// then each warp takes every PS-th pixel of the chunk and each lane adds a 4-row by KT-column outer product per
+// pixel (one 16-byte load of grad_y, KT/4 of x). The PS warps that share columns add their sums in order
+// through shared memory, and the block writes one partial per (run, row, k) in GradWeightGemm's workspace
+// layout, so that reduce_grad_weight adds the runs in a fixed order. (The kernel this replaced kept two rows a
+// thread and gathered each pixel's window once per pair of rows: pcnn_maskA took 0.084 ms on an H100, 0.038
+// here. Layers of 32 channels or fewer compute half a block of zero rows: mnist_c1's went 0.057 -> 0.067.)
+// KMAX (16, 32 or 64) bounds K.
 inline int grad_weight_direct_kmax(const Geometry& q) {
   const int64_t K = q.Cg * q.ntaps;
   return K <= 16 ? 16 : K <= 32 ? 32 : 64;
 }
+constexpr int kGwdRows = 64, kGwdThreads = 256;
+template <class A, int KMAX>
+struct GwdShape {
+  // columns a lane (lanes: 16 row quads x 2 column halves): 64 sums a thread in float, 32 in double
+  static constexpr int KT = KMAX / 2 < 64 / int(sizeof(A)) ? KMAX / 2 : 64 / int(sizeof(A));
+  static constexpr int KS = KMAX / 2 / KT;           // warps across the columns (1, 2 or 4)
+  static constexpr int PS = 8 / KS;                  // warps across the pixels
+  static constexpr int P = 64 * 4 / int(sizeof(A));  // pixels a chunk (the staging fits 48 KB)
+  static constexpr int LG = kGwdRows + 4, LX = KMAX + 4;  // padded rows of gys and xs (16-byte multiples)
+  static_assert(32 * 4 * KT <= P * LG, "the final reduction reuses gys");
+};
 
 // Where tap-column k = c*ntaps + t of a window sits, from the window's corner: its offset in x (32 bits, checked
-// on the host: grad_weight_direct_fits) and its row and column shifts (16 bits each). Eight bytes, so that a
-// thread reads one a tap and the table need not live in registers.
+// on the host: grad_weight_direct_fits) and its row and column shifts (16 bits each). Eight bytes, read from a
+// shared table.
 struct WindowTap {
   int off;
   int shift;  // (kh*dh) << 16 | kw*dw
@@ -176,8 +201,8 @@ __device__ __forceinline__ WindowTap window_tap(const Geometry& q, int k) {
   const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
   return {int(c * q.xs[1] + int64_t(kh) * q.dh * q.xs[2] + int64_t(kw) * q.dw * q.xs[3]), (kh * q.dh) << 16 | kw * q.dw};
 }
-// One table entry, read from shared memory at every use (an opaque load): left to itself the compiler keeps the
-// whole table in registers across the pixel loop, beside the 64 sums, and spills.
+// One table entry, read from shared memory at every use (an opaque load): left to itself the compiler may keep
+// the whole table in registers beside the sums, and spill.
 __device__ __forceinline__ WindowTap load_tap(const WindowTap* p) {
 #ifdef __CUDA_ARCH__
   WindowTap t;
@@ -190,78 +215,174 @@ __device__ __forceinline__ WindowTap load_tap(const WindowTap* p) {
 #endif
 }
 
+// A chunk's pixel: where its grad_y, y and window corner are, and the corner's row and column (ih0 = kNoPixel
+// past the run: its grad_y and window read as zero).
+struct GwdPixel {
+  int64_t gy, y, x;
+  int ih0, iw0;
+};
+constexpr int kNoPixel = -(1 << 30);
+
+// Phase 1 (threads tid < P): pixel p0 + tid of group g, rows from m0.
+template <class A, int KMAX>
+__device__ __forceinline__ void gwd_pixel(const Geometry& q, int64_t g, int64_t m0, int64_t p0, int64_t last, int tid,
+                                          GwdPixel* px) {
+  const int64_t i = p0 + tid;
+  GwdPixel e{0, 0, 0, kNoPixel, 0};
+  if (i < last) {
+    const int64_t pix = q.OH * q.OW, img = q.by_opix(i), r = i - img * pix, oh = q.by_OW(r), ow = r - oh * q.OW;
+    const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
+    e.gy = img * q.gs[0] + (g * q.Mg + m0) * q.gs[1] + oh * q.gs[2] + ow * q.gs[3];
+    e.y = img * q.ys[0] + (g * q.Mg + m0) * q.ys[1] + oh * q.ys[2] + ow * q.ys[3];
+    e.x = img * q.xs[0] + g * q.Cg * q.xs[1] + ih0 * q.xs[2] + iw0 * q.xs[3];
+    e.ih0 = int(ih0);
+    e.iw0 = int(iw0);
+  }
+  px[tid] = e;
+}
+
+// Phase 2 (all threads): the chunk's gys[p][row] and xs[p][k], zero outside the rows, K, the run and the image.
+// A thread loads its elements kBatch at a time into registers before storing them, so that those loads are in
+// flight together (one at a time, the staging waited on each and bound pcnn_maskA's grad_weight; all at once,
+// the sums spilled).
+template <class T, class A, int KMAX>
+__device__ __forceinline__ void gwd_stage(const Geometry& q, const T* x, const T* y, const T* gy, int64_t m0,
+                                          const WindowTap* taps, const GwdPixel* px, A* gys, A* xs, int tid) {
+  using S = GwdShape<A, KMAX>;
+  constexpr int kG = S::P * kGwdRows / kGwdThreads, kX = S::P * KMAX / kGwdThreads;  // elements a thread
+  constexpr int kBatch = 4, kBatchX = kX < kBatch ? kX : kBatch;
+  static_assert(kG % kBatch == 0 && kX % kBatchX == 0, "whole batches");
+  const int K = int(q.Cg) * q.ntaps;
+#pragma unroll 1
+  for (int u0 = 0; u0 < kG; u0 += kBatch) {  // pixels fastest: runs of grad_y's rows
+    T g[kBatch], gate[kBatch];
+    bool in[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = tid + (u0 + u) * kGwdThreads, row = e / S::P, p = e - row * S::P;
+      const GwdPixel& d = px[p];
+      in[u] = d.ih0 != kNoPixel && m0 + row < q.Mg;
+      g[u] = in[u] ? gy[d.gy + row * q.gs[1]] : T(0);
+      gate[u] = in[u] && y ? y[d.y + row * q.ys[1]] : T(1);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int e = tid + (u0 + u) * kGwdThreads, row = e / S::P, p = e - row * S::P;
+      // zero where the fused ReLU was off (its output not above 0)
+      gys[p * S::LG + row] = in[u] && A(to_float(gate[u])) > A(0) ? A(to_float(g[u])) : A(0);
+    }
+  }
+#pragma unroll 1
+  for (int u0 = 0; u0 < kX; u0 += kBatchX) {
+    T v[kBatchX];
+    bool in[kBatchX];
+#pragma unroll
+    for (int u = 0; u < kBatchX; ++u) {
+      const int e = tid + (u0 + u) * kGwdThreads, k = e / S::P, p = e - k * S::P;
+      const GwdPixel& d = px[p];
+      in[u] = false;
+      int64_t at = 0;
+      if (k < K && d.ih0 != kNoPixel) {
+        const WindowTap tap = load_tap(taps + k);
+        const int ih = d.ih0 + (tap.shift >> 16), iw = d.iw0 + (tap.shift & 0xffff);
+        in[u] = ih >= 0 && ih < q.H && iw >= 0 && iw < q.W;
+        at = d.x + tap.off;
+      }
+      v[u] = in[u] ? x[at] : T(0);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatchX; ++u) {
+      const int e = tid + (u0 + u) * kGwdThreads, k = e / S::P, p = e - k * S::P;
+      xs[p * S::LX + k] = in[u] ? A(to_float(v[u])) : A(0);
+    }
+  }
+}
+
+// Phase 3 (all threads): warp w = (pixel split ps, column split ks) = (w / KS, w % KS) adds pixels ps, ps + PS,
+// ... of the chunk; lane (rq, kh) = (lane % 16, lane / 16) owns rows 4*rq + [0, 4) and columns
+// ks*KMAX/KS + kh*KT + [0, KT).
+template <class A, int KMAX>
+__device__ __forceinline__ void gwd_accumulate(const A* gys, const A* xs, int tid,
+                                               A (&acc)[4][GwdShape<A, KMAX>::KT]) {
+  using S = GwdShape<A, KMAX>;
+  const int warp = tid / 32, lane = tid % 32, ps = warp / S::KS, ks = warp % S::KS;
+  const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
+  for (int p = ps; p < S::P; p += S::PS) {
+    A a[4], b[S::KT];
+    load4(gys + p * S::LG + r0, a);
+#pragma unroll
+    for (int j = 0; j < S::KT; j += 4) load4(xs + p * S::LX + k0 + j, b + j);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < S::KT; ++j) acc[i][j] += a[i] * b[j];
+  }
+}
+
 // Whether q's grad_weight takes the direct kernel: its forward does, and the window offsets and shifts fit.
 inline bool grad_weight_direct_fits(const Geometry& q) {
   const int64_t reach = (q.Cg - 1) * q.xs[1] + int64_t(q.KH - 1) * q.dh * q.xs[2] + int64_t(q.KW - 1) * q.dw * q.xs[3];
   return forward_direct_fits(q) && reach < (int64_t(1) << 31) && (q.KH - 1) * q.dh < (1 << 15) &&
-         (q.KW - 1) * q.dw < (1 << 16);
-}
-
-// Adds pixel i's products to acc[j][k] for output channels m0 + j (j < MT, those below Mg) of group g.
-template <class T, class A, int MT, int KMAX>
-__device__ __forceinline__ void grad_weight_direct_pixel(const Geometry& q, const T* x, const T* y, const T* gy,
-                                                         int64_t g, int64_t m0, const WindowTap* taps, int64_t i,
-                                                         A (&acc)[MT][KMAX]) {
-  const int64_t pix = q.OH * q.OW, img = q.by_opix(i), r = i - img * pix, oh = q.by_OW(r), ow = r - oh * q.OW;
-  const T* gy_img = gy + img * q.gs[0] + g * q.Mg * q.gs[1];
-  const T* y_img = y ? y + img * q.ys[0] + g * q.Mg * q.ys[1] : nullptr;
-  A v[MT];
-#pragma unroll
-  for (int j = 0; j < MT; ++j) v[j] = m0 + j < q.Mg ? masked_grad(q, gy_img, y_img, m0 + j, oh, ow) : A(0);
-  const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
-  const T* corner = x + img * q.xs[0] + g * q.Cg * q.xs[1] + ih0 * q.xs[2] + iw0 * q.xs[3];
-  const int K = int(q.Cg) * q.ntaps;
-#pragma unroll
-  for (int k = 0; k < KMAX; ++k) {
-    if (k >= K) break;
-    const WindowTap tap = load_tap(taps + k);
-    const int64_t ih = ih0 + (tap.shift >> 16), iw = iw0 + (tap.shift & 0xffff);
-    const A xv = ih >= 0 && ih < q.H && iw >= 0 && iw < q.W ? A(to_float(corner[tap.off])) : A(0);
-#pragma unroll
-    for (int j = 0; j < MT; ++j) acc[j][k] += v[j] * xv;
-  }
+         (q.KW - 1) * q.dw < (1 << 16) && q.H < (1 << 29) && q.W < (1 << 29);
 }
 
 #ifdef __CUDACC__
-// Grid: x over runs of pixels (run_len each), y over groups of MT output channels, z over groups. 256 threads.
+// Grid: x over runs of pixels (run_len each, a multiple of P), y over blocks of 64 output channels, z over
+// groups.
 template <class T, int KMAX>
-__global__ void __launch_bounds__(256, 2) grad_weight_direct(Geometry q, int64_t run_len, const T* __restrict__ x, const T* __restrict__ y,
-                                   const T* __restrict__ gy, typename AccOf<T>::type* __restrict__ ws) {
+__global__ void __launch_bounds__(kGwdThreads, 2) grad_weight_direct(Geometry q, int64_t run_len,
+                                                                     const T* __restrict__ x, const T* __restrict__ y,
+                                                                     const T* __restrict__ gy,
+                                                                     typename AccOf<T>::type* __restrict__ ws) {
   using A = typename AccOf<T>::type;
-  constexpr int MT = 64 / KMAX, kWarps = 8;
+  using S = GwdShape<A, KMAX>;
+  __shared__ __align__(16) A gys[S::P * S::LG];
+  __shared__ __align__(16) A xs[S::P * S::LX];
   __shared__ __align__(8) WindowTap taps[KMAX];
-  __shared__ A part[kWarps][MT * KMAX];
+  __shared__ GwdPixel px[S::P];
   const int K = int(q.Cg) * q.ntaps, tid = threadIdx.x;
-  for (int k = tid; k < K; k += blockDim.x) taps[k] = window_tap(q, k);
-  __syncthreads();
-  const int64_t g = blockIdx.z, m0 = int64_t(blockIdx.y) * MT, first = int64_t(blockIdx.x) * run_len;
-  const int64_t last = first + run_len < q.N * q.OH * q.OW ? first + run_len : q.N * q.OH * q.OW;
-  A acc[MT][KMAX];
+  for (int k = tid; k < K; k += kGwdThreads) taps[k] = window_tap(q, k);
+  const int64_t g = blockIdx.z, m0 = int64_t(blockIdx.y) * kGwdRows, first = int64_t(blockIdx.x) * run_len;
+  const int64_t total = q.N * q.OH * q.OW, last = first + run_len < total ? first + run_len : total;
+  A acc[4][S::KT];
 #pragma unroll
-  for (int j = 0; j < MT; ++j)
+  for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int k = 0; k < KMAX; ++k) acc[j][k] = A(0);
-  for (int64_t i = first + tid; i < last; i += blockDim.x)
-    grad_weight_direct_pixel<T, A, MT, KMAX>(q, x, y, gy, g, m0, taps, i, acc);
-  // the block's sum: across each warp by shuffles, then across the warps in shared memory
-  const int warp = tid / 32, lane = tid % 32;
-#pragma unroll
-  for (int j = 0; j < MT; ++j)
-#pragma unroll
-    for (int k = 0; k < KMAX; ++k) {
-      if (k >= K) break;
-      A s = acc[j][k];
-      for (int d = 16; d > 0; d /= 2) s += __shfl_down_sync(0xffffffffu, s, d);
-      if (lane == 0) part[warp][j * KMAX + k] = s;
-    }
-  __syncthreads();
-  for (int e = tid; e < MT * K; e += blockDim.x) {
-    const int j = e / K, k = e - j * K;
-    if (m0 + j >= q.Mg) continue;
-    A s = A(0);
-    for (int w = 0; w < kWarps; ++w) s += part[w][j * KMAX + k];
-    ws[(int64_t(blockIdx.x) * q.M + g * q.Mg + m0 + j) * K + k] = s;
+    for (int j = 0; j < S::KT; ++j) acc[i][j] = A(0);
+  for (int64_t p0 = first; p0 < last; p0 += S::P) {
+    __syncthreads();  // the previous chunk's products are done (and the tap table is in, the first time)
+    if (tid < S::P) gwd_pixel<A, KMAX>(q, g, m0, p0, last, tid, px);
+    __syncthreads();
+    gwd_stage<T, A, KMAX>(q, x, y, gy, m0, taps, px, gys, xs, tid);
+    __syncthreads();
+    gwd_accumulate<A, KMAX>(gys, xs, tid, acc);
   }
+  // The PS warps of a column split add their sums in order: in round (r, k), warp (ps, ks) = (r, k) leaves its
+  // sums in gys (32 lanes x 4*KT), and warp (0, k) adds them.
+  const int warp = tid / 32, lane = tid % 32, ps = warp / S::KS, ks = warp % S::KS;
+  A* red = gys + lane * 4 * S::KT;
+  for (int r = 1; r < S::PS; ++r)
+    for (int k = 0; k < S::KS; ++k) {
+      __syncthreads();
+      if (ps == r && ks == k)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < S::KT; ++j) red[i * S::KT + j] = acc[i][j];
+      __syncthreads();
+      if (ps == 0 && ks == k)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < S::KT; ++j) acc[i][j] += red[i * S::KT + j];
+    }
+  if (ps != 0) return;
+  const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < S::KT; ++j)
+      if (m0 + r0 + i < q.Mg && k0 + j < K) ws[(int64_t(blockIdx.x) * q.M + g * q.Mg + m0 + r0 + i) * K + k0 + j] = acc[i][j];
 }
 #endif  // __CUDACC__
 

@@ -54,6 +54,7 @@ struct HaloConv {
   float* y = nullptr;
   bool relu = false;
   bool pairs = false;  // pixels go out two at a time (8-byte stores): even pixels an image, y 8-byte aligned
+  bool simt = false;   // float32 FMAs (conv2d_halo_simt.cuh) instead of TF32 mma.sync: weights packed for it
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
   int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
@@ -72,7 +73,8 @@ struct HaloConv {
   int64_t tap_w[kHaloMaxTaps] = {};
 
   __host__ __device__ int64_t pixels() const { return q.N * q.OH * q.OW; }
-  __host__ __device__ int chunk_floats() const { return ntaps * nkk * kHaloFrag; }  // packed weights of a chunk
+  // packed weights of a chunk (ntaps * kc * 64 in either packing)
+  __host__ __device__ int chunk_floats() const { return ntaps * nkk * kHaloFrag; }
   __host__ __device__ int stage_floats() const { return chunk_floats() + kc * CS; }
   int64_t packed_floats() const { return q.G * mtiles * int64_t(nchunks) * chunk_floats(); }
   size_t smem_bytes() const { return size_t(stages) * stage_floats() * sizeof(float); }
@@ -206,10 +208,17 @@ __host__ __device__ __forceinline__ float tf32_round(float v) {
 // Packed weight i: lane `lane` of fragment mi of k8 slice kk of tap j of chunk cc of m tile mt of group g,
 // register r: row mt*64 + mi*16 + lane/4 + 8*(r%2), channel cc*kc + kk*8 + lane%4 + 4*(r/2) (mma.m16n8k8's A
 // layout), zero past the rows or channels.
+// For the SIMT kernel (h.simt) instead: [g][m tile][chunk][tap j][channel][row], as float32.
 __host__ __device__ __forceinline__ float halo_packed_weight(const HaloConv& h, int64_t i) {
   const int64_t cf = h.chunk_floats(), within = i % cf, blk = i / cf;
   const int cc = int(blk % h.nchunks), mt = int((blk / h.nchunks) % h.mtiles);
   const int64_t g = blk / (int64_t(h.nchunks) * h.mtiles);
+  if (h.simt) {
+    const int j = int(within / (h.kc * kHaloBM)), c = int(within / kHaloBM % h.kc), r = int(within % kHaloBM);
+    const int64_t row = int64_t(mt) * kHaloBM + r, chan = int64_t(cc) * h.kc + c;
+    if (row >= h.q.Mg || chan >= h.q.Cg) return 0.f;
+    return h.w[g * h.wgs + row * h.wrs + chan * h.wcs + h.tap_w[j]];
+  }
   const int r = int(within % 4), lane = int(within / 4 % 32), mi = int(within / 128 % 4);
   const int jk = int(within / kHaloFrag), kk = jk % h.nkk, j = jk / h.nkk;
   const int64_t row = int64_t(mt) * kHaloBM + mi * 16 + lane / 4 + 8 * (r % 2);
@@ -313,51 +322,23 @@ __device__ __forceinline__ void halo_wait(int n) {
   else asm volatile("cp.async.wait_group 2;" ::: "memory");
 }
 
-template <int KC>
-__global__ void __launch_bounds__(kHaloThreads, 3) halo_conv_kernel(const __grid_constant__ HaloConv h) {
-  constexpr int kNkk = KC / 8;
-  extern __shared__ __align__(16) float smem[];
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4;
-  const int wm = warp % 2, wn = warp / 2;
-  const int g = int(blockIdx.z), mt = int(blockIdx.y);
-  const int64_t n0 = int64_t(blockIdx.x) * kHaloBN;
-  const int cf = h.chunk_floats(), stage = h.stage_floats(), S = h.stages;
-  const int64_t first_row = halo_first_row(h, n0);
-
-  // Zero every stage's halo: rows and columns of the padding are never copied.
-  for (int st = 0; st < S; ++st)
-    for (int i = tid; i < KC * h.CS; i += kHaloThreads) smem[st * stage + cf + i] = 0.f;
-  __syncthreads();
-
-  int corner[4];  // this lane's B columns (k row tig): pixels 32*wn + 8*nj + gq
-#pragma unroll
-  for (int nj = 0; nj < 4; ++nj) corner[nj] = tig * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + gq, first_row);
-
-  auto copy16 = [](float* dst, const float* src, int n) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(dst)), "l"(src), "r"(4 * n)
-                 : "memory");
-  };
-  auto copy4 = [](float* dst, const float* src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),
-                 "r"(valid ? 4 : 0) : "memory");
-  };
-  // S stages: chunks cc+1 .. cc+S-1 are in flight while chunk cc is multiplied. One copy group per chunk
-  // (empty past the last), so "all but the newest S-2 groups" is always "chunk cc is in".
-  for (int i = 0; i < S - 1; ++i) {
-    if (i < h.nchunks) halo_load_chunk(h, g, mt, i, first_row, smem + i * stage, tid, copy16, copy4);
-    asm volatile("cp.async.commit_group;" ::: "memory");
-  }
+// The product of the TF32 kernel: warp (wm, wn) = (warp % 2, warp / 2) owns rows 32*wm + [0, 32) and pixels
+// 32*wn + [0, 32) as 2 x 4 m16n8 accumulators.
+struct HaloTf32 {
+  static constexpr int kMinBlocks = 3;  // three blocks an SM: at most 80 registers
   float acc[2][4][4] = {};
-  int cur = 0;  // cc % S
-  for (int cc = 0; cc < h.nchunks; ++cc) {
-    halo_wait(S - 2);
-    __syncthreads();  // chunk cc visible to all; every warp is done with chunk cc-1, whose stage is refilled now
-    const int next = cc + S - 1, into = cur == 0 ? S - 1 : cur - 1;
-    if (next < h.nchunks) halo_load_chunk(h, g, mt, next, first_row, smem + into * stage, tid, copy16, copy4);
-    asm volatile("cp.async.commit_group;" ::: "memory");
-    const float* st = smem + cur * stage;
-    const float* wa = st + (2 * wm) * 128 + lane * 4;
-    const float* hs = st + cf;
+  int corner[4];  // this lane's B columns (k row tig): pixels 32*wn + 8*nj + gq
+  __device__ HaloTf32(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
+    const int lane = tid % 32, wn = tid / 64;
+#pragma unroll
+    for (int nj = 0; nj < 4; ++nj)
+      corner[nj] = (lane % 4) * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + lane / 4, first_row);
+  }
+  // Adds chunk st's product (packed weights at st, halo at hs).
+  template <int KC>
+  __device__ __forceinline__ void chunk(const HaloConv& h, const float* st, const float* hs, int tid) {
+    constexpr int kNkk = KC / 8;
+    const float* wa = st + (2 * ((tid / 32) % 2)) * 128 + (tid % 32) * 4;
     for (int j = 0; j < h.ntaps; ++j) {
       const int off = h.tap_off[j];
 #pragma unroll
@@ -381,32 +362,125 @@ __global__ void __launch_bounds__(kHaloThreads, 3) halo_conv_kernel(const __grid
           for (int nj = 0; nj < 4; ++nj) halo_mma(acc[i][nj], a[i], b[nj]);
       }
     }
-    cur = cur + 1 == S ? 0 : cur + 1;
   }
-
   // Accumulator r of (i, nj): row 32*wm + 16*i + gq + 8*(r/2), pixel 32*wn + 8*nj + 2*tig + r%2. Pairs of
   // pixels go out as one 8-byte store where they share an image row run (even pixels an image: n is even).
-  const int64_t npix = h.pixels();
+  __device__ __forceinline__ void store(const HaloConv& h, int g, int mt, int64_t n0, int tid) {
+    const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4, wm = warp % 2, wn = warp / 2;
+    const int64_t npix = h.pixels();
 #pragma unroll
-  for (int nj = 0; nj < 4; ++nj) {
-    const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig;
-    if (n >= npix) continue;
-    const bool pair = h.pairs && n + 1 < npix;
+    for (int nj = 0; nj < 4; ++nj) {
+      const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig;
+      if (n >= npix) continue;
+      const bool pair = h.pairs && n + 1 < npix;
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+      for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int64_t m = int64_t(mt) * kHaloBM + 32 * wm + 16 * i + gq + 8 * hr;
-        if (m >= h.q.Mg) continue;
-        const float v0 = halo_activate(h, g, m, acc[i][nj][2 * hr]), v1 = halo_activate(h, g, m, acc[i][nj][2 * hr + 1]);
-        if (pair) {
-          *reinterpret_cast<float2*>(h.y + halo_out_offset(h, g, m, n)) = make_float2(v0, v1);
-        } else {
-          h.y[halo_out_offset(h, g, m, n)] = v0;
-          if (n + 1 < npix) h.y[halo_out_offset(h, g, m, n + 1)] = v1;
+        for (int hr = 0; hr < 2; ++hr) {
+          const int64_t m = int64_t(mt) * kHaloBM + 32 * wm + 16 * i + gq + 8 * hr;
+          if (m >= h.q.Mg) continue;
+          const float v0 = halo_activate(h, g, m, acc[i][nj][2 * hr]);
+          const float v1 = halo_activate(h, g, m, acc[i][nj][2 * hr + 1]);
+          if (pair) {
+            *reinterpret_cast<float2*>(h.y + halo_out_offset(h, g, m, n)) = make_float2(v0, v1);
+          } else {
+            h.y[halo_out_offset(h, g, m, n)] = v0;
+            if (n + 1 < npix) h.y[halo_out_offset(h, g, m, n + 1)] = v1;
+          }
         }
-      }
+    }
   }
+};
+
+// The product of the float32 kernel, on FMAs: warp w owns rows 8*w + [0, 8), lane l pixels l + 32*i (i < 4),
+// so a (tap, channel) step is two broadcast 16-byte loads of weights (packed [tap][channel][row]), four
+// conflict-free loads of consecutive pixels and 32 FMAs.
+struct HaloSimt {
+  static constexpr int kMinBlocks = 2;  // 80 registers spilled; two blocks an SM give it 128
+  float acc[8][4] = {};
+  int corner[4];
+  __device__ HaloSimt(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) corner[i] = halo_corner(h, n0 + tid % 32 + 32 * i, first_row);
+  }
+  template <int KC>
+  __device__ __forceinline__ void chunk(const HaloConv& h, const float* st, const float* hs, int tid) {
+    const float* wa = st + 8 * (tid / 32);
+    for (int j = 0; j < h.ntaps; ++j) {
+      const float* hj = hs + h.tap_off[j];
+#pragma unroll
+      for (int c = 0; c < KC; ++c) {
+        const float4 a0 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM);
+        const float4 a1 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM + 4);
+        const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        float b[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) b[i] = hj[c * h.CS + corner[i]];
+#pragma unroll
+        for (int r = 0; r < 8; ++r)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[r][i] = fmaf(a[r], b[i], acc[r][i]);
+      }
+    }
+  }
+  // Row 8*warp + r, pixel n0 + lane + 32*i: a warp's stores of one row are 32 consecutive pixels.
+  __device__ __forceinline__ void store(const HaloConv& h, int g, int mt, int64_t n0, int tid) {
+    const int64_t npix = h.pixels();
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+      const int64_t m = int64_t(mt) * kHaloBM + 8 * (tid / 32) + r;
+      if (m >= h.q.Mg) continue;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t n = n0 + tid % 32 + 32 * i;
+        if (n < npix) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, acc[r][i]);
+      }
+    }
+  }
+};
+
+// The halo convolution, its product by Math (HaloTf32 or HaloSimt).
+template <int KC, class Math>
+__global__ void __launch_bounds__(kHaloThreads, Math::kMinBlocks) halo_conv_kernel(const __grid_constant__ HaloConv h) {
+  extern __shared__ __align__(16) float smem[];
+  const int tid = threadIdx.x;
+  const int g = int(blockIdx.z), mt = int(blockIdx.y);
+  const int64_t n0 = int64_t(blockIdx.x) * kHaloBN;
+  const int cf = h.chunk_floats(), stage = h.stage_floats(), S = h.stages;
+  const int64_t first_row = halo_first_row(h, n0);
+
+  // Zero every stage's halo: rows and columns of the padding are never copied.
+  for (int st = 0; st < S; ++st)
+    for (int i = tid; i < KC * h.CS; i += kHaloThreads) smem[st * stage + cf + i] = 0.f;
+  __syncthreads();
+
+  Math math(h, n0, first_row, tid);
+  auto copy16 = [](float* dst, const float* src, int n) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(dst)), "l"(src), "r"(4 * n)
+                 : "memory");
+  };
+  auto copy4 = [](float* dst, const float* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),
+                 "r"(valid ? 4 : 0) : "memory");
+  };
+  // S stages: chunks cc+1 .. cc+S-1 are in flight while chunk cc is multiplied. One copy group per chunk
+  // (empty past the last), so "all but the newest S-2 groups" is always "chunk cc is in".
+  for (int i = 0; i < S - 1; ++i) {
+    if (i < h.nchunks) halo_load_chunk(h, g, mt, i, first_row, smem + i * stage, tid, copy16, copy4);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+  int cur = 0;  // cc % S
+  for (int cc = 0; cc < h.nchunks; ++cc) {
+    halo_wait(S - 2);
+    __syncthreads();  // chunk cc visible to all; every warp is done with chunk cc-1, whose stage is refilled now
+    const int next = cc + S - 1, into = cur == 0 ? S - 1 : cur - 1;
+    if (next < h.nchunks) halo_load_chunk(h, g, mt, next, first_row, smem + into * stage, tid, copy16, copy4);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    const float* st = smem + cur * stage;
+    math.template chunk<KC>(h, st, st + cf, tid);
+    cur = cur + 1 == S ? 0 : cur + 1;
+  }
+  math.store(h, g, mt, n0, tid);
 }
 
 __global__ void halo_pack_kernel(const __grid_constant__ HaloConv h, float* __restrict__ wp, int64_t total) {

@@ -243,25 +243,43 @@ static void run_case(const Case& c, std::mt19937& rng) {
     }
     expect_close("grad_weight (3 splits)", c, got, ref_gw);
   }
-  // grad_weight, direct (few channels a group): each run of pixels summed per (channel, k) as a block does,
-  // the runs added in order as reduce_grad_weight does
+  // grad_weight, direct (few channels a group): grad_weight_direct's phases for all threads in turn, block by
+  // block over runs of pixels that end mid-chunk, then the runs added in order as reduce_grad_weight does;
+  // the shared arrays are poisoned before each chunk
   if (grad_weight_direct_fits(q)) {
     auto run = [&](auto kmax_tag) {
-      constexpr int KMAX = decltype(kmax_tag)::value, MT = 64 / KMAX;
+      constexpr int KMAX = decltype(kmax_tag)::value;
+      using S = GwdShape<double, KMAX>;
       const int K = int(q.Cg) * q.ntaps;
       std::vector<WindowTap> taps(KMAX);
       for (int k = 0; k < K; ++k) taps[k] = window_tap(q, k);
-      const int64_t P = q.N * q.OH * q.OW, run_len = (P + 2) / 3;
-      std::vector<double> sums(q.M * int64_t(K), 0.0), got(w.size());
+      const int64_t P = q.N * q.OH * q.OW, run_len = S::P + 3;  // runs ending mid-chunk (the kernel's are whole)
+      std::vector<double> sums(q.M * int64_t(K), 0.0), got(w.size()), gys(S::P * S::LG), xs(S::P * S::LX);
+      std::vector<GwdPixel> px(S::P);
+      static double acc[kGwdThreads][4][S::KT];
       for (int64_t g = 0; g < q.G; ++g)
-        for (int64_t m0 = 0; m0 < q.Mg; m0 += MT)
+        for (int64_t m0 = 0; m0 < q.Mg; m0 += kGwdRows)
           for (int64_t first = 0; first < P; first += run_len) {
-            double acc[MT][KMAX] = {};
-            for (int64_t i = first; i < std::min(P, first + run_len); ++i)
-              grad_weight_direct_pixel<double, double, MT, KMAX>(q, x.data(), c.relu ? y.data() : nullptr,
-                                                                 gy.data(), g, m0, taps.data(), i, acc);
-            for (int j = 0; j < MT && m0 + j < q.Mg; ++j)
-              for (int k = 0; k < K; ++k) sums[(g * q.Mg + m0 + j) * K + k] += acc[j][k];
+            for (auto& t : acc) for (auto& a : t) for (auto& b : a) b = 0;
+            const int64_t last = std::min(P, first + run_len);
+            for (int64_t p0 = first; p0 < last; p0 += S::P) {
+              std::fill(gys.begin(), gys.end(), NAN);
+              std::fill(xs.begin(), xs.end(), NAN);
+              for (int tid = 0; tid < S::P; ++tid) gwd_pixel<double, KMAX>(q, g, m0, p0, last, tid, px.data());
+              for (int tid = 0; tid < kGwdThreads; ++tid)
+                gwd_stage<double, double, KMAX>(q, x.data(), c.relu ? y.data() : nullptr, gy.data(), m0, taps.data(),
+                                                px.data(), gys.data(), xs.data(), tid);
+              for (int tid = 0; tid < kGwdThreads; ++tid) gwd_accumulate<double, KMAX>(gys.data(), xs.data(), tid, acc[tid]);
+            }
+            // the kernel's reduction: warps of one column split, pixel split 0 first, then 1, ...
+            for (int tid = 0; tid < kGwdThreads; ++tid) {
+              const int warp = tid / 32, lane = tid % 32, ps = warp / S::KS, ks = warp % S::KS;
+              const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
+              for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < S::KT; ++j)
+                  if (m0 + r0 + i < q.Mg && k0 + j < K) sums[(g * q.Mg + m0 + r0 + i) * K + k0 + j] += acc[tid][i][j];
+                  else if (ps == 0 && acc[tid][i][j] != 0.0) { std::printf("FAIL: a sum outside the problem\n"); ++failures; }
+            }
           }
       const int64_t KK = int64_t(q.KH) * q.KW;
       for (int64_t i = 0; i < int64_t(got.size()); ++i) {
@@ -322,6 +340,7 @@ int main() {
       {2, 32, 6, 5, 20, 3, 3, 9, 4, 3, 1, 2, 2, 2, 2, true},     // stride above the kernel, groups
       {2, 1, 10, 11, 32, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, false},  // mask A without ReLU: grad_input by taps
       {1, 4, 9, 9, 32, 3, 3, 5, 1, 1, 2, 2, 2, 2, 2, false},     // taps: mask B, dilation 2, 2 groups of 16
+      {2, 2, 9, 13, 140, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, true},   // direct grad_weight over 2 blocks of 64 rows
   };
   for (const Case& c : cases) {
     std::printf("-- 64 x 64 tiles\n");

@@ -1,6 +1,7 @@
-// The TF32 halo convolution (csrc/cuda/conv2d_halo.cuh) run on the host: the same setup, packing, slot and
+// The halo convolution (csrc/cuda/conv2d_halo.cuh) run on the host: the same setup, packing, slot and
 // fragment-address math as halo_conv_kernel, with each mma.sync.m16n8k8 emulated from its documented
-// fragment layout, against a naive convolution of the TF32-rounded operands in float64. Forward and
+// fragment layout (HaloTf32), or the float32 FMAs of HaloSimt, against a naive convolution in float64 (of the
+// TF32-rounded operands for the TF32 product). Forward and
 // grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
@@ -114,7 +115,53 @@ static Geometry geometry(const Case& c) {
   return q;
 }
 
-static void run_case(const Case& c, std::mt19937& rng) {
+// As halo_conv_kernel with HaloSimt: warp w owns rows 8w + [0, 8), lane l pixels l + 32i; float32 FMAs in the
+// kernel's order.
+static void emulate_simt(HaloConv h) {
+  std::vector<float> wp(size_t(h.packed_floats()));
+  for (size_t i = 0; i < wp.size(); ++i) wp[i] = halo_packed_weight(h, int64_t(i));
+  h.wp = wp.data();
+  const int cf = h.chunk_floats(), stage = h.stage_floats();
+  std::vector<float> smem(size_t(h.stages) * stage);
+  const int64_t npix = h.pixels(), blocks = (npix + kHaloBN - 1) / kHaloBN;
+  auto copy16 = [](float* d, const float* s, int n) { for (int i = 0; i < 4; ++i) d[i] = i < n ? s[i] : 0.f; };
+  auto copy4 = [](float* d, const float* s, bool valid) { *d = valid ? *s : 0.f; };
+  for (int g = 0; g < h.q.G; ++g)
+    for (int mt = 0; mt < h.mtiles; ++mt)
+      for (int64_t bx = 0; bx < blocks; ++bx) {
+        const int64_t n0 = bx * kHaloBN, first_row = halo_first_row(h, n0);
+        std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
+        for (int st = 0; st < h.stages; ++st)
+          for (int i = 0; i < h.kc * h.CS; ++i) smem[size_t(st) * stage + cf + i] = 0.f;
+        static float acc[kHaloThreads][8][4];
+        for (auto& t : acc) for (auto& a : t) for (auto& b : a) b = 0.f;
+        for (int cc = 0; cc < h.nchunks; ++cc) {
+          float* st = smem.data() + size_t(cc % h.stages) * stage;
+          for (int tid = 0; tid < kHaloThreads; ++tid) halo_load_chunk(h, g, mt, cc, first_row, st, tid, copy16, copy4);
+          for (int tid = 0; tid < kHaloThreads; ++tid) {
+            const float* wa = st + 8 * (tid / 32);
+            int corner[4];
+            for (int i = 0; i < 4; ++i) corner[i] = halo_corner(h, n0 + tid % 32 + 32 * i, first_row);
+            for (int j = 0; j < h.ntaps; ++j)
+              for (int c = 0; c < h.kc; ++c)
+                for (int r = 0; r < 8; ++r)
+                  for (int i = 0; i < 4; ++i)
+                    acc[tid][r][i] = std::fma(wa[(j * h.kc + c) * kHaloBM + r], st[cf + h.tap_off[j] + c * h.CS + corner[i]],
+                                              acc[tid][r][i]);
+          }
+        }
+        for (int tid = 0; tid < kHaloThreads; ++tid)
+          for (int r = 0; r < 8; ++r) {
+            const int64_t m = int64_t(mt) * kHaloBM + 8 * (tid / 32) + r;
+            for (int i = 0; i < 4; ++i) {
+              const int64_t n = n0 + tid % 32 + 32 * i;
+              if (m < h.q.Mg && n < npix) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, acc[tid][r][i]);
+            }
+          }
+      }
+}
+
+static void run_case(const Case& c, bool simt, std::mt19937& rng) {
   Geometry q = geometry(c);
   std::normal_distribution<float> nd;
   std::vector<float> w(size_t(q.M * q.Cg * c.KH * c.KW)), b(size_t(q.M));
@@ -142,12 +189,13 @@ static void run_case(const Case& c, std::mt19937& rng) {
     ++failures;
     return;
   }
-  emulate(h);
-  // the reference, from TF32-rounded operands in float64
-  auto X = [&](int64_t n, int64_t ch, int64_t i, int64_t j) {
-    return double(tf32_round(in[size_t(n * s[0] + ch * s[1] + i * s[2] + j * s[3])]));
-  };
-  auto Wt = [&](int64_t m, int64_t ch, int t) { return double(tf32_round(w[size_t(m * q.ws[0] + ch * q.ws[1] + t)])); };
+  h.simt = simt;
+  if (simt) emulate_simt(h);
+  else emulate(h);
+  // the reference in float64, from TF32-rounded operands for the TF32 kernel
+  auto round = [&](float v) { return double(simt ? v : tf32_round(v)); };
+  auto X = [&](int64_t n, int64_t ch, int64_t i, int64_t j) { return round(in[size_t(n * s[0] + ch * s[1] + i * s[2] + j * s[3])]); };
+  auto Wt = [&](int64_t m, int64_t ch, int t) { return round(w[size_t(m * q.ws[0] + ch * q.ws[1] + t)]); };
   double worst = 0, scale = 0;
   int64_t bad = 0;
   for (int64_t n = 0; n < q.N; ++n)
@@ -180,8 +228,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
           if (!(err <= 1e-5 * (1 + std::fabs(ref)))) ++bad;
           if (!(err <= worst)) worst = err;  // NaN stays
         }
-  std::printf("%s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s: %s (worst %.3g of %.3g)\n",
-              c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
+  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s: %s (worst %.3g of %.3g)\n",
+              simt ? "simt" : "tf32", c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
               (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "",
               bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
@@ -208,7 +256,8 @@ int main() {
       {2, 24, 10, 9, 12, 5, 5, 12, 1, 1, 2, 1, 1, 2, 1, false, false, true, 2},   // masked, dilated, pad < (k-1)d
       {2, 16, 8, 7, 80, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1},     // groups, ragged rows
   };
-  for (const Case& c : cases) run_case(c, rng);
+  for (const Case& c : cases)
+    for (const bool simt : {false, true}) run_case(c, simt, rng);
   // layers the halo does not take: 3 channels; one tap
   for (const Case& c : {Case{1, 3, 8, 8, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, false, 1},
                         Case{1, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1}}) {
