@@ -4,8 +4,9 @@
 
 Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
-grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and the TF32 halo kernel
-(halo_pack_kernel, halo_conv_kernel: the forward, and grad_input at stride 1), and the host time of a call.
+grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and the halo kernels
+(halo_pack_kernel, halo_conv_kernel with HaloTf32 or HaloSimt: the forward, and grad_input at stride 1;
+halo_grad_weight_kernel under TF32), and the host time of a call.
 """
 import argparse
 import re
@@ -22,9 +23,9 @@ def short(name):
     # (grad_input by taps runs a ForwardGemm too, beside its pack_tap_weights and gather_taps_kernel)
     for key in ("ForwardGemm", "GradInputGemm", "GradWeightGemm", "reduce_grad_weight", "grad_bias_kernel",
                 "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel", "halo_pack_kernel",
-                "halo_conv_kernel", "grad_weight_direct"):
+                "halo_conv_kernel", "halo_grad_weight_kernel", "grad_weight_direct"):
         if key in name:
-            mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma)", name)
+            mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma|HaloTf32|HaloSimt)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""
             return key + (f" ({mma.group(1)}{tap})" if mma else "")
     return name[:60]
