@@ -315,6 +315,21 @@ __device__ __forceinline__ unsigned smem_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 
+// The stagers' copies as cp.async (see halo_load_rows): 16 bytes of which the first 4*n are copied and the rest
+// zeroed, and 4 bytes copied or zeroed.
+struct CpAsync16 {
+  __device__ __forceinline__ void operator()(float* dst, const float* src, int n) const {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(dst)), "l"(src), "r"(4 * n)
+                 : "memory");
+  }
+};
+struct CpAsync4 {
+  __device__ __forceinline__ void operator()(float* dst, const float* src, bool valid) const {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),
+                 "r"(valid ? 4 : 0) : "memory");
+  }
+};
+
 // cp.async.wait_group takes an immediate: at most n copy groups still in flight.
 __device__ __forceinline__ void halo_wait(int n) {
   if (n <= 0) asm volatile("cp.async.wait_group 0;" ::: "memory");
@@ -455,14 +470,8 @@ __global__ void __launch_bounds__(kHaloThreads, Math::kMinBlocks) halo_conv_kern
   __syncthreads();
 
   Math math(h, n0, first_row, tid);
-  auto copy16 = [](float* dst, const float* src, int n) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(dst)), "l"(src), "r"(4 * n)
-                 : "memory");
-  };
-  auto copy4 = [](float* dst, const float* src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),
-                 "r"(valid ? 4 : 0) : "memory");
-  };
+  const CpAsync16 copy16;
+  const CpAsync4 copy4;
   // S stages: chunks cc+1 .. cc+S-1 are in flight while chunk cc is multiplied. One copy group per chunk
   // (empty past the last), so "all but the newest S-2 groups" is always "chunk cc is in".
   for (int i = 0; i < S - 1; ++i) {

@@ -147,11 +147,29 @@ __host__ __device__ __forceinline__ void halo_gw_owner(int row, int ch, int t, i
   idx = (i * kGwMaxNt + t) * 4 + r;
 }
 
+// The block's partial sums into the workspace from the reduction buffer red (the wk warps' sums added in
+// order); outputs (row, channel, tap) with the tap fastest, a row's (channel, tap) columns being one run of
+// the workspace. Thread tid of nthreads.
+__host__ __device__ __forceinline__ void halo_gw_store(const HaloGradWeight& p, const float* red, int64_t split, int g,
+                                                       int mt, int cc, int j0, int nt, int tid, int nthreads) {
+  const Geometry& q = p.h.q;
+  const int64_t ncol = q.Cg * q.ntaps;
+  for (int o = tid; o < kGwRows * 8 * nt; o += nthreads) {
+    const int row = o / (8 * nt), ch = (o / nt) % 8, tt = o % nt;
+    const int64_t m = int64_t(mt) * kGwRows + row, c = int64_t(cc) * 8 + ch;
+    if (m >= q.Mg || c >= q.Cg) continue;
+    int ln, idx;
+    halo_gw_owner(row, ch, tt, ln, idx);
+    float s = 0.f;
+    for (int k = 0; k < 4; ++k) s += red[halo_gw_red(2 * k + row / 32, ln, idx)];
+    p.ws[(split * q.M + g * q.Mg + m) * ncol + c * q.ntaps + j0 + tt] = s;
+  }
+}
+
 #ifdef __CUDACC__
 __global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const __grid_constant__ HaloGradWeight p) {
   extern __shared__ __align__(16) float smem[];
   const HaloConv& h = p.h;
-  const Geometry& q = h.q;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4;
   const int wm = warp % 2, wk = warp / 2;
   const int mt = int(blockIdx.y);
@@ -166,14 +184,8 @@ __global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const
     for (int i = tid; i < h.kc * h.CS; i += kHaloThreads) smem[st * stage + kGwRows * kGwLd + i] = 0.f;
   __syncthreads();
 
-  auto copy16 = [](float* dst, const float* src, int n) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_address(dst)), "l"(src), "r"(4 * n)
-                 : "memory");
-  };
-  auto copy4 = [](float* dst, const float* src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_address(dst)), "l"(src),
-                 "r"(valid ? 4 : 0) : "memory");
-  };
+  const CpAsync16 copy16;
+  const CpAsync4 copy4;
   if (t0 < t1) halo_gw_load_tile(p, g, mt, cc, t0, smem, tid, copy16, copy4);
   asm volatile("cp.async.commit_group;" ::: "memory");
 
@@ -222,18 +234,7 @@ __global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const
       for (int r = 0; r < 4; ++r) smem[halo_gw_red(warp, lane, (i * kGwMaxNt + tt) * 4 + r)] = acc[i][tt][r];
   __syncthreads();
 
-  // Output (row, channel, tap) with the tap fastest: a row's (channel, tap) columns are one run of the workspace.
-  const int64_t ncol = q.Cg * q.ntaps;
-  for (int o = tid; o < kGwRows * 8 * nt; o += kHaloThreads) {
-    const int row = o / (8 * nt), ch = (o / nt) % 8, tt = o % nt;
-    const int64_t m = int64_t(mt) * kGwRows + row, c = int64_t(cc) * 8 + ch;
-    if (m >= q.Mg || c >= q.Cg) continue;
-    int ln, idx;
-    halo_gw_owner(row, ch, tt, ln, idx);
-    float s = 0.f;
-    for (int k = 0; k < 4; ++k) s += smem[halo_gw_red(2 * k + row / 32, ln, idx)];
-    p.ws[(int64_t(blockIdx.x) * q.M + g * q.Mg + m) * ncol + c * q.ntaps + j0 + tt] = s;
-  }
+  halo_gw_store(p, smem, blockIdx.x, g, mt, cc, j0, nt, tid, kHaloThreads);
 }
 #endif  // __CUDACC__
 

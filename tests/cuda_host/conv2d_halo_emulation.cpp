@@ -19,15 +19,17 @@ using namespace pixelops::cuda::conv;
 static int failures = 0;
 constexpr size_t kBudget = 227 * 1024;  // the most one block may take: every case fits, in 2 to 4 stages
 
-// As halo_conv_kernel, block by block; the shared stages start as NaN so that a read of a slot nobody wrote
-// shows up in the result.
-static void emulate(HaloConv h) {
+// Calls body(g, mt, n0, first_row, load) for every block of halo_conv_kernel, with h's weights packed and the
+// shared stages as the kernel leaves them before its loop: NaN, so that a read of a slot nobody wrote shows up
+// in the result, but for the zeroed halos. load(cc) stages chunk cc for all threads and returns its stage.
+template <class Body>
+static void for_each_block(HaloConv& h, Body&& body) {
   std::vector<float> wp(size_t(h.packed_floats()));
   for (size_t i = 0; i < wp.size(); ++i) wp[i] = halo_packed_weight(h, int64_t(i));
   h.wp = wp.data();
   const int cf = h.chunk_floats(), stage = h.stage_floats();
   std::vector<float> smem(size_t(h.stages) * stage);
-  const int64_t npix = h.pixels(), blocks = (npix + kHaloBN - 1) / kHaloBN;
+  const int64_t blocks = (h.pixels() + kHaloBN - 1) / kHaloBN;
   auto copy16 = [](float* d, const float* s, int n) {
     if ((reinterpret_cast<uintptr_t>(d) & 15) != 0) { std::printf("FAIL: misaligned 16-byte copy\n"); ++failures; }
     for (int i = 0; i < 4; ++i) d[i] = i < n ? s[i] : 0.f;
@@ -40,11 +42,24 @@ static void emulate(HaloConv h) {
         std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
         for (int st = 0; st < h.stages; ++st)
           for (int i = 0; i < h.kc * h.CS; ++i) smem[size_t(st) * stage + cf + i] = 0.f;
+        auto load = [&](int cc) {
+          float* st = smem.data() + size_t(cc % h.stages) * stage;
+          for (int tid = 0; tid < kHaloThreads; ++tid) halo_load_chunk(h, g, mt, cc, first_row, st, tid, copy16, copy4);
+          return st;
+        };
+        body(g, mt, n0, first_row, load);
+      }
+}
+
+// As halo_conv_kernel with HaloTf32, block by block.
+static void emulate(HaloConv h) {
+  const int cf = h.chunk_floats();
+  const int64_t npix = h.pixels();
+  for_each_block(h, [&](int g, int mt, int64_t n0, int64_t first_row, auto&& load) {
         static double acc[kHaloThreads][2][4][4];
         for (auto& t : acc) for (auto& a : t) for (auto& b : a) for (auto& c : b) c = 0;
         for (int cc = 0; cc < h.nchunks; ++cc) {
-          float* st = smem.data() + size_t(cc % h.stages) * stage;
-          for (int tid = 0; tid < kHaloThreads; ++tid) halo_load_chunk(h, g, mt, cc, first_row, st, tid, copy16, copy4);
+          const float* st = load(cc);
           const float* hs = st + cf;
           for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
             const int wm = warp % 2, wn = warp / 2;
@@ -89,7 +104,7 @@ static void emulate(HaloConv h) {
                 if (n < npix && m < h.q.Mg) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, float(acc[tid][i][nj][r]));
               }
         }
-      }
+  });
 }
 
 struct Case {
@@ -118,26 +133,13 @@ static Geometry geometry(const Case& c) {
 // As halo_conv_kernel with HaloSimt: warp w owns rows 8w + [0, 8), lane l pixels l + 32i; float32 FMAs in the
 // kernel's order.
 static void emulate_simt(HaloConv h) {
-  std::vector<float> wp(size_t(h.packed_floats()));
-  for (size_t i = 0; i < wp.size(); ++i) wp[i] = halo_packed_weight(h, int64_t(i));
-  h.wp = wp.data();
-  const int cf = h.chunk_floats(), stage = h.stage_floats();
-  std::vector<float> smem(size_t(h.stages) * stage);
-  const int64_t npix = h.pixels(), blocks = (npix + kHaloBN - 1) / kHaloBN;
-  auto copy16 = [](float* d, const float* s, int n) { for (int i = 0; i < 4; ++i) d[i] = i < n ? s[i] : 0.f; };
-  auto copy4 = [](float* d, const float* s, bool valid) { *d = valid ? *s : 0.f; };
-  for (int g = 0; g < h.q.G; ++g)
-    for (int mt = 0; mt < h.mtiles; ++mt)
-      for (int64_t bx = 0; bx < blocks; ++bx) {
-        const int64_t n0 = bx * kHaloBN, first_row = halo_first_row(h, n0);
-        std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
-        for (int st = 0; st < h.stages; ++st)
-          for (int i = 0; i < h.kc * h.CS; ++i) smem[size_t(st) * stage + cf + i] = 0.f;
+  const int cf = h.chunk_floats();
+  const int64_t npix = h.pixels();
+  for_each_block(h, [&](int g, int mt, int64_t n0, int64_t first_row, auto&& load) {
         static float acc[kHaloThreads][8][4];
         for (auto& t : acc) for (auto& a : t) for (auto& b : a) b = 0.f;
         for (int cc = 0; cc < h.nchunks; ++cc) {
-          float* st = smem.data() + size_t(cc % h.stages) * stage;
-          for (int tid = 0; tid < kHaloThreads; ++tid) halo_load_chunk(h, g, mt, cc, first_row, st, tid, copy16, copy4);
+          const float* st = load(cc);
           for (int tid = 0; tid < kHaloThreads; ++tid) {
             const float* wa = st + 8 * (tid / 32);
             int corner[4];
@@ -158,7 +160,7 @@ static void emulate_simt(HaloConv h) {
               if (m < h.q.Mg && n < npix) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, acc[tid][r][i]);
             }
           }
-      }
+  });
 }
 
 static void run_case(const Case& c, bool simt, std::mt19937& rng) {

@@ -95,17 +95,7 @@ static void emulate(const HaloGradWeight& p) {
             for (int tt = 0; tt < kGwMaxNt; ++tt)
               for (int r = 0; r < 4; ++r)
                 smem[size_t(halo_gw_red(tid / 32, tid % 32, (i * kGwMaxNt + tt) * 4 + r))] = float(acc[tid][i][tt][r]);
-        const int64_t ncol = q.Cg * q.ntaps;
-        for (int o = 0; o < kGwRows * 8 * nt; ++o) {
-          const int row = o / (8 * nt), ch = (o / nt) % 8, tt = o % nt;
-          const int64_t m = int64_t(mt) * kGwRows + row, c = int64_t(cc) * 8 + ch;
-          if (m >= q.Mg || c >= q.Cg) continue;
-          int ln, idx;
-          halo_gw_owner(row, ch, tt, ln, idx);
-          float s = 0.f;
-          for (int k = 0; k < 4; ++k) s += smem[size_t(halo_gw_red(2 * k + row / 32, ln, idx))];
-          p.ws[(split * q.M + g * q.Mg + m) * ncol + c * q.ntaps + j0 + tt] = s;
-        }
+        halo_gw_store(p, smem.data(), split, g, mt, cc, j0, nt, 0, 1);
       }
 }
 
