@@ -10,9 +10,10 @@
 // Cg * ntaps <= 64, in full precision. Their grad_input (Cg <= 4) is a 1x1 GEMM into per-tap planes and a gather
 // (conv2d_taps.cuh) where grad_y needs no ReLU gate and there are at least 16 output channels, else a direct
 // kernel. A strided grad_input runs one GEMM per stride phase.
-// Under TF32, the float32 forward, and the grad_input of a stride-1 convolution and grad_weight without a ReLU
-// gate, run from a shared-memory halo on mma.sync instead (conv2d_halo.cuh, conv2d_halo_grad_weight.cuh)
-// wherever its two stages fit in shared memory and there are two taps or more.
+// The float32 forward, and the grad_input of a stride-1 convolution without a ReLU gate, run from a
+// shared-memory halo instead (conv2d_halo.cuh), on mma.sync under TF32 and on FMAs otherwise (there for more
+// than 32 rows); under TF32 so does grad_weight without a ReLU gate (conv2d_halo_grad_weight.cuh); wherever two
+// stages fit in shared memory and there are two taps or more.
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order.
 #include <algorithm>
