@@ -15,6 +15,7 @@
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/conv2d_taps.cuh"
+#include "conv_case.h"
 
 using namespace pixelops::cuda;
 using namespace pixelops::cuda::conv;
@@ -85,18 +86,12 @@ static void expect_close(const char* what, const Case& c, const std::vector<doub
 template <class Tl>
 static void run_case(const Case& c, std::mt19937& rng) {
   std::normal_distribution<double> nd;
-  Geometry q{};
-  q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M; q.G = c.G; q.Cg = c.C / c.G; q.Mg = c.M / c.G;
-  q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps; q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw;
-  q.dh = c.dh; q.dw = c.dw;
-  q.OH = (c.H + 2 * c.ph - c.dh * (c.KH - 1) - 1) / c.sh + 1;
-  q.OW = (c.W + 2 * c.pw - c.dw * (c.KW - 1) - 1) / c.sw + 1;
+  Geometry q = case_geometry(c);
   set_divisors(q);
   // contiguous NCHW x, y, grad_y and (M, Cg, KH, KW) weights
   const int64_t xs[4] = {q.C * q.H * q.W, q.H * q.W, q.W, 1}, ys[4] = {q.M * q.OH * q.OW, q.OH * q.OW, q.OW, 1};
-  const int64_t ws[4] = {q.Cg * q.KH * q.KW, int64_t(q.KH) * q.KW, q.KW, 1};
-  for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.ws[i] = ws[i]; q.gs[i] = ys[i]; q.ys[i] = c.relu ? ys[i] : 0; }
-  q.bs = 1;
+  const int64_t* ws = q.ws;
+  for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = ys[i]; q.ys[i] = c.relu ? ys[i] : 0; }
   std::vector<double> x(q.N * xs[0]), w(q.M * ws[0]), b(q.M), y(q.N * ys[0]), gy(q.N * ys[0]);
   for (auto* v : {&x, &w, &b, &gy})
     for (auto& e : *v) e = nd(rng);

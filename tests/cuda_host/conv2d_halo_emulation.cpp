@@ -13,6 +13,7 @@
 
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_halo.cuh"
+#include "conv_case.h"
 
 using namespace pixelops::cuda::conv;
 
@@ -116,16 +117,7 @@ struct Case {
 };
 
 static Geometry geometry(const Case& c) {
-  Geometry q{};
-  q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M;
-  q.OH = (c.H + 2 * c.ph - int64_t(c.KH - 1) * c.dh - 1) / c.sh + 1;
-  q.OW = (c.W + 2 * c.pw - int64_t(c.KW - 1) * c.dw - 1) / c.sw + 1;
-  q.G = c.G; q.Cg = c.C / c.G; q.Mg = c.M / c.G;
-  q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps;
-  q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw; q.dh = c.dh; q.dw = c.dw;
-  const int64_t ws[4] = {q.Cg * c.KH * c.KW, int64_t(c.KH) * c.KW, c.KW, 1};
-  for (int i = 0; i < 4; ++i) q.ws[i] = ws[i];
-  q.bs = 1;
+  Geometry q = case_geometry(c);
   set_divisors(q);
   return q;
 }

@@ -13,6 +13,7 @@
 
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_halo_grad_weight.cuh"
+#include "conv_case.h"
 
 using namespace pixelops::cuda::conv;
 
@@ -108,13 +109,7 @@ struct Case {
 };
 
 static void run_case(const Case& c, std::mt19937& rng) {
-  Geometry q{};
-  q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M;
-  q.OH = (c.H + 2 * c.ph - int64_t(c.KH - 1) * c.dh - 1) / c.sh + 1;
-  q.OW = (c.W + 2 * c.pw - int64_t(c.KW - 1) * c.dw - 1) / c.sw + 1;
-  q.G = c.G; q.Cg = c.C / c.G; q.Mg = c.M / c.G;
-  q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps;
-  q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw; q.dh = c.dh; q.dw = c.dw;
+  Geometry q = case_geometry(c);
   std::normal_distribution<float> nd;
   const int64_t row = c.W * c.xstep;
   std::vector<float> x(size_t(q.N * q.C * q.H * row));
@@ -186,12 +181,7 @@ int main() {
   // layers it does not take: one tap; a halo too large for two stages at two blocks an SM (res_s2's)
   for (const Case& c : {Case{2, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0},
                         Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0}}) {
-    Geometry q{};
-    q.N = c.N; q.C = c.C; q.H = c.H; q.W = c.W; q.M = c.M; q.G = 1; q.Cg = c.C; q.Mg = c.M;
-    q.OH = (c.H + 2 * c.ph - (c.KH - 1) - 1) / c.sh + 1;
-    q.OW = (c.W + 2 * c.pw - (c.KW - 1) - 1) / c.sw + 1;
-    q.KH = c.KH; q.KW = c.KW; q.ntaps = c.ntaps;
-    q.sh = c.sh; q.sw = c.sw; q.ph = c.ph; q.pw = c.pw; q.dh = q.dw = 1;
+    Geometry q = case_geometry(c);
     const int64_t xs[4] = {q.C * q.H * q.W, q.H * q.W, q.W, 1}, gs[4] = {q.M * q.OH * q.OW, q.OH * q.OW, q.OW, 1};
     for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = gs[i]; }
     set_divisors(q);
