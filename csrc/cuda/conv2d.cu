@@ -52,6 +52,10 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
   }
 }
 
+// Launches reduce_grad_weight: grad_weight from `splits` partial sums ([split][M][Cg * ntaps]) in ws.
+template <class T, class A>
+void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s);
+
 int sm_count();
 
 // grad_bias: the sum of (masked) grad_y over images and pixels, per output channel. Block (m, s) sums channel m
@@ -160,12 +164,21 @@ Geometry geometry_of(const Array& x, const Array& w, const Array& out, int64_t s
   return q;
 }
 
-int sm_count() {
-  int dev = 0, sms = 0;
+// An attribute of the current device, asked of the driver once per device (they never change; a call of a
+// conv asks for the SM count and the shared-memory limit several times).
+template <cudaDeviceAttr kAttr>
+int device_attribute() {
+  static std::atomic<int> known[64] = {};
+  int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  return std::max(sms, 1);
+  if (dev < 64 && known[dev].load() > 0) return known[dev].load();
+  int v = 0;
+  check(cudaDeviceGetAttribute(&v, kAttr, dev), "cudaDeviceGetAttribute");
+  if (dev < 64) known[dev].store(v);
+  return v;
 }
+
+int sm_count() { return std::max(device_attribute<cudaDevAttrMultiProcessorCount>(), 1); }
 
 // Calls f(kernel) with the GEMM kernel that runs problem p: float16 and bfloat16 on tensor cores, float32 on
 // TF32 tensor cores when asked, else SIMT. One choice, shared by the launch and by the occupancy query behind
@@ -240,6 +253,13 @@ void with_tile(int64_t m, int64_t n, F&& f) {
 
 unsigned grid_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
 
+template <class T, class A>
+void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s) {
+  const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
+  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, splits, ws, gw);
+  check_launch("conv2d_backward (weight reduction)");
+}
+
 template <class T, class Tl>
 void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
@@ -263,9 +283,7 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   Scratch<A> ws(splits * q.M * p.N, s, "conv2d_backward (weight)");
   p.ws = ws.get();
   launch_gemm<T>(p, tf32, s, "conv2d_backward (weight)");
-  const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
-  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, p.splits, ws.get(), gw);
-  check_launch("conv2d_backward (weight reduction)");
+  add_weight_partials<T, A>(q, p.splits, ws.get(), gw, s);
 }
 
 // grad_weight of a few-channel layer (conv2d_direct.cuh): runs of pixels (whole chunks), enough for about two
@@ -288,9 +306,7 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* y, const T* gy, 
     default: conv::grad_weight_direct<T, 64><<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get());
   }
   check_launch("conv2d_backward (weight, direct)");
-  const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
-  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, int(runs), ws.get(), gw);
-  check_launch("conv2d_backward (weight reduction)");
+  add_weight_partials<T, A>(q, int(runs), ws.get(), gw, s);
 }
 
 // The forward GEMM of q (y contiguous): tap-major K where a group's channels fill whole K steps.
@@ -327,12 +343,7 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 
 // The most shared memory a block may opt in to on the current device (227 KB on Hopper, 163 KB on the A100,
 // 99 KB on other Ampere parts).
-int smem_optin() {
-  int dev = 0, bytes = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
-  return bytes;
-}
+int smem_optin() { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(); }
 
 // Shared memory a halo block may take (PIXELOPS_HALO_SMEM_KB, a tuning knob; default kHaloMaxSmem), within what
 // the device allows: it sets how many chunks are in flight, and with them how many blocks share an SM.
@@ -439,9 +450,7 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
     conv::halo_grad_weight_kernel<<<grid, conv::kHaloThreads, p.smem_bytes(), s>>>(p);
     check_launch("conv2d_backward (weight, halo)");
-    const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
-    reduce_grad_weight<float, float><<<grid_for(total), kThreads, 0, s>>>(q, p.splits, ws.get(), gw);
-    check_launch("conv2d_backward (weight reduction)");
+    add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);
     return true;
   } else {
     return false;
@@ -506,7 +515,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       else if (conv::grad_input_direct_fits(q))
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
       else if (halo_grad_input(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s))
-        ;  // ran on the TF32 halo kernel
+        ;  // ran on the halo kernel
       else
         for (int rh = 0; rh < q.sh; ++rh)  // one GEMM per stride phase (one in all for stride 1)
           for (int rw = 0; rw < q.sw; ++rw) {

@@ -119,34 +119,32 @@ __device__ __forceinline__ void forward_direct_pixels(const Geometry& q, const T
     const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
     const T* x_img = x + img * q.xs[0] + g * q.Cg * q.xs[1];
     T* y_pix = y + (img * q.M + g * q.Mg) * pix + r;
-    {
-      const int m0 = int(mg) * kDirectMB;
-      A acc[kDirectMB];
+    const int m0 = int(mg) * kDirectMB;
+    A acc[kDirectMB];
 #pragma unroll
-      for (int j = 0; j < kDirectMB; ++j) acc[j] = A(0);
-      int k = 0;
-      for (int c = 0; c < q.Cg; ++c) {
-        const T* x_ch = x_img + c * q.xs[1];
-        for (int t = 0, kh = 0, kw = 0; t < q.ntaps; ++t, ++k) {
-          const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-          if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) {
-            const A v = A(to_float(x_ch[ih * q.xs[2] + iw * q.xs[3]]));
-            const A* wk = wsh + k * Mg + m0;
+    for (int j = 0; j < kDirectMB; ++j) acc[j] = A(0);
+    int k = 0;
+    for (int c = 0; c < q.Cg; ++c) {
+      const T* x_ch = x_img + c * q.xs[1];
+      for (int t = 0, kh = 0, kw = 0; t < q.ntaps; ++t, ++k) {
+        const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
+        if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) {
+          const A v = A(to_float(x_ch[ih * q.xs[2] + iw * q.xs[3]]));
+          const A* wk = wsh + k * Mg + m0;
 #pragma unroll
-            for (int j = 0; j < kDirectMB; ++j)
-              if (m0 + j < Mg) acc[j] += v * wk[j];
-          }
-          if (++kw == q.KW) { kw = 0; ++kh; }
+          for (int j = 0; j < kDirectMB; ++j)
+            if (m0 + j < Mg) acc[j] += v * wk[j];
         }
+        if (++kw == q.KW) { kw = 0; ++kh; }
       }
+    }
 #pragma unroll
-      for (int j = 0; j < kDirectMB; ++j) {
-        if (m0 + j >= Mg) break;
-        A v = acc[j];
-        if (b) v += A(to_float(b[(g * q.Mg + m0 + j) * q.bs]));
-        if (relu && v < A(0)) v = A(0);  // NaN passes through, as in torch.relu
-        y_pix[(m0 + j) * pix] = store_as<T>(v);
-      }
+    for (int j = 0; j < kDirectMB; ++j) {
+      if (m0 + j >= Mg) break;
+      A v = acc[j];
+      if (b) v += A(to_float(b[(g * q.Mg + m0 + j) * q.bs]));
+      if (relu && v < A(0)) v = A(0);  // NaN passes through, as in torch.relu
+      y_pix[(m0 + j) * pix] = store_as<T>(v);
     }
   }
 }
