@@ -85,6 +85,10 @@ def main():
     conv_case("mask B 3x3", 2, 16, 16, (12, 11), 3, 1, 1, mask="B")
     # grad_input with 24 rows over 312 pixels: the 32 x 128 tile; 1 -> 20 channels: grad_input by taps
     conv_case("32-row tile", 2, 24, 40, (13, 12), 3, 1, 1)
+    # float32 halo weight gradient where PIXELOPS_CONV_HALO_GW_SIMT=1: two m tiles (the second part empty),
+    # a ragged channel chunk, and a mask
+    conv_case("fp32 halo grad_weight", 2, 12, 70, (11, 10), 3, 1, 1)
+    conv_case("fp32 halo grad_weight mask B", 3, 16, 40, (9, 13), 3, 1, 1, mask="B")
     conv_case("taps", 2, 1, 20, (13, 12), 5, 2, 2)
 
     model = pixelops.PixelCNN(levels=4, channels=16, layers=2, head_channels=16)

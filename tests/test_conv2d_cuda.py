@@ -187,3 +187,31 @@ def test_tf32_halo_matches_float64(x_shape, w_shape, kw, mask, layout, relu):
     if c // groups * (mask_taps(w_shape[1:], mask) if mask else w_shape[1] * w_shape[2]) > 64:  # else: direct kernel
         fp32 = pixelops.conv2d(x, wm, b, activation="relu" if relu else None, allow_tf32=False, **kw)
         assert not torch.equal(got[0], fp32)  # tensor cores were used
+
+
+# The same shapes in float32 without TF32: the forward and stride-1 grad_input of layers with more than 32
+# output rows run on the halo's FMA product (HaloSimt), and with PIXELOPS_CONV_HALO_GW_SIMT=1 (a run of
+# benchmarks/gpu_check.sh) so does grad_weight (GwSimt); the others on the float32 GEMMs. float32 sums over K
+# of a few thousand: an element's error is near 1e-6 of the spread; a wrong tap, pixel or channel is of the
+# order of the spread itself.
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("x_shape,w_shape,kw,mask,layout", HALO)
+def test_float32_halo_matches_float64(x_shape, w_shape, kw, mask, layout, relu):
+    groups = kw.get("groups", 1)
+    n, c, h, wd = x_shape
+    x = _randn(n, c, h, 2 * wd, seed=41, dtype=torch.float32)
+    x = {"contiguous": x[..., :wd].contiguous(), "every other": x[..., ::2], "narrow": x[..., :wd]}[layout]
+    w = _randn(w_shape[0], c // groups, *w_shape[1:], seed=42, dtype=torch.float32)
+    b = _randn(w_shape[0], seed=43, dtype=torch.float32)
+    wm = w * pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float32, device="cuda") if mask else w
+    g = _randn(*F.conv2d(x, w, None, **kw).shape, seed=44, dtype=torch.float32)
+    got = _run(x, w, b, g, relu, mask, allow_tf32=False, **kw)
+    ref = _reference(x, wm, b, g * (got[0] > 0) if relu else g, False, **kw)
+    if relu:
+        ref = (ref[0].relu(), *ref[1:])
+    for a, r, name in zip(got, ref, ("output", "grad_input", "grad_weight", "grad_bias")):
+        if name == "grad_weight" and mask:
+            r = r * pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float64, device="cuda")
+            assert torch.all(a[..., pixelops.conv_mask(w_shape[1:], mask, device="cuda") == 0] == 0), name
+        err = (a.double() - r).abs().max().item()
+        assert err < 1e-5 * r.std().item() + 1e-6, (name, err, r.std().item())

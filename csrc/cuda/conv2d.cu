@@ -12,8 +12,9 @@
 // kernel. A strided grad_input runs one GEMM per stride phase.
 // The float32 forward, and the grad_input of a stride-1 convolution without a ReLU gate, run from a
 // shared-memory halo instead (conv2d_halo.cuh), on mma.sync under TF32 and on FMAs otherwise (there for more
-// than 32 rows); under TF32 so does grad_weight without a ReLU gate (conv2d_halo_grad_weight.cuh); wherever two
-// stages fit in shared memory and there are two taps or more.
+// than 32 rows); under TF32 so does grad_weight without a ReLU gate (conv2d_halo_grad_weight.cuh; its float32
+// product only where PIXELOPS_CONV_HALO_GW_SIMT=1, until timed); wherever two stages fit in shared memory and
+// there are two taps or more.
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order.
 #include <algorithm>
@@ -431,24 +432,40 @@ bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* 
   }
 }
 
-// grad_weight on the TF32 halo kernel (conv2d_halo_grad_weight.cuh) where it applies (float32 under TF32, no
-// ReLU gate, grad_y planes contiguous, two stages in shared memory); false otherwise.
+// Whether float32 without TF32 takes the halo weight gradient (GwSimt): not yet by default, as it has not been
+// timed on a GPU against the float32 GEMM it would replace; PIXELOPS_CONV_HALO_GW_SIMT=1 turns it on (the CUDA
+// tests and benchmarks/gpu_check.sh run it both ways).
+bool halo_gw_simt_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("PIXELOPS_CONV_HALO_GW_SIMT");
+    return e && std::string(e) == "1";
+  }();
+  return on;
+}
+
+// grad_weight on the halo kernel (conv2d_halo_grad_weight.cuh) where it applies: float32 with TF32 (GwTf32), or
+// without it where halo_takes its rows and halo_gw_simt_enabled (GwSimt); no ReLU gate, grad_y planes
+// contiguous, two stages in shared memory. False otherwise.
 template <class T>
 bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloGradWeight p;
-    if (!tf32 || y || !halo_enabled(true) ||
-        !conv::halo_gw_setup(p, q, x, gy, std::min(conv::kGwSmem, size_t(smem_optin()))))
+    if (y || !halo_takes(q.Mg, tf32) || (!tf32 && !halo_gw_simt_enabled()) ||
+        !conv::halo_gw_setup(p, q, x, gy, std::min(conv::kGwSmem, size_t(smem_optin())), !tf32))
       return false;
     // one wave of two blocks an SM (what the registers and shared memory allow), rounding down
     const int64_t per_split = int64_t(p.h.mtiles) * q.G * p.h.nchunks * p.tgroups;
     conv::halo_gw_split(p, 2 * int64_t(sm_count()) / per_split);
     Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg * q.ntaps, s, "conv2d_backward (weight, halo)");
     p.ws = ws.get();
-    static std::atomic<uint64_t> opted{0};
-    opt_in_smem(conv::halo_grad_weight_kernel, opted);
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
-    conv::halo_grad_weight_kernel<<<grid, conv::kHaloThreads, p.smem_bytes(), s>>>(p);
+    auto launch = [&](auto kernel, std::atomic<uint64_t>& opted) {
+      opt_in_smem(kernel, opted);
+      kernel<<<grid, conv::kHaloThreads, p.smem_bytes(), s>>>(p);
+    };
+    static std::atomic<uint64_t> opted_tf32{0}, opted_simt{0};
+    if (p.simt) launch(conv::halo_grad_weight_kernel<conv::GwSimt>, opted_simt);
+    else launch(conv::halo_grad_weight_kernel<conv::GwTf32>, opted_tf32);
     check_launch("conv2d_backward (weight, halo)");
     add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);
     return true;
@@ -533,7 +550,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       if (conv::grad_weight_direct_fits(q))
         grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), s);
       else if (halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
-        ;  // ran on the TF32 halo kernel
+        ;  // ran on the halo kernel
       else
         with_tile(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
           grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);

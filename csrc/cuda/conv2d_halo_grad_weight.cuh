@@ -1,24 +1,33 @@
-// The TF32 weight gradient from a shared-memory halo (sm_80+), the counterpart of halo_conv_kernel
-// (conv2d_halo.cuh) for grad_weight, where the implicit GEMM on WMMA gathered each (channel, tap, pixel)
-// element of x from global memory on its own and took half of a 3x3 layer's TF32 forward + backward:
+// The weight gradient from a shared-memory halo, the counterpart of halo_conv_kernel (conv2d_halo.cuh) for
+// grad_weight, where the implicit GEMM gathered each (channel, tap, pixel) element of x from global memory on
+// its own and took half of a 3x3 layer's TF32 forward + backward:
 //
 //   gw[g*Mg+m, c, j] = sum over pixels n of grad_y[img(n), g*Mg+m, n] * xpad[img(n), g*Cg+c, corner(n) + shift(j)]
 //
 // A GEMM with M = Mg rows, N = (channel, tap) columns and K = all output pixels, split over blocks. Block
 // (split, m tile, (group, chunk of 8 channels, tap group)) walks its split's tiles of 128 consecutive pixels;
 // per tile one shared stage holds grad_y's 64 x 128 tile (rows padded to 132 floats), the 8 channels' halo of
-// x for those pixels (as the forward stages it) and the pixels' halo corners. An n8 accumulator tile is the 8
-// channels at one tap, so a B fragment is 8 channels at the lanes' two pixels, read at the tap's shift.
-// Warp (wm, wk) = (warp % 2, warp / 2) owns rows 32*wm + [0, 32) (two m16 fragments) at up to kGwMaxNt taps and
-// takes every fourth k8 step of a tile (wk, wk + 4, ...): 72 accumulators a thread (128 registers, no spills).
-// At the end the four wk warps of a row half add their sums in order through shared memory, and the block
-// writes its partial sums ([split][row][channel * ntaps + tap], as the GEMM's split-K does), which
-// reduce_grad_weight adds in order.
-// Two stages: the next tile is copied (cp.async) while one is multiplied. grad_y without a ReLU gate only,
+// x for those pixels (as the forward stages it) and the pixels' halo corners. Two stages: the next tile is
+// copied (cp.async) while one is multiplied. The block writes its partial sums ([split][row][channel * ntaps +
+// tap], as the GEMM's split-K does), which reduce_grad_weight adds in order. grad_y without a ReLU gate only,
 // each image's plane contiguous.
 //
+// Two products behind the one pipeline (a Math policy, as in the forward):
+// - GwTf32 (sm_80+, mma.sync.m16n8k8): an n8 accumulator tile is the 8 channels at one tap, so a B fragment is
+//   8 channels at the lanes' two pixels, read at the tap's shift. Warp (wm, wk) = (warp % 2, warp / 2) owns
+//   rows 32*wm + [0, 32) (two m16 fragments) at up to kGwMaxNt taps and takes every fourth k8 step of a tile
+//   (wk, wk + 4, ...): 72 accumulators a thread (128 registers, no spills). At the end the four wk warps of a
+//   row half add their sums in order through shared memory.
+// - GwSimt (float32 FMAs, for float32 without TF32): warp w owns rows 8*w + [0, 8); lane (c, p) = (lane % 8,
+//   lane / 8) channel c and the pixels 32*i + 8*p + [0, 8) of each tile, at every tap of the group (the same
+//   72 accumulators). A step of two pixels is 8 two-float loads of grad_y (broadcast: a warp reads one row at
+//   four places), one of two corners and 2 x nt loads of x (channel c at the lane's pixels; a channel's halo
+//   is CS = 1 mod 32 floats long, so the 8 channels x 4 pixel runs fall in 32 distinct banks), for 16 x nt
+//   FMAs. The four p lanes of a channel add their sums by two butterfly shuffles. The halo is copied element
+//   by element (16-byte copies would need CS = 0 mod 4).
+//
 // Everything but the kernel is plain C++ over host/device functions: tests/cuda_host runs the same staging,
-// fragment and reduction math against a naive sum.
+// fragment and reduction math (and GwSimt's per-thread product itself) against a naive sum.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -38,14 +47,15 @@ struct HaloGradWeight {
   const float* gy = nullptr;
   float* ws = nullptr;   // partial sums, [split][q.M][Cg * ntaps]
   bool gy_vec = false;   // grad_y rows copied 16 bytes at a time
+  bool simt = false;     // float32 FMAs (GwSimt) instead of TF32 mma.sync (GwTf32)
   int tgroups = 1, nt = 1;  // tap groups (blocks along the taps) and taps a group
   int64_t tiles = 0;        // tiles of kGwPix pixels
   int64_t tiles_per_split = 1;
   int splits = 1;
 
   __host__ __device__ int stage_floats() const { return kGwRows * kGwLd + h.kc * h.CS + kGwPix; }
-  size_t smem_bytes() const {
-    return std::max<size_t>(size_t(h.stages) * stage_floats(), kGwRedFloats) * sizeof(float);
+  size_t smem_bytes() const {  // GwTf32 reduces through the stages' memory at the end; GwSimt by shuffles
+    return std::max<size_t>(size_t(h.stages) * stage_floats(), simt ? 0 : kGwRedFloats) * sizeof(float);
   }
 };
 
@@ -61,7 +71,7 @@ inline bool halo_gw_fits(HaloGradWeight& p, size_t smem_budget) {
   if (q.OW >= (1 << 16) || q.OH >= (1 << 16)) return false;
   if (q.gs[3] != 1 || q.gs[2] != q.OW) return false;  // each grad_y plane one run
   h.ntaps = q.ntaps;
-  halo_shape(h, 8, 4);
+  halo_shape(h, 8, p.simt ? 1 : 4);
   if (int64_t(h.rows) * h.RL >= (1 << 20)) return false;
   h.stages = 2;
   if (size_t(h.stages) * p.stage_floats() * sizeof(float) > smem_budget) return false;
@@ -74,11 +84,13 @@ inline bool halo_gw_fits(HaloGradWeight& p, size_t smem_budget) {
   return true;
 }
 
-// Sets p up for the weight gradient of q (x, grad_y at q.gs) with q's active taps; false where it does not fit.
-inline bool halo_gw_setup(HaloGradWeight& p, const Geometry& q, const float* x, const float* gy, size_t smem_budget) {
+// Sets p up for the weight gradient of q (x, grad_y at q.gs) with q's active taps, on GwSimt where simt (else
+// GwTf32); false where it does not fit.
+inline bool halo_gw_setup(HaloGradWeight& p, const Geometry& q, const float* x, const float* gy, size_t smem_budget,
+                          bool simt = false) {
   p = HaloGradWeight{};
-  p.h.q = q; p.h.x = x; p.gy = gy;
-  p.h.vec = halo_rows_vectorizable(q.xs, x);
+  p.h.q = q; p.h.x = x; p.gy = gy; p.simt = simt;
+  p.h.vec = !simt && halo_rows_vectorizable(q.xs, x);
   if (!halo_gw_fits(p, smem_budget)) return false;
   for (int j = 0; j < q.ntaps; ++j) p.h.tap_off[j] = (j / q.KW) * q.dh * p.h.RL + (j % q.KW) * q.dw;
   return true;
@@ -166,37 +178,89 @@ __host__ __device__ __forceinline__ void halo_gw_store(const HaloGradWeight& p, 
   }
 }
 
-#ifdef __CUDACC__
-__global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const __grid_constant__ HaloGradWeight p) {
-  extern __shared__ __align__(16) float smem[];
+// ---- GwSimt's product, plain C++ so that the host emulation runs it as the kernel does ----------------------
+constexpr int kGwSimtRows = 8;  // rows a warp
+
+// Two consecutive floats (8-byte aligned on the device).
+__host__ __device__ __forceinline__ void gw_load2(const float* p, float& a, float& b) {
+#ifdef __CUDA_ARCH__
+  const float2 v = *reinterpret_cast<const float2*>(p);
+  a = v.x; b = v.y;
+#else
+  a = p[0]; b = p[1];
+#endif
+}
+__host__ __device__ __forceinline__ void gw_load2(const int* p, int& a, int& b) {
+#ifdef __CUDA_ARCH__
+  const int2 v = *reinterpret_cast<const int2*>(p);
+  a = v.x; b = v.y;
+#else
+  a = p[0]; b = p[1];
+#endif
+}
+
+// Whether warp `warp` of m tile mt has rows to compute (a tile's last warps may have none).
+__host__ __device__ __forceinline__ bool gw_simt_rows(const HaloGradWeight& p, int mt, int warp) {
+  return int64_t(mt) * kGwRows + kGwSimtRows * warp < p.h.q.Mg;
+}
+
+// Adds stage st's tile to lane (c, p) = (lane % 8, lane / 8) of warp `warp`: rows 8*warp + r, channel c, taps
+// j0 + tt (tt < nt) over the pixels 32*i + 8*p + [0, 8) of the tile, two at a time.
+__host__ __device__ __forceinline__ void gw_simt_tile(const HaloGradWeight& p, const float* st, int warp, int lane,
+                                                      int j0, int nt, float (&acc)[kGwSimtRows][kGwMaxNt]) {
   const HaloConv& h = p.h;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4;
-  const int wm = warp % 2, wk = warp / 2;
-  const int mt = int(blockIdx.y);
-  const int zc = int(blockIdx.z), tg = zc % p.tgroups, cc = (zc / p.tgroups) % h.nchunks;
-  const int g = zc / (p.tgroups * h.nchunks);
-  const int j0 = tg * p.nt, nt = min(p.nt, h.ntaps - j0);
-  const int64_t t0 = int64_t(blockIdx.x) * p.tiles_per_split, t1 = min(p.tiles, t0 + p.tiles_per_split);
-  const int stage = p.stage_floats();
+  const int c = lane % 8, pg = lane / 8;
+  const float* gyw = st + kGwSimtRows * warp * kGwLd + 8 * pg;
+  const float* hb = st + kGwRows * kGwLd + c * h.CS;
+  const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS) + 8 * pg;
+  int off[kGwMaxNt];
+#pragma unroll
+  for (int tt = 0; tt < kGwMaxNt; ++tt) off[tt] = tt < nt ? h.tap_off[j0 + tt] : 0;
+#pragma unroll 2
+  for (int k = 0; k < kGwPix / 4; k += 2) {  // k: the pair's place among the lane's 32 pixels
+    const int px = 32 * (k / 8) + k % 8;      // its pixel in the tile, less 8 * pg
+    int c0, c1;
+    gw_load2(corners + px, c0, c1);
+    float g0[kGwSimtRows], g1[kGwSimtRows];
+#pragma unroll
+    for (int r = 0; r < kGwSimtRows; ++r) gw_load2(gyw + r * kGwLd + px, g0[r], g1[r]);
+#pragma unroll
+    for (int tt = 0; tt < kGwMaxNt; ++tt) {
+      if (tt < nt) {
+        const float x0 = hb[c0 + off[tt]], x1 = hb[c1 + off[tt]];
+#pragma unroll
+        for (int r = 0; r < kGwSimtRows; ++r) acc[r][tt] = fmaf(g1[r], x1, fmaf(g0[r], x0, acc[r][tt]));
+      }
+    }
+  }
+}
 
-  // The halo's padding columns are never copied: zero them (all of each stage's halo) once.
-  for (int st = 0; st < 2; ++st)
-    for (int i = tid; i < h.kc * h.CS; i += kHaloThreads) smem[st * stage + kGwRows * kGwLd + i] = 0.f;
-  __syncthreads();
+// Lane (c, p)'s share of the block's partial sums, `sum` being its channel's total over the four p lanes:
+// rows 8*warp + r, channel c of the chunk, the taps tt = p mod 4 of the group.
+__host__ __device__ __forceinline__ void gw_simt_store(const HaloGradWeight& p, const float (&sum)[kGwSimtRows][kGwMaxNt],
+                                                       int64_t split, int g, int mt, int cc, int j0, int nt, int warp,
+                                                       int lane) {
+  const Geometry& q = p.h.q;
+  const int64_t c = int64_t(cc) * 8 + lane % 8, ncol = q.Cg * q.ntaps;
+  if (c >= q.Cg) return;
+#pragma unroll
+  for (int r = 0; r < kGwSimtRows; ++r) {
+    const int64_t m = int64_t(mt) * kGwRows + kGwSimtRows * warp + r;
+    if (m >= q.Mg) continue;
+    float* out = p.ws + (split * q.M + g * q.Mg + m) * ncol + c * q.ntaps + j0;
+#pragma unroll
+    for (int tt = 0; tt < kGwMaxNt; ++tt)
+      if (tt < nt && tt % 4 == lane / 8) out[tt] = sum[r][tt];
+  }
+}
 
-  const CpAsync16 copy16;
-  const CpAsync4 copy4;
-  if (t0 < t1) halo_gw_load_tile(p, g, mt, cc, t0, smem, tid, copy16, copy4);
-  asm volatile("cp.async.commit_group;" ::: "memory");
-
+#ifdef __CUDACC__
+// The TF32 product (see the top of the file).
+struct GwTf32 {
   float acc[2][kGwMaxNt][4] = {};
-  int cur = 0;
-  for (int64_t t = t0; t < t1; ++t) {
-    asm volatile("cp.async.wait_group 0;" ::: "memory");
-    __syncthreads();  // tile t (copies and corners) visible to all; every warp is done with the other stage
-    if (t + 1 < t1) halo_gw_load_tile(p, g, mt, cc, t + 1, smem + (1 - cur) * stage, tid, copy16, copy4);
-    asm volatile("cp.async.commit_group;" ::: "memory");
-    const float* st = smem + cur * stage;
+  __device__ __forceinline__ void tile(const HaloGradWeight& p, const float* st, int mt, int tid, int j0, int nt) {
+    const HaloConv& h = p.h;
+    const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4, wm = warp % 2, wk = warp / 2;
     const float* hb = st + kGwRows * kGwLd + gq * h.CS;  // this lane's channel (B column gq)
     const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
 #pragma unroll
@@ -221,20 +285,76 @@ __global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const
         }
       }
     }
+  }
+  // The four wk warps of a row half add their sums in order through shared memory (the stages, free by now).
+  __device__ __forceinline__ void finish(const HaloGradWeight& p, float* smem, int64_t split, int g, int mt, int cc,
+                                         int j0, int nt, int tid) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int tt = 0; tt < kGwMaxNt; ++tt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) smem[halo_gw_red(tid / 32, tid % 32, (i * kGwMaxNt + tt) * 4 + r)] = acc[i][tt][r];
+    __syncthreads();
+    halo_gw_store(p, smem, split, g, mt, cc, j0, nt, tid, kHaloThreads);
+  }
+};
+
+// The float32 product (see the top of the file).
+struct GwSimt {
+  float acc[kGwSimtRows][kGwMaxNt] = {};
+  __device__ __forceinline__ void tile(const HaloGradWeight& p, const float* st, int mt, int tid, int j0, int nt) {
+    if (gw_simt_rows(p, mt, tid / 32)) gw_simt_tile(p, st, tid / 32, tid % 32, j0, nt, acc);
+  }
+  __device__ __forceinline__ void finish(const HaloGradWeight& p, float*, int64_t split, int g, int mt, int cc, int j0,
+                                         int nt, int tid) {
+    if (!gw_simt_rows(p, mt, tid / 32)) return;
+#pragma unroll
+    for (int r = 0; r < kGwSimtRows; ++r)
+#pragma unroll
+      for (int tt = 0; tt < kGwMaxNt; ++tt) {
+        acc[r][tt] += __shfl_xor_sync(0xffffffffu, acc[r][tt], 8);
+        acc[r][tt] += __shfl_xor_sync(0xffffffffu, acc[r][tt], 16);
+      }
+    gw_simt_store(p, acc, split, g, mt, cc, j0, nt, tid / 32, tid % 32);
+  }
+};
+
+template <class Math>
+__global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const __grid_constant__ HaloGradWeight p) {
+  extern __shared__ __align__(16) float smem[];
+  const HaloConv& h = p.h;
+  const int tid = threadIdx.x;
+  const int mt = int(blockIdx.y);
+  const int zc = int(blockIdx.z), tg = zc % p.tgroups, cc = (zc / p.tgroups) % h.nchunks;
+  const int g = zc / (p.tgroups * h.nchunks);
+  const int j0 = tg * p.nt, nt = min(p.nt, h.ntaps - j0);
+  const int64_t t0 = int64_t(blockIdx.x) * p.tiles_per_split, t1 = min(p.tiles, t0 + p.tiles_per_split);
+  const int stage = p.stage_floats();
+
+  // The halo's padding columns are never copied: zero them (all of each stage's halo) once.
+  for (int st = 0; st < 2; ++st)
+    for (int i = tid; i < h.kc * h.CS; i += kHaloThreads) smem[st * stage + kGwRows * kGwLd + i] = 0.f;
+  __syncthreads();
+
+  const CpAsync16 copy16;
+  const CpAsync4 copy4;
+  if (t0 < t1) halo_gw_load_tile(p, g, mt, cc, t0, smem, tid, copy16, copy4);
+  asm volatile("cp.async.commit_group;" ::: "memory");
+
+  Math math;
+  int cur = 0;
+  for (int64_t t = t0; t < t1; ++t) {
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    __syncthreads();  // tile t (copies and corners) visible to all; every warp is done with the other stage
+    if (t + 1 < t1) halo_gw_load_tile(p, g, mt, cc, t + 1, smem + (1 - cur) * stage, tid, copy16, copy4);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    math.tile(p, smem + cur * stage, mt, tid, j0, nt);
     cur = 1 - cur;
   }
   asm volatile("cp.async.wait_group 0;" ::: "memory");
-  __syncthreads();  // the stages are free: the reduction reuses them
-
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int tt = 0; tt < kGwMaxNt; ++tt)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) smem[halo_gw_red(warp, lane, (i * kGwMaxNt + tt) * 4 + r)] = acc[i][tt][r];
-  __syncthreads();
-
-  halo_gw_store(p, smem, blockIdx.x, g, mt, cc, j0, nt, tid, kHaloThreads);
+  __syncthreads();  // the stages are free: GwTf32's reduction reuses them
+  math.finish(p, smem, blockIdx.x, g, mt, cc, j0, nt, tid);
 }
 #endif  // __CUDACC__
 

@@ -1,12 +1,15 @@
-// The TF32 halo weight gradient (csrc/cuda/conv2d_halo_grad_weight.cuh) run on the host: the same setup,
-// tile staging, fragment addresses and final reduction as halo_grad_weight_kernel, with each mma.sync.m16n8k8
-// emulated from its documented fragment layout, against a naive sum of the TF32-rounded operands in float64.
+// The halo weight gradient (csrc/cuda/conv2d_halo_grad_weight.cuh) run on the host, both products: the same
+// setup, tile staging and final reduction as halo_grad_weight_kernel; for GwTf32 the fragment addresses, each
+// mma.sync.m16n8k8 emulated from its documented fragment layout, against a naive sum of the TF32-rounded
+// operands in float64; for GwSimt its per-thread product itself (gw_simt_tile) and the butterfly of shuffles,
+// against the naive sum of the float32 operands.
 // Strides, dilation, groups, masks (tap groups), tiles that run across images, ragged rows and channels,
 // grad_y rows copied whole or element by element, x as a view.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_grad_weight_emulation.cpp && ./a.out
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -18,6 +21,9 @@
 using namespace pixelops::cuda::conv;
 
 static int failures = 0;
+
+// GwSimt's part of a block: warp by warp, lane by lane, as the kernel runs them (acc: [warp][lane]).
+static float simt_acc[kHaloThreads / 32][32][kGwSimtRows][kGwMaxNt];
 
 // As halo_grad_weight_kernel, block by block, writing p.ws. The stages start as NaN (but for the halo, which
 // the kernel zeroes once) so that a read of anything the staging did not write shows up in the result; the
@@ -47,6 +53,7 @@ static void emulate(const HaloGradWeight& p) {
           for (int i = 0; i < h.kc * h.CS; ++i) smem[size_t(st) * stage + kGwRows * kGwLd + i] = 0.f;
         static double acc[kHaloThreads][2][kGwMaxNt][4];
         for (auto& t : acc) for (auto& a : t) for (auto& b : a) for (auto& c : b) c = 0;
+        for (auto& w : simt_acc) for (auto& l : w) for (auto& r : l) for (auto& v : r) v = 0.f;
         int cur = 0;
         for (int64_t t = t0; t < t1; ++t) {
           float* st = smem.data() + size_t(cur) * stage;
@@ -54,6 +61,13 @@ static void emulate(const HaloGradWeight& p) {
           std::fill(st, st + kGwRows * kGwLd, std::numeric_limits<float>::quiet_NaN());
           std::fill(st + kGwRows * kGwLd + h.kc * h.CS, st + stage, std::numeric_limits<float>::quiet_NaN());
           for (int tid = 0; tid < kHaloThreads; ++tid) halo_gw_load_tile(p, g, mt, cc, t, st, tid, copy16, copy4);
+          if (p.simt) {
+            for (int warp = 0; warp < kHaloThreads / 32; ++warp)
+              if (gw_simt_rows(p, mt, warp))
+                for (int lane = 0; lane < 32; ++lane) gw_simt_tile(p, st, warp, lane, j0, nt, simt_acc[warp][lane]);
+            cur = 1 - cur;
+            continue;
+          }
           const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
           for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
             const int wm = warp % 2, wk = warp / 2;
@@ -90,6 +104,21 @@ static void emulate(const HaloGradWeight& p) {
           }
           cur = 1 - cur;
         }
+        if (p.simt) {  // the butterfly: lane l adds lane l^8's sum, then lane l^16's (both already updated)
+          for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
+            if (!gw_simt_rows(p, mt, warp)) continue;
+            for (int mask : {8, 16}) {
+              float next[32][kGwSimtRows][kGwMaxNt];
+              for (int lane = 0; lane < 32; ++lane)
+                for (int r = 0; r < kGwSimtRows; ++r)
+                  for (int tt = 0; tt < kGwMaxNt; ++tt)
+                    next[lane][r][tt] = simt_acc[warp][lane][r][tt] + simt_acc[warp][lane ^ mask][r][tt];
+              std::memcpy(simt_acc[warp], next, sizeof(next));
+            }
+            for (int lane = 0; lane < 32; ++lane) gw_simt_store(p, simt_acc[warp][lane], split, g, mt, cc, j0, nt, warp, lane);
+          }
+          continue;
+        }
         std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
         for (int tid = 0; tid < kHaloThreads; ++tid)
           for (int i = 0; i < 2; ++i)
@@ -108,7 +137,7 @@ struct Case {
   int64_t gy_pad;     // floats between grad_y planes (1: misaligned planes, so element copies)
 };
 
-static void run_case(const Case& c, std::mt19937& rng) {
+static void run_case(const Case& c, std::mt19937& rng, bool simt) {
   Geometry q = case_geometry(c);
   std::normal_distribution<float> nd;
   const int64_t row = c.W * c.xstep;
@@ -122,10 +151,14 @@ static void run_case(const Case& c, std::mt19937& rng) {
   for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = gs[i]; }
   set_divisors(q);
   HaloGradWeight p;
-  if (!halo_gw_setup(p, q, x.data(), gy.data(), kGwSmem)) {
+  if (!halo_gw_setup(p, q, x.data(), gy.data(), kGwSmem, simt)) {
     std::printf("FAIL: case does not fit the halo path\n");
     ++failures;
     return;
+  }
+  if (simt && (p.h.CS % 32 != 1 || p.h.vec || p.stage_floats() % 2 != 0)) {
+    std::printf("FAIL: GwSimt's halo must be CS = 1 mod 32 (conflict-free loads), copied by element, stages of even size\n");
+    ++failures;
   }
   halo_gw_split(p, c.splits);
   const int64_t ncol = q.Cg * q.ntaps;
@@ -145,8 +178,9 @@ static void run_case(const Case& c, std::mt19937& rng) {
             for (int64_t ow = 0; ow < q.OW; ++ow) {
               const int64_t ih = oh * q.sh - q.ph + kh * q.dh, iw = ow * q.sw - q.pw + kw * q.dw;
               if (ih < 0 || ih >= q.H || iw < 0 || iw >= q.W) continue;
-              ref += double(tf32_round(gy[size_t(n * gs[0] + m * gs[1] + oh * gs[2] + ow)])) *
-                     double(tf32_round(x[size_t(n * xs[0] + (g * q.Cg + ch) * xs[1] + ih * xs[2] + iw * xs[3])]));
+              const float a = gy[size_t(n * gs[0] + m * gs[1] + oh * gs[2] + ow)];
+              const float b = x[size_t(n * xs[0] + (g * q.Cg + ch) * xs[1] + ih * xs[2] + iw * xs[3])];
+              ref += simt ? double(a) * double(b) : double(tf32_round(a)) * double(tf32_round(b));
             }
         double got = 0;
         for (int64_t sp = 0; sp < p.splits; ++sp) got += ws[size_t((sp * q.M + m) * ncol + ch * q.ntaps + t)];
@@ -155,8 +189,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
         if (!(err <= 1e-4 * (1 + std::fabs(ref)))) ++bad;
         if (!(err <= worst)) worst = err;  // NaN stays
       }
-  std::printf("grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
-              "tgroups%d splits%d of %lld tiles: %s (worst %.3g of %.3g)\n",
+  std::printf("%s grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
+              "tgroups%d splits%d of %lld tiles: %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32",
               (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH, c.KW, c.ntaps, c.sh,
               c.sw, c.ph, c.pw, c.dh, c.dw, c.G, p.h.rows, p.h.CS, p.h.vec ? "vec" : "elem", p.gy_vec ? "+gy16" : "",
               p.tgroups, p.splits, (long long)p.tiles, bad ? "FAIL" : "ok", worst, scale);
@@ -177,7 +211,8 @@ int main() {
       {5, 8, 3, 4, 8, 3, 3, 4, 1, 1, 1, 1, 1, 1, 1, 3, 1, 0},      // tiny images, many a tile, x strided
       {1, 8, 40, 40, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, 1, 5, 0},    // 13 tiles over 5 splits
   };
-  for (const Case& c : cases) run_case(c, rng);
+  for (bool simt : {false, true})
+    for (const Case& c : cases) run_case(c, rng, simt);
   // layers it does not take: one tap; a halo too large for two stages at two blocks an SM (res_s2's)
   for (const Case& c : {Case{2, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0},
                         Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0}}) {
@@ -187,7 +222,7 @@ int main() {
     set_divisors(q);
     alignas(16) static float dummy[4];
     HaloGradWeight p;
-    if (halo_gw_setup(p, q, dummy, dummy, kGwSmem)) {
+    if (halo_gw_setup(p, q, dummy, dummy, kGwSmem) || halo_gw_setup(p, q, dummy, dummy, kGwSmem, true)) {
       std::printf("FAIL: %dx%d stride %d taken\n", c.KH, c.KW, c.sh);
       ++failures;
     }
