@@ -97,6 +97,27 @@ def test_any_strides(device, layout):
     _compare(x.to(memory_format=torch.channels_last), w, b, True, dict(padding=1), dict(rtol=1e-10, atol=1e-10))
 
 
+# Which gradients are wanted changes the kernels' plan: where the weight gradient runs on the few-channel
+# kernel, it computes grad_bias as one more column (a column of ones) instead of a pass of its own; wanted alone,
+# grad_bias has its own kernel. Each subset of (input, weight, bias), on a few-channel layer (2 x 9 taps) and
+# on one of 8 x 9 = 72 (the GEMM), and on 7 x 9 = 63 taps, the widest that still has room for the bias column.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cin", [2, 8, 7])
+@pytest.mark.parametrize("wanted", [(1, 1, 1), (0, 1, 1), (0, 0, 1), (0, 1, 0), (1, 0, 1)])
+def test_each_subset_of_gradients(device, cin, wanted):
+    x, w, b = _data((3, cin, 9, 10), (6, 3, 3), 1, torch.float64, device)
+    leaves = [t.detach().requires_grad_(bool(r)) for t, r in zip((x, w, b), wanted)]
+    y = pixelops.conv2d(*leaves, padding=1, activation="relu")
+    ref_leaves = [t.detach().requires_grad_(bool(r)) for t, r in zip((x, w, b), wanted)]
+    y_ref = torch.relu(F.conv2d(*ref_leaves, padding=1))
+    g = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(cin)).to(device)
+    got = torch.autograd.grad(y, [t for t in leaves if t.requires_grad], g)
+    ref = torch.autograd.grad(y_ref, [t for t in ref_leaves if t.requires_grad], g)
+    assert len(got) == sum(wanted)
+    for a, r in zip(got, ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradient_with_zero_strides(device):
     # .sum() sends an expanded (stride 0) gradient back

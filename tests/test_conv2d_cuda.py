@@ -142,9 +142,9 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
 
 
 # Under TF32 the float32 forward, and grad_input at stride 1 and grad_weight without a ReLU gate, run from a
-# shared-memory halo on mma.sync (conv2d_halo.cuh, conv2d_halo_grad_weight.cuh): tiles of 128 pixels that run across image rows and images, ragged channel
-# chunks and output rows, strides and dilation (forward), masks, groups, a strided halo that needs
-# the larger shared-memory budget; x contiguous (rows copied 16 bytes at a time where they are 16-byte aligned),
+# shared-memory halo on mma.sync (conv2d_halo.cuh, conv2d_halo_grad_weight.cuh): tiles of 128 pixels that run
+# across image rows and images, ragged channel chunks and output rows, strides and dilation (forward), masks,
+# groups, a strided halo that needs the larger shared-memory budget; x contiguous (rows copied 16 bytes at a time where they are 16-byte aligned),
 # every other column of a wider tensor, or the first columns of one.
 HALO = [
     ((3, 16, 9, 11), (70, 3, 3), dict(padding=1), None, "contiguous"),

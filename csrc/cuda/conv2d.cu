@@ -16,7 +16,8 @@
 // product only where PIXELOPS_CONV_HALO_GW_SIMT=1, until timed); wherever two stages fit in shared memory and
 // there are two taps or more.
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
-// second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order.
+// second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order, except where
+// the weight gradient runs on the few-channel kernel, which adds it as one more column (of ones).
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -40,11 +41,21 @@ using conv::Geometry;
 using conv::kBK;
 constexpr int kThreads = 256;
 
-// Adds the split-K partial sums of grad_weight in a fixed order; masked taps (t >= ntaps) get zero.
+// Adds the split-K partial sums of grad_weight in a fixed order; masked taps (t >= ntaps) get zero. With gb,
+// each row of ws has one more column, the sums of grad_bias (grad_weight_direct's column of ones).
 template <class T, class A>
-__global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__ ws, T* __restrict__ gw) {
-  const int64_t KK = int64_t(q.KH) * q.KW, total = q.M * q.Cg * KK, ncol = q.Cg * q.ntaps;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__ ws, T* __restrict__ gw,
+                                   T* __restrict__ gb) {
+  const int64_t KK = int64_t(q.KH) * q.KW, total = q.M * q.Cg * KK, ncol = q.Cg * q.ntaps + (gb ? 1 : 0);
+  const int64_t outputs = total + (gb ? q.M : 0);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < outputs; i += int64_t(gridDim.x) * blockDim.x) {
+    if (i >= total) {
+      const int64_t m = i - total;
+      A s = A(0);
+      for (int sp = 0; sp < splits; ++sp) s += ws[(sp * q.M + m) * ncol + ncol - 1];
+      gb[m * q.bs] = conv::store_as<T>(s);
+      continue;
+    }
     const int64_t m = i / (q.Cg * KK), rem = i - m * (q.Cg * KK), c = rem / KK, t = rem - c * KK;
     A s = A(0);
     if (t < q.ntaps)
@@ -53,9 +64,10 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
   }
 }
 
-// Launches reduce_grad_weight: grad_weight from `splits` partial sums ([split][M][Cg * ntaps]) in ws.
+// Launches reduce_grad_weight: grad_weight (and grad_bias where gb) from `splits` partial sums
+// ([split][M][Cg * ntaps (+ 1 with gb)]) in ws.
 template <class T, class A>
-void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s);
+void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s, T* gb = nullptr);
 
 int sm_count();
 
@@ -255,9 +267,9 @@ void with_tile(int64_t m, int64_t n, F&& f) {
 unsigned grid_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
 
 template <class T, class A>
-void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s) {
-  const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW;
-  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, splits, ws, gw);
+void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s, T* gb) {
+  const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW + (gb ? q.M : 0);
+  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, splits, ws, gw, gb);
   check_launch("conv2d_backward (weight reduction)");
 }
 
@@ -288,11 +300,13 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
 }
 
 // grad_weight of a few-channel layer (conv2d_direct.cuh): runs of pixels (whole chunks), enough for about two
-// blocks an SM, each summed by one block into the workspace, then added in order.
+// blocks an SM, each summed by one block into the workspace, then added in order; grad_bias too where gb
+// (conv::grad_weight_direct_takes_bias).
 template <class T>
-void grad_weight_direct(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, cudaStream_t s) {
+void grad_weight_direct(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, T* gb, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
-  const int kmax = conv::grad_weight_direct_kmax(q), K = int(q.Cg) * q.ntaps;
+  const bool ones = gb != nullptr;
+  const int kmax = conv::grad_weight_direct_kmax(q, ones), K = int(q.Cg) * q.ntaps + (ones ? 1 : 0);
   const int64_t chunk = conv::GwdShape<A, 16>::P;  // pixels a chunk: the same for every KMAX
   const int64_t mblocks = (q.Mg + conv::kGwdRows - 1) / conv::kGwdRows, P = q.N * q.OH * q.OW;
   const int64_t want = std::max<int64_t>(1, 2 * int64_t(sm_count()) / (mblocks * q.G));
@@ -301,13 +315,14 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* y, const T* gy, 
   if (runs > 0x7fffffff || mblocks > 65535) throw ValueError("conv2d_backward (weight): the problem is too large");
   Scratch<A> ws(runs * q.M * K, s, "conv2d_backward (weight)");
   const dim3 grid{unsigned(runs), unsigned(mblocks), unsigned(q.G)};
+  auto launch = [&](auto kernel) { kernel<<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get(), ones); };
   switch (kmax) {
-    case 16: conv::grad_weight_direct<T, 16><<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
-    case 32: conv::grad_weight_direct<T, 32><<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get()); break;
-    default: conv::grad_weight_direct<T, 64><<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get());
+    case 16: launch(conv::grad_weight_direct<T, 16>); break;
+    case 32: launch(conv::grad_weight_direct<T, 32>); break;
+    default: launch(conv::grad_weight_direct<T, 64>);
   }
   check_launch("conv2d_backward (weight, direct)");
-  add_weight_partials<T, A>(q, int(runs), ws.get(), gw, s);
+  add_weight_partials<T, A>(q, int(runs), ws.get(), gw, s, gb);
 }
 
 // The forward GEMM of q (y contiguous): tap-major K where a group's channels fill whole K steps.
@@ -545,20 +560,22 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
             });
           }
     }
+    const bool want_bias = grad_b.data && grad_b.numel() > 0;
+    bool bias_done = false;
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");
-      if (conv::grad_weight_direct_fits(q))
-        grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), s);
-      else if (halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
+      if (conv::grad_weight_direct_fits(q)) {
+        bias_done = want_bias && conv::grad_weight_direct_takes_bias(q);  // as the weight sums' column of ones
+        grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), bias_done ? grad_b.ptr<T>() : nullptr,
+                              s);
+      } else if (halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
         ;  // ran on the halo kernel
       else
         with_tile(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
           grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
         });
     }
-    if (grad_b.data && grad_b.numel() > 0) {
-      grad_bias<T>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>(), s);
-    }
+    if (want_bias && !bias_done) grad_bias<T>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>(), s);
   });
 }
 

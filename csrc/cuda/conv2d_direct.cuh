@@ -171,11 +171,16 @@ __global__ void forward_direct(Geometry q, const T* __restrict__ x, const T* __r
 // layout, so that reduce_grad_weight adds the runs in a fixed order. (The kernel this replaced kept two rows a
 // thread and gathered each pixel's window once per pair of rows: pcnn_maskA took 0.084 ms on an H100, 0.038
 // here. Layers of 32 channels or fewer compute half a block of zero rows: mnist_c1's went 0.057 -> 0.067.)
-// KMAX (16, 32 or 64) bounds K.
-inline int grad_weight_direct_kmax(const Geometry& q) {
-  const int64_t K = q.Cg * q.ntaps;
+// With `ones`, column K is a column of ones (1 at every pixel of the run): its sums are grad_bias, which then
+// needs neither a launch nor a pass over grad_y of its own. It is taken where K + 1 <= kDirectK, and costs
+// nothing where K is not a multiple of 16 (columns up to KMAX are computed anyway: 10 of 16 for mnist_c1).
+// KMAX (16, 32 or 64) bounds the columns.
+inline int grad_weight_direct_kmax(const Geometry& q, bool ones = false) {
+  const int64_t K = q.Cg * q.ntaps + (ones ? 1 : 0);
   return K <= 16 ? 16 : K <= 32 ? 32 : 64;
 }
+// Whether grad_weight_direct can add grad_bias as its column of ones.
+inline bool grad_weight_direct_takes_bias(const Geometry& q) { return q.Cg * q.ntaps + 1 <= kDirectK; }
 constexpr int kGwdRows = 64, kGwdThreads = 256;
 template <class A, int KMAX>
 struct GwdShape {
@@ -239,13 +244,15 @@ __device__ __forceinline__ void gwd_pixel(const Geometry& q, int64_t g, int64_t 
   px[tid] = e;
 }
 
-// Phase 2 (all threads): the chunk's gys[p][row] and xs[p][k], zero outside the rows, K, the run and the image.
+// Phase 2 (all threads): the chunk's gys[p][row] and xs[p][k], zero outside the rows, K, the run and the image;
+// with `ones`, xs[p][K] = 1 for the run's pixels.
 // A thread loads its elements kBatch at a time into registers before storing them, so that those loads are in
 // flight together (one at a time, the staging waited on each and bound pcnn_maskA's grad_weight; all at once,
 // the sums spilled).
 template <class T, class A, int KMAX>
 __device__ __forceinline__ void gwd_stage(const Geometry& q, const T* x, const T* y, const T* gy, int64_t m0,
-                                          const WindowTap* taps, const GwdPixel* px, A* gys, A* xs, int tid) {
+                                          const WindowTap* taps, const GwdPixel* px, A* gys, A* xs, int tid,
+                                          bool ones = false) {
   using S = GwdShape<A, KMAX>;
   constexpr int kG = S::P * kGwdRows / kGwdThreads, kX = S::P * KMAX / kGwdThreads;  // elements a thread
   constexpr int kBatch = 4, kBatchX = kX < kBatch ? kX : kBatch;
@@ -273,12 +280,13 @@ __device__ __forceinline__ void gwd_stage(const Geometry& q, const T* x, const T
 #pragma unroll 1
   for (int u0 = 0; u0 < kX; u0 += kBatchX) {
     T v[kBatchX];
-    bool in[kBatchX];
+    bool in[kBatchX], one[kBatchX];
 #pragma unroll
     for (int u = 0; u < kBatchX; ++u) {
       const int e = tid + (u0 + u) * kGwdThreads, k = e / S::P, p = e - k * S::P;
       const GwdPixel& d = px[p];
       in[u] = false;
+      one[u] = ones && k == K && d.ih0 != kNoPixel;
       int64_t at = 0;
       if (k < K && d.ih0 != kNoPixel) {
         const WindowTap tap = load_tap(taps + k);
@@ -291,7 +299,7 @@ __device__ __forceinline__ void gwd_stage(const Geometry& q, const T* x, const T
 #pragma unroll
     for (int u = 0; u < kBatchX; ++u) {
       const int e = tid + (u0 + u) * kGwdThreads, k = e / S::P, p = e - k * S::P;
-      xs[p * S::LX + k] = in[u] ? A(to_float(v[u])) : A(0);
+      xs[p * S::LX + k] = one[u] ? A(1) : in[u] ? A(to_float(v[u])) : A(0);
     }
   }
 }
@@ -326,12 +334,13 @@ inline bool grad_weight_direct_fits(const Geometry& q) {
 
 #ifdef __CUDACC__
 // Grid: x over runs of pixels (run_len each, a multiple of P), y over blocks of 64 output channels, z over
-// groups.
+// groups. ws: [run][M][K + ones].
 template <class T, int KMAX>
 __global__ void __launch_bounds__(kGwdThreads, 2) grad_weight_direct(Geometry q, int64_t run_len,
                                                                      const T* __restrict__ x, const T* __restrict__ y,
                                                                      const T* __restrict__ gy,
-                                                                     typename AccOf<T>::type* __restrict__ ws) {
+                                                                     typename AccOf<T>::type* __restrict__ ws,
+                                                                     bool ones) {
   using A = typename AccOf<T>::type;
   using S = GwdShape<A, KMAX>;
   __shared__ __align__(16) A gys[S::P * S::LG];
@@ -351,7 +360,7 @@ __global__ void __launch_bounds__(kGwdThreads, 2) grad_weight_direct(Geometry q,
     __syncthreads();  // the previous chunk's products are done (and the tap table is in, the first time)
     if (tid < S::P) gwd_pixel<A, KMAX>(q, g, m0, p0, last, tid, px);
     __syncthreads();
-    gwd_stage<T, A, KMAX>(q, x, y, gy, m0, taps, px, gys, xs, tid);
+    gwd_stage<T, A, KMAX>(q, x, y, gy, m0, taps, px, gys, xs, tid, ones);
     __syncthreads();
     gwd_accumulate<A, KMAX>(gys, xs, tid, acc);
   }
@@ -375,12 +384,13 @@ __global__ void __launch_bounds__(kGwdThreads, 2) grad_weight_direct(Geometry q,
           for (int j = 0; j < S::KT; ++j) acc[i][j] += red[i * S::KT + j];
     }
   if (ps != 0) return;
-  const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
+  const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT, ncol = K + (ones ? 1 : 0);
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int j = 0; j < S::KT; ++j)
-      if (m0 + r0 + i < q.Mg && k0 + j < K) ws[(int64_t(blockIdx.x) * q.M + g * q.Mg + m0 + r0 + i) * K + k0 + j] = acc[i][j];
+      if (m0 + r0 + i < q.Mg && k0 + j < ncol)
+        ws[(int64_t(blockIdx.x) * q.M + g * q.Mg + m0 + r0 + i) * ncol + k0 + j] = acc[i][j];
 }
 #endif  // __CUDACC__
 

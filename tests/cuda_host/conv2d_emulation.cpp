@@ -119,13 +119,14 @@ static void run_case(const Case& c, std::mt19937& rng) {
     const int64_t i = ((n * q.M + m) * q.OH + oh) * q.OW + ow;
     return c.relu && !(y[i] > 0) ? 0.0 : gy[i];
   };
-  std::vector<double> ref_gx(x.size(), 0.0), ref_gw(w.size(), 0.0);
+  std::vector<double> ref_gx(x.size(), 0.0), ref_gw(w.size(), 0.0), ref_gb(q.M, 0.0);
   for (int64_t n = 0; n < q.N; ++n)
     for (int64_t m = 0; m < q.M; ++m)
       for (int64_t oh = 0; oh < q.OH; ++oh)
         for (int64_t ow = 0; ow < q.OW; ++ow) {
           const int64_t g = m / q.Mg;
           const double d = GY(n, m, oh, ow);
+          ref_gb[m] += d;
           for (int64_t c2 = 0; c2 < q.Cg; ++c2)
             for (int t = 0; t < q.ntaps; ++t) {
               const int64_t ih = oh * q.sh - q.ph + (t / q.KW) * q.dh, iw = ow * q.sw - q.pw + (t % q.KW) * q.dw;
@@ -240,16 +241,18 @@ static void run_case(const Case& c, std::mt19937& rng) {
   }
   // grad_weight, direct (few channels a group): grad_weight_direct's phases for all threads in turn, block by
   // block over runs of pixels that end mid-chunk, then the runs added in order as reduce_grad_weight does;
-  // the shared arrays are poisoned before each chunk
-  if (grad_weight_direct_fits(q)) {
+  // the shared arrays are poisoned before each chunk. Again with grad_bias as the column of ones where K + 1
+  // columns fit.
+  for (bool ones : {false, true}) {
+    if (!grad_weight_direct_fits(q) || (ones && !grad_weight_direct_takes_bias(q))) continue;
     auto run = [&](auto kmax_tag) {
       constexpr int KMAX = decltype(kmax_tag)::value;
       using S = GwdShape<double, KMAX>;
-      const int K = int(q.Cg) * q.ntaps;
+      const int K = int(q.Cg) * q.ntaps, ncol = K + (ones ? 1 : 0);
       std::vector<WindowTap> taps(KMAX);
       for (int k = 0; k < K; ++k) taps[k] = window_tap(q, k);
       const int64_t P = q.N * q.OH * q.OW, run_len = S::P + 3;  // runs ending mid-chunk (the kernel's are whole)
-      std::vector<double> sums(q.M * int64_t(K), 0.0), got(w.size()), gys(S::P * S::LG), xs(S::P * S::LX);
+      std::vector<double> sums(q.M * int64_t(ncol), 0.0), got(w.size()), gys(S::P * S::LG), xs(S::P * S::LX);
       std::vector<GwdPixel> px(S::P);
       static double acc[kGwdThreads][4][S::KT];
       for (int64_t g = 0; g < q.G; ++g)
@@ -263,7 +266,7 @@ static void run_case(const Case& c, std::mt19937& rng) {
               for (int tid = 0; tid < S::P; ++tid) gwd_pixel<double, KMAX>(q, g, m0, p0, last, tid, px.data());
               for (int tid = 0; tid < kGwdThreads; ++tid)
                 gwd_stage<double, double, KMAX>(q, x.data(), c.relu ? y.data() : nullptr, gy.data(), m0, taps.data(),
-                                                px.data(), gys.data(), xs.data(), tid);
+                                                px.data(), gys.data(), xs.data(), tid, ones);
               for (int tid = 0; tid < kGwdThreads; ++tid) gwd_accumulate<double, KMAX>(gys.data(), xs.data(), tid, acc[tid]);
             }
             // the kernel's reduction: warps of one column split, pixel split 0 first, then 1, ...
@@ -272,18 +275,23 @@ static void run_case(const Case& c, std::mt19937& rng) {
               const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
               for (int i = 0; i < 4; ++i)
                 for (int j = 0; j < S::KT; ++j)
-                  if (m0 + r0 + i < q.Mg && k0 + j < K) sums[(g * q.Mg + m0 + r0 + i) * K + k0 + j] += acc[tid][i][j];
+                  if (m0 + r0 + i < q.Mg && k0 + j < ncol) sums[(g * q.Mg + m0 + r0 + i) * ncol + k0 + j] += acc[tid][i][j];
                   else if (ps == 0 && acc[tid][i][j] != 0.0) { std::printf("FAIL: a sum outside the problem\n"); ++failures; }
             }
           }
       const int64_t KK = int64_t(q.KH) * q.KW;
       for (int64_t i = 0; i < int64_t(got.size()); ++i) {
         const int64_t m = i / (q.Cg * KK), rem = i - m * (q.Cg * KK), c2 = rem / KK, t = rem - c2 * KK;
-        got[i] = t < q.ntaps ? sums[m * K + c2 * q.ntaps + t] : 0.0;
+        got[i] = t < q.ntaps ? sums[m * ncol + c2 * q.ntaps + t] : 0.0;
       }
-      expect_close("grad_weight (direct)", c, got, ref_gw);
+      expect_close(ones ? "grad_weight (direct, with the bias column)" : "grad_weight (direct)", c, got, ref_gw);
+      if (ones) {
+        std::vector<double> gb(q.M);
+        for (int64_t m = 0; m < q.M; ++m) gb[m] = sums[m * ncol + K];
+        expect_close("grad_bias (direct's column of ones)", c, gb, ref_gb);
+      }
     };
-    switch (grad_weight_direct_kmax(q)) {
+    switch (grad_weight_direct_kmax(q, ones)) {
       case 16: run(std::integral_constant<int, 16>{}); break;
       case 32: run(std::integral_constant<int, 32>{}); break;
       default: run(std::integral_constant<int, 64>{});
