@@ -99,17 +99,18 @@ def test_any_strides(device, layout):
 
 # Which gradients are wanted changes the kernels' plan: where the weight gradient runs on the few-channel
 # kernel, it computes grad_bias as one more column (a column of ones) instead of a pass of its own; wanted alone,
-# grad_bias has its own kernel. Each subset of (input, weight, bias), on a few-channel layer (2 x 9 taps) and
-# on one of 8 x 9 = 72 (the GEMM), and on 7 x 9 = 63 taps, the widest that still has room for the bias column.
+# grad_bias has its own kernel. Each subset of (input, weight, bias), on few-channel layers with room for the
+# bias column (2 x 9 = 18 and 7 x 9 = 63 taps) and without (16 x 1: the bias column would need 32), and on 8 x 9
+# = 72 (the GEMM).
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("cin", [2, 8, 7])
+@pytest.mark.parametrize("cin,k", [(2, 3), (7, 3), (16, 1), (8, 3)])
 @pytest.mark.parametrize("wanted", [(1, 1, 1), (0, 1, 1), (0, 0, 1), (0, 1, 0), (1, 0, 1)])
-def test_each_subset_of_gradients(device, cin, wanted):
-    x, w, b = _data((3, cin, 9, 10), (6, 3, 3), 1, torch.float64, device)
+def test_each_subset_of_gradients(device, cin, k, wanted):
+    x, w, b = _data((3, cin, 9, 10), (6, k, k), 1, torch.float64, device)
     leaves = [t.detach().requires_grad_(bool(r)) for t, r in zip((x, w, b), wanted)]
-    y = pixelops.conv2d(*leaves, padding=1, activation="relu")
+    y = pixelops.conv2d(*leaves, padding=k // 2, activation="relu")
     ref_leaves = [t.detach().requires_grad_(bool(r)) for t, r in zip((x, w, b), wanted)]
-    y_ref = torch.relu(F.conv2d(*ref_leaves, padding=1))
+    y_ref = torch.relu(F.conv2d(*ref_leaves, padding=k // 2))
     g = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(cin)).to(device)
     got = torch.autograd.grad(y, [t for t in leaves if t.requires_grad], g)
     ref = torch.autograd.grad(y_ref, [t for t in ref_leaves if t.requires_grad], g)

@@ -172,15 +172,17 @@ __global__ void forward_direct(Geometry q, const T* __restrict__ x, const T* __r
 // thread and gathered each pixel's window once per pair of rows: pcnn_maskA took 0.084 ms on an H100, 0.038
 // here. Layers of 32 channels or fewer compute half a block of zero rows: mnist_c1's went 0.057 -> 0.067.)
 // With `ones`, column K is a column of ones (1 at every pixel of the run): its sums are grad_bias, which then
-// needs neither a launch nor a pass over grad_y of its own. It is taken where K + 1 <= kDirectK, and costs
-// nothing where K is not a multiple of 16 (columns up to KMAX are computed anyway: 10 of 16 for mnist_c1).
+// needs neither a launch nor a pass over grad_y of its own. It is taken where it costs no arithmetic: where
+// KMAX stays the same (columns up to KMAX are computed anyway: 10 of 16 for mnist_c1, 25 of 32 for pcnn_maskA).
 // KMAX (16, 32 or 64) bounds the columns.
 inline int grad_weight_direct_kmax(const Geometry& q, bool ones = false) {
   const int64_t K = q.Cg * q.ntaps + (ones ? 1 : 0);
   return K <= 16 ? 16 : K <= 32 ? 32 : 64;
 }
-// Whether grad_weight_direct can add grad_bias as its column of ones.
-inline bool grad_weight_direct_takes_bias(const Geometry& q) { return q.Cg * q.ntaps + 1 <= kDirectK; }
+// Whether grad_weight_direct adds grad_bias as its column of ones.
+inline bool grad_weight_direct_takes_bias(const Geometry& q) {
+  return q.Cg * q.ntaps + 1 <= kDirectK && grad_weight_direct_kmax(q, true) == grad_weight_direct_kmax(q, false);
+}
 constexpr int kGwdRows = 64, kGwdThreads = 256;
 template <class A, int KMAX>
 struct GwdShape {
