@@ -45,8 +45,8 @@ section "smoke: every CUDA kernel once (and again under compute-sanitizer, besid
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 san_pid=
 if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
-  # with the float32 halo weight gradient on (not yet the default), so that memcheck sees its kernel too
-  PIXELOPS_CONV_HALO_GW_SIMT=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
+  # with the halo paths that are not yet the default on, so that memcheck sees them too
+  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
 fi
@@ -54,13 +54,14 @@ fi
 section "CUDA tests"
 TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | grep -v '_host' | tr '\n' ' ')}
 # One line per pytest process: log name, environment, test file. The conv2d files run again with each GEMM
-# tile width forced (by default the width is picked per problem size), and with the float32 halo weight
-# gradient on (PIXELOPS_CONV_HALO_GW_SIMT=1, off by default until timed).
+# tile width forced (by default the width is picked per problem size), and with each halo path that is off by
+# default until timed on (PIXELOPS_CONV_HALO_GW_SIMT=1, PIXELOPS_CONV_HALO_FLAT=1).
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
   for n in 64 128; do for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile$n PIXELOPS_CONV_TILE_N=$n $t"; done; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-gwsimt PIXELOPS_CONV_HALO_GW_SIMT=1 $t"; done
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-flat PIXELOPS_CONV_HALO_FLAT=1 $t"; done
 }
 : >"$LOGS/tests-rc.txt"
 jobs | xargs -P 8 -L 1 sh -c \
@@ -90,11 +91,12 @@ bench_rc=$?
 [ -n "${SKIP_KERNEL_TIMES:-}" ] || {
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
 # KT_VARIANTS: space-separated environment settings to time as well, e.g. "PIXELOPS_CONV_TILE_N=64" (the
-# narrow GEMM tile everywhere); by default the float32 halo weight gradient, whose default is still to be set
-# by this timing (it has no effect under TF32).
+# narrow GEMM tile everywhere); by default the two halo paths whose default this timing is to set (the float32
+# weight gradient, timed without TF32; flat mode for 1x1 layers, timed with it).
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-PIXELOPS_CONV_HALO_GW_SIMT=1}; do
+  for v in - ${KT_VARIANTS-PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1}; do
     [ -n "$tf32" ] && [ "$v" = PIXELOPS_CONV_HALO_GW_SIMT=1 ] && continue
+    [ -z "$tf32" ] && [ "$v" = PIXELOPS_CONV_HALO_FLAT=1 ] && continue
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env $v timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1

@@ -155,7 +155,11 @@ HALO = [
     ((5, 24, 3, 4), (8, 3, 3), dict(padding=1), "A", "contiguous"),
     ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", "every other"),
     ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, "contiguous"),
-    ((3, 72, 7, 9), (20, 1, 1), {}, None, "contiguous"),  # one tap: the GEMMs
+    # one tap: the WMMA GEMMs, or with PIXELOPS_CONV_HALO_FLAT=1 the halo's flat mode (16-byte copies where
+    # planes are whole multiples of 4 floats, else by element; tiles across images)
+    ((3, 72, 7, 9), (20, 1, 1), {}, None, "contiguous"),
+    ((3, 40, 12, 12), (70, 1, 1), {}, None, "contiguous"),
+    ((2, 36, 9, 8), (24, 1, 1), dict(groups=2), None, "every other"),
     ((2, 80, 9, 8), (24, 1, 1), dict(stride=2), None, "every other"),
     ((2, 64, 9, 56), (16, 3, 3), dict(stride=2, padding=1), None, "contiguous"),  # over the default budget
 ]

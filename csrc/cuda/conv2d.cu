@@ -344,10 +344,11 @@ void forward_gemm(const Geometry& q, const T* x, const T* w, const T* b, T* y, b
 // The halo kernels (TF32 and float32) are on unless PIXELOPS_CONV_HALO=0 (or, for float32's alone,
 // PIXELOPS_CONV_HALO_SIMT=0: tuning knobs, to time the GEMMs they replace), or a GEMM tile width is forced: the
 // CUDA tests' runs under PIXELOPS_CONV_TILE_N are there to exercise the GEMMs they would otherwise take over.
-bool env_off(const char* name) {
+bool env_is(const char* name, const char* value) {
   const char* e = std::getenv(name);
-  return e && std::string(e) == "0";
+  return e && std::string(e) == value;
 }
+bool env_off(const char* name) { return env_is(name, "0"); }
 bool halo_enabled(bool tf32) {
   static const bool on = !env_off("PIXELOPS_CONV_HALO"), simt = !env_off("PIXELOPS_CONV_HALO_SIMT");
   return on && (tf32 || simt) && forced_tile_n() == 0;
@@ -356,6 +357,20 @@ bool halo_enabled(bool tf32) {
 // rows of its tile on FMAs, so it leaves problems of 32 rows or fewer to the GEMMs' 32-row tile (on an H100 the
 // halo took mnist_c2's fp32 grad_input, 32 rows, from 0.39 to about 0.46 ms).
 bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 || rows > 32); }
+
+// Two halo paths written without a GPU at hand, off until timed against the kernels they would replace
+// (benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways):
+// PIXELOPS_CONV_HALO_GW_SIMT=1, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
+// PIXELOPS_CONV_HALO_FLAT=1, TF32's forward and grad_input of 1x1 stride-1 layers in flat mode
+// (conv2d_halo.cuh) instead of the WMMA GEMM.
+bool halo_gw_simt_enabled() {
+  static const bool on = env_is("PIXELOPS_CONV_HALO_GW_SIMT", "1");
+  return on;
+}
+bool halo_flat_enabled() {
+  static const bool on = env_is("PIXELOPS_CONV_HALO_FLAT", "1");
+  return on;
+}
 
 // The most shared memory a block may opt in to on the current device (227 KB on Hopper, 163 KB on the A100,
 // 99 KB on other Ampere parts).
@@ -437,6 +452,7 @@ template <class T>
 bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloConv h;
+    h.flat = tf32 && halo_flat_enabled();  // asked for: kept for a 1x1 layer
     if (y || !halo_takes(q.Cg, tf32) || !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
       return false;
     h.simt = !tf32;
@@ -445,17 +461,6 @@ bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* 
   } else {
     return false;
   }
-}
-
-// Whether float32 without TF32 takes the halo weight gradient (GwSimt): not yet by default, as it has not been
-// timed on a GPU against the float32 GEMM it would replace; PIXELOPS_CONV_HALO_GW_SIMT=1 turns it on (the CUDA
-// tests and benchmarks/gpu_check.sh run it both ways).
-bool halo_gw_simt_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("PIXELOPS_CONV_HALO_GW_SIMT");
-    return e && std::string(e) == "1";
-  }();
-  return on;
 }
 
 // grad_weight on the halo kernel (conv2d_halo_grad_weight.cuh) where it applies: float32 with TF32 (GwTf32), or
@@ -508,6 +513,7 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
     }
     if constexpr (std::is_same_v<T, float>) {
       conv::HaloConv h;
+      h.flat = allow_tf32 && halo_flat_enabled();  // asked for: kept for a 1x1 layer
       if (halo_takes(q.Mg, allow_tf32) &&
           conv::halo_for_forward(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, h,
                                  halo_smem_budget(), halo_smem_most())) {

@@ -27,6 +27,12 @@
 // fwd+bwd kernel time about 0.73 -> 0.55 ms with the halo grad_input; with three blocks an SM (75 KB each) it
 // was faster than with two (110 KB, 3 stages) or one (160 KB, 4 stages) on every suite shape it runs.
 //
+// Flat mode (h.flat, asked for by the caller and kept where the layer is 1x1, stride 1, unpadded): output pixel
+// n reads input pixel n, so a tile's operand is just its 128 pixels of each channel, one run (CS = 136 floats a
+// channel) with no slots or padding; the slot layout would stage 3-4 whole image rows (224 floats for 56-wide
+// images) for those 128, and on an H100 ran res_1x1's TF32 forward at 0.21 ms against the WMMA GEMM's 0.10.
+// The same kernels and products run it (the one tap at shift 0, a pixel's "corner" its place in the tile).
+//
 // Everything but the kernels is plain C++ over host/device functions, so tests/cuda_host runs the same index
 // math (the packing, the slots, the fragments' addresses) against a naive convolution.
 #pragma once
@@ -54,7 +60,8 @@ struct HaloConv {
   float* y = nullptr;
   bool relu = false;
   bool pairs = false;  // pixels go out two at a time (8-byte stores): even pixels an image, y 8-byte aligned
-  bool simt = false;   // float32 FMAs (conv2d_halo_simt.cuh) instead of TF32 mma.sync: weights packed for it
+  bool simt = false;   // float32 FMAs (HaloSimt) instead of TF32 mma.sync (HaloTf32): weights packed for it
+  bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
   int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
@@ -87,6 +94,15 @@ struct HaloConv {
 // multiple of 4 long, so that input column 0 of every slot is 16-byte aligned.
 inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   const Geometry& q = h.q;
+  h.kc = kc; h.nkk = kc / 8;
+  h.nchunks = int((q.Cg + kc - 1) / kc);
+  h.mtiles = int((q.Mg + kHaloBM - 1) / kHaloBM);
+  if (h.flat) {  // one run of the tile's pixels a channel (the slots' fields unused)
+    h.rows = 1; h.RL = kHaloBN; h.lead = 0;
+    h.CS = kHaloBN + ((cs_mod - kHaloBN % 32) + 32) % 32;
+    h.Wload = h.nvec = 0; h.Rfull = 1;
+    return;
+  }
   const int64_t span = int64_t(q.KH - 1) * q.dh + 1;
   const int64_t row_changes = (kHaloBN - 2 + q.OW) / q.OW;
   const int64_t image_changes = std::min<int64_t>(row_changes, (kHaloBN - 2 + q.OH * q.OW) / (q.OH * q.OW));
@@ -98,7 +114,6 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   // CS = cs_mod mod 32, so that a B fragment's loads fall in distinct banks: 8 where its 4 k rows are 4
   // channels (the forward), 4 where its 8 columns are 8 channels (grad_weight, conv2d_halo_grad_weight.cuh)
   CS += ((cs_mod - CS % 32) + 32) % 32;
-  h.kc = kc; h.nkk = kc / 8;
   h.rows = int(std::min<int64_t>(rows, 1 << 20));
   h.RL = int(std::min<int64_t>(RL, 1 << 20));
   h.CS = int(std::min<int64_t>(CS, 1 << 30));
@@ -107,19 +122,17 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   h.by_nvec = FastDiv(h.nvec);
   h.Rfull = int64_t(q.OH - 1) * q.sh + span;
   h.by_Rfull = FastDiv(h.Rfull);
-  h.nchunks = int((q.Cg + kc - 1) / kc);
-  h.mtiles = int((q.Mg + kHaloBM - 1) / kHaloBM);
 }
 
 // Whether the halo path can run q (as a forward with ntaps taps): enough channels to fill a k8 slice mostly, a
 // tap table that fits, and at least two stages within smem_budget bytes, or else within smem_most (where it is
 // larger: fewer blocks share an SM, but the tensor cores still beat the GEMM's); fills h's shape with the chunk
 // size it picks (as many channels as keep about 64 (tap, channel) pairs per chunk) and as many stages as fit,
-// up to 4. Two taps or more: with one, nothing in the halo is reused, and on an H100 the 1x1 res_1x1 layer ran
-// 2x slower here than on the WMMA GEMM (forward 0.21 against 0.10 ms).
+// up to 4. Two taps or more, or flat mode: with one tap in slots, nothing in the halo is reused, and on an H100
+// the 1x1 res_1x1 layer ran 2x slower that way than on the WMMA GEMM (forward 0.21 against 0.10 ms).
 inline bool halo_fits(HaloConv& h, int ntaps, size_t smem_budget = kHaloMaxSmem, size_t smem_most = 0) {
   const Geometry& q = h.q;
-  if (q.Cg < 4 || ntaps < 2 || ntaps > kHaloMaxTaps || q.OH < 1 || q.OW < 1 || q.G > 65535) return false;
+  if (q.Cg < 4 || (ntaps < 2 && !h.flat) || ntaps > kHaloMaxTaps || q.OH < 1 || q.OW < 1 || q.G > 65535) return false;
   if ((q.Mg + kHaloBM - 1) / kHaloBM > 65535 || (h.pixels() + kHaloBN - 1) / kHaloBN > 0x7fffffff) return false;
   if (q.OW >= (1 << 16) || q.OH >= (1 << 16)) return false;
   h.ntaps = ntaps;
@@ -144,14 +157,26 @@ inline bool halo_fits(HaloConv& h, int ntaps, size_t smem_budget = kHaloMaxSmem,
 inline bool halo_rows_vectorizable(const int64_t* xs, const float* x) {
   return xs[3] == 1 && xs[2] % 4 == 0 && xs[1] % 4 == 0 && xs[0] % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
 }
+// Whether t (seen as a forward) can run in flat mode: 1x1, stride 1, unpadded, so output pixel n is input pixel n.
+inline bool halo_flat_geometry(const Geometry& t) {
+  return t.KH == 1 && t.KW == 1 && t.sh == 1 && t.sw == 1 && t.ph == 0 && t.pw == 0 && t.H == t.OH && t.W == t.OW;
+}
+// In flat mode, whether runs of 4 pixels can be copied 16 bytes at a time: each channel's plane one contiguous
+// run whose length is a multiple of 4 (so no piece straddles two images), every plane 16-byte aligned.
+inline bool halo_flat_vectorizable(const Geometry& t, const float* x) {
+  return t.xs[3] == 1 && t.xs[2] == t.W && (t.H * t.W) % 4 == 0 && t.xs[1] % 4 == 0 && t.xs[0] % 4 == 0 &&
+         (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+}
 
 // Fills h for t, q's convolution seen as a forward of `in` into `out` (q itself, or its grad_input), with q's
 // active taps [0, q.ntaps) at flipped shifts where flip, and the weight of (row, channel, tap) at
-// w + g*Mg*ws[0] + row*wrs + chan*wcs + tap; false where the halo path does not fit.
+// w + g*Mg*ws[0] + row*wrs + chan*wcs + tap; false where the halo path does not fit. h.flat, as the caller
+// set it, asks for flat mode, kept where t allows it.
 inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, const float* in, float* out, const float* w,
                        int64_t wrs, int64_t wcs, bool flip, size_t smem_budget, size_t smem_most) {
   h.q = t;
-  h.vec = halo_rows_vectorizable(t.xs, in);
+  h.flat = h.flat && halo_flat_geometry(t);
+  h.vec = h.flat ? halo_flat_vectorizable(t, in) : halo_rows_vectorizable(t.xs, in);
   if (!halo_fits(h, q.ntaps, smem_budget, smem_most)) return false;
   h.x = in; h.y = out;
   h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = wrs; h.wcs = wcs;
@@ -227,8 +252,9 @@ __host__ __device__ __forceinline__ float halo_packed_weight(const HaloConv& h, 
   return tf32_round(h.w[g * h.wgs + row * h.wrs + chan * h.wcs + h.tap_w[j]]);
 }
 
-// The first slot's flattened padded row for the tile starting at pixel n0.
+// The first slot's flattened padded row for the tile starting at pixel n0 (in flat mode: n0).
 __host__ __device__ __forceinline__ int64_t halo_first_row(const HaloConv& h, int64_t n0) {
+  if (h.flat) return n0;
   const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n0), oh = h.q.by_OW(n0 - img * opix);
   return img * h.Rfull + oh * h.q.sh;
 }
@@ -237,6 +263,7 @@ __host__ __device__ __forceinline__ int64_t halo_first_row(const HaloConv& h, in
 // the product is computed from whatever is there and never stored).
 __host__ __device__ __forceinline__ int halo_corner(const HaloConv& h, int64_t n, int64_t first_row) {
   if (n >= h.pixels()) return 0;
+  if (h.flat) return int(n - first_row);
   const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n), r = n - img * opix, oh = h.q.by_OW(r);
   return int((img * h.Rfull + oh * h.q.sh - first_row) * h.RL + h.lead + (r - oh * h.q.OW) * h.q.sw);
 }
@@ -260,6 +287,24 @@ template <class Copy16, class Copy4>
 __host__ __device__ __forceinline__ void halo_load_rows(const HaloConv& h, int g, int64_t c0, int64_t first_row,
                                                         float* hs, int tid, bool zero_missing, Copy16&& copy16,
                                                         Copy4&& copy4) {
+  if (h.flat) {  // channel c's pixels first_row + [0, 128): one run of the channel, zero past the last pixel
+    const Geometry& q = h.q;
+    const int64_t opix = q.OH * q.OW, npix = h.pixels();
+    const int step = h.vec ? 4 : 1, per = kHaloBN / step;  // copies a channel
+    for (int e = tid; e < h.kc * per; e += kHaloThreads) {
+      const int c = e / per, k = (e - c * per) * step;
+      const int64_t n = first_row + k;
+      const bool valid = n < npix && c0 + c < q.Cg;
+      const float* src = h.x;
+      if (valid) {
+        const int64_t img = q.by_opix(n), p = n - img * opix, oh = q.by_OW(p);
+        src = h.x + img * q.xs[0] + (g * q.Cg + c0 + c) * q.xs[1] + oh * q.xs[2] + (p - oh * q.OW) * q.xs[3];
+      }
+      if (h.vec) copy16(hs + c * h.CS + k, src, valid ? int(npix - n < 4 ? npix - n : 4) : 0);
+      else copy4(hs + c * h.CS + k, src, valid);
+    }
+    return;
+  }
   const int warp = tid / 32, lane = tid % 32;
   for (int s = warp; s < h.rows; s += kHaloThreads / 32) {
     const float* src = nullptr;

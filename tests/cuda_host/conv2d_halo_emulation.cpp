@@ -2,7 +2,8 @@
 // fragment-address math as halo_conv_kernel, with each mma.sync.m16n8k8 emulated from its documented
 // fragment layout (HaloTf32), or the float32 FMAs of HaloSimt, against a naive convolution in float64 (of the
 // TF32-rounded operands for the TF32 product). Forward and
-// grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views.
+// grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views; 1x1 layers
+// in flat mode.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
 #include <cmath>
@@ -114,6 +115,7 @@ struct Case {
   bool relu, bias, grad_input;
   int xstep;       // x (or grad_y) read from every xstep-th element of a wider buffer: a non-contiguous view
   int rowpad = 0;  // ... and its rows rowpad elements longer than the view's
+  bool flat = false;  // flat mode asked for (kept for 1x1 stride-1 unpadded layers only)
 };
 
 static Geometry geometry(const Case& c) {
@@ -170,6 +172,7 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng) {
   const int64_t s[4] = {in_c * in_h * row, in_h * row, row, c.xstep};
   std::vector<float> y(size_t(q.N * out_c * out_h * out_w), std::numeric_limits<float>::quiet_NaN());
   HaloConv h;
+  h.flat = c.flat;
   bool fits;
   if (c.grad_input) {
     for (int i = 0; i < 4; ++i) q.gs[i] = s[i];
@@ -182,6 +185,10 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng) {
     std::printf("FAIL: case does not fit the halo path\n");
     ++failures;
     return;
+  }
+  if (h.flat != (c.flat && c.KH == 1 && c.KW == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0)) {
+    std::printf("FAIL: flat mode %s where it should not be\n", h.flat ? "kept" : "dropped");
+    ++failures;
   }
   h.simt = simt;
   if (simt) emulate_simt(h);
@@ -222,9 +229,9 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng) {
           if (!(err <= 1e-5 * (1 + std::fabs(ref)))) ++bad;
           if (!(err <= worst)) worst = err;  // NaN stays
         }
-  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s: %s (worst %.3g of %.3g)\n",
+  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s: %s (worst %.3g of %.3g)\n",
               simt ? "simt" : "tf32", c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
-              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "",
+              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "", h.flat ? " flat" : "",
               bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
 }
@@ -249,6 +256,16 @@ int main() {
       {2, 16, 9, 11, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1},    // grad_input
       {2, 24, 10, 9, 12, 5, 5, 12, 1, 1, 2, 1, 1, 2, 1, false, false, true, 2},   // masked, dilated, pad < (k-1)d
       {2, 16, 8, 7, 80, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1},     // groups, ragged rows
+      // flat mode: 1x1 layers, each channel's pixels one run
+      {3, 40, 9, 7, 70, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, true, true, false, 1, 0, true},   // planes of 63: by element
+      {2, 150, 8, 9, 20, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, true, false, 1, 0, true}, // 5 chunks through 4 stages
+      {2, 16, 6, 10, 24, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, true, false, 1, 0, true},  // 16-byte copies
+      {5, 12, 4, 3, 20, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1, 0, true},  // tiles over 11 images
+      {2, 24, 6, 9, 16, 1, 1, 1, 1, 1, 0, 0, 1, 1, 2, false, true, false, 2, 0, true},   // groups, a view
+      {2, 12, 7, 8, 40, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1, 1, true},  // rows of a wider tensor
+      {3, 20, 8, 8, 36, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, true, 1, 0, true},   // grad_input
+      {2, 20, 9, 7, 36, 1, 1, 1, 1, 1, 0, 0, 1, 1, 2, false, false, true, 1, 0, true},   // grad_input, groups
+      {2, 16, 9, 11, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1, 0, true},  // 3x3: not flat
   };
   for (const Case& c : cases)
     for (const bool simt : {false, true}) run_case(c, simt, rng);
@@ -272,6 +289,17 @@ int main() {
     std::printf("res_s2: default budget %s, two-block budget %s (kc %d, %d stages, %zu bytes)\n", small ? "fits" : "no",
                 large ? "fits" : "no", h.kc, h.stages, h.smem_bytes());
     if (small || !large || h.stages != 2 || h.smem_bytes() > kHaloMostSmem) { std::printf("FAIL: budgets\n"); ++failures; }
+  }
+  // res_1x1 (256 -> 64 channels, 56x56) in flat mode within the default budget: 32-channel chunks, three stages
+  // (three blocks an SM), 16-byte copies
+  {
+    HaloConv h;
+    h.q = geometry(Case{32, 256, 56, 56, 64, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1});
+    h.flat = true;
+    h.vec = true;
+    const bool fits = halo_fits(h, 1);
+    std::printf("res_1x1 flat: %s (kc %d, %d stages, %zu bytes)\n", fits ? "fits" : "no", h.kc, h.stages, h.smem_bytes());
+    if (!fits || h.kc != 32 || h.stages != 3 || h.smem_bytes() > kHaloMaxSmem) { std::printf("FAIL: flat budget\n"); ++failures; }
   }
   if (failures) { std::printf("%d failed\n", failures); return 1; }
   std::printf("all passed\n");
