@@ -181,18 +181,19 @@ __host__ __device__ __forceinline__ void halo_gw_store(const HaloGradWeight& p, 
 // ---- GwSimt's product, plain C++ so that the host emulation runs it as the kernel does ----------------------
 constexpr int kGwSimtRows = 8;  // rows a warp
 
-// Two consecutive floats (8-byte aligned on the device).
-__host__ __device__ __forceinline__ void gw_load2(const float* p, float& a, float& b) {
+// Two consecutive elements (8-byte aligned: one 8-byte load on the device).
+template <class E>
+struct Pair;
 #ifdef __CUDA_ARCH__
-  const float2 v = *reinterpret_cast<const float2*>(p);
-  a = v.x; b = v.y;
-#else
-  a = p[0]; b = p[1];
+template <>
+struct Pair<float> { using type = float2; };
+template <>
+struct Pair<int> { using type = int2; };
 #endif
-}
-__host__ __device__ __forceinline__ void gw_load2(const int* p, int& a, int& b) {
+template <class E>
+__host__ __device__ __forceinline__ void gw_load2(const E* p, E& a, E& b) {
 #ifdef __CUDA_ARCH__
-  const int2 v = *reinterpret_cast<const int2*>(p);
+  const auto v = *reinterpret_cast<const typename Pair<E>::type*>(p);
   a = v.x; b = v.y;
 #else
   a = p[0]; b = p[1];
