@@ -140,10 +140,12 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
 
 # Setups already checked, by call signature: a layer called again with the same shapes, dtypes, devices and
 # options skips the checks, which cost about half of a small eager call (some 7 us of 15 on a 2-core CPU).
-# Keys take scalars only as plain ints, strs, bools or None, matched with their type, so a value the checks
-# refuse (a bool stride, a float) never matches one they accepted: such calls are checked every time.
+# The options are keyed with their types, so that a value the checks refuse never matches one they accepted
+# (True == 1 and 1.0 == 1 in a dict): plain ints, strs, bools and None, and tuples of ints; a call with any
+# other kind of option (a float, a list, a tuple holding a bool) is checked every time.
 _SETUPS: dict = {}
 _SETUPS_MAX = 512
+_PLAIN = frozenset((int, str, bool, type(None)))
 
 
 def _array_key(a):
@@ -151,20 +153,16 @@ def _array_key(a):
         return None
     if type(a) is np.ndarray:
         return (np.ndarray, a.shape, a.dtype)
-    return (type(a), a.shape, a.dtype, a.is_cpu, a.is_cuda, a.get_device())
-
-
-def _plain(value) -> bool:
-    kind = type(value)
-    return value is None or kind is int or kind is str or kind is bool or (
-        kind is tuple and all(type(v) is int for v in value))
+    return (a.shape, a.dtype, a.device)
 
 
 def _setup_cached(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type):
     args = (stride, padding, dilation, groups, activation, allow_tf32, mask_type)
-    if not all(_plain(v) for v in args):
+    kinds = tuple(map(type, args))
+    if not _PLAIN.issuperset(kinds) and not all(
+            k in _PLAIN or (k is tuple and all(type(v) is int for v in a)) for k, a in zip(kinds, args)):
         return _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
-    key = (op, _array_key(input), _array_key(weight), _array_key(bias), tuple((type(v), v) for v in args))
+    key = (op, kinds, args, _array_key(input), _array_key(weight), _array_key(bias))
     hit = _SETUPS.get(key)
     if hit is None:
         hit = _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
