@@ -62,6 +62,7 @@ struct HaloConv {
   bool pairs = false;  // pixels go out two at a time (8-byte stores): even pixels an image, y 8-byte aligned
   bool simt = false;   // float32 FMAs (HaloSimt) instead of TF32 mma.sync (HaloTf32): weights packed for it
   bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
+  bool flipped = false;  // the taps at flipped shifts (grad_input): a mask's unused kernel rows come first
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
   int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
@@ -70,7 +71,7 @@ struct HaloConv {
   bool vec = false;              // rows copied 16 bytes at a time (x rows contiguous and 16-byte aligned)
   int nvec = 0;                  // 16-byte pieces a row, with FastDiv by_nvec
   FastDiv by_nvec;
-  int64_t Rfull = 1;             // padded rows one image spans: (OH-1)*sh + (KH-1)*dh + 1
+  int64_t Rfull = 1;             // padded rows one image's output rows read: (OH-1)*sh + span (halo_shape)
   FastDiv by_Rfull;
   int ntaps = 0;
   int tap_off[kHaloMaxTaps] = {};  // tap j's shift in the halo: kh*dh*RL + kw*dw
@@ -88,8 +89,8 @@ struct HaloConv {
 };
 
 // The halo's shape for q at kc channels a chunk: slots enough for any 128 consecutive output pixels. Moving to
-// the next output row moves the first slot by sh; moving to the next image by (KH-1)*dh + 1 (the rest of the
-// previous image's padded rows). Among 128 consecutive pixels there are at most ceil(127 / OW) row changes, of
+// the next output row moves the first slot by sh; moving to the next image by the span (the rest of the
+// previous image's padded rows: an image's slots are the Rfull padded rows its output rows read). Among 128 consecutive pixels there are at most ceil(127 / OW) row changes, of
 // which at most ceil(127 / (OH*OW)) change the image. With h.vec, a slot starts `lead` floats early and is a
 // multiple of 4 long, so that input column 0 of every slot is 16-byte aligned.
 inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
@@ -103,7 +104,11 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
     h.Wload = h.nvec = 0; h.Rfull = 1;
     return;
   }
-  const int64_t span = int64_t(q.KH - 1) * q.dh + 1;
+  // The kernel rows an output row reads: through the last active tap's row. For a PixelCNN mask that leaves out
+  // the rows below the centre (3x3 mask B: 2 of 3 rows, so 8 slots where 10 were staged for 28-wide images);
+  // flipped, those rows come first and the span stays whole.
+  const int64_t kh_last = h.flipped ? q.KH - 1 : std::max(0, h.ntaps - 1) / q.KW;
+  const int64_t span = kh_last * q.dh + 1;
   const int64_t row_changes = (kHaloBN - 2 + q.OW) / q.OW;
   const int64_t image_changes = std::min<int64_t>(row_changes, (kHaloBN - 2 + q.OH * q.OW) / (q.OH * q.OW));
   const int64_t rows = row_changes * q.sh + image_changes * std::max<int64_t>(0, span - q.sh) + span;
@@ -175,6 +180,7 @@ inline bool halo_flat_vectorizable(const Geometry& t, const float* x) {
 inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, const float* in, float* out, const float* w,
                        int64_t wrs, int64_t wcs, bool flip, size_t smem_budget, size_t smem_most) {
   h.q = t;
+  h.flipped = flip;
   h.flat = h.flat && halo_flat_geometry(t);
   h.vec = h.flat ? halo_flat_vectorizable(t, in) : halo_rows_vectorizable(t.xs, in);
   if (!halo_fits(h, q.ntaps, smem_budget, smem_most)) return false;
@@ -287,24 +293,6 @@ template <class Copy16, class Copy4>
 __host__ __device__ __forceinline__ void halo_load_rows(const HaloConv& h, int g, int64_t c0, int64_t first_row,
                                                         float* hs, int tid, bool zero_missing, Copy16&& copy16,
                                                         Copy4&& copy4) {
-  if (h.flat) {  // channel c's pixels first_row + [0, 128): one run of the channel, zero past the last pixel
-    const Geometry& q = h.q;
-    const int64_t opix = q.OH * q.OW, npix = h.pixels();
-    const int step = h.vec ? 4 : 1, per = kHaloBN / step;  // copies a channel
-    for (int e = tid; e < h.kc * per; e += kHaloThreads) {
-      const int c = e / per, k = (e - c * per) * step;
-      const int64_t n = first_row + k;
-      const bool valid = n < npix && c0 + c < q.Cg;
-      const float* src = h.x;
-      if (valid) {
-        const int64_t img = q.by_opix(n), p = n - img * opix, oh = q.by_OW(p);
-        src = h.x + img * q.xs[0] + (g * q.Cg + c0 + c) * q.xs[1] + oh * q.xs[2] + (p - oh * q.OW) * q.xs[3];
-      }
-      if (h.vec) copy16(hs + c * h.CS + k, src, valid ? int(npix - n < 4 ? npix - n : 4) : 0);
-      else copy4(hs + c * h.CS + k, src, valid);
-    }
-    return;
-  }
   const int warp = tid / 32, lane = tid % 32;
   for (int s = warp; s < h.rows; s += kHaloThreads / 32) {
     const float* src = nullptr;
@@ -328,6 +316,29 @@ __host__ __device__ __forceinline__ void halo_load_rows(const HaloConv& h, int g
   }
 }
 
+// Flat mode's copy (see halo_load_rows): channel c's pixels first_row + [0, 128) of channels [c0, c0 + kc), one
+// run a channel, zero past the last pixel or channel. (A function apart from the slots' copy, so that the
+// grad_weight kernel, which never runs flat, does not carry its code.)
+template <class Copy16, class Copy4>
+__host__ __device__ __forceinline__ void halo_load_flat(const HaloConv& h, int g, int64_t c0, int64_t first_row,
+                                                        float* hs, int tid, Copy16&& copy16, Copy4&& copy4) {
+  const Geometry& q = h.q;
+  const int64_t opix = q.OH * q.OW, npix = h.pixels();
+  const int step = h.vec ? 4 : 1, per = kHaloBN / step;  // copies a channel
+  for (int e = tid; e < h.kc * per; e += kHaloThreads) {
+    const int c = e / per, k = (e - c * per) * step;
+    const int64_t n = first_row + k;
+    const bool valid = n < npix && c0 + c < q.Cg;
+    const float* src = h.x;
+    if (valid) {
+      const int64_t img = q.by_opix(n), p = n - img * opix, oh = q.by_OW(p);
+      src = h.x + img * q.xs[0] + (g * q.Cg + c0 + c) * q.xs[1] + oh * q.xs[2] + (p - oh * q.OW) * q.xs[3];
+    }
+    if (h.vec) copy16(hs + c * h.CS + k, src, valid ? int(npix - n < 4 ? npix - n : 4) : 0);
+    else copy4(hs + c * h.CS + k, src, valid);
+  }
+}
+
 // Copies chunk cc's weights and halo into stage st (floats), with copy16 and copy4 as for halo_load_rows.
 template <class Copy16, class Copy4>
 __host__ __device__ __forceinline__ void halo_load_chunk(const HaloConv& h, int g, int mt, int cc, int64_t first_row,
@@ -335,7 +346,8 @@ __host__ __device__ __forceinline__ void halo_load_chunk(const HaloConv& h, int 
   const int cf = h.chunk_floats();
   const float* wsrc = h.wp + ((int64_t(g) * h.mtiles + mt) * h.nchunks + cc) * cf;
   for (int i = tid * 4; i < cf; i += kHaloThreads * 4) copy16(st + i, wsrc + i, 4);
-  halo_load_rows(h, g, int64_t(cc) * h.kc, first_row, st + cf, tid, false, copy16, copy4);
+  if (h.flat) halo_load_flat(h, g, int64_t(cc) * h.kc, first_row, st + cf, tid, copy16, copy4);
+  else halo_load_rows(h, g, int64_t(cc) * h.kc, first_row, st + cf, tid, false, copy16, copy4);
 }
 
 // The epilogue for output (row m of the block's group, pixel n): bias, ReLU (NaN passes), into y.
