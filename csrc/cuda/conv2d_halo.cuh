@@ -187,7 +187,8 @@ inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, const 
   h.x = in; h.y = out;
   h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = wrs; h.wcs = wcs;
   for (int j = 0; j < q.ntaps; ++j) {
-    const int kh = j / q.KW, kw = j % q.KW, sh = flip ? q.KH - 1 - kh : kh, sw = flip ? q.KW - 1 - kw : kw;
+    // flipped in t's kernel, which may have fewer rows than q's (halo_for_grad_input)
+    const int kh = j / q.KW, kw = j % q.KW, sh = flip ? t.KH - 1 - kh : kh, sw = flip ? t.KW - 1 - kw : kw;
     h.tap_off[j] = sh * q.dh * h.RL + sw * q.dw;
     h.tap_w[j] = kh * q.ws[2] + kw * q.ws[3];
   }
@@ -206,7 +207,10 @@ inline bool halo_for_forward(const Geometry& q, const float* x, const float* w, 
 
 // The launch for grad_input of q (stride 1, no ReLU gate): the convolution of grad_y with the kernel flipped
 // and its channel axes swapped, padded by (KH-1)*dh - ph (so q's padding may not exceed that). Tap j is q's
-// tap j (same weights, so masked taps stay skipped), at the flipped shift.
+// tap j (same weights, so masked taps stay skipped), at the flipped shift. Flipped, a mask's unused rows (those
+// below its last active tap's) come first: they are cut from the kernel and its top padding where that padding
+// is as large (a PixelCNN mask with "same" padding: its padding is then 0), so that the halo spans the rows
+// read, as a masked forward's does.
 inline bool halo_for_grad_input(const Geometry& q, const float* w, const float* gy, float* gx, HaloConv& h,
                                 size_t smem_budget = kHaloMaxSmem, size_t smem_most = 0) {
   if (q.sh != 1 || q.sw != 1 || q.ph > (q.KH - 1) * q.dh || q.pw > (q.KW - 1) * q.dw) return false;
@@ -214,8 +218,10 @@ inline bool halo_for_grad_input(const Geometry& q, const float* w, const float* 
   t.N = q.N; t.C = q.M; t.H = q.OH; t.W = q.OW;
   t.M = q.C; t.OH = q.H; t.OW = q.W;
   t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
-  t.KH = q.KH; t.KW = q.KW; t.ntaps = q.ntaps;
-  t.sh = t.sw = 1; t.ph = (q.KH - 1) * q.dh - q.ph; t.pw = (q.KW - 1) * q.dw - q.pw; t.dh = q.dh; t.dw = q.dw;
+  const int unused = q.KH - 1 - std::max(0, q.ntaps - 1) / q.KW;  // kernel rows below the last active tap
+  const int cut = (q.KH - 1) * q.dh - q.ph >= unused * q.dh ? unused : 0;
+  t.KH = q.KH - cut; t.KW = q.KW; t.ntaps = q.ntaps;
+  t.sh = t.sw = 1; t.ph = (q.KH - 1 - cut) * q.dh - q.ph; t.pw = (q.KW - 1) * q.dw - q.pw; t.dh = q.dh; t.dw = q.dw;
   for (int i = 0; i < 4; ++i) t.xs[i] = q.gs[i];
   set_divisors(t);
   return halo_setup(h, t, q, gy, gx, w, q.ws[1], q.ws[0], true, smem_budget, smem_most);

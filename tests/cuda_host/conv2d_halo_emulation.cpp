@@ -258,6 +258,7 @@ int main() {
       {2, 16, 8, 7, 80, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1},     // groups, ragged rows
       {3, 16, 6, 7, 20, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1},     // grad_input, mask B: flipped,
       {2, 16, 7, 8, 16, 5, 5, 12, 1, 1, 2, 2, 1, 1, 1, false, false, true, 1},    // a mask's rows come first
+      {2, 16, 6, 7, 20, 3, 3, 5, 1, 1, 2, 1, 1, 1, 1, false, false, true, 1},     // ... but padded below: kept
       {3, 16, 6, 7, 20, 5, 5, 12, 1, 1, 2, 2, 1, 1, 1, false, true, false, 1},    // forward, 5x5 mask A: 3 rows
       // flat mode: 1x1 layers, each channel's pixels one run
       {3, 40, 9, 7, 70, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, true, true, false, 1, 0, true},   // planes of 63: by element
