@@ -5,8 +5,8 @@
 Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
 grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and the halo kernels
-(halo_pack_kernel, halo_conv_kernel with HaloTf32 or HaloSimt: the forward, and grad_input at stride 1;
-halo_grad_weight_kernel under TF32), and the host time of a call.
+(halo_pack_kernel, halo_conv_kernel with HaloTf32, HaloSimt or HaloSimtWide: the forward, and grad_input at
+stride 1; halo_grad_weight_kernel with GwTf32 or GwSimt), and the host time of a call.
 """
 import argparse
 import re
@@ -25,9 +25,10 @@ def short(name):
                 "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel", "halo_pack_kernel",
                 "halo_conv_kernel", "halo_grad_weight_kernel", "grad_weight_direct"):
         if key in name:
-            mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma|HaloTf32|HaloSimt)", name)
+            mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma|HaloTf32|HaloSimtT<true>|HaloSimt|GwTf32|GwSimt)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""
-            return key + (f" ({mma.group(1)}{tap})" if mma else "")
+            product = mma.group(1).replace("HaloSimtT<true>", "HaloSimtWide") if mma else ""
+            return key + (f" ({product}{tap})" if mma else "")
     return name[:60]
 
 

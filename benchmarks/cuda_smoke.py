@@ -89,6 +89,8 @@ def main():
     # a ragged channel chunk, and a mask
     conv_case("fp32 halo grad_weight", 2, 12, 70, (11, 10), 3, 1, 1)
     conv_case("fp32 halo grad_weight mask B", 3, 16, 40, (9, 13), 3, 1, 1, mask="B")
+    # 17-32 rows: the float32 halo's wide layout where PIXELOPS_CONV_HALO_WIDE=1 (forward 24 rows, grad_input 28)
+    conv_case("fp32 halo wide", 3, 28, 24, (10, 11), 3, 1, 1)
     conv_case("taps", 2, 1, 20, (13, 12), 5, 2, 2)
 
     model = pixelops.PixelCNN(levels=4, channels=16, layers=2, head_channels=16)

@@ -46,26 +46,26 @@ SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer
 san_pid=
 if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
   # with the halo paths that are not yet the default on, so that memcheck sees them too
-  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
+  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 PIXELOPS_CONV_HALO_WIDE=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
 fi
 
 section "CUDA tests"
 TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | grep -v '_host' | tr '\n' ' ')}
-# One line per pytest process: log name, environment, test file. The conv2d files run again with each GEMM
-# tile width forced (by default the width is picked per problem size), and with each halo path that is off by
-# default until timed on (PIXELOPS_CONV_HALO_GW_SIMT=1, PIXELOPS_CONV_HALO_FLAT=1).
+# One line per pytest process: log name, environment (settings joined by commas), test file. The conv2d files
+# run again with each GEMM tile width forced (by default the width is picked per problem size), and with the
+# halo paths that are off by default until timed on (NEW_PATHS).
+NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_HALO_WIDE=1
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
   for n in 64 128; do for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile$n PIXELOPS_CONV_TILE_N=$n $t"; done; done
-  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-gwsimt PIXELOPS_CONV_HALO_GW_SIMT=1 $t"; done
-  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-flat PIXELOPS_CONV_HALO_FLAT=1 $t"; done
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-newpaths $NEW_PATHS $t"; done
 }
 : >"$LOGS/tests-rc.txt"
 jobs | xargs -P 8 -L 1 sh -c \
-  'env $5 timeout 200 "$1" -m pytest "$2/$6" -m cuda -q --maxfail=15 --no-header -p no:cacheprovider \
+  'env $(echo "$5" | tr , " ") timeout 200 "$1" -m pytest "$2/$6" -m cuda -q --maxfail=15 --no-header -p no:cacheprovider \
      --timeout=120 -rfE >"$3/$4.log" 2>&1; echo "$4 rc=$?" >>"$3/tests-rc.txt"' sh-job "$PY" "$REPO" "$LOGS"
 tests_rc=0
 sort "$LOGS/tests-rc.txt"
@@ -90,16 +90,17 @@ bench_rc=$?
 
 [ -n "${SKIP_KERNEL_TIMES:-}" ] || {
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
-# KT_VARIANTS: space-separated environment settings to time as well, e.g. "PIXELOPS_CONV_TILE_N=64" (the
-# narrow GEMM tile everywhere); by default the two halo paths whose default this timing is to set (the float32
-# weight gradient, timed without TF32; flat mode for 1x1 layers, timed with it).
+# KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
+# "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the halo paths whose default this
+# timing is to set: the float32 ones (weight gradient, wide layout) timed without TF32, flat mode with it.
+FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1}; do
-    [ -n "$tf32" ] && [ "$v" = PIXELOPS_CONV_HALO_GW_SIMT=1 ] && continue
+  for v in - ${KT_VARIANTS-$FP32_PATHS PIXELOPS_CONV_HALO_FLAT=1}; do
+    [ -n "$tf32" ] && [ "$v" = "$FP32_PATHS" ] && continue
     [ -z "$tf32" ] && [ "$v" = PIXELOPS_CONV_HALO_FLAT=1 ] && continue
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
-    env $v timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1
+    env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1
     echo "tf32=${tf32:-off} ${v:-defaults}: $(grep -o '^[a-z_0-9A-Z]* (tf32=[A-Za-z]*): [0-9.]* ms' "$log" | sed 's/ (tf32=[A-Za-z]*)//' | tr '\n' ' ')"
   done
 done

@@ -145,7 +145,7 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
 # forward, and grad_input at stride 1 and grad_weight without a ReLU gate, run from the halo on mma.sync; in
 # float32 without TF32 the forward and stride-1 grad_input of layers with more than 32 output rows run on its FMA
 # product (HaloSimt), and with PIXELOPS_CONV_HALO_GW_SIMT=1 (a run of benchmarks/gpu_check.sh) so does
-# grad_weight (GwSimt); the others on the GEMMs. Tiles of 128 pixels that run across image rows and images,
+# grad_weight (GwSimt), with PIXELOPS_CONV_HALO_WIDE=1 layers of 17 to 32 rows; the others on the GEMMs. Tiles of 128 pixels that run across image rows and images,
 # ragged channel chunks and output rows, strides and dilation (forward), masks, groups, a strided halo that
 # needs the larger shared-memory budget; x contiguous (rows copied 16 bytes at a time where they are 16-byte
 # aligned), every other column of a wider tensor, or the first columns of one.
@@ -158,6 +158,10 @@ HALO = [
     ((5, 24, 3, 4), (8, 3, 3), dict(padding=1), "A", "contiguous"),
     ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", "every other"),
     ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, "contiguous"),
+    # 17 to 32 rows (forward: output channels, grad_input: input channels a group): in float32 the GEMMs' 32-row
+    # tile, or with PIXELOPS_CONV_HALO_WIDE=1 the FMA product's wide layout (32 rows x 256 pixels)
+    ((3, 32, 9, 11), (20, 3, 3), dict(padding=1), None, "contiguous"),
+    ((2, 24, 10, 9), (30, 5, 5), dict(padding=2), "B", "every other"),
     # one tap: the WMMA GEMMs, or with PIXELOPS_CONV_HALO_FLAT=1 the halo's flat mode (16-byte copies where
     # planes are whole multiples of 4 floats, else by element; tiles across images)
     ((3, 72, 7, 9), (20, 1, 1), {}, None, "contiguous"),

@@ -358,11 +358,14 @@ bool halo_enabled(bool tf32) {
 // halo took mnist_c2's fp32 grad_input, 32 rows, from 0.39 to about 0.46 ms).
 bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 || rows > 32); }
 
-// Two halo paths written without a GPU at hand, off until timed against the kernels they would replace
+// Halo paths written without a GPU at hand, off until timed against the kernels they would replace
 // (benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways):
 // PIXELOPS_CONV_HALO_GW_SIMT=1, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
 // PIXELOPS_CONV_HALO_FLAT=1, TF32's forward and grad_input of 1x1 stride-1 layers in flat mode
-// (conv2d_halo.cuh) instead of the WMMA GEMM.
+// (conv2d_halo.cuh) instead of the WMMA GEMM;
+// PIXELOPS_CONV_HALO_WIDE=1, float32's forward and stride-1 grad_input of 17 to 32 rows on the halo's FMA
+// product in its wide layout (32 rows x 256 pixels a tile) instead of the GEMMs' 32-row tile (mnist_c2's
+// grad_input: 0.39 ms there, its largest kernel beside the weight gradient).
 bool halo_gw_simt_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_GW_SIMT", "1");
   return on;
@@ -370,6 +373,10 @@ bool halo_gw_simt_enabled() {
 bool halo_flat_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_FLAT", "1");
   return on;
+}
+bool halo_wide_takes(int64_t rows, bool tf32) {
+  static const bool on = env_is("PIXELOPS_CONV_HALO_WIDE", "1");
+  return on && !tf32 && halo_enabled(false) && rows > 16 && rows <= 32;
 }
 
 // The most shared memory a block may opt in to on the current device (227 KB on Hopper, 163 KB on the A100,
@@ -407,7 +414,7 @@ template <int KC, class Math>
 void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
   static std::atomic<uint64_t> opted{0};
   opt_in_smem(conv::halo_conv_kernel<KC, Math>, opted);
-  const dim3 grid{unsigned((h.pixels() + conv::kHaloBN - 1) / conv::kHaloBN), unsigned(h.mtiles), unsigned(h.q.G)};
+  const dim3 grid{unsigned((h.pixels() + h.bn() - 1) / h.bn()), unsigned(h.mtiles), unsigned(h.q.G)};
   conv::halo_conv_kernel<KC, Math><<<grid, conv::kHaloThreads, h.smem_bytes(), s>>>(h);
 }
 template <class Math>
@@ -426,7 +433,9 @@ void run_halo(conv::HaloConv& h, cudaStream_t s, const char* what) {
   h.wp = wp.get();
   conv::halo_pack_kernel<<<grid_for(packed), kThreads, 0, s>>>(h, wp.get(), packed);
   check_launch(what);
-  if (h.simt) launch_halo_kernel<conv::HaloSimt>(h, s);
+  if (h.wide && !h.simt) throw ValueError(std::string(what) + ": the wide halo layout is float32's only");
+  if (h.wide) launch_halo_kernel<conv::HaloSimtWide>(h, s);
+  else if (h.simt) launch_halo_kernel<conv::HaloSimt>(h, s);
   else launch_halo_kernel<conv::HaloTf32>(h, s);
   check_launch(what);
 }
@@ -453,7 +462,9 @@ bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* 
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloConv h;
     h.flat = tf32 && halo_flat_enabled();  // asked for: kept for a 1x1 layer
-    if (y || !halo_takes(q.Cg, tf32) || !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
+    h.wide = halo_wide_takes(q.Cg, tf32);
+    if (y || !(halo_takes(q.Cg, tf32) || h.wide) ||
+        !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
       return false;
     h.simt = !tf32;
     run_halo(h, s, "conv2d_backward (input, halo)");
@@ -514,7 +525,8 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
     if constexpr (std::is_same_v<T, float>) {
       conv::HaloConv h;
       h.flat = allow_tf32 && halo_flat_enabled();  // asked for: kept for a 1x1 layer
-      if (halo_takes(q.Mg, allow_tf32) &&
+      h.wide = halo_wide_takes(q.Mg, allow_tf32);
+      if ((halo_takes(q.Mg, allow_tf32) || h.wide) &&
           conv::halo_for_forward(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, h,
                                  halo_smem_budget(), halo_smem_most())) {
         h.simt = !allow_tf32;

@@ -62,6 +62,7 @@ struct HaloConv {
   bool pairs = false;  // pixels go out two at a time (8-byte stores): even pixels an image, y 8-byte aligned
   bool simt = false;   // float32 FMAs (HaloSimt) instead of TF32 mma.sync (HaloTf32): weights packed for it
   bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
+  bool wide = false;   // HaloSimt's 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place)
   bool flipped = false;  // the taps at flipped shifts (grad_input): a mask's unused kernel rows come first
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
@@ -81,6 +82,7 @@ struct HaloConv {
   int64_t tap_w[kHaloMaxTaps] = {};
 
   __host__ __device__ int64_t pixels() const { return q.N * q.OH * q.OW; }
+  __host__ __device__ int bn() const { return wide ? 2 * kHaloBN : kHaloBN; }  // pixels a tile
   // packed weights of a chunk (ntaps * kc * 64 in either packing)
   __host__ __device__ int chunk_floats() const { return ntaps * nkk * kHaloFrag; }
   __host__ __device__ int stage_floats() const { return chunk_floats() + kc * CS; }
@@ -88,19 +90,20 @@ struct HaloConv {
   size_t smem_bytes() const { return size_t(stages) * stage_floats() * sizeof(float); }
 };
 
-// The halo's shape for q at kc channels a chunk: slots enough for any 128 consecutive output pixels. Moving to
-// the next output row moves the first slot by sh; moving to the next image by the span (the rest of the
-// previous image's padded rows: an image's slots are the Rfull padded rows its output rows read). Among 128 consecutive pixels there are at most ceil(127 / OW) row changes, of
-// which at most ceil(127 / (OH*OW)) change the image. With h.vec, a slot starts `lead` floats early and is a
-// multiple of 4 long, so that input column 0 of every slot is 16-byte aligned.
+// The halo's shape for q at kc channels a chunk: slots enough for any B = h.bn() consecutive output pixels (a
+// tile: 128, or 256 wide). Moving to the next output row moves the first slot by sh; moving to the next image
+// by the span (the rest of the previous image's padded rows: an image's slots are the Rfull padded rows its
+// output rows read). Among B consecutive pixels there are at most ceil((B-1) / OW) row changes, of which at
+// most ceil((B-1) / (OH*OW)) change the image. With h.vec, a slot starts `lead` floats early and is a multiple
+// of 4 long, so that input column 0 of every slot is 16-byte aligned.
 inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   const Geometry& q = h.q;
   h.kc = kc; h.nkk = kc / 8;
   h.nchunks = int((q.Cg + kc - 1) / kc);
   h.mtiles = int((q.Mg + kHaloBM - 1) / kHaloBM);
   if (h.flat) {  // one run of the tile's pixels a channel (the slots' fields unused)
-    h.rows = 1; h.RL = kHaloBN; h.lead = 0;
-    h.CS = kHaloBN + ((cs_mod - kHaloBN % 32) + 32) % 32;
+    h.rows = 1; h.RL = h.bn(); h.lead = 0;
+    h.CS = h.bn() + ((cs_mod - h.bn() % 32) + 32) % 32;
     h.Wload = h.nvec = 0; h.Rfull = 1;
     return;
   }
@@ -109,8 +112,8 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   // flipped, those rows come first and the span stays whole.
   const int64_t kh_last = h.flipped ? q.KH - 1 : std::max(0, h.ntaps - 1) / q.KW;
   const int64_t span = kh_last * q.dh + 1;
-  const int64_t row_changes = (kHaloBN - 2 + q.OW) / q.OW;
-  const int64_t image_changes = std::min<int64_t>(row_changes, (kHaloBN - 2 + q.OH * q.OW) / (q.OH * q.OW));
+  const int64_t row_changes = (h.bn() - 2 + q.OW) / q.OW;
+  const int64_t image_changes = std::min<int64_t>(row_changes, (h.bn() - 2 + q.OH * q.OW) / (q.OH * q.OW));
   const int64_t rows = row_changes * q.sh + image_changes * std::max<int64_t>(0, span - q.sh) + span;
   const int64_t reach = int64_t(q.OW - 1) * q.sw + int64_t(q.KW - 1) * q.dw + 1;  // padded columns read
   h.lead = h.vec ? (4 - q.pw % 4) % 4 : 0;
@@ -138,7 +141,7 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
 inline bool halo_fits(HaloConv& h, int ntaps, size_t smem_budget = kHaloMaxSmem, size_t smem_most = 0) {
   const Geometry& q = h.q;
   if (q.Cg < 4 || (ntaps < 2 && !h.flat) || ntaps > kHaloMaxTaps || q.OH < 1 || q.OW < 1 || q.G > 65535) return false;
-  if ((q.Mg + kHaloBM - 1) / kHaloBM > 65535 || (h.pixels() + kHaloBN - 1) / kHaloBN > 0x7fffffff) return false;
+  if ((q.Mg + kHaloBM - 1) / kHaloBM > 65535 || (h.pixels() + h.bn() - 1) / h.bn() > 0x7fffffff) return false;
   if (q.OW >= (1 << 16) || q.OH >= (1 << 16)) return false;
   h.ntaps = ntaps;
   const int tries = smem_most > smem_budget ? 2 : 1;
@@ -330,7 +333,7 @@ __host__ __device__ __forceinline__ void halo_load_flat(const HaloConv& h, int g
                                                         float* hs, int tid, Copy16&& copy16, Copy4&& copy4) {
   const Geometry& q = h.q;
   const int64_t opix = q.OH * q.OW, npix = h.pixels();
-  const int step = h.vec ? 4 : 1, per = kHaloBN / step;  // copies a channel
+  const int step = h.vec ? 4 : 1, per = h.bn() / step;  // copies a channel
   for (int e = tid; e < h.kc * per; e += kHaloThreads) {
     const int c = e / per, k = (e - c * per) * step;
     const int64_t n = first_row + k;
@@ -365,6 +368,17 @@ __host__ __device__ __forceinline__ float halo_activate(const HaloConv& h, int g
   if (h.b) v += h.b[(g * h.q.Mg + m) * h.q.bs];
   if (h.relu && v < 0.f) v = 0.f;
   return v;
+}
+
+// The product of the float32 kernel, on FMAs: thread tid owns rows row0 + [0, 8) and pixels pix0 + 32*i
+// (i < 4) of the tile, so a (tap, channel) step is two broadcast 16-byte loads of weights (packed
+// [tap][channel][row]), four conflict-free loads of consecutive pixels and 32 FMAs. Warp w takes rows 8*w of a
+// 64 x 128 tile; with h.wide (layers of 32 rows or fewer, which would leave half of those warps idle), rows
+// 8*(w % 4) and pixels 128*(w / 4) of a 32 x 256 tile.
+__host__ __device__ __forceinline__ void halo_simt_place(bool wide, int tid, int& row0, int& pix0) {
+  const int warp = tid / 32, lane = tid % 32;
+  row0 = wide ? 8 * (warp % 4) : 8 * warp;
+  pix0 = wide ? kHaloBN * (warp / 4) + lane : lane;
 }
 
 #ifdef __CUDACC__
@@ -470,20 +484,24 @@ struct HaloTf32 {
   }
 };
 
-// The product of the float32 kernel, on FMAs: warp w owns rows 8*w + [0, 8), lane l pixels l + 32*i (i < 4),
-// so a (tap, channel) step is two broadcast 16-byte loads of weights (packed [tap][channel][row]), four
-// conflict-free loads of consecutive pixels and 32 FMAs.
-struct HaloSimt {
+// The product of the float32 kernel, on FMAs (see halo_simt_place), in the wide layout where kWide (a
+// template parameter, so that the 64-row kernel's code stays as it was).
+template <bool kWide>
+struct HaloSimtT {
   static constexpr int kMinBlocks = 2;  // 80 registers spilled; two blocks an SM give it 128
   float acc[8][4] = {};
   int corner[4];
-  __device__ HaloSimt(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
+  __device__ HaloSimtT(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
+    int row0, pix0;
+    halo_simt_place(kWide, tid, row0, pix0);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) corner[i] = halo_corner(h, n0 + tid % 32 + 32 * i, first_row);
+    for (int i = 0; i < 4; ++i) corner[i] = halo_corner(h, n0 + pix0 + 32 * i, first_row);
   }
   template <int KC>
   __device__ __forceinline__ void chunk(const HaloConv& h, const float* st, const float* hs, int tid) {
-    const float* wa = st + 8 * (tid / 32);
+    int row0, pix0;
+    halo_simt_place(kWide, tid, row0, pix0);
+    const float* wa = st + row0;
     for (int j = 0; j < h.ntaps; ++j) {
       const float* hj = hs + h.tap_off[j];
 #pragma unroll
@@ -501,29 +519,34 @@ struct HaloSimt {
       }
     }
   }
-  // Row 8*warp + r, pixel n0 + lane + 32*i: a warp's stores of one row are 32 consecutive pixels.
+  // Row row0 + r, pixel n0 + pix0 + 32*i: a warp's stores of one row are 32 consecutive pixels.
   __device__ __forceinline__ void store(const HaloConv& h, int g, int mt, int64_t n0, int tid) {
     const int64_t npix = h.pixels();
+    int row0, pix0;
+    halo_simt_place(kWide, tid, row0, pix0);
 #pragma unroll
     for (int r = 0; r < 8; ++r) {
-      const int64_t m = int64_t(mt) * kHaloBM + 8 * (tid / 32) + r;
+      const int64_t m = int64_t(mt) * kHaloBM + row0 + r;
       if (m >= h.q.Mg) continue;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int64_t n = n0 + tid % 32 + 32 * i;
+        const int64_t n = n0 + pix0 + 32 * i;
         if (n < npix) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, acc[r][i]);
       }
     }
   }
 };
 
-// The halo convolution, its product by Math (HaloTf32 or HaloSimt).
+using HaloSimt = HaloSimtT<false>;
+using HaloSimtWide = HaloSimtT<true>;
+
+// The halo convolution, its product by Math (HaloTf32, HaloSimt or HaloSimtWide), over tiles of h.bn() pixels.
 template <int KC, class Math>
 __global__ void __launch_bounds__(kHaloThreads, Math::kMinBlocks) halo_conv_kernel(const __grid_constant__ HaloConv h) {
   extern __shared__ __align__(16) float smem[];
   const int tid = threadIdx.x;
   const int g = int(blockIdx.z), mt = int(blockIdx.y);
-  const int64_t n0 = int64_t(blockIdx.x) * kHaloBN;
+  const int64_t n0 = int64_t(blockIdx.x) * h.bn();
   const int cf = h.chunk_floats(), stage = h.stage_floats(), S = h.stages;
   const int64_t first_row = halo_first_row(h, n0);
 
