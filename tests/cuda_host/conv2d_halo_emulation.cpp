@@ -21,6 +21,18 @@ using namespace pixelops::cuda::conv;
 static int failures = 0;
 constexpr size_t kBudget = 227 * 1024;  // the most one block may take: every case fits, in 2 to 4 stages
 
+// The halo value at offset off of a stage's halo hs, as the kernel reads it: a read outside the kc x CS floats
+// of the halo (into the next stage, or past the shared memory) fails the case.
+static float halo_at(const HaloConv& h, const float* hs, int64_t off) {
+  if (off < 0 || off >= int64_t(h.kc) * h.CS) {
+    static int reported = 0;
+    if (reported++ < 3) std::printf("FAIL: a halo read at %lld, outside [0, %lld)\n", (long long)off, (long long)h.kc * h.CS);
+    ++failures;
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  return hs[off];
+}
+
 // Calls body(g, mt, n0, first_row, load) for every block of halo_conv_kernel, with h's weights packed and the
 // shared stages as the kernel leaves them before its loop: NaN, so that a read of a slot nobody wrote shows up
 // in the result, but for the zeroed halos. load(cc) stages chunk cc for all threads and returns its stage.
@@ -75,11 +87,11 @@ static void emulate(HaloConv h) {
                   for (int i = 0; i < 2; ++i)
                     for (int r = 0; r < 4; ++r)
                       A[i][gq + 8 * (r % 2)][tig + 4 * (r / 2)] = wa[(j * h.nkk + kk) * kHaloFrag + i * 128 + r];
-                  const float* hk = hs + kk * 8 * h.CS + h.tap_off[j];
+                  const int64_t hk = int64_t(kk) * 8 * h.CS + h.tap_off[j];
                   for (int nj = 0; nj < 4; ++nj) {
                     const int corner = tig * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + gq, first_row);
-                    B[nj][tig][gq] = tf32_round(hk[corner]);
-                    B[nj][tig + 4][gq] = tf32_round(hk[corner + 4 * h.CS]);
+                    B[nj][tig][gq] = tf32_round(halo_at(h, hs, hk + corner));
+                    B[nj][tig + 4][gq] = tf32_round(halo_at(h, hs, hk + corner + 4 * h.CS));
                   }
                 }
                 for (int lane = 0; lane < 32; ++lane) {
@@ -145,7 +157,8 @@ static void emulate_simt(HaloConv h) {
               for (int c = 0; c < h.kc; ++c)
                 for (int r = 0; r < 8; ++r)
                   for (int i = 0; i < 4; ++i)
-                    acc[tid][r][i] = std::fma(wa[(j * h.kc + c) * kHaloBM + r], st[cf + h.tap_off[j] + c * h.CS + corner[i]],
+                    acc[tid][r][i] = std::fma(wa[(j * h.kc + c) * kHaloBM + r],
+                                              halo_at(h, st + cf, h.tap_off[j] + int64_t(c) * h.CS + corner[i]),
                                               acc[tid][r][i]);
           }
         }
