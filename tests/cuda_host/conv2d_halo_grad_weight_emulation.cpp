@@ -61,6 +61,16 @@ static void emulate(const HaloGradWeight& p) {
           std::fill(st, st + kGwRows * kGwLd, std::numeric_limits<float>::quiet_NaN());
           std::fill(st + kGwRows * kGwLd + h.kc * h.CS, st + stage, std::numeric_limits<float>::quiet_NaN());
           for (int tid = 0; tid < kHaloThreads; ++tid) halo_gw_load_tile(p, g, mt, cc, t, st, tid, copy16, copy4);
+          {  // both products read channel ch's halo at ch * CS + corner + tap shift: within the channel's CS floats
+            const int* cn = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
+            int outside = 0;
+            for (int k = 0; k < kGwPix; ++k)
+              for (int tt = 0; tt < nt; ++tt) outside += cn[k] < 0 || cn[k] + h.tap_off[j0 + tt] >= h.CS;
+            if (outside) {
+              std::printf("FAIL: %d reads of a tile outside its channels' halos (CS %d)\n", outside, h.CS);
+              ++failures;
+            }
+          }
           if (p.simt) {
             for (int warp = 0; warp < kHaloThreads / 32; ++warp)
               if (gw_simt_rows(p, mt, warp))
