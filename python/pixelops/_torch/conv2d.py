@@ -9,12 +9,11 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .._arrays import ABSENT, stream, view
+from .._arrays import ABSENT, stream
 from .common import _C, compiling, differentiable_op
 
-
-def _none(like):
-    return ABSENT
+# The extension reads tensors directly (common.py registered torch), so they go to it as they are; an absent
+# array is ABSENT.
 
 
 def _out_size(x_size, w_size, stride, pads, dilation):
@@ -31,10 +30,11 @@ def _tf32(x, allow_tf32) -> bool:
     return torch.backends.cudnn.allow_tf32 if allow_tf32 is None else bool(allow_tf32)
 
 
-def forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32):
-    y = torch.empty(_out_size(x.shape, w.shape, stride, pads, dilation), dtype=x.dtype, device=x.device)
-    _C.conv2d_forward(view(x), view(w), view(b) if b is not None else _none(x), view(y), stride[0], stride[1],
-                      pads[0], pads[2], dilation[0], dilation[1], groups, ntaps, relu, tf32, stream(x))
+def forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32, shape=None):
+    """y = conv(x); shape: y's, where the caller has it already (pixelops.ops.conv2d's checks computed it)."""
+    y = torch.empty(shape or _out_size(x.shape, w.shape, stride, pads, dilation), dtype=x.dtype, device=x.device)
+    _C.conv2d_forward(x, w, b if b is not None else ABSENT, y, stride[0], stride[1], pads[0], pads[2], dilation[0],
+                      dilation[1], groups, ntaps, relu, tf32, stream(x))
     return y
 
 
@@ -45,11 +45,9 @@ def backward_kernel(x, w, y, grad, stride, pads, dilation, groups, ntaps, relu, 
     gb = torch.empty(w.shape[0], dtype=w.dtype, device=w.device) if needs[2] else None
     if gx is None and gw is None and gb is None:
         return None, None, None
-    none = _none(x)
-    _C.conv2d_backward(view(x), view(w), view(y) if relu else none, view(grad),
-                       view(gx) if gx is not None else none, view(gw) if gw is not None else none,
-                       view(gb) if gb is not None else none, stride[0], stride[1], pads[0], pads[2],
-                       dilation[0], dilation[1], groups, ntaps, relu, tf32, stream(x))
+    _C.conv2d_backward(x, w, y if relu else ABSENT, grad, ABSENT if gx is None else gx, ABSENT if gw is None else gw,
+                       ABSENT if gb is None else gb, stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1],
+                       groups, ntaps, relu, tf32, stream(x))
     return gx, gw, gb
 
 
@@ -108,11 +106,13 @@ _conv2d = differentiable_op(
 conv2d_op, conv2d_backward_op, Conv2dFunction = _conv2d.op, _conv2d.backward_op, _conv2d.Function
 
 
-def conv2d(x, w, b, params):
+def conv2d(x, w, b, params, shape=None):
+    """The torch entry: params from pixelops.ops.conv2d's checks, shape the output's (the eager forward without
+    autograd uses it rather than computing it again)."""
     stride, pads, dilation, groups, ntaps, relu, allow_tf32 = params
     tf32 = _tf32(x, allow_tf32)
     if compiling():
         return conv2d_op(x, w, b, list(stride), list(pads), list(dilation), groups, ntaps, relu, tf32)
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
         return Conv2dFunction.apply(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32)
-    return forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32)
+    return forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32, shape)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .._arrays import stream, view
+from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, layout
 from .common import _C, compiling
 
@@ -41,7 +41,7 @@ def forward_kernel(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch
     N, C, S, none_shape = layout(x.shape)
     x3, is_view = _as_3d(x, N, C, S)
     t = target.reshape(N, C, S) if target.is_floating_point() else target.reshape(N, S)
-    w = NO_ARRAY if weight is None else view(weight := weight.contiguous())
+    w = NO_ARRAY if weight is None else weight.contiguous()
     loss = torch.empty((N, S) if reduction == 0 else (), dtype=x.dtype, device=x.device)
     g3 = None
     in_place = False
@@ -49,8 +49,8 @@ def forward_kernel(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch
         in_place = inplace and is_view
         g3 = x3 if in_place else torch.empty_like(x3)
     status = torch.zeros(8, dtype=torch.int64, device=x.device) if x.is_cuda else None  # see cross_entropy.cu
-    _C.cross_entropy_forward(view(x3), view(t), w, view(loss), NO_ARRAY if g3 is None else view(g3),
-                             NO_ARRAY if status is None else view(status), ignore_index, reduction, eps, stream(x))
+    _C.cross_entropy_forward(x3, t, w, loss, NO_ARRAY if g3 is None else g3,
+                             NO_ARRAY if status is None else status, ignore_index, reduction, eps, stream(x))
     if status is not None and not target.is_floating_point():
         _bad_target_check(status, C, ignore_index)
     return (loss.view(none_shape) if reduction == 0 else loss), g3, in_place
@@ -68,7 +68,7 @@ def backward_kernel(grad3: torch.Tensor, grad_loss: torch.Tensor, reduction: int
     N, C, S = grad3.shape
     gl = _per_position(grad_loss, N, S, reduction, grad3.dtype)
     out = torch.empty_like(grad3) if out is None else out
-    _C.cross_entropy_backward(view(grad3), gl, view(out), stream(grad3))
+    _C.cross_entropy_backward(grad3, gl, out, stream(grad3))
     return out
 
 
@@ -174,11 +174,11 @@ def target_grad_kernel(x: torch.Tensor, weight: Optional[torch.Tensor], grad_los
     """d loss / d target for class-probability targets: -(1 - eps) w_c log p_c, scaled by the reduction."""
     N, C, S, _ = layout(x.shape)
     x3, _ = _as_3d(x, N, C, S)
-    w = NO_ARRAY if weight is None else view(weight := weight.contiguous())
+    w = NO_ARRAY if weight is None else weight.contiguous()
     gl = _per_position(grad_loss, N, S, reduction, x.dtype)
     out = torch.empty_like(x3)
     factor = -(1.0 - eps) / (N * S if reduction == 1 else 1)
-    _C.cross_entropy_target_backward(view(x3), w, gl, view(out), factor, stream(x))
+    _C.cross_entropy_target_backward(x3, w, gl, out, factor, stream(x))
     return out.view(x.shape)
 
 

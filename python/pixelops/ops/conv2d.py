@@ -201,7 +201,7 @@ def _run(input, weight, bias, stride, padding, dilation, groups, activation, all
     if isinstance(input, np.ndarray):
         out = _numpy_forward(input, weight, bias, params, shape)
     else:
-        out = torch_ops("conv2d").conv2d(input, weight, bias, params)
+        out = torch_ops("conv2d").conv2d(input, weight, bias, params, shape)
         if out_dtype is not None:
             out = out.to(out_dtype)
     return out[0] if unbatched else out
