@@ -379,6 +379,16 @@ bool halo_wide_takes(int64_t rows, bool tf32) {
   return on && !tf32 && halo_enabled(false) && rows > 16 && rows <= 32;
 }
 
+// The product and layout of a halo launch (forward or grad_input) for a problem of `rows` output rows: TF32's
+// mma.sync or float32's FMAs, the wide layout, and flat mode asked for (halo_setup keeps it for a 1x1 layer
+// only). False where the halo kernels leave the problem to the GEMMs.
+bool halo_plan(conv::HaloConv& h, int64_t rows, bool tf32) {
+  h.simt = !tf32;
+  h.flat = tf32 && halo_flat_enabled();
+  h.wide = halo_wide_takes(rows, tf32);
+  return halo_takes(rows, tf32) || h.wide;
+}
+
 // The most shared memory a block may opt in to on the current device (227 KB on Hopper, 163 KB on the A100,
 // 99 KB on other Ampere parts).
 int smem_optin() { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(); }
@@ -433,7 +443,6 @@ void run_halo(conv::HaloConv& h, cudaStream_t s, const char* what) {
   h.wp = wp.get();
   conv::halo_pack_kernel<<<grid_for(packed), kThreads, 0, s>>>(h, wp.get(), packed);
   check_launch(what);
-  if (h.wide && !h.simt) throw ValueError(std::string(what) + ": the wide halo layout is float32's only");
   if (h.wide) launch_halo_kernel<conv::HaloSimtWide>(h, s);
   else if (h.simt) launch_halo_kernel<conv::HaloSimt>(h, s);
   else launch_halo_kernel<conv::HaloTf32>(h, s);
@@ -461,12 +470,9 @@ template <class T>
 bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloConv h;
-    h.flat = tf32 && halo_flat_enabled();  // asked for: kept for a 1x1 layer
-    h.wide = halo_wide_takes(q.Cg, tf32);
-    if (y || !(halo_takes(q.Cg, tf32) || h.wide) ||
+    if (y || !halo_plan(h, q.Cg, tf32) ||
         !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
       return false;
-    h.simt = !tf32;
     run_halo(h, s, "conv2d_backward (input, halo)");
     return true;
   } else {
@@ -524,12 +530,9 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
     }
     if constexpr (std::is_same_v<T, float>) {
       conv::HaloConv h;
-      h.flat = allow_tf32 && halo_flat_enabled();  // asked for: kept for a 1x1 layer
-      h.wide = halo_wide_takes(q.Mg, allow_tf32);
-      if ((halo_takes(q.Mg, allow_tf32) || h.wide) &&
+      if (halo_plan(h, q.Mg, allow_tf32) &&
           conv::halo_for_forward(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, h,
                                  halo_smem_budget(), halo_smem_most())) {
-        h.simt = !allow_tf32;
         run_halo(h, as_stream(stream), "conv2d_forward (halo)");
         return;
       }
