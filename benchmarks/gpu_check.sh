@@ -87,6 +87,15 @@ section "bench (rows at the end of this output)"
 timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" \
   >"$LOGS/bench-cuda.log" 2>&1
 bench_rc=$?
+# BENCH_VARIANTS: environment settings (several in one: joined by commas) to run the conv2d bench under as
+# well, so that one call gives the figures the defaults would give with them on; by default the halo paths
+# that are off until timed, all together (the kernel times below tell them apart).
+for v in ${BENCH_VARIANTS-$NEW_PATHS}; do
+  log="$LOGS/bench-cuda-${v//[^A-Za-z0-9]/_}.log"
+  env ${v//,/ } timeout 150 "$PY" -m pixelops bench --device cuda --ops conv2d >"$log" 2>&1
+  echo "conv2d bench with $v (rc=$?):"
+  sed -n '/geometric mean/,$p' "$log"
+done
 
 [ -n "${SKIP_KERNEL_TIMES:-}" ] || {
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"

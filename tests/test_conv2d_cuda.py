@@ -201,3 +201,29 @@ def test_halo_matches_float64(x_shape, w_shape, kw, mask, layout, relu, tf32, to
     if tf32 and c // groups * taps > 64:  # (else the direct kernel, in float32)
         fp32 = pixelops.conv2d(x, wm, b, activation="relu" if relu else None, allow_tf32=False, **kw)
         assert not torch.equal(got[0], fp32)  # tensor cores were used
+
+
+# grad_bias reads grad_y (and y under a fused ReLU) 16 bytes at a time where every plane is whole 16-byte pieces,
+# element by element where the planes are contiguous runs otherwise, and by row and column where they are not.
+# Each layout of grad_y below takes one of those (float32: 4 floats a piece; float16: 8).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("hw,layout", [((12, 10), "contiguous"),    # 120 pixels: 16-byte pieces (float16: 15)
+                                       ((7, 9), "contiguous"),      # 63 pixels: element by element
+                                       ((12, 10), "offset"),        # one element in: not 16-byte aligned
+                                       ((12, 10), "every other")])  # strided rows: row and column
+def test_grad_bias_read_modes(hw, layout, relu, dtype):
+    h, wd = hw
+    x = _randn(5, 6, h, wd, seed=41, dtype=dtype)
+    w = _randn(7, 6, 3, 3, seed=42, dtype=dtype)
+    b = _randn(7, seed=43, dtype=dtype)
+    big = _randn(5 * 7 * h * 2 * wd + 1, seed=44, dtype=dtype)
+    g = {"contiguous": big[:5 * 7 * h * wd].view(5, 7, h, wd),
+         "offset": big[1:1 + 5 * 7 * h * wd].view(5, 7, h, wd),
+         "every other": big[:5 * 7 * h * 2 * wd].view(5, 7, h, 2 * wd)[..., ::2]}[layout]
+    got = _run(x, w, b, g, relu, padding=1, allow_tf32=False)
+    gate = (got[0] > 0) if relu else torch.ones_like(got[0], dtype=torch.bool)
+    ref = (g.double() * gate).sum((0, 2, 3))
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
+    scale = (g.double() * gate).abs().sum((0, 2, 3)).max().item()
+    assert (got[3].double() - ref).abs().max().item() <= tol * scale
