@@ -107,15 +107,11 @@ __global__ void grad_bias_kernel(Geometry q, int64_t images_per_run, const T* __
     const int64_t n = img0 + q.by_opix(i), p = i - (n - img0) * per_image;
     if constexpr (kRead == BiasRead::kVector) {
       const Bytes16<T> g = *reinterpret_cast<const Bytes16<T>*>(gy + n * q.gs[0] + m * q.gs[1] + p);
+      Bytes16<T> gate;
+      if (y) gate = *reinterpret_cast<const Bytes16<T>*>(y + n * q.ys[0] + m * q.ys[1] + p);
       A s = A(0);
-      if (y) {
-        const Bytes16<T> yv = *reinterpret_cast<const Bytes16<T>*>(y + n * q.ys[0] + m * q.ys[1] + p);
 #pragma unroll
-        for (int k = 0; k < V; ++k) s += A(to_float(yv.v[k])) > A(0) ? A(to_float(g.v[k])) : A(0);
-      } else {
-#pragma unroll
-        for (int k = 0; k < V; ++k) s += A(to_float(g.v[k]));
-      }
+      for (int k = 0; k < V; ++k) s += conv::read<A>(conv::Src<T>{&g.v[k], y ? &gate.v[k] : nullptr});
       return s;
     } else if constexpr (kRead == BiasRead::kFlat) {
       const T* g = gy + n * q.gs[0] + m * q.gs[1] + p;
@@ -159,11 +155,8 @@ BiasRead bias_read(const Geometry& q, const T* gy, const T* y) {
   const int64_t opix = q.OH * q.OW;
   auto flat = [&](const int64_t* s) { return s[3] == 1 && s[2] == q.OW; };
   if (!flat(q.gs) || (y && !flat(q.ys))) return BiasRead::kStrided;
-  constexpr int64_t V = Bytes16<T>::kCount;
-  auto whole = [&](const int64_t* s, const T* p) {
-    return s[0] % V == 0 && s[1] % V == 0 && (reinterpret_cast<uintptr_t>(p) & 15) == 0;
-  };
-  if (opix % V == 0 && whole(q.gs, gy) && (!y || whole(q.ys, y))) return BiasRead::kVector;
+  if (conv::planes_in_16_bytes(opix, q.gs, gy) && (!y || conv::planes_in_16_bytes(opix, q.ys, y)))
+    return BiasRead::kVector;
   return BiasRead::kFlat;
 }
 

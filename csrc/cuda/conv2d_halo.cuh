@@ -172,8 +172,7 @@ inline bool halo_flat_geometry(const Geometry& t) {
 // In flat mode, whether runs of 4 pixels can be copied 16 bytes at a time: each channel's plane one contiguous
 // run whose length is a multiple of 4 (so no piece straddles two images), every plane 16-byte aligned.
 inline bool halo_flat_vectorizable(const Geometry& t, const float* x) {
-  return t.xs[3] == 1 && t.xs[2] == t.W && (t.H * t.W) % 4 == 0 && t.xs[1] % 4 == 0 && t.xs[0] % 4 == 0 &&
-         (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  return t.xs[3] == 1 && t.xs[2] == t.W && planes_in_16_bytes(t.H * t.W, t.xs, x);
 }
 
 // Fills h for t, q's convolution seen as a forward of `in` into `out` (q itself, or its grad_input), with q's

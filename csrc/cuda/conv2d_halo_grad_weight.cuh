@@ -80,7 +80,7 @@ inline bool halo_gw_fits(HaloGradWeight& p, size_t smem_budget) {
   if (h.mtiles > 65535 || q.G * h.nchunks * p.tgroups > 65535) return false;
   p.tiles = (h.pixels() + kGwPix - 1) / kGwPix;
   const int64_t opix = q.OH * q.OW;
-  p.gy_vec = opix % 4 == 0 && q.gs[0] % 4 == 0 && q.gs[1] % 4 == 0 && (reinterpret_cast<uintptr_t>(p.gy) & 15) == 0;
+  p.gy_vec = planes_in_16_bytes(opix, q.gs, p.gy);
   return true;
 }
 

@@ -99,6 +99,15 @@ inline void set_divisors(Geometry& q) {
   q.by_W = FastDiv(q.W); q.by_ipix = FastDiv(q.H * q.W);
 }
 
+// Whether planes of `len` values of T, each one contiguous run (image and channel strides s[0], s[1]; data at
+// p), split into whole 16-byte pieces from 16-byte-aligned starts: then they can be read 16 bytes at a time,
+// and no piece straddles two planes.
+template <class T>
+inline bool planes_in_16_bytes(int64_t len, const int64_t* s, const T* p) {
+  constexpr int64_t V = 16 / int64_t(sizeof(T));
+  return len % V == 0 && s[0] % V == 0 && s[1] % V == 0 && (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
+
 // Four consecutive values of a shared row (16-byte aligned: rows are padded to a multiple of 4 elements).
 template <class A>
 __device__ __forceinline__ void load4(const A* p, A* out) {
