@@ -6,7 +6,7 @@ Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
 grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and the halo kernels
 (halo_pack_kernel, halo_conv_kernel with HaloTf32, HaloSimt or HaloSimtWide: the forward, and grad_input at
-stride 1; halo_grad_weight_kernel with GwTf32 or GwSimt), and the host time of a call.
+stride 1; halo_grad_weight_kernel with GwTf32 or GwSimt; pointwise_grad_weight_kernel), and the host time of a call.
 """
 import argparse
 import re
@@ -23,7 +23,7 @@ def short(name):
     # (grad_input by taps runs a ForwardGemm too, beside its pack_tap_weights and gather_taps_kernel)
     for key in ("ForwardGemm", "GradInputGemm", "GradWeightGemm", "reduce_grad_weight", "grad_bias_kernel",
                 "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel", "halo_pack_kernel",
-                "halo_conv_kernel", "halo_grad_weight_kernel", "grad_weight_direct"):
+                "halo_conv_kernel", "halo_grad_weight_kernel", "grad_weight_direct", "pointwise_grad_weight_kernel"):
         if key in name:
             mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma|HaloTf32|HaloSimtT<true>|HaloSimt|GwTf32|GwSimt)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""

@@ -227,3 +227,35 @@ def test_grad_bias_read_modes(hw, layout, relu, dtype):
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
     scale = (g.double() * gate).abs().sum((0, 2, 3)).max().item()
     assert (got[3].double() - ref).abs().max().item() <= tol * scale
+
+
+# The weight gradient of 1x1 layers under TF32: the implicit GEMM's WMMA kernel by default, the pointwise GEMM
+# (conv2d_pointwise_grad_weight.cuh) where PIXELOPS_CONV_PW_GW=1 (gpu_check runs this file both ways), which
+# takes every plane whole 16-byte pieces and leaves the others to the GEMM.
+# (More than 64 input channels a group: fewer take the few-channel direct kernel, in float32.)
+@pytest.mark.parametrize("x_shape,cout,groups,layout", [
+    ((3, 74, 4, 5), 70, 1, "contiguous"),       # ragged rows and channels, 20-pixel images
+    ((2, 260, 8, 8), 24, 1, "channels apart"),  # 3 channel tiles; x a slice of a wider tensor's channels
+    ((5, 132, 6, 6), 130, 2, "contiguous"),     # groups, 36-pixel images: steps across images
+    ((2, 80, 40, 40), 8, 1, "contiguous"),      # long K: many splits
+    ((2, 72, 5, 5), 24, 1, "contiguous"),       # 25-pixel planes: not 16-byte pieces (the GEMM)
+    ((2, 72, 6, 8), 24, 1, "every other"),      # strided rows (the GEMM)
+])
+def test_pointwise_weight_gradient(x_shape, cout, groups, layout):
+    n, c, h, wd = x_shape
+    if layout == "channels apart":
+        x = _randn(n, c + 4, h, wd, seed=51, dtype=torch.float32)[:, 2:2 + c]
+    elif layout == "every other":
+        x = _randn(n, c, h, 2 * wd, seed=51, dtype=torch.float32)[..., ::2]
+    else:
+        x = _randn(n, c, h, wd, seed=51, dtype=torch.float32)
+    w = _randn(cout, c // groups, 1, 1, seed=52, dtype=torch.float32)
+    b = _randn(cout, seed=53, dtype=torch.float32)
+    g = _randn(n, cout, h, wd, seed=54, dtype=torch.float32)
+    got = _run(x, w, b, g, False, groups=groups, allow_tf32=True)
+    ref = _reference(x, w, b, g, False, groups=groups)
+    for a, r, name in zip(got, ref, ("output", "grad_input", "grad_weight", "grad_bias")):
+        err = (a.double() - r).abs().max().item()
+        assert err < 1e-2 * r.std().item() + 1e-6, (name, err, r.std().item())
+    exact = _run(x, w, b, g, False, groups=groups, allow_tf32=False)
+    assert not torch.equal(got[2], exact[2])  # tensor cores were used

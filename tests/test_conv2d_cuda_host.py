@@ -1,5 +1,5 @@
-"""The conv2d CUDA kernels' index math (loaders, epilogues, direct kernel; the TF32 halo kernel's packing,
-slots and mma fragments), run on the host against naive loops: tests/cuda_host/*_emulation.cpp compiled as
+"""The conv2d CUDA kernels' index math (loaders, epilogues, direct kernel; the halo kernels' packing,
+slots and mma fragments; the pointwise weight gradient's staging and fragments), run on the host against naive loops: tests/cuda_host/*_emulation.cpp compiled as
 plain C++. Runs without a GPU, so CI checks what the
 CUDA tests can only check where a GPU is lent."""
 import os
@@ -16,7 +16,8 @@ CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shu
 @pytest.mark.skipif(CXX is None or not os.path.isdir(os.path.join(ROOT, "csrc")),
                     reason="needs a C++17 compiler and the source tree")
 @pytest.mark.parametrize("source", ["conv2d_emulation.cpp", "conv2d_halo_emulation.cpp",
-                                    "conv2d_halo_grad_weight_emulation.cpp"])
+                                    "conv2d_halo_grad_weight_emulation.cpp",
+                                    "conv2d_pointwise_grad_weight_emulation.cpp"])
 def test_conv2d_cuda_index_math_on_host(tmp_path, source):
     exe = tmp_path / source.replace(".cpp", "")
     build = subprocess.run([CXX, "-std=c++17", "-O1", "-Wall", "-Wno-unknown-pragmas",

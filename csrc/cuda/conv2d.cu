@@ -14,7 +14,8 @@
 // shared-memory halo instead (conv2d_halo.cuh), on mma.sync under TF32 and on FMAs otherwise (there for more
 // than 32 rows); under TF32 so does grad_weight without a ReLU gate (conv2d_halo_grad_weight.cuh; its float32
 // product only where PIXELOPS_CONV_HALO_GW_SIMT=1, until timed); wherever two stages fit in shared memory and
-// there are two taps or more.
+// there are two taps or more. A 1x1 layer's TF32 weight gradient runs on a GEMM of its own where
+// PIXELOPS_CONV_PW_GW=1 (conv2d_pointwise_grad_weight.cuh; off until timed).
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order, except where
 // the weight gradient runs on the few-channel kernel, which adds it as one more column (of ones).
@@ -28,6 +29,7 @@
 #include "cuda/conv2d_gemm.cuh"
 #include "cuda/conv2d_halo.cuh"
 #include "cuda/conv2d_halo_grad_weight.cuh"
+#include "cuda/conv2d_pointwise_grad_weight.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/conv2d_taps.cuh"
 #include "cuda/cuda_utils.cuh"
@@ -415,6 +417,12 @@ bool halo_flat_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_FLAT", "1");
   return on;
 }
+// PIXELOPS_CONV_PW_GW=1, TF32's weight gradient of pointwise (1x1, stride 1, unpadded) layers on a GEMM of
+// their own (conv2d_pointwise_grad_weight.cuh) instead of the implicit GEMM's WMMA kernel.
+bool pointwise_gw_enabled() {
+  static const bool on = env_is("PIXELOPS_CONV_PW_GW", "1");
+  return on;
+}
 bool halo_wide_takes(int64_t rows, bool tf32) {
   static const bool on = env_is("PIXELOPS_CONV_HALO_WIDE", "1");
   return on && !tf32 && halo_enabled(false) && rows > 16 && rows <= 32;
@@ -552,6 +560,29 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
   }
 }
 
+// grad_weight of a pointwise layer under TF32 on its own GEMM (conv2d_pointwise_grad_weight.cuh), where
+// pointwise_gw_enabled, without a ReLU gate, every plane read 16 bytes at a time; false otherwise.
+template <class T>
+bool pointwise_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, float>) {
+    conv::PointwiseGw p;
+    if (y || !tf32 || !pointwise_gw_enabled() || !conv::pointwise_gw_setup(p, q, x, gy)) return false;
+    // one wave of two blocks an SM (what the shared memory allows)
+    conv::pointwise_gw_split(p, 2 * int64_t(sm_count()) / (int64_t(p.mtiles) * p.ntiles * q.G));
+    Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg, s, "conv2d_backward (weight, pointwise)");
+    p.ws = ws.get();
+    static std::atomic<uint64_t> opted{0};
+    opt_in_smem(conv::pointwise_grad_weight_kernel, opted);
+    const dim3 grid{unsigned(p.ntiles), unsigned(p.mtiles), unsigned(q.G * p.splits)};
+    conv::pointwise_grad_weight_kernel<<<grid, 256, conv::PointwiseGw::smem_bytes(), s>>>(p);
+    check_launch("conv2d_backward (weight, pointwise)");
+    add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);
+    return true;
+  } else {
+    return false;
+  }
+}
+
 }  // namespace
 
 void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Array& y, int64_t sh, int64_t sw,
@@ -630,8 +661,9 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         bias_done = want_bias && conv::grad_weight_direct_takes_bias(q);  // as the weight sums' column of ones
         grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), bias_done ? grad_b.ptr<T>() : nullptr,
                               s);
-      } else if (halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
-        ;  // ran on the halo kernel
+      } else if (pointwise_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s) ||
+                 halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
+        ;  // ran on the pointwise GEMM or the halo kernel
       else
         with_tile(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
           grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);

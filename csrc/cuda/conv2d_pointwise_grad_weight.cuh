@@ -1,0 +1,170 @@
+// The TF32 weight gradient of a pointwise convolution (1x1, stride 1, unpadded): a plain GEMM whose reduction
+// runs along the pixels of both operands,
+//
+//   gw[g*Mg+m, c] = sum over images img and pixels p of grad_y[img, g*Mg+m, p] * x[img, g*Cg+c, p],
+//
+// each channel's plane one contiguous run. The implicit GEMM (GradWeightGemm) loads every element on its own,
+// with its pixel's decode, and stages it through registers: on an H100 it took res_1x1's weight gradient
+// (32 x 256 -> 64 channels, 56 x 56; 3.3 GFLOP) 0.125 ms in float32 and 0.127 ms in TF32 alike, so its loads set
+// the pace, where reading both operands once takes about 43 us at the copy bandwidth.
+//
+// Here block (column tile, row tile, group x split) walks its split's pixels kPwBK at a time: 16-byte cp.async
+// copies of kPwBM grad_y rows and kPwBN x rows (rows of kPwLd floats: the fragment loads fall in 32 distinct
+// banks) into a ring of kPwStages stages, and 8 warps as 2 (rows) x 4 (columns) of 32 x 32 each, 2 x 4
+// mma.sync.m16n8k8 a k8 slice. Each split's partial sums go to the workspace as GradWeightGemm's do
+// ([split][row][channel]), added in order by reduce_grad_weight. grad_y without a ReLU gate only.
+//
+// Everything but the kernel is plain C++ over host/device functions: tests/cuda_host runs the same staging,
+// fragment addresses and stores against a naive sum.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/conv2d_halo.cuh"  // tf32_round, halo_mma, CpAsync16, halo_wait
+#include "cuda/conv2d_tile.cuh"
+
+namespace pixelops::cuda::conv {
+
+constexpr int kPwBM = 64, kPwBN = 128, kPwBK = 32, kPwLd = kPwBK + 4, kPwStages = 3;
+
+struct PointwiseGw {
+  Geometry q;  // the convolution (1x1, stride 1, unpadded: OH = H, OW = W); q.gs grad_y's strides
+  const float* x = nullptr;
+  const float* gy = nullptr;
+  float* ws = nullptr;  // partial sums, [split][q.M][Cg]
+  int64_t K = 0;        // pixels of all images
+  int64_t k_per_split = kPwBK;
+  int splits = 1, mtiles = 1, ntiles = 1;
+
+  __host__ __device__ static constexpr int stage_floats() { return (kPwBM + kPwBN) * kPwLd; }
+  static constexpr size_t smem_bytes() { return size_t(kPwStages) * stage_floats() * sizeof(float); }
+};
+
+// Whether q's weight gradient can run here (x, grad_y at q.xs, q.gs): pointwise, every plane of both operands
+// whole 16-byte pieces (planes_in_16_bytes), sizes within the grid's and the fast divisions' reach; fills p but
+// for the splits (pointwise_gw_split).
+inline bool pointwise_gw_setup(PointwiseGw& p, const Geometry& q, const float* x, const float* gy) {
+  p = PointwiseGw{};
+  p.q = q; p.x = x; p.gy = gy;
+  if (q.KH != 1 || q.KW != 1 || q.ntaps != 1 || q.sh != 1 || q.sw != 1 || q.ph != 0 || q.pw != 0) return false;
+  const int64_t opix = q.OH * q.OW;
+  if (q.H != q.OH || q.W != q.OW || opix < 1 || q.N < 1 || q.Cg < 1 || q.Mg < 1) return false;
+  if (q.xs[3] != 1 || q.xs[2] != q.W || q.gs[3] != 1 || q.gs[2] != q.OW) return false;  // planes one run each
+  if (!planes_in_16_bytes(opix, q.xs, x) || !planes_in_16_bytes(opix, q.gs, gy)) return false;
+  p.K = q.N * opix;
+  p.mtiles = int((q.Mg + kPwBM - 1) / kPwBM);
+  p.ntiles = int((q.Cg + kPwBN - 1) / kPwBN);
+  return p.K < (int64_t(1) << 31) && p.mtiles <= 65535 && p.ntiles < (1 << 30) && q.G <= 65535;
+}
+
+// Splits the pixels into about `want` runs of whole kPwBK steps, at least kMinSteps each (but where there are
+// fewer), none empty, and within the grid's z bound.
+inline void pointwise_gw_split(PointwiseGw& p, int64_t want) {
+  constexpr int64_t kMinSteps = 8;  // each block fills and drains its ring once
+  const int64_t steps = (p.K + kPwBK - 1) / kPwBK;
+  int64_t per = std::max<int64_t>(kMinSteps, (steps + std::max<int64_t>(1, want) - 1) / std::max<int64_t>(1, want));
+  int64_t splits = std::clamp<int64_t>((steps + per - 1) / per, 1, std::max<int64_t>(1, 65535 / p.q.G));
+  per = (steps + splits - 1) / splits;
+  p.splits = int((steps + per - 1) / per);
+  p.k_per_split = per * kPwBK;
+}
+
+// Copies the step of pixels [k0, k0 + kPwBK) (none from kend on) of row tile mt, column tile nt, group g into
+// stage st: rows [0, kPwBM) grad_y's, rows kPwBM + [0, kPwBN) x's, kPwLd floats apart; zeros past the rows,
+// channels or pixels. copy16(dst, src, n): 4 floats of which the first n are copied and the rest zeroed.
+template <class Copy16>
+__host__ __device__ __forceinline__ void pointwise_gw_load(const PointwiseGw& p, int g, int mt, int nt, int64_t k0,
+                                                           int64_t kend, float* st, int tid, Copy16&& copy16) {
+  const Geometry& q = p.q;
+  const int64_t opix = q.OH * q.OW;
+  constexpr int kPieces = kPwBK / 4;  // 16-byte pieces a row
+  for (int e = tid; e < (kPwBM + kPwBN) * kPieces; e += 256) {
+    const int row = e / kPieces, v = e % kPieces;
+    const bool is_a = row < kPwBM;
+    const int64_t k = k0 + 4 * v;
+    const int64_t chan = is_a ? int64_t(mt) * kPwBM + row : int64_t(nt) * kPwBN + (row - kPwBM);
+    const bool valid = k < kend && chan < (is_a ? q.Mg : q.Cg);
+    const float* src = p.gy;
+    if (valid) {  // (a piece never straddles two images: opix is a multiple of 4)
+      const int64_t img = q.by_opix(k), pix = k - img * opix;
+      src = is_a ? p.gy + img * q.gs[0] + (g * q.Mg + chan) * q.gs[1] + pix
+                 : p.x + img * q.xs[0] + (g * q.Cg + chan) * q.xs[1] + pix;
+    }
+    copy16(st + row * kPwLd + 4 * v, src, valid ? 4 : 0);
+  }
+}
+
+// Warp (wm, wn) = (warp % 2, warp / 2) of a block; its lane (gq, tig) = (lane / 4, lane % 4). In k8 slice kk of
+// a stage, m16 fragment i's register r is grad_y row 32*wm + 16*i + gq + 8*(r%2) at pixel 8*kk + tig + 4*(r/2)
+// (mma.m16n8k8's A layout), and n8 fragment j's register r is x row 32*wn + 8*j + gq at pixel 8*kk + tig + 4*r.
+__host__ __device__ __forceinline__ int pointwise_gw_a(int wm, int i, int lane, int kk, int r) {
+  return (32 * wm + 16 * i + lane / 4 + 8 * (r % 2)) * kPwLd + 8 * kk + lane % 4 + 4 * (r / 2);
+}
+__host__ __device__ __forceinline__ int pointwise_gw_b(int wn, int j, int lane, int kk, int r) {
+  return (kPwBM + 32 * wn + 8 * j + lane / 4) * kPwLd + 8 * kk + lane % 4 + 4 * r;
+}
+
+// Accumulator r of fragments (i, j) of thread (warp, lane) into the workspace: row 32*wm + 16*i + gq + 8*(r/2),
+// channel 32*wn + 8*j + 2*tig + r%2 of the tile (mma's D layout).
+__host__ __device__ __forceinline__ void pointwise_gw_store(const PointwiseGw& p, const float (&acc)[2][4][4],
+                                                            int64_t split, int g, int mt, int nt, int warp, int lane) {
+  const Geometry& q = p.q;
+  const int wm = warp % 2, wn = warp / 2;
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j)
+      for (int r = 0; r < 4; ++r) {
+        const int64_t m = int64_t(mt) * kPwBM + 32 * wm + 16 * i + lane / 4 + 8 * (r / 2);
+        const int64_t c = int64_t(nt) * kPwBN + 32 * wn + 8 * j + 2 * (lane % 4) + r % 2;
+        if (m < q.Mg && c < q.Cg) p.ws[(split * q.M + g * q.Mg + m) * q.Cg + c] = acc[i][j][r];
+      }
+}
+
+#ifdef __CUDACC__
+__global__ void __launch_bounds__(256, 2) pointwise_grad_weight_kernel(const __grid_constant__ PointwiseGw p) {
+  extern __shared__ __align__(16) float smem[];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wm = warp % 2, wn = warp / 2;
+  const int nt = int(blockIdx.x), mt = int(blockIdx.y), g = int(blockIdx.z) / p.splits;
+  const int64_t split = int64_t(blockIdx.z) % p.splits;
+  const int64_t kbeg = split * p.k_per_split, kend = min(p.K, kbeg + p.k_per_split);
+  const int64_t steps = (kend - kbeg + kPwBK - 1) / kPwBK;
+  constexpr int stage = PointwiseGw::stage_floats();
+  const CpAsync16 copy16;
+
+  // the ring's first kPwStages - 1 steps; one commit group a step, empty past the last
+#pragma unroll
+  for (int s = 0; s < kPwStages - 1; ++s) {
+    if (s < steps) pointwise_gw_load(p, g, mt, nt, kbeg + s * kPwBK, kend, smem + s * stage, tid, copy16);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+  float acc[2][4][4] = {};
+  for (int64_t t = 0; t < steps; ++t) {
+    halo_wait(kPwStages - 2);  // step t is in
+    __syncthreads();           // ... for every thread, and every warp is done with the stage refilled next
+    const int64_t next = t + kPwStages - 1;
+    if (next < steps)
+      pointwise_gw_load(p, g, mt, nt, kbeg + next * kPwBK, kend, smem + int(next % kPwStages) * stage, tid, copy16);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    const float* st = smem + int(t % kPwStages) * stage;
+#pragma unroll
+    for (int kk = 0; kk < kPwBK / 8; ++kk) {
+      uint32_t a[2][4], b[4][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[i][r] = __float_as_uint(tf32_round(st[pointwise_gw_a(wm, i, lane, kk, r)]));
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) b[j][r] = __float_as_uint(tf32_round(st[pointwise_gw_b(wn, j, lane, kk, r)]));
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) halo_mma(acc[i][j], a[i], b[j]);
+    }
+  }
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
+  pointwise_gw_store(p, acc, split, g, mt, nt, warp, lane);
+}
+#endif  // __CUDACC__
+
+}  // namespace pixelops::cuda::conv
