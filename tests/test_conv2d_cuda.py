@@ -162,8 +162,9 @@ HALO = [
     # tile, or with PIXELOPS_CONV_HALO_WIDE=1 the FMA product's wide layout (32 rows x 256 pixels)
     ((3, 32, 9, 11), (20, 3, 3), dict(padding=1), None, "contiguous"),
     ((2, 24, 10, 9), (30, 5, 5), dict(padding=2), "B", "every other"),
-    # one tap: the WMMA GEMMs, or with PIXELOPS_CONV_HALO_FLAT=1 the halo's flat mode (16-byte copies where
-    # planes are whole multiples of 4 floats, else by element; tiles across images)
+    # one tap: the GEMMs, or with PIXELOPS_CONV_HALO_FLAT=1 the halo's flat mode, both products (16-byte copies
+    # where planes are whole multiples of 4 floats, else by element; tiles across images; in float32 17-32 rows
+    # in the wide layout where PIXELOPS_CONV_HALO_WIDE=1 too)
     ((3, 72, 7, 9), (20, 1, 1), {}, None, "contiguous"),
     ((3, 40, 12, 12), (70, 1, 1), {}, None, "contiguous"),
     ((2, 36, 9, 8), (24, 1, 1), dict(groups=2), None, "every other"),

@@ -404,8 +404,8 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // Halo paths written without a GPU at hand, off until timed against the kernels they would replace
 // (benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways):
 // PIXELOPS_CONV_HALO_GW_SIMT=1, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
-// PIXELOPS_CONV_HALO_FLAT=1, TF32's forward and grad_input of 1x1 stride-1 layers in flat mode
-// (conv2d_halo.cuh) instead of the WMMA GEMM;
+// PIXELOPS_CONV_HALO_FLAT=1, the forward and grad_input of 1x1 stride-1 layers in flat mode (conv2d_halo.cuh),
+// TF32 and float32, instead of the GEMMs (res_1x1's float32 grad_input: 0.238 ms there, 14 TFLOP/s);
 // PIXELOPS_CONV_HALO_WIDE=1, float32's forward and stride-1 grad_input of 17 to 32 rows on the halo's FMA
 // product in its wide layout (32 rows x 256 pixels a tile) instead of the GEMMs' 32-row tile (mnist_c2's
 // grad_input: 0.39 ms there, its largest kernel beside the weight gradient).
@@ -417,15 +417,16 @@ bool halo_flat_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_FLAT", "1");
   return on;
 }
-// PIXELOPS_CONV_PW_GW=1, TF32's weight gradient of pointwise (1x1, stride 1, unpadded) layers on a GEMM of
-// their own (conv2d_pointwise_grad_weight.cuh) instead of the implicit GEMM's WMMA kernel.
-bool pointwise_gw_enabled() {
-  static const bool on = env_is("PIXELOPS_CONV_PW_GW", "1");
-  return on;
-}
 bool halo_wide_takes(int64_t rows, bool tf32) {
   static const bool on = env_is("PIXELOPS_CONV_HALO_WIDE", "1");
   return on && !tf32 && halo_enabled(false) && rows > 16 && rows <= 32;
+}
+// And, written without a GPU at hand too: PIXELOPS_CONV_PW_GW=1, TF32's weight gradient of pointwise (1x1,
+// stride 1, unpadded) layers on a GEMM of their own (conv2d_pointwise_grad_weight.cuh) instead of the implicit
+// GEMM's WMMA kernel.
+bool pointwise_gw_enabled() {
+  static const bool on = env_is("PIXELOPS_CONV_PW_GW", "1");
+  return on;
 }
 
 // The product and layout of a halo launch (forward or grad_input) for a problem of `rows` output rows: TF32's
@@ -433,7 +434,7 @@ bool halo_wide_takes(int64_t rows, bool tf32) {
 // only). False where the halo kernels leave the problem to the GEMMs.
 bool halo_plan(conv::HaloConv& h, int64_t rows, bool tf32) {
   h.simt = !tf32;
-  h.flat = tf32 && halo_flat_enabled();
+  h.flat = halo_flat_enabled();
   h.wide = halo_wide_takes(rows, tf32);
   return halo_takes(rows, tf32) || h.wide;
 }

@@ -3,7 +3,7 @@
 // fragment layout (HaloTf32), or the float32 FMAs of HaloSimt, against a naive convolution in float64 (of the
 // TF32-rounded operands for the TF32 product). Forward and
 // grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views; 1x1 layers
-// in flat mode.
+// in flat mode (both products, and the float32 product's wide layout).
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
 #include <cmath>
@@ -298,6 +298,10 @@ int main() {
       {2, 24, 9, 10, 18, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false, false, false, 1, 0, false, true}, // mask B
       {2, 32, 10, 13, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1, 0, false, true}, // grad_input
       {3, 36, 9, 9, 30, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1, 0, false, true},   // grad_input, groups
+      // ... and in flat mode (1x1 layers of 17-32 rows in float32)
+      {3, 40, 9, 7, 24, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, true, true, false, 1, 0, true, true},     // by element
+      {2, 36, 8, 10, 20, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, true, false, 1, 0, true, true},   // 16-byte copies
+      {2, 24, 8, 8, 40, 1, 1, 1, 1, 1, 0, 0, 1, 1, 2, false, false, true, 1, 0, true, true},    // grad_input, groups
   };
   for (const Case& c : cases)
     for (const bool simt : {false, true})
