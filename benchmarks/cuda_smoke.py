@@ -78,6 +78,7 @@ def main():
     conv_case("tf32 2x2 tiny images", 9, 40, 24, (3, 2), 2, 1, 0, tf32=True)
     conv_case("tf32 1x1", 2, 72, 24, (7, 9), 1, 1, 0, tf32=True)  # flat mode where PIXELOPS_CONV_HALO_FLAT=1
     conv_case("tf32 1x1 whole pieces", 3, 72, 24, (8, 9), 1, 1, 0, tf32=True)  # and the pointwise grad_weight
+    conv_case("1x1 whole pieces", 3, 72, 40, (8, 9), 1, 1, 0)  # the same in float32 (PIXELOPS_CONV_PW_GW=1)
     conv_case("tf32 7x7 mask A", 2, 8, 16, (12, 11), 7, 1, 3, tf32=True, mask="A")  # grad_weight's tap groups
     if DEV == "cuda":  # half types are CUDA-only
         conv_case("fp16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.float16)

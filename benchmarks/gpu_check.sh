@@ -101,9 +101,9 @@ done
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
 # KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
 # "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the halo paths whose default this
-# timing is to set: the float32 ones (weight gradient, wide layout, flat mode) timed without TF32, the TF32 ones
-# (flat mode, the pointwise weight gradient) with it.
-FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1
+# timing is to set: those for float32 (halo weight gradient, wide layout; flat mode and the pointwise weight
+# gradient too) timed without TF32, those for TF32 (flat mode, the pointwise weight gradient) with it.
+FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1
 TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1
 for tf32 in "" --tf32; do
   for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS}; do

@@ -1,4 +1,4 @@
-// The TF32 weight gradient of a pointwise convolution (1x1, stride 1, unpadded): a plain GEMM whose reduction
+// The weight gradient of a pointwise convolution (1x1, stride 1, unpadded): a plain GEMM whose reduction
 // runs along the pixels of both operands,
 //
 //   gw[g*Mg+m, c] = sum over images img and pixels p of grad_y[img, g*Mg+m, p] * x[img, g*Cg+c, p],
@@ -9,10 +9,12 @@
 // the pace, where reading both operands once takes about 43 us at the copy bandwidth.
 //
 // Here block (column tile, row tile, group x split) walks its split's pixels kPwBK at a time: 16-byte cp.async
-// copies of kPwBM grad_y rows and kPwBN x rows (rows of kPwLd floats: the fragment loads fall in 32 distinct
-// banks) into a ring of kPwStages stages, and 8 warps as 2 (rows) x 4 (columns) of 32 x 32 each, 2 x 4
-// mma.sync.m16n8k8 a k8 slice. Each split's partial sums go to the workspace as GradWeightGemm's do
-// ([split][row][channel]), added in order by reduce_grad_weight. grad_y without a ReLU gate only.
+// copies of kPwBM grad_y rows and kPwBN x rows (rows of kPwLd floats: the products' shared loads fall in 32
+// distinct banks) into a ring of kPwStages stages, multiplied by one of two products (a Math policy):
+// - PwTf32 (sm_80+): 8 warps as 2 (rows) x 4 (columns) of 32 x 32 each, 2 x 4 mma.sync.m16n8k8 a k8 slice;
+// - PwSimt (float32 FMAs): each thread 4 rows x 8 channels, four pixels a step (pointwise_gw_simt_step).
+// Each split's partial sums go to the workspace as GradWeightGemm's do ([split][row][channel]), added in order
+// by reduce_grad_weight. grad_y without a ReLU gate only.
 //
 // Everything but the kernel is plain C++ over host/device functions: tests/cuda_host runs the same staging,
 // fragment addresses and stores against a naive sum.
@@ -21,7 +23,7 @@
 #include <cstdint>
 
 #include "cuda/conv2d_halo.cuh"  // tf32_round, halo_mma, CpAsync16, halo_wait
-#include "cuda/conv2d_tile.cuh"
+#include "cuda/conv2d_tile.cuh"  // Geometry, planes_in_16_bytes
 
 namespace pixelops::cuda::conv {
 
@@ -119,32 +121,53 @@ __host__ __device__ __forceinline__ void pointwise_gw_store(const PointwiseGw& p
       }
 }
 
-#ifdef __CUDACC__
-__global__ void __launch_bounds__(256, 2) pointwise_grad_weight_kernel(const __grid_constant__ PointwiseGw p) {
-  extern __shared__ __align__(16) float smem[];
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wm = warp % 2, wn = warp / 2;
-  const int nt = int(blockIdx.x), mt = int(blockIdx.y), g = int(blockIdx.z) / p.splits;
-  const int64_t split = int64_t(blockIdx.z) % p.splits;
-  const int64_t kbeg = split * p.k_per_split, kend = min(p.K, kbeg + p.k_per_split);
-  const int64_t steps = (kend - kbeg + kPwBK - 1) / kPwBK;
-  constexpr int stage = PointwiseGw::stage_floats();
-  const CpAsync16 copy16;
+// ---- the float32 product (PwSimt), plain C++ so that the host emulation runs it as the kernel does ----------
+// Thread (tr, tc) = (tid / 16, tid % 16) owns rows tr + 16*i (i < 4) and channels tc + 16*j (j < 8) of the tile.
+// Four pixels a step: 4 + 8 16-byte loads for 128 FMAs. A quarter warp (8 lanes: one tr, 8 tc) reads one row
+// address (a broadcast) and 8 channel rows 36 = 4 mod 32 floats apart: 32 distinct banks.
+// Four consecutive floats of a stage row (16-byte aligned: one 16-byte load on the device).
+__host__ __device__ __forceinline__ void pointwise_gw_load4(const float* p, float (&out)[4]) {
+#ifdef __CUDA_ARCH__
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+#else
+  for (int i = 0; i < 4; ++i) out[i] = p[i];
+#endif
+}
 
-  // the ring's first kPwStages - 1 steps; one commit group a step, empty past the last
+__host__ __device__ __forceinline__ void pointwise_gw_simt_step(const float* st, int tid, float (&acc)[4][8]) {
+  const int tr = tid / 16, tc = tid % 16;
+#pragma unroll 2
+  for (int k = 0; k < kPwBK; k += 4) {
+    float a[4][4], b[8][4];
 #pragma unroll
-  for (int s = 0; s < kPwStages - 1; ++s) {
-    if (s < steps) pointwise_gw_load(p, g, mt, nt, kbeg + s * kPwBK, kend, smem + s * stage, tid, copy16);
-    asm volatile("cp.async.commit_group;" ::: "memory");
+    for (int i = 0; i < 4; ++i) pointwise_gw_load4(st + (tr + 16 * i) * kPwLd + k, a[i]);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) pointwise_gw_load4(st + (kPwBM + tc + 16 * j) * kPwLd + k, b[j]);
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i][u], b[j][u], acc[i][j]);
   }
+}
+__host__ __device__ __forceinline__ void pointwise_gw_simt_store(const PointwiseGw& p, const float (&acc)[4][8],
+                                                                 int64_t split, int g, int mt, int nt, int tid) {
+  const Geometry& q = p.q;
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 8; ++j) {
+      const int64_t m = int64_t(mt) * kPwBM + tid / 16 + 16 * i, c = int64_t(nt) * kPwBN + tid % 16 + 16 * j;
+      if (m < q.Mg && c < q.Cg) p.ws[(split * q.M + g * q.Mg + m) * q.Cg + c] = acc[i][j];
+    }
+}
+
+#ifdef __CUDACC__
+// The TF32 product (see the top of the file).
+struct PwTf32 {
   float acc[2][4][4] = {};
-  for (int64_t t = 0; t < steps; ++t) {
-    halo_wait(kPwStages - 2);  // step t is in
-    __syncthreads();           // ... for every thread, and every warp is done with the stage refilled next
-    const int64_t next = t + kPwStages - 1;
-    if (next < steps)
-      pointwise_gw_load(p, g, mt, nt, kbeg + next * kPwBK, kend, smem + int(next % kPwStages) * stage, tid, copy16);
-    asm volatile("cp.async.commit_group;" ::: "memory");
-    const float* st = smem + int(t % kPwStages) * stage;
+  __device__ __forceinline__ void step(const float* st, int tid) {
+    const int warp = tid / 32, lane = tid % 32, wm = warp % 2, wn = warp / 2;
 #pragma unroll
     for (int kk = 0; kk < kPwBK / 8; ++kk) {
       uint32_t a[2][4], b[4][2];
@@ -162,8 +185,48 @@ __global__ void __launch_bounds__(256, 2) pointwise_grad_weight_kernel(const __g
         for (int j = 0; j < 4; ++j) halo_mma(acc[i][j], a[i], b[j]);
     }
   }
+  __device__ __forceinline__ void store(const PointwiseGw& p, int64_t split, int g, int mt, int nt, int tid) const {
+    pointwise_gw_store(p, acc, split, g, mt, nt, tid / 32, tid % 32);
+  }
+};
+// The float32 product (above).
+struct PwSimt {
+  float acc[4][8] = {};
+  __device__ __forceinline__ void step(const float* st, int tid) { pointwise_gw_simt_step(st, tid, acc); }
+  __device__ __forceinline__ void store(const PointwiseGw& p, int64_t split, int g, int mt, int nt, int tid) const {
+    pointwise_gw_simt_store(p, acc, split, g, mt, nt, tid);
+  }
+};
+
+template <class Math>
+__global__ void __launch_bounds__(256, 2) pointwise_grad_weight_kernel(const __grid_constant__ PointwiseGw p) {
+  extern __shared__ __align__(16) float smem[];
+  const int tid = threadIdx.x;
+  const int nt = int(blockIdx.x), mt = int(blockIdx.y), g = int(blockIdx.z) / p.splits;
+  const int64_t split = int64_t(blockIdx.z) % p.splits;
+  const int64_t kbeg = split * p.k_per_split, kend = min(p.K, kbeg + p.k_per_split);
+  const int64_t steps = (kend - kbeg + kPwBK - 1) / kPwBK;
+  constexpr int stage = PointwiseGw::stage_floats();
+  const CpAsync16 copy16;
+
+  // the ring's first kPwStages - 1 steps; one commit group a step, empty past the last
+#pragma unroll
+  for (int s = 0; s < kPwStages - 1; ++s) {
+    if (s < steps) pointwise_gw_load(p, g, mt, nt, kbeg + s * kPwBK, kend, smem + s * stage, tid, copy16);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+  Math math;
+  for (int64_t t = 0; t < steps; ++t) {
+    halo_wait(kPwStages - 2);  // step t is in
+    __syncthreads();           // ... for every thread, and every warp is done with the stage refilled next
+    const int64_t next = t + kPwStages - 1;
+    if (next < steps)
+      pointwise_gw_load(p, g, mt, nt, kbeg + next * kPwBK, kend, smem + int(next % kPwStages) * stage, tid, copy16);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    math.step(smem + int(t % kPwStages) * stage, tid);
+  }
   asm volatile("cp.async.wait_group 0;" ::: "memory");
-  pointwise_gw_store(p, acc, split, g, mt, nt, warp, lane);
+  math.store(p, split, g, mt, nt, tid);
 }
 #endif  // __CUDACC__
 
