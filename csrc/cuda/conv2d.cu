@@ -408,13 +408,20 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // TF32 and float32, instead of the GEMMs (res_1x1's float32 grad_input: 0.238 ms there, 14 TFLOP/s);
 // PIXELOPS_CONV_HALO_WIDE=1, float32's forward and stride-1 grad_input of 17 to 32 rows on the halo's FMA
 // product in its wide layout (32 rows x 256 pixels a tile) instead of the GEMMs' 32-row tile (mnist_c2's
-// grad_input: 0.39 ms there, its largest kernel beside the weight gradient).
+// grad_input: 0.39 ms there, its largest kernel beside the weight gradient);
+// PIXELOPS_CONV_HALO_PREROUND=1, TF32's halo rounded once a chunk in shared memory (HaloTf32Preround) instead
+// of at each B fragment read (Nsight had the TF32 forward at 63% of the SMs' issue slots, paced by the
+// instructions around the MMAs: for a 3x3 layer a cvt for each of 8 B values of every k8 step).
 bool halo_gw_simt_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_GW_SIMT", "1");
   return on;
 }
 bool halo_flat_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_FLAT", "1");
+  return on;
+}
+bool halo_preround_enabled() {
+  static const bool on = env_is("PIXELOPS_CONV_HALO_PREROUND", "1");
   return on;
 }
 bool halo_wide_takes(int64_t rows, bool tf32) {
@@ -435,6 +442,7 @@ bool pointwise_gw_enabled() {
 bool halo_plan(conv::HaloConv& h, int64_t rows, bool tf32) {
   h.simt = !tf32;
   h.flat = halo_flat_enabled();
+  h.preround = tf32 && halo_preround_enabled();
   h.wide = halo_wide_takes(rows, tf32);
   return halo_takes(rows, tf32) || h.wide;
 }
@@ -495,6 +503,7 @@ void run_halo(conv::HaloConv& h, cudaStream_t s, const char* what) {
   check_launch(what);
   if (h.wide) launch_halo_kernel<conv::HaloSimtWide>(h, s);
   else if (h.simt) launch_halo_kernel<conv::HaloSimt>(h, s);
+  else if (h.preround) launch_halo_kernel<conv::HaloTf32Preround>(h, s);
   else launch_halo_kernel<conv::HaloTf32>(h, s);
   check_launch(what);
 }

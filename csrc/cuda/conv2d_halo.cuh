@@ -64,6 +64,7 @@ struct HaloConv {
   bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
   bool wide = false;   // HaloSimt's 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place)
   bool flipped = false;  // the taps at flipped shifts (grad_input): a mask's unused kernel rows come first
+  bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_chunk)
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
   int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
@@ -358,6 +359,35 @@ __host__ __device__ __forceinline__ void halo_load_chunk(const HaloConv& h, int 
   else halo_load_rows(h, g, int64_t(cc) * h.kc, first_row, st + cf, tid, false, copy16, copy4);
 }
 
+// Rounds to TF32, in place, the halo values this thread copied for chunk cc (hs: the chunk's halo): the same
+// walk as the copy (halo_load_rows, halo_load_flat), with the copies' destinations rounded instead of written,
+// so that each value is rounded once a chunk rather than at each of its reads (every tap, both row halves of
+// the tile: the TF32 product's B fragments, otherwise a cvt each). Zeros (padding, pieces past the data) stay
+// zeros. Runs once the thread's copies of the chunk have landed.
+struct Tf32Round16 {
+  __host__ __device__ __forceinline__ void operator()(float* dst, const float*, int) const {
+#ifdef __CUDA_ARCH__
+    float4 v = *reinterpret_cast<float4*>(dst);
+    v.x = tf32_round(v.x); v.y = tf32_round(v.y); v.z = tf32_round(v.z); v.w = tf32_round(v.w);
+    *reinterpret_cast<float4*>(dst) = v;
+#else
+    for (int i = 0; i < 4; ++i) dst[i] = tf32_round(dst[i]);
+#endif
+  }
+};
+struct Tf32Round4 {
+  __host__ __device__ __forceinline__ void operator()(float* dst, const float*, bool valid) const {
+    if (valid) *dst = tf32_round(*dst);
+  }
+};
+__host__ __device__ __forceinline__ void halo_round_chunk(const HaloConv& h, int g, int cc, int64_t first_row,
+                                                          float* hs, int tid) {
+  const Tf32Round16 round16;
+  const Tf32Round4 round4;
+  if (h.flat) halo_load_flat(h, g, int64_t(cc) * h.kc, first_row, hs, tid, round16, round4);
+  else halo_load_rows(h, g, int64_t(cc) * h.kc, first_row, hs, tid, false, round16, round4);
+}
+
 // The epilogue for output (row m of the block's group, pixel n): bias, ReLU (NaN passes), into y.
 __host__ __device__ __forceinline__ int64_t halo_out_offset(const HaloConv& h, int g, int64_t m, int64_t n) {
   const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n);
@@ -414,12 +444,15 @@ __device__ __forceinline__ void halo_wait(int n) {
 }
 
 // The product of the TF32 kernel: warp (wm, wn) = (warp % 2, warp / 2) owns rows 32*wm + [0, 32) and pixels
-// 32*wn + [0, 32) as 2 x 4 m16n8 accumulators.
-struct HaloTf32 {
+// 32*wn + [0, 32) as 2 x 4 m16n8 accumulators. Its B fragments are rounded to TF32 as they are read, or, where
+// kPreround, were rounded in shared memory once a chunk (halo_round_chunk, h.preround).
+template <bool kPreround>
+struct HaloTf32T {
   static constexpr int kMinBlocks = 3;  // three blocks an SM: at most 80 registers
+  static constexpr bool kRoundHalo = kPreround;
   float acc[2][4][4] = {};
   int corner[4];  // this lane's B columns (k row tig): pixels 32*wn + 8*nj + gq
-  __device__ HaloTf32(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
+  __device__ HaloTf32T(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
     const int lane = tid % 32, wn = tid / 64;
 #pragma unroll
     for (int nj = 0; nj < 4; ++nj)
@@ -444,8 +477,9 @@ struct HaloTf32 {
         const float* hk = hs + kk * 8 * h.CS + off;
 #pragma unroll
         for (int nj = 0; nj < 4; ++nj) {
-          b[nj][0] = __float_as_uint(tf32_round(hk[corner[nj]]));
-          b[nj][1] = __float_as_uint(tf32_round(hk[corner[nj] + 4 * h.CS]));
+          const float b0 = hk[corner[nj]], b1 = hk[corner[nj] + 4 * h.CS];
+          b[nj][0] = __float_as_uint(kPreround ? b0 : tf32_round(b0));
+          b[nj][1] = __float_as_uint(kPreround ? b1 : tf32_round(b1));
         }
 #pragma unroll
         for (int i = 0; i < 2; ++i)
@@ -488,6 +522,7 @@ struct HaloTf32 {
 template <bool kWide>
 struct HaloSimtT {
   static constexpr int kMinBlocks = 2;  // 80 registers spilled; two blocks an SM give it 128
+  static constexpr bool kRoundHalo = false;
   float acc[8][4] = {};
   int corner[4];
   __device__ HaloSimtT(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
@@ -538,8 +573,11 @@ struct HaloSimtT {
 
 using HaloSimt = HaloSimtT<false>;
 using HaloSimtWide = HaloSimtT<true>;
+using HaloTf32 = HaloTf32T<false>;
+using HaloTf32Preround = HaloTf32T<true>;
 
-// The halo convolution, its product by Math (HaloTf32, HaloSimt or HaloSimtWide), over tiles of h.bn() pixels.
+// The halo convolution, its product by Math (HaloTf32, HaloTf32Preround, HaloSimt or HaloSimtWide), over tiles of
+// h.bn() pixels.
 template <int KC, class Math>
 __global__ void __launch_bounds__(kHaloThreads, Math::kMinBlocks) halo_conv_kernel(const __grid_constant__ HaloConv h) {
   extern __shared__ __align__(16) float smem[];
@@ -566,6 +604,7 @@ __global__ void __launch_bounds__(kHaloThreads, Math::kMinBlocks) halo_conv_kern
   int cur = 0;  // cc % S
   for (int cc = 0; cc < h.nchunks; ++cc) {
     halo_wait(S - 2);
+    if constexpr (Math::kRoundHalo) halo_round_chunk(h, g, cc, first_row, smem + cur * stage + cf, tid);
     __syncthreads();  // chunk cc visible to all; every warp is done with chunk cc-1, whose stage is refilled now
     const int next = cc + S - 1, into = cur == 0 ? S - 1 : cur - 1;
     if (next < h.nchunks) halo_load_chunk(h, g, mt, next, first_row, smem + into * stage, tid, copy16, copy4);

@@ -3,7 +3,8 @@
 // fragment layout (HaloTf32), or the float32 FMAs of HaloSimt, against a naive convolution in float64 (of the
 // TF32-rounded operands for the TF32 product). Forward and
 // grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views; 1x1 layers
-// in flat mode (both products, and the float32 product's wide layout).
+// in flat mode (both products, and the float32 product's wide layout); the TF32 product with its halo rounded
+// once a chunk (halo_round_chunk), where every B value it reads must then be a TF32 value.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
 #include <cmath>
@@ -65,7 +66,19 @@ static void for_each_block(HaloConv& h, Body&& body) {
       }
 }
 
-// As halo_conv_kernel with HaloTf32, block by block.
+// A B value as HaloTf32 takes it: rounded as it is read, or (h.preround) as halo_round_chunk left it, which
+// must then be a TF32 value already.
+static float tf32_b(const HaloConv& h, float v) {
+  if (!h.preround) return tf32_round(v);
+  if (!(tf32_round(v) == v) && v == v) {
+    static int reported = 0;
+    if (reported++ < 3) std::printf("FAIL: a halo value read unrounded (%.9g)\n", v);
+    ++failures;
+  }
+  return v;
+}
+
+// As halo_conv_kernel with HaloTf32 (HaloTf32Preround where h.preround), block by block.
 static void emulate(HaloConv h) {
   const int cf = h.chunk_floats();
   const int64_t npix = h.pixels();
@@ -73,7 +86,9 @@ static void emulate(HaloConv h) {
         static double acc[kHaloThreads][2][4][4];
         for (auto& t : acc) for (auto& a : t) for (auto& b : a) for (auto& c : b) c = 0;
         for (int cc = 0; cc < h.nchunks; ++cc) {
-          const float* st = load(cc);
+          float* st = load(cc);
+          if (h.preround)
+            for (int tid = 0; tid < kHaloThreads; ++tid) halo_round_chunk(h, g, cc, first_row, st + cf, tid);
           const float* hs = st + cf;
           for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
             const int wm = warp % 2, wn = warp / 2;
@@ -90,8 +105,8 @@ static void emulate(HaloConv h) {
                   const int64_t hk = int64_t(kk) * 8 * h.CS + h.tap_off[j];
                   for (int nj = 0; nj < 4; ++nj) {
                     const int corner = tig * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + gq, first_row);
-                    B[nj][tig][gq] = tf32_round(halo_at(h, hs, hk + corner));
-                    B[nj][tig + 4][gq] = tf32_round(halo_at(h, hs, hk + corner + 4 * h.CS));
+                    B[nj][tig][gq] = tf32_b(h, halo_at(h, hs, hk + corner));
+                    B[nj][tig + 4][gq] = tf32_b(h, halo_at(h, hs, hk + corner + 4 * h.CS));
                   }
                 }
                 for (int lane = 0; lane < 32; ++lane) {
@@ -175,7 +190,7 @@ static void emulate_simt(HaloConv h) {
   });
 }
 
-static void run_case(const Case& c, bool simt, std::mt19937& rng) {
+static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround = false) {
   Geometry q = geometry(c);
   std::normal_distribution<float> nd;
   std::vector<float> w(size_t(q.M * q.Cg * c.KH * c.KW)), b(size_t(q.M));
@@ -210,6 +225,7 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng) {
     ++failures;
   }
   h.simt = simt;
+  h.preround = preround && !simt;
   if (simt) emulate_simt(h);
   else emulate(h);
   // the reference in float64, from TF32-rounded operands for the TF32 kernel
@@ -251,9 +267,9 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng) {
           if (!(err <= 4e-6 * (1 + mag))) ++bad;
           if (!(err <= worst)) worst = err;  // NaN stays
         }
-  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s%s: %s (worst %.3g of %.3g)\n",
+  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s%s%s: %s (worst %.3g of %.3g)\n",
               simt ? "simt" : "tf32", c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
-              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "", h.flat ? " flat" : "", h.wide ? " wide" : "",
+              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "", h.flat ? " flat" : "", h.wide ? " wide" : "", h.preround ? " preround" : "",
               bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
 }
@@ -306,6 +322,9 @@ int main() {
   for (const Case& c : cases)
     for (const bool simt : {false, true})
       if (simt || !c.wide) run_case(c, simt, rng);
+  // the TF32 product with its halo rounded once a chunk (PIXELOPS_CONV_HALO_PREROUND=1)
+  for (const Case& c : cases)
+    if (!c.wide) run_case(c, false, rng, true);
   // layers the halo does not take: 3 channels; one tap
   for (const Case& c : {Case{1, 3, 8, 8, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, false, 1},
                         Case{1, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1}}) {
