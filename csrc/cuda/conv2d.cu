@@ -409,9 +409,10 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_HALO_WIDE=1, float32's forward and stride-1 grad_input of 17 to 32 rows on the halo's FMA
 // product in its wide layout (32 rows x 256 pixels a tile) instead of the GEMMs' 32-row tile (mnist_c2's
 // grad_input: 0.39 ms there, its largest kernel beside the weight gradient);
-// PIXELOPS_CONV_HALO_PREROUND=1, TF32's halo rounded once a chunk in shared memory (HaloTf32Preround) instead
-// of at each B fragment read (Nsight had the TF32 forward at 63% of the SMs' issue slots, paced by the
-// instructions around the MMAs: for a 3x3 layer a cvt for each of 8 B values of every k8 step).
+// PIXELOPS_CONV_HALO_PREROUND=1, TF32's halo rounded once a chunk (a tile, for the weight gradient) in shared
+// memory (HaloTf32Preround, GwTf32Preround) instead of at each B fragment read (Nsight had the TF32 forward at
+// 63% of the SMs' issue slots, paced by the instructions around the MMAs: for a 3x3 layer a cvt for each of 8 B
+// values of every k8 step; 18 in the weight gradient's).
 bool halo_gw_simt_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_GW_SIMT", "1");
   return on;
@@ -554,13 +555,15 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
     conv::halo_gw_split(p, 2 * int64_t(sm_count()) / per_split);
     Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg * q.ntaps, s, "conv2d_backward (weight, halo)");
     p.ws = ws.get();
+    p.h.preround = !p.simt && halo_preround_enabled();
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
     auto launch = [&](auto kernel, std::atomic<uint64_t>& opted) {
       opt_in_smem(kernel, opted);
       kernel<<<grid, conv::kHaloThreads, p.smem_bytes(), s>>>(p);
     };
-    static std::atomic<uint64_t> opted_tf32{0}, opted_simt{0};
+    static std::atomic<uint64_t> opted_tf32{0}, opted_pre{0}, opted_simt{0};
     if (p.simt) launch(conv::halo_grad_weight_kernel<conv::GwSimt>, opted_simt);
+    else if (p.h.preround) launch(conv::halo_grad_weight_kernel<conv::GwTf32Preround>, opted_pre);
     else launch(conv::halo_grad_weight_kernel<conv::GwTf32>, opted_tf32);
     check_launch("conv2d_backward (weight, halo)");
     add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);

@@ -64,7 +64,7 @@ struct HaloConv {
   bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
   bool wide = false;   // HaloSimt's 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place)
   bool flipped = false;  // the taps at flipped shifts (grad_input): a mask's unused kernel rows come first
-  bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_chunk)
+  bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_stage)
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
   int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
@@ -359,33 +359,20 @@ __host__ __device__ __forceinline__ void halo_load_chunk(const HaloConv& h, int 
   else halo_load_rows(h, g, int64_t(cc) * h.kc, first_row, st + cf, tid, false, copy16, copy4);
 }
 
-// Rounds to TF32, in place, the halo values this thread copied for chunk cc (hs: the chunk's halo): the same
-// walk as the copy (halo_load_rows, halo_load_flat), with the copies' destinations rounded instead of written,
-// so that each value is rounded once a chunk rather than at each of its reads (every tap, both row halves of
-// the tile: the TF32 product's B fragments, otherwise a cvt each). Zeros (padding, pieces past the data) stay
-// zeros. Runs once the thread's copies of the chunk have landed.
-struct Tf32Round16 {
-  __host__ __device__ __forceinline__ void operator()(float* dst, const float*, int) const {
+// Rounds a staged halo (n floats at hs, a multiple of 4, 16-byte aligned) to TF32 in place, thread tid's
+// share of it: run once a chunk (a tile, for the weight gradient) between two barriers, after every thread's
+// copies have landed, so that the TF32 product reads its B fragments without a cvt each (every value is read by
+// every tap and both row halves of the tile). Padding zeros stay zeros.
+__host__ __device__ __forceinline__ void halo_round_stage(float* hs, int n, int tid) {
+  for (int i = 4 * tid; i < n; i += 4 * kHaloThreads) {
 #ifdef __CUDA_ARCH__
-    float4 v = *reinterpret_cast<float4*>(dst);
+    float4 v = *reinterpret_cast<float4*>(hs + i);
     v.x = tf32_round(v.x); v.y = tf32_round(v.y); v.z = tf32_round(v.z); v.w = tf32_round(v.w);
-    *reinterpret_cast<float4*>(dst) = v;
+    *reinterpret_cast<float4*>(hs + i) = v;
 #else
-    for (int i = 0; i < 4; ++i) dst[i] = tf32_round(dst[i]);
+    for (int k = 0; k < 4; ++k) hs[i + k] = tf32_round(hs[i + k]);
 #endif
   }
-};
-struct Tf32Round4 {
-  __host__ __device__ __forceinline__ void operator()(float* dst, const float*, bool valid) const {
-    if (valid) *dst = tf32_round(*dst);
-  }
-};
-__host__ __device__ __forceinline__ void halo_round_chunk(const HaloConv& h, int g, int cc, int64_t first_row,
-                                                          float* hs, int tid) {
-  const Tf32Round16 round16;
-  const Tf32Round4 round4;
-  if (h.flat) halo_load_flat(h, g, int64_t(cc) * h.kc, first_row, hs, tid, round16, round4);
-  else halo_load_rows(h, g, int64_t(cc) * h.kc, first_row, hs, tid, false, round16, round4);
 }
 
 // The epilogue for output (row m of the block's group, pixel n): bias, ReLU (NaN passes), into y.
@@ -445,7 +432,7 @@ __device__ __forceinline__ void halo_wait(int n) {
 
 // The product of the TF32 kernel: warp (wm, wn) = (warp % 2, warp / 2) owns rows 32*wm + [0, 32) and pixels
 // 32*wn + [0, 32) as 2 x 4 m16n8 accumulators. Its B fragments are rounded to TF32 as they are read, or, where
-// kPreround, were rounded in shared memory once a chunk (halo_round_chunk, h.preround).
+// kPreround, were rounded in shared memory once a chunk (halo_round_stage, h.preround).
 template <bool kPreround>
 struct HaloTf32T {
   static constexpr int kMinBlocks = 3;  // three blocks an SM: at most 80 registers
@@ -604,7 +591,10 @@ __global__ void __launch_bounds__(kHaloThreads, Math::kMinBlocks) halo_conv_kern
   int cur = 0;  // cc % S
   for (int cc = 0; cc < h.nchunks; ++cc) {
     halo_wait(S - 2);
-    if constexpr (Math::kRoundHalo) halo_round_chunk(h, g, cc, first_row, smem + cur * stage + cf, tid);
+    if constexpr (Math::kRoundHalo) {  // (kc * CS: a multiple of 8)
+      __syncthreads();
+      halo_round_stage(smem + cur * stage + cf, KC * h.CS, tid);
+    }
     __syncthreads();  // chunk cc visible to all; every warp is done with chunk cc-1, whose stage is refilled now
     const int next = cc + S - 1, into = cur == 0 ? S - 1 : cur - 1;
     if (next < h.nchunks) halo_load_chunk(h, g, mt, next, first_row, smem + into * stage, tid, copy16, copy4);

@@ -256,8 +256,11 @@ __host__ __device__ __forceinline__ void gw_simt_store(const HaloGradWeight& p, 
 }
 
 #ifdef __CUDACC__
-// The TF32 product (see the top of the file).
-struct GwTf32 {
+// The TF32 product (see the top of the file); its B fragments rounded as they are read, or, where kPreround, in
+// shared memory once a tile (halo_round_stage).
+template <bool kPreround>
+struct GwTf32T {
+  static constexpr bool kRoundHalo = kPreround;
   float acc[2][kGwMaxNt][4] = {};
   __device__ __forceinline__ void tile(const HaloGradWeight& p, const float* st, int mt, int tid, int j0, int nt) {
     const HaloConv& h = p.h;
@@ -280,7 +283,9 @@ struct GwTf32 {
       for (int tt = 0; tt < kGwMaxNt; ++tt) {
         if (tt < nt) {
           const int off = h.tap_off[j0 + tt];
-          const uint32_t b[2] = {__float_as_uint(tf32_round(hb[c0 + off])), __float_as_uint(tf32_round(hb[c1 + off]))};
+          const float b0 = hb[c0 + off], b1 = hb[c1 + off];
+          const uint32_t b[2] = {__float_as_uint(kPreround ? b0 : tf32_round(b0)),
+                                 __float_as_uint(kPreround ? b1 : tf32_round(b1))};
           halo_mma(acc[0][tt], a[0], b);
           halo_mma(acc[1][tt], a[1], b);
         }
@@ -301,8 +306,12 @@ struct GwTf32 {
   }
 };
 
+using GwTf32 = GwTf32T<false>;
+using GwTf32Preround = GwTf32T<true>;
+
 // The float32 product (see the top of the file).
 struct GwSimt {
+  static constexpr bool kRoundHalo = false;
   float acc[kGwSimtRows][kGwMaxNt] = {};
   __device__ __forceinline__ void tile(const HaloGradWeight& p, const float* st, int mt, int tid, int j0, int nt) {
     if (gw_simt_rows(p, mt, tid / 32)) gw_simt_tile(p, st, tid / 32, tid % 32, j0, nt, acc);
@@ -347,6 +356,10 @@ __global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const
   int cur = 0;
   for (int64_t t = t0; t < t1; ++t) {
     asm volatile("cp.async.wait_group 0;" ::: "memory");
+    if constexpr (Math::kRoundHalo) {
+      __syncthreads();
+      halo_round_stage(smem + cur * stage + kGwRows * kGwLd, h.kc * h.CS, tid);
+    }
     __syncthreads();  // tile t (copies and corners) visible to all; every warp is done with the other stage
     if (t + 1 < t1) halo_gw_load_tile(p, g, mt, cc, t + 1, smem + (1 - cur) * stage, tid, copy16, copy4);
     asm volatile("cp.async.commit_group;" ::: "memory");

@@ -4,7 +4,7 @@
 // TF32-rounded operands for the TF32 product). Forward and
 // grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views; 1x1 layers
 // in flat mode (both products, and the float32 product's wide layout); the TF32 product with its halo rounded
-// once a chunk (halo_round_chunk), where every B value it reads must then be a TF32 value.
+// once a chunk (halo_round_stage), where every B value it reads must then be a TF32 value.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
 #include <cmath>
@@ -66,7 +66,7 @@ static void for_each_block(HaloConv& h, Body&& body) {
       }
 }
 
-// A B value as HaloTf32 takes it: rounded as it is read, or (h.preround) as halo_round_chunk left it, which
+// A B value as HaloTf32 takes it: rounded as it is read, or (h.preround) as halo_round_stage left it, which
 // must then be a TF32 value already.
 static float tf32_b(const HaloConv& h, float v) {
   if (!h.preround) return tf32_round(v);
@@ -88,7 +88,7 @@ static void emulate(HaloConv h) {
         for (int cc = 0; cc < h.nchunks; ++cc) {
           float* st = load(cc);
           if (h.preround)
-            for (int tid = 0; tid < kHaloThreads; ++tid) halo_round_chunk(h, g, cc, first_row, st + cf, tid);
+            for (int tid = 0; tid < kHaloThreads; ++tid) halo_round_stage(st + cf, h.kc * h.CS, tid);
           const float* hs = st + cf;
           for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
             const int wm = warp % 2, wn = warp / 2;

@@ -2,7 +2,8 @@
 // setup, tile staging and final reduction as halo_grad_weight_kernel; for GwTf32 the fragment addresses, each
 // mma.sync.m16n8k8 emulated from its documented fragment layout, against a naive sum of the TF32-rounded
 // operands in float64; for GwSimt its per-thread product itself (gw_simt_tile) and the butterfly of shuffles,
-// against the naive sum of the float32 operands.
+// against the naive sum of the float32 operands; GwTf32 with the halo rounded once a tile too (every B value it
+// reads must then be a TF32 value).
 // Strides, dilation, groups, masks (tap groups), tiles that run across images, ragged rows and channels,
 // grad_y rows copied whole or element by element, x as a view.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
@@ -21,6 +22,18 @@
 using namespace pixelops::cuda::conv;
 
 static int failures = 0;
+
+// A B value as GwTf32 takes it: rounded as it is read, or (h.preround) as halo_round_stage left it, which must
+// then be a TF32 value already.
+static float tf32_b(const HaloConv& h, float v) {
+  if (!h.preround) return tf32_round(v);
+  if (!(tf32_round(v) == v) && v == v) {
+    static int reported = 0;
+    if (reported++ < 3) std::printf("FAIL: a halo value read unrounded (%.9g)\n", v);
+    ++failures;
+  }
+  return v;
+}
 
 // GwSimt's part of a block: warp by warp, lane by lane, as the kernel runs them (acc: [warp][lane]).
 static float simt_acc[kHaloThreads / 32][32][kGwSimtRows][kGwMaxNt];
@@ -61,6 +74,8 @@ static void emulate(const HaloGradWeight& p) {
           std::fill(st, st + kGwRows * kGwLd, std::numeric_limits<float>::quiet_NaN());
           std::fill(st + kGwRows * kGwLd + h.kc * h.CS, st + stage, std::numeric_limits<float>::quiet_NaN());
           for (int tid = 0; tid < kHaloThreads; ++tid) halo_gw_load_tile(p, g, mt, cc, t, st, tid, copy16, copy4);
+          if (p.h.preround)
+            for (int tid = 0; tid < kHaloThreads; ++tid) halo_round_stage(st + kGwRows * kGwLd, h.kc * h.CS, tid);
           {  // both products read channel ch's halo at ch * CS + corner + tap shift: within the channel's CS floats
             const int* cn = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
             int outside = 0;
@@ -95,8 +110,8 @@ static void emulate(const HaloGradWeight& p) {
                 const float* hb = st + kGwRows * kGwLd + gq * h.CS;
                 const int c0 = corners[8 * kb + tig], c1 = corners[8 * kb + tig + 4];
                 for (int tt = 0; tt < nt; ++tt) {
-                  B[tt][tig][gq] = tf32_round(hb[c0 + h.tap_off[j0 + tt]]);
-                  B[tt][tig + 4][gq] = tf32_round(hb[c1 + h.tap_off[j0 + tt]]);
+                  B[tt][tig][gq] = tf32_b(h, hb[c0 + h.tap_off[j0 + tt]]);
+                  B[tt][tig + 4][gq] = tf32_b(h, hb[c1 + h.tap_off[j0 + tt]]);
                 }
               }
               for (int lane = 0; lane < 32; ++lane) {
@@ -147,7 +162,7 @@ struct Case {
   int64_t gy_pad;     // floats between grad_y planes (1: misaligned planes, so element copies)
 };
 
-static void run_case(const Case& c, std::mt19937& rng, bool simt) {
+static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround = false) {
   Geometry q = case_geometry(c);
   std::normal_distribution<float> nd;
   const int64_t row = c.W * c.xstep;
@@ -171,6 +186,7 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt) {
     ++failures;
   }
   halo_gw_split(p, c.splits);
+  p.h.preround = preround;
   const int64_t ncol = q.Cg * q.ntaps;
   std::vector<float> ws(size_t(p.splits * q.M * ncol), std::numeric_limits<float>::quiet_NaN());
   p.ws = ws.data();
@@ -199,8 +215,9 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt) {
         if (!(err <= 1e-4 * (1 + std::fabs(ref)))) ++bad;
         if (!(err <= worst)) worst = err;  // NaN stays
       }
-  std::printf("%s grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
+  std::printf("%s%s grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
               "tgroups%d splits%d of %lld tiles: %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32",
+              preround ? " preround" : "",
               (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH, c.KW, c.ntaps, c.sh,
               c.sw, c.ph, c.pw, c.dh, c.dw, c.G, p.h.rows, p.h.CS, p.h.vec ? "vec" : "elem", p.gy_vec ? "+gy16" : "",
               p.tgroups, p.splits, (long long)p.tiles, bad ? "FAIL" : "ok", worst, scale);
@@ -223,6 +240,7 @@ int main() {
   };
   for (bool simt : {false, true})
     for (const Case& c : cases) run_case(c, rng, simt);
+  for (const Case& c : cases) run_case(c, rng, false, true);  // TF32, the halo rounded once a tile
   // layers it does not take: one tap; a halo too large for two stages at two blocks an SM (res_s2's)
   for (const Case& c : {Case{2, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0},
                         Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0}}) {
