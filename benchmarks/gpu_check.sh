@@ -103,9 +103,9 @@ section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; def
 # "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the halo paths whose default this
 # timing is to set: those for float32 (halo weight gradient, wide layout; flat mode and the pointwise weight
 # gradient too) timed without TF32, those for TF32 (flat mode, the pointwise weight gradient, the halo rounded
-# once a chunk) with it.
+# once a chunk, the wide layout) with it.
 FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1
-TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1
+TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1
 for tf32 in "" --tf32; do
   for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS}; do
     [ -n "$tf32" ] && [ "$v" = "$FP32_PATHS" ] && continue

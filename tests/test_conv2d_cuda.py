@@ -158,10 +158,12 @@ HALO = [
     ((5, 24, 3, 4), (8, 3, 3), dict(padding=1), "A", "contiguous"),
     ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", "every other"),
     ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, "contiguous"),
-    # 17 to 32 rows (forward: output channels, grad_input: input channels a group): in float32 the GEMMs' 32-row
-    # tile, or with PIXELOPS_CONV_HALO_WIDE=1 the FMA product's wide layout (32 rows x 256 pixels)
+    # 32 rows or fewer (forward: output channels, grad_input: input channels a group): in float32 the GEMMs'
+    # 32-row tile, in TF32 the 64-row halo tile, or with PIXELOPS_CONV_HALO_WIDE=1 the wide layout (32 rows x 256
+    # pixels; float32 from 17 rows)
     ((3, 32, 9, 11), (20, 3, 3), dict(padding=1), None, "contiguous"),
     ((2, 24, 10, 9), (30, 5, 5), dict(padding=2), "B", "every other"),
+    ((2, 16, 8, 9), (12, 3, 3), dict(padding=1), None, "contiguous"),
     # one tap: the GEMMs, or with PIXELOPS_CONV_HALO_FLAT=1 the halo's flat mode, both products (16-byte copies
     # where planes are whole multiples of 4 floats, else by element; tiles across images; in float32 17-32 rows
     # in the wide layout where PIXELOPS_CONV_HALO_WIDE=1 too)

@@ -406,9 +406,10 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_HALO_GW_SIMT=1, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
 // PIXELOPS_CONV_HALO_FLAT=1, the forward and grad_input of 1x1 stride-1 layers in flat mode (conv2d_halo.cuh),
 // TF32 and float32, instead of the GEMMs (res_1x1's float32 grad_input: 0.238 ms there, 14 TFLOP/s);
-// PIXELOPS_CONV_HALO_WIDE=1, float32's forward and stride-1 grad_input of 17 to 32 rows on the halo's FMA
-// product in its wide layout (32 rows x 256 pixels a tile) instead of the GEMMs' 32-row tile (mnist_c2's
-// grad_input: 0.39 ms there, its largest kernel beside the weight gradient);
+// PIXELOPS_CONV_HALO_WIDE=1, the forward and stride-1 grad_input of 32 rows or fewer in the halo's wide layout
+// (32 rows x 256 pixels a tile): float32's of 17 to 32 rows on the FMA product instead of the GEMMs' 32-row
+// tile (mnist_c2's grad_input: 0.39 ms there, its largest kernel beside the weight gradient), TF32's instead of
+// the 64-row tile, half of whose rows (and mma.sync) it leaves idle (mnist_c2's grad_input again);
 // PIXELOPS_CONV_HALO_PREROUND=1, TF32's halo rounded once a chunk (a tile, for the weight gradient) in shared
 // memory (HaloTf32Preround, GwTf32Preround) instead of at each B fragment read (Nsight had the TF32 forward at
 // 63% of the SMs' issue slots, paced by the instructions around the MMAs: for a 3x3 layer a cvt for each of 8 B
@@ -425,9 +426,11 @@ bool halo_preround_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_PREROUND", "1");
   return on;
 }
+// (TF32's product takes the wide layout for any problem of 32 rows or fewer; float32's leaves 16 or fewer to the
+// GEMMs, as it does the 64-row tile's.)
 bool halo_wide_takes(int64_t rows, bool tf32) {
   static const bool on = env_is("PIXELOPS_CONV_HALO_WIDE", "1");
-  return on && !tf32 && halo_enabled(false) && rows > 16 && rows <= 32;
+  return on && halo_enabled(tf32) && (tf32 || rows > 16) && rows <= 32;
 }
 // And, written without a GPU at hand too: PIXELOPS_CONV_PW_GW=1, the float32 weight gradient (TF32 or not) of
 // pointwise (1x1, stride 1, unpadded) layers on a GEMM of their own (conv2d_pointwise_grad_weight.cuh) instead
@@ -502,8 +505,10 @@ void run_halo(conv::HaloConv& h, cudaStream_t s, const char* what) {
   h.wp = wp.get();
   conv::halo_pack_kernel<<<grid_for(packed), kThreads, 0, s>>>(h, wp.get(), packed);
   check_launch(what);
-  if (h.wide) launch_halo_kernel<conv::HaloSimtWide>(h, s);
+  if (h.simt && h.wide) launch_halo_kernel<conv::HaloSimtWide>(h, s);
   else if (h.simt) launch_halo_kernel<conv::HaloSimt>(h, s);
+  else if (h.wide && h.preround) launch_halo_kernel<conv::HaloTf32WidePreround>(h, s);
+  else if (h.wide) launch_halo_kernel<conv::HaloTf32Wide>(h, s);
   else if (h.preround) launch_halo_kernel<conv::HaloTf32Preround>(h, s);
   else launch_halo_kernel<conv::HaloTf32>(h, s);
   check_launch(what);

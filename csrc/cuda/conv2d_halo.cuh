@@ -62,7 +62,7 @@ struct HaloConv {
   bool pairs = false;  // pixels go out two at a time (8-byte stores): even pixels an image, y 8-byte aligned
   bool simt = false;   // float32 FMAs (HaloSimt) instead of TF32 mma.sync (HaloTf32): weights packed for it
   bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
-  bool wide = false;   // HaloSimt's 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place)
+  bool wide = false;   // the 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place, halo_tf32_place)
   bool flipped = false;  // the taps at flipped shifts (grad_input): a mask's unused kernel rows come first
   bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_stage)
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
@@ -391,6 +391,13 @@ __host__ __device__ __forceinline__ float halo_activate(const HaloConv& h, int g
 // [tap][channel][row]), four conflict-free loads of consecutive pixels and 32 FMAs. Warp w takes rows 8*w of a
 // 64 x 128 tile; with h.wide (layers of 32 rows or fewer, which would leave half of those warps idle), rows
 // 8*(w % 4) and pixels 128*(w / 4) of a 32 x 256 tile.
+// Warp w's place in the TF32 product's tile: rows 32*wm + [0, 32), pixels 32*wn + [0, 32); in the wide layout
+// (32 rows x 256 pixels, for problems of 32 rows or fewer, which the 64-row tile would leave half idle) every
+// warp takes the 32 rows, at pixels 32*w.
+__host__ __device__ __forceinline__ void halo_tf32_place(bool wide, int warp, int& wm, int& wn) {
+  wm = wide ? 0 : warp % 2;
+  wn = wide ? warp : warp / 2;
+}
 __host__ __device__ __forceinline__ void halo_simt_place(bool wide, int tid, int& row0, int& pix0) {
   const int warp = tid / 32, lane = tid % 32;
   row0 = wide ? 8 * (warp % 4) : 8 * warp;
@@ -430,17 +437,20 @@ __device__ __forceinline__ void halo_wait(int n) {
   else asm volatile("cp.async.wait_group 2;" ::: "memory");
 }
 
-// The product of the TF32 kernel: warp (wm, wn) = (warp % 2, warp / 2) owns rows 32*wm + [0, 32) and pixels
-// 32*wn + [0, 32) as 2 x 4 m16n8 accumulators. Its B fragments are rounded to TF32 as they are read, or, where
-// kPreround, were rounded in shared memory once a chunk (halo_round_stage, h.preround).
-template <bool kPreround>
+// The product of the TF32 kernel: warp (wm, wn) = (warp % 2, warp / 2), or (0, warp) in the wide layout where
+// kWide (halo_tf32_place), owns rows 32*wm + [0, 32) and pixels 32*wn + [0, 32) as 2 x 4 m16n8 accumulators.
+// Its B fragments are rounded to TF32 as they are read, or, where kPreround, were rounded in shared memory once
+// a chunk (halo_round_stage, h.preround).
+template <bool kPreround, bool kWide>
 struct HaloTf32T {
   static constexpr int kMinBlocks = 3;  // three blocks an SM: at most 80 registers
   static constexpr bool kRoundHalo = kPreround;
   float acc[2][4][4] = {};
   int corner[4];  // this lane's B columns (k row tig): pixels 32*wn + 8*nj + gq
   __device__ HaloTf32T(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
-    const int lane = tid % 32, wn = tid / 64;
+    int wm, wn;
+    halo_tf32_place(kWide, tid / 32, wm, wn);
+    const int lane = tid % 32;
 #pragma unroll
     for (int nj = 0; nj < 4; ++nj)
       corner[nj] = (lane % 4) * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + lane / 4, first_row);
@@ -449,7 +459,9 @@ struct HaloTf32T {
   template <int KC>
   __device__ __forceinline__ void chunk(const HaloConv& h, const float* st, const float* hs, int tid) {
     constexpr int kNkk = KC / 8;
-    const float* wa = st + (2 * ((tid / 32) % 2)) * 128 + (tid % 32) * 4;
+    int wm, wn;
+    halo_tf32_place(kWide, tid / 32, wm, wn);
+    const float* wa = st + (2 * wm) * 128 + (tid % 32) * 4;
     for (int j = 0; j < h.ntaps; ++j) {
       const int off = h.tap_off[j];
 #pragma unroll
@@ -478,7 +490,9 @@ struct HaloTf32T {
   // Accumulator r of (i, nj): row 32*wm + 16*i + gq + 8*(r/2), pixel 32*wn + 8*nj + 2*tig + r%2. Pairs of
   // pixels go out as one 8-byte store where they share an image row run (even pixels an image: n is even).
   __device__ __forceinline__ void store(const HaloConv& h, int g, int mt, int64_t n0, int tid) {
-    const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4, wm = warp % 2, wn = warp / 2;
+    const int lane = tid % 32, gq = lane / 4, tig = lane % 4;
+    int wm, wn;
+    halo_tf32_place(kWide, tid / 32, wm, wn);
     const int64_t npix = h.pixels();
 #pragma unroll
     for (int nj = 0; nj < 4; ++nj) {
@@ -560,11 +574,12 @@ struct HaloSimtT {
 
 using HaloSimt = HaloSimtT<false>;
 using HaloSimtWide = HaloSimtT<true>;
-using HaloTf32 = HaloTf32T<false>;
-using HaloTf32Preround = HaloTf32T<true>;
+using HaloTf32 = HaloTf32T<false, false>;
+using HaloTf32Preround = HaloTf32T<true, false>;
+using HaloTf32Wide = HaloTf32T<false, true>;
+using HaloTf32WidePreround = HaloTf32T<true, true>;
 
-// The halo convolution, its product by Math (HaloTf32, HaloTf32Preround, HaloSimt or HaloSimtWide), over tiles of
-// h.bn() pixels.
+// The halo convolution, its product by Math (HaloTf32T, HaloSimt or HaloSimtWide), over tiles of h.bn() pixels.
 template <int KC, class Math>
 __global__ void __launch_bounds__(kHaloThreads, Math::kMinBlocks) halo_conv_kernel(const __grid_constant__ HaloConv h) {
   extern __shared__ __align__(16) float smem[];

@@ -3,7 +3,7 @@
 // fragment layout (HaloTf32), or the float32 FMAs of HaloSimt, against a naive convolution in float64 (of the
 // TF32-rounded operands for the TF32 product). Forward and
 // grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views; 1x1 layers
-// in flat mode (both products, and the float32 product's wide layout); the TF32 product with its halo rounded
+// in flat mode; both products in the wide layout too; the TF32 product with its halo rounded
 // once a chunk (halo_round_stage), where every B value it reads must then be a TF32 value.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
@@ -91,7 +91,8 @@ static void emulate(HaloConv h) {
             for (int tid = 0; tid < kHaloThreads; ++tid) halo_round_stage(st + cf, h.kc * h.CS, tid);
           const float* hs = st + cf;
           for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
-            const int wm = warp % 2, wn = warp / 2;
+            int wm, wn;
+            halo_tf32_place(h.wide, warp, wm, wn);
             for (int j = 0; j < h.ntaps; ++j)
               for (int kk = 0; kk < h.nkk; ++kk) {
                 // gather the warp's fragments lane by lane, as the kernel loads them
@@ -124,7 +125,9 @@ static void emulate(HaloConv h) {
           }
         }
         for (int tid = 0; tid < kHaloThreads; ++tid) {
-          const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4, wm = warp % 2, wn = warp / 2;
+          const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4;
+          int wm, wn;
+          halo_tf32_place(h.wide, warp, wm, wn);
           for (int nj = 0; nj < 4; ++nj)
             for (int i = 0; i < 2; ++i)
               for (int r = 0; r < 4; ++r) {
@@ -143,7 +146,7 @@ struct Case {
   int xstep;       // x (or grad_y) read from every xstep-th element of a wider buffer: a non-contiguous view
   int rowpad = 0;  // ... and its rows rowpad elements longer than the view's
   bool flat = false;  // flat mode asked for (kept for 1x1 stride-1 unpadded layers only)
-  bool wide = false;  // HaloSimt's wide layout (32 rows x 256 pixels; float32 only)
+  bool wide = false;  // the wide layout (32 rows x 256 pixels)
 };
 
 static Geometry geometry(const Case& c) {
@@ -308,23 +311,22 @@ int main() {
       {3, 20, 8, 8, 36, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, true, 1, 0, true},   // grad_input
       {2, 20, 9, 7, 36, 1, 1, 1, 1, 1, 0, 0, 1, 1, 2, false, false, true, 1, 0, true},   // grad_input, groups
       {2, 16, 9, 11, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1, 0, true},  // 3x3: not flat
-      // the float32 product's wide layout (32 rows x 256 pixels): 17-32 rows
+      // the wide layout (32 rows x 256 pixels): 17-32 rows (TF32 takes it for 32 or fewer)
       {3, 24, 9, 11, 32, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, true, true, false, 1, 0, false, true},   // 2 tiles, images
       {2, 16, 13, 20, 20, 3, 3, 9, 2, 1, 1, 1, 1, 2, 1, false, true, false, 2, 0, false, true}, // stride, dilation
       {2, 24, 9, 10, 18, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false, false, false, 1, 0, false, true}, // mask B
       {2, 32, 10, 13, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1, 0, false, true}, // grad_input
       {3, 36, 9, 9, 30, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1, 0, false, true},   // grad_input, groups
-      // ... and in flat mode (1x1 layers of 17-32 rows in float32)
+      {2, 16, 8, 9, 12, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, true, true, false, 1, 0, false, true},   // 12 rows (TF32)
+      // ... and in flat mode (1x1 layers)
       {3, 40, 9, 7, 24, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, true, true, false, 1, 0, true, true},     // by element
       {2, 36, 8, 10, 20, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, true, false, 1, 0, true, true},   // 16-byte copies
       {2, 24, 8, 8, 40, 1, 1, 1, 1, 1, 0, 0, 1, 1, 2, false, false, true, 1, 0, true, true},    // grad_input, groups
   };
   for (const Case& c : cases)
-    for (const bool simt : {false, true})
-      if (simt || !c.wide) run_case(c, simt, rng);
+    for (const bool simt : {false, true}) run_case(c, simt, rng);
   // the TF32 product with its halo rounded once a chunk (PIXELOPS_CONV_HALO_PREROUND=1)
-  for (const Case& c : cases)
-    if (!c.wide) run_case(c, false, rng, true);
+  for (const Case& c : cases) run_case(c, false, rng, true);
   // layers the halo does not take: 3 channels; one tap
   for (const Case& c : {Case{1, 3, 8, 8, 8, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, false, 1},
                         Case{1, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, false, false, 1}}) {
