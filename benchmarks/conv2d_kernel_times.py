@@ -5,8 +5,9 @@
 Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
 grad_input by taps (pack_tap_weights, a ForwardGemm, gather_taps_kernel), and the halo kernels
-(halo_pack_kernel, halo_conv_kernel with HaloTf32, HaloSimt or HaloSimtWide: the forward, and grad_input at
-stride 1; halo_grad_weight_kernel with GwTf32 or GwSimt; pointwise_grad_weight_kernel), and the host time of a call.
+(halo_pack_kernel, halo_conv_kernel with HaloTf32 (wide, preround: the settings it ran under), HaloSimt or
+HaloSimtWide: the forward, and grad_input at stride 1; halo_grad_weight_kernel with GwTf32 (preround) or GwSimt;
+pointwise_grad_weight_kernel with PwTf32 or PwSimt), and the host time of a call.
 """
 import argparse
 import re
@@ -25,9 +26,14 @@ def short(name):
                 "grad_input_direct", "forward_direct", "pack_tap_weights", "gather_taps_kernel", "halo_pack_kernel",
                 "halo_conv_kernel", "halo_grad_weight_kernel", "grad_weight_direct", "pointwise_grad_weight_kernel"):
         if key in name:
-            mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma|HaloTf32|HaloSimtT<true>|HaloSimt|GwTf32|GwSimt)", name)
+            mma = re.search(r"(Tf32Mma|SimtMma|WmmaMma|HaloTf32T<(true|false), (true|false)>|HaloSimtT<true>|HaloSimt"
+                            r"|GwTf32T<true>|GwTf32|GwSimt|PwTf32|PwSimt)", name)
             tap = ", tap-major" if re.search(r"Gemm<[^>]*, true>", name) else ""
-            product = mma.group(1).replace("HaloSimtT<true>", "HaloSimtWide") if mma else ""
+            product = mma.group(1) if mma else ""
+            if product.startswith("HaloTf32T<"):  # <preround, wide>
+                product = "HaloTf32" + (" wide" if mma.group(3) == "true" else "") + (
+                    " preround" if mma.group(2) == "true" else "")
+            product = product.replace("HaloSimtT<true>", "HaloSimtWide").replace("GwTf32T<true>", "GwTf32 preround")
             return key + (f" ({product}{tap})" if mma else "")
     return name[:60]
 
