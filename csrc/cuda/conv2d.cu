@@ -410,6 +410,9 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // (32 rows x 256 pixels a tile): float32's of 17 to 32 rows on the FMA product instead of the GEMMs' 32-row
 // tile (mnist_c2's grad_input: 0.39 ms there, its largest kernel beside the weight gradient), TF32's instead of
 // the 64-row tile, half of whose rows (and mma.sync) it leaves idle (mnist_c2's grad_input again);
+// PIXELOPS_CONV_HALO_SPLIT=1, a column-stride-2 forward's halo slots split into their even and odd columns
+// (halo_column), so that the taps' reads of consecutive pixels are consecutive floats (two to a bank otherwise:
+// res_s2's forward, 0.58x cuDNN's under TF32 and 0.83x in float32 on an H100, the worst forward rows);
 // PIXELOPS_CONV_HALO_PREROUND=1, TF32's halo rounded once a chunk (a tile, for the weight gradient) in shared
 // memory (HaloTf32Preround, GwTf32Preround) instead of at each B fragment read (Nsight had the TF32 forward at
 // 63% of the SMs' issue slots, paced by the instructions around the MMAs: for a 3x3 layer a cvt for each of 8 B
@@ -420,6 +423,10 @@ bool halo_gw_simt_enabled() {
 }
 bool halo_flat_enabled() {
   static const bool on = env_is("PIXELOPS_CONV_HALO_FLAT", "1");
+  return on;
+}
+bool halo_split_enabled() {
+  static const bool on = env_is("PIXELOPS_CONV_HALO_SPLIT", "1");
   return on;
 }
 bool halo_preround_enabled() {
@@ -441,12 +448,14 @@ bool pointwise_gw_enabled() {
 }
 
 // The product and layout of a halo launch (forward or grad_input) for a problem of `rows` output rows: TF32's
-// mma.sync or float32's FMAs, the wide layout, and flat mode asked for (halo_setup keeps it for a 1x1 layer
-// only). False where the halo kernels leave the problem to the GEMMs.
+// mma.sync or float32's FMAs, the wide layout, the halo rounded once a chunk, and flat mode and split columns
+// asked for (halo_setup keeps them where the layer allows). False where the halo kernels leave the problem to
+// the GEMMs.
 bool halo_plan(conv::HaloConv& h, int64_t rows, bool tf32) {
   h.simt = !tf32;
   h.flat = halo_flat_enabled();
   h.preround = tf32 && halo_preround_enabled();
+  h.split = halo_split_enabled();
   h.wide = halo_wide_takes(rows, tf32);
   return halo_takes(rows, tf32) || h.wide;
 }

@@ -65,6 +65,8 @@ struct HaloConv {
   bool wide = false;   // the 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place, halo_tf32_place)
   bool flipped = false;  // the taps at flipped shifts (grad_input): a mask's unused kernel rows come first
   bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_stage)
+  bool split = false;  // column stride 2: a slot's even padded columns, then its odd ones (halo_column)
+  int half = 0;        // ... the odd ones' start
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
   int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
@@ -118,7 +120,8 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   const int64_t rows = row_changes * q.sh + image_changes * std::max<int64_t>(0, span - q.sh) + span;
   const int64_t reach = int64_t(q.OW - 1) * q.sw + int64_t(q.KW - 1) * q.dw + 1;  // padded columns read
   h.lead = h.vec ? (4 - q.pw % 4) % 4 : 0;
-  const int64_t RL = h.vec ? (h.lead + reach + 3) / 4 * 4 : reach;
+  h.half = h.split ? int((reach + 1) / 2) : 0;
+  const int64_t RL = h.split ? 2 * int64_t(h.half) : h.vec ? (h.lead + reach + 3) / 4 * 4 : reach;
   int64_t CS = rows * RL;
   // CS = cs_mod mod 32, so that a B fragment's loads fall in distinct banks: 8 where its 4 k rows are 4
   // channels (the forward), 4 where its 8 columns are 8 channels (grad_weight, conv2d_halo_grad_weight.cuh)
@@ -178,21 +181,23 @@ inline bool halo_flat_vectorizable(const Geometry& t, const float* x) {
 
 // Fills h for t, q's convolution seen as a forward of `in` into `out` (q itself, or its grad_input), with q's
 // active taps [0, q.ntaps) at flipped shifts where flip, and the weight of (row, channel, tap) at
-// w + g*Mg*ws[0] + row*wrs + chan*wcs + tap; false where the halo path does not fit. h.flat, as the caller
-// set it, asks for flat mode, kept where t allows it.
+// w + g*Mg*ws[0] + row*wrs + chan*wcs + tap; false where the halo path does not fit. h.flat and h.split, as
+// the caller set them, ask for flat mode and split columns, kept where t allows them.
 inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, const float* in, float* out, const float* w,
                        int64_t wrs, int64_t wcs, bool flip, size_t smem_budget, size_t smem_most) {
   h.q = t;
   h.flipped = flip;
   h.flat = h.flat && halo_flat_geometry(t);
-  h.vec = h.flat ? halo_flat_vectorizable(t, in) : halo_rows_vectorizable(t.xs, in);
+  h.split = h.split && !h.flat && t.sw == 2;  // (element copies: a 16-byte piece would straddle the halves)
+  h.vec = h.flat ? halo_flat_vectorizable(t, in) : !h.split && halo_rows_vectorizable(t.xs, in);
   if (!halo_fits(h, q.ntaps, smem_budget, smem_most)) return false;
   h.x = in; h.y = out;
   h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = wrs; h.wcs = wcs;
   for (int j = 0; j < q.ntaps; ++j) {
     // flipped in t's kernel, which may have fewer rows than q's (halo_for_grad_input)
     const int kh = j / q.KW, kw = j % q.KW, sh = flip ? t.KH - 1 - kh : kh, sw = flip ? t.KW - 1 - kw : kw;
-    h.tap_off[j] = sh * q.dh * h.RL + sw * q.dw;
+    // (split: column 2*ow + sw*dw sits at ow + (sw*dw) / 2 in the half of its parity)
+    h.tap_off[j] = sh * q.dh * h.RL + (h.split ? ((sw * q.dw) & 1) * h.half + ((sw * q.dw) >> 1) : sw * q.dw);
     h.tap_w[j] = kh * q.ws[2] + kw * q.ws[3];
   }
   h.pairs = (t.OH * t.OW) % 2 == 0 && (reinterpret_cast<uintptr_t>(out) & 7) == 0;
@@ -274,13 +279,22 @@ __host__ __device__ __forceinline__ int64_t halo_first_row(const HaloConv& h, in
   return img * h.Rfull + oh * h.q.sh;
 }
 
-// Halo offset of output pixel n's window corner (slot * RL + ow * sw); 0 past the last pixel (its column of
-// the product is computed from whatever is there and never stored).
+// Where padded column pc of a slot sits in it: at lead + pc, or, split (column stride 2), the even columns
+// first and the odd ones from `half` on. Split, the taps' reads of 8 consecutive output pixels (columns 2*ow +
+// kw*dw) are 8 consecutive floats, where unsplit they were every other float: with 4 channels CS = 8 mod 32
+// apart, a TF32 B fragment's 32 loads then fall in 32 banks (two to a bank unsplit), and the FMA product's 32
+// lanes read 32 consecutive floats.
+__host__ __device__ __forceinline__ int halo_column(const HaloConv& h, int pc) {
+  return h.split ? (pc & 1) * h.half + (pc >> 1) : h.lead + pc;
+}
+
+// Halo offset of output pixel n's window corner (slot * RL + the column of ow * sw); 0 past the last pixel (its
+// column of the product is computed from whatever is there and never stored).
 __host__ __device__ __forceinline__ int halo_corner(const HaloConv& h, int64_t n, int64_t first_row) {
   if (n >= h.pixels()) return 0;
   if (h.flat) return int(n - first_row);
   const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n), r = n - img * opix, oh = h.q.by_OW(r);
-  return int((img * h.Rfull + oh * h.q.sh - first_row) * h.RL + h.lead + (r - oh * h.q.OW) * h.q.sw);
+  return int((img * h.Rfull + oh * h.q.sh - first_row) * h.RL + halo_column(h, int(r - oh * h.q.OW) * h.q.sw));
 }
 
 // The input row behind slot s (flattened padded row G = first_row + s), channel c0 of group g: false for a row
@@ -320,7 +334,12 @@ __host__ __device__ __forceinline__ void halo_load_rows(const HaloConv& h, int g
     for (int c = 0; c < h.kc; ++c) {
       const bool valid = there && c0 + c < h.q.Cg;
       const float* sc = valid ? src + c * h.q.xs[1] : h.x;
-      for (int iw = lane; iw < h.Wload; iw += 32) copy4(dst + c * h.CS + iw, valid ? sc + iw * h.q.xs[3] : h.x, valid);
+      float* row = hs + s * h.RL + c * h.CS;
+      if (h.split)  // (a loop of its own: the column's parity test kept out of the unsplit copy)
+        for (int iw = lane; iw < h.Wload; iw += 32)
+          copy4(row + halo_column(h, iw + h.q.pw), valid ? sc + iw * h.q.xs[3] : h.x, valid);
+      else
+        for (int iw = lane; iw < h.Wload; iw += 32) copy4(dst + c * h.CS + iw, valid ? sc + iw * h.q.xs[3] : h.x, valid);
     }
   }
 }

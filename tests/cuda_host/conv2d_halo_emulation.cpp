@@ -3,7 +3,8 @@
 // fragment layout (HaloTf32), or the float32 FMAs of HaloSimt, against a naive convolution in float64 (of the
 // TF32-rounded operands for the TF32 product). Forward and
 // grad_input (stride 1), with strides, dilation, groups, masks, tiles that run across images, views; 1x1 layers
-// in flat mode; both products in the wide layout too; the TF32 product with its halo rounded
+// in flat mode; both products in the wide layout and with split columns (column stride 2) too; the TF32
+// product with its halo rounded
 // once a chunk (halo_round_stage), where every B value it reads must then be a TF32 value.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
@@ -147,6 +148,7 @@ struct Case {
   int rowpad = 0;  // ... and its rows rowpad elements longer than the view's
   bool flat = false;  // flat mode asked for (kept for 1x1 stride-1 unpadded layers only)
   bool wide = false;  // the wide layout (32 rows x 256 pixels)
+  bool split = false;  // split columns asked for (kept for column stride 2 only)
 };
 
 static Geometry geometry(const Case& c) {
@@ -210,6 +212,7 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
   HaloConv h;
   h.flat = c.flat;
   h.wide = c.wide;
+  h.split = c.split;
   bool fits;
   if (c.grad_input) {
     for (int i = 0; i < 4; ++i) q.gs[i] = s[i];
@@ -225,6 +228,10 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
   }
   if (h.flat != (c.flat && c.KH == 1 && c.KW == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0)) {
     std::printf("FAIL: flat mode %s where it should not be\n", h.flat ? "kept" : "dropped");
+    ++failures;
+  }
+  if (h.split != (c.split && !c.grad_input && c.sw == 2) || (h.split && h.vec)) {
+    std::printf("FAIL: split columns %s where they should not be\n", h.split ? "kept" : "dropped");
     ++failures;
   }
   h.simt = simt;
@@ -270,9 +277,9 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
           if (!(err <= 4e-6 * (1 + mag))) ++bad;
           if (!(err <= worst)) worst = err;  // NaN stays
         }
-  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s%s%s: %s (worst %.3g of %.3g)\n",
+  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s%s%s%s: %s (worst %.3g of %.3g)\n",
               simt ? "simt" : "tf32", c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
-              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "", h.flat ? " flat" : "", h.wide ? " wide" : "", h.preround ? " preround" : "",
+              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "", h.flat ? " flat" : "", h.wide ? " wide" : "", h.preround ? " preround" : "", h.split ? " split" : "",
               bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
 }
@@ -318,6 +325,15 @@ int main() {
       {2, 32, 10, 13, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1, 0, false, true}, // grad_input
       {3, 36, 9, 9, 30, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, false, false, true, 1, 0, false, true},   // grad_input, groups
       {2, 16, 8, 9, 12, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, true, true, false, 1, 0, false, true},   // 12 rows (TF32)
+      // split columns (column stride 2): even columns, then odd ones
+      {2, 16, 13, 20, 24, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false, true, false, 1, 0, false, false, true},
+      {2, 12, 11, 17, 20, 3, 3, 9, 1, 2, 1, 2, 1, 2, 1, true, true, false, 2, 0, false, false, true},  // dilation 2
+      {3, 16, 9, 14, 40, 3, 3, 5, 2, 2, 1, 1, 1, 1, 1, false, false, false, 1, 0, false, false, true},  // mask B
+      {2, 24, 13, 20, 20, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false, true, false, 1, 0, false, true, true},  // wide
+      {2, 64, 20, 28, 32, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false, true, false, 1, 0, false, false, true},  // res_s2-like
+      {2, 16, 9, 13, 24, 5, 5, 25, 2, 2, 2, 2, 1, 1, 1, false, true, false, 1, 1, false, false, true}, // 5x5, rows apart
+      {2, 16, 9, 11, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1, 0, false, false, true},  // stride 1: not
+      {2, 16, 9, 11, 24, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1, 0, false, false, true},  // grad_input: not
       // ... and in flat mode (1x1 layers)
       {3, 40, 9, 7, 24, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, true, true, false, 1, 0, true, true},     // by element
       {2, 36, 8, 10, 20, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, true, false, 1, 0, true, true},   // 16-byte copies
