@@ -17,6 +17,7 @@
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_halo.cuh"
 #include "conv_case.h"
+#include "halo_tf32_operand.h"
 
 using namespace pixelops::cuda::conv;
 
@@ -67,17 +68,7 @@ static void for_each_block(HaloConv& h, Body&& body) {
       }
 }
 
-// A B value as HaloTf32 takes it: rounded as it is read, or (h.preround) as halo_round_stage left it, which
-// must then be a TF32 value already.
-static float tf32_b(const HaloConv& h, float v) {
-  if (!h.preround) return tf32_round(v);
-  if (!(tf32_round(v) == v) && v == v) {
-    static int reported = 0;
-    if (reported++ < 3) std::printf("FAIL: a halo value read unrounded (%.9g)\n", v);
-    ++failures;
-  }
-  return v;
-}
+static float tf32_b(const HaloConv& h, float v) { return halo_tf32_operand(h, v, failures); }
 
 // As halo_conv_kernel with HaloTf32 (HaloTf32Preround where h.preround), block by block.
 static void emulate(HaloConv h) {

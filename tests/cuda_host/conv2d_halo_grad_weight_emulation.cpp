@@ -18,22 +18,13 @@
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_halo_grad_weight.cuh"
 #include "conv_case.h"
+#include "halo_tf32_operand.h"
 
 using namespace pixelops::cuda::conv;
 
 static int failures = 0;
 
-// A B value as GwTf32 takes it: rounded as it is read, or (h.preround) as halo_round_stage left it, which must
-// then be a TF32 value already.
-static float tf32_b(const HaloConv& h, float v) {
-  if (!h.preround) return tf32_round(v);
-  if (!(tf32_round(v) == v) && v == v) {
-    static int reported = 0;
-    if (reported++ < 3) std::printf("FAIL: a halo value read unrounded (%.9g)\n", v);
-    ++failures;
-  }
-  return v;
-}
+static float tf32_b(const HaloConv& h, float v) { return halo_tf32_operand(h, v, failures); }
 
 // GwSimt's part of a block: warp by warp, lane by lane, as the kernel runs them (acc: [warp][lane]).
 static float simt_acc[kHaloThreads / 32][32][kGwSimtRows][kGwMaxNt];
