@@ -477,26 +477,26 @@ size_t halo_smem_budget() {
 // Where two stages do not fit that budget (large strided halos), a block may take up to half an SM's worth.
 size_t halo_smem_most() { return std::max(halo_smem_budget(), std::min(conv::kHaloMostSmem, size_t(smem_optin()))); }
 
-// More than 48 KB of dynamic shared memory needs a kernel's opt-in (to all the device allows), once per kernel
-// and device: `opted` is the kernel's record of the devices done.
-template <class K>
-void opt_in_smem(K kernel, std::atomic<uint64_t>& opted) {
+// Launches Kernel(p) with `smem` bytes of dynamic shared memory. More than 48 KB needs the kernel's opt-in (to
+// all the device allows), once per kernel and device: `opted` is the kernel's record of the devices done.
+template <auto Kernel, class P>
+void launch_with_smem(dim3 grid, int threads, size_t smem, cudaStream_t s, const P& p) {
+  static std::atomic<uint64_t> opted{0};
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
   if (!bit || !(opted.load() & bit)) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin()),
+    check(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin()),
           "cudaFuncSetAttribute");
     opted.fetch_or(bit);
   }
+  Kernel<<<grid, threads, smem, s>>>(p);
 }
 
 template <int KC, class Math>
 void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
-  static std::atomic<uint64_t> opted{0};
-  opt_in_smem(conv::halo_conv_kernel<KC, Math>, opted);
   const dim3 grid{unsigned((h.pixels() + h.bn() - 1) / h.bn()), unsigned(h.mtiles), unsigned(h.q.G)};
-  conv::halo_conv_kernel<KC, Math><<<grid, conv::kHaloThreads, h.smem_bytes(), s>>>(h);
+  launch_with_smem<conv::halo_conv_kernel<KC, Math>>(grid, conv::kHaloThreads, h.smem_bytes(), s, h);
 }
 template <class Math>
 void launch_halo_kernel(const conv::HaloConv& h, cudaStream_t s) {
@@ -571,14 +571,11 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
     p.ws = ws.get();
     p.h.preround = !p.simt && halo_preround_enabled();
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
-    auto launch = [&](auto kernel, std::atomic<uint64_t>& opted) {
-      opt_in_smem(kernel, opted);
-      kernel<<<grid, conv::kHaloThreads, p.smem_bytes(), s>>>(p);
-    };
-    static std::atomic<uint64_t> opted_tf32{0}, opted_pre{0}, opted_simt{0};
-    if (p.simt) launch(conv::halo_grad_weight_kernel<conv::GwSimt>, opted_simt);
-    else if (p.h.preround) launch(conv::halo_grad_weight_kernel<conv::GwTf32Preround>, opted_pre);
-    else launch(conv::halo_grad_weight_kernel<conv::GwTf32>, opted_tf32);
+    const size_t smem = p.smem_bytes();
+    if (p.simt) launch_with_smem<conv::halo_grad_weight_kernel<conv::GwSimt>>(grid, conv::kHaloThreads, smem, s, p);
+    else if (p.h.preround)
+      launch_with_smem<conv::halo_grad_weight_kernel<conv::GwTf32Preround>>(grid, conv::kHaloThreads, smem, s, p);
+    else launch_with_smem<conv::halo_grad_weight_kernel<conv::GwTf32>>(grid, conv::kHaloThreads, smem, s, p);
     check_launch("conv2d_backward (weight, halo)");
     add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);
     return true;
@@ -600,13 +597,9 @@ bool pointwise_grad_weight(const Geometry& q, const T* x, const T* y, const T* g
     Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg, s, "conv2d_backward (weight, pointwise)");
     p.ws = ws.get();
     const dim3 grid{unsigned(p.ntiles), unsigned(p.mtiles), unsigned(q.G * p.splits)};
-    auto launch = [&](auto kernel, std::atomic<uint64_t>& opted) {
-      opt_in_smem(kernel, opted);
-      kernel<<<grid, 256, conv::PointwiseGw::smem_bytes(), s>>>(p);
-    };
-    static std::atomic<uint64_t> opted_tf32{0}, opted_simt{0};
-    if (tf32) launch(conv::pointwise_grad_weight_kernel<conv::PwTf32>, opted_tf32);
-    else launch(conv::pointwise_grad_weight_kernel<conv::PwSimt>, opted_simt);
+    const size_t smem = conv::PointwiseGw::smem_bytes();
+    if (tf32) launch_with_smem<conv::pointwise_grad_weight_kernel<conv::PwTf32>>(grid, 256, smem, s, p);
+    else launch_with_smem<conv::pointwise_grad_weight_kernel<conv::PwSimt>>(grid, 256, smem, s, p);
     check_launch("conv2d_backward (weight, pointwise)");
     add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);
     return true;
