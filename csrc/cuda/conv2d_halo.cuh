@@ -33,6 +33,11 @@
 // images) for those 128, and on an H100 ran res_1x1's TF32 forward at 0.21 ms against the WMMA GEMM's 0.10.
 // The same kernels and products run it (the one tap at shift 0, a pixel's "corner" its place in the tile).
 //
+// Three more layouts, each behind a setting until timed on a GPU (conv2d.cu): a wide tile of 32 rows x 256
+// pixels for problems of 32 rows or fewer (halo_tf32_place, halo_simt_place), split slots for column stride 2
+// (halo_column: even columns, then odd ones, so that consecutive pixels read consecutive floats), and the TF32
+// product's halo rounded once a chunk in shared memory (halo_round_stage) instead of at each read.
+//
 // Everything but the kernels is plain C++ over host/device functions, so tests/cuda_host runs the same index
 // math (the packing, the slots, the fragments' addresses) against a naive convolution.
 #pragma once
