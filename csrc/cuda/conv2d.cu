@@ -401,50 +401,40 @@ bool halo_enabled(bool tf32) {
 // halo took mnist_c2's fp32 grad_input, 32 rows, from 0.39 to about 0.46 ms).
 bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 || rows > 32); }
 
-// Halo paths written without a GPU at hand, off until timed against the kernels they would replace
-// (benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways):
-// PIXELOPS_CONV_HALO_GW_SIMT=1, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
-// PIXELOPS_CONV_HALO_FLAT=1, the forward and grad_input of 1x1 stride-1 layers in flat mode (conv2d_halo.cuh),
+// Paths written without a GPU at hand, each off until timed against the kernels it would replace
+// (benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways; README: the table of them), on
+// where its variable is 1 (read once):
+// PIXELOPS_CONV_HALO_GW_SIMT, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
+// PIXELOPS_CONV_HALO_FLAT, the forward and grad_input of 1x1 stride-1 layers in flat mode (conv2d_halo.cuh),
 // TF32 and float32, instead of the GEMMs (res_1x1's float32 grad_input: 0.238 ms there, 14 TFLOP/s);
-// PIXELOPS_CONV_HALO_WIDE=1, the forward and stride-1 grad_input of 32 rows or fewer in the halo's wide layout
+// PIXELOPS_CONV_HALO_WIDE, the forward and stride-1 grad_input of 32 rows or fewer in the halo's wide layout
 // (32 rows x 256 pixels a tile): float32's of 17 to 32 rows on the FMA product instead of the GEMMs' 32-row
 // tile (mnist_c2's grad_input: 0.39 ms there, its largest kernel beside the weight gradient), TF32's instead of
 // the 64-row tile, half of whose rows (and mma.sync) it leaves idle (mnist_c2's grad_input again);
-// PIXELOPS_CONV_HALO_SPLIT=1, a column-stride-2 forward's halo slots split into their even and odd columns
+// PIXELOPS_CONV_HALO_SPLIT, a column-stride-2 forward's halo slots split into their even and odd columns
 // (halo_column), so that the taps' reads of consecutive pixels are consecutive floats (two to a bank otherwise:
 // res_s2's forward, 0.58x cuDNN's under TF32 and 0.83x in float32 on an H100, the worst forward rows);
-// PIXELOPS_CONV_HALO_PREROUND=1, TF32's halo rounded once a chunk (a tile, for the weight gradient) in shared
+// PIXELOPS_CONV_HALO_PREROUND, TF32's halo rounded once a chunk (a tile, for the weight gradient) in shared
 // memory (HaloTf32Preround, GwTf32Preround) instead of at each B fragment read (Nsight had the TF32 forward at
 // 63% of the SMs' issue slots, paced by the instructions around the MMAs: for a 3x3 layer a cvt for each of 8 B
-// values of every k8 step; 18 in the weight gradient's).
-bool halo_gw_simt_enabled() {
-  static const bool on = env_is("PIXELOPS_CONV_HALO_GW_SIMT", "1");
-  return on;
+// values of every k8 step; 18 in the weight gradient's);
+// PIXELOPS_CONV_PW_GW, the float32 weight gradient (TF32 or not) of pointwise (1x1, stride 1, unpadded) layers
+// on a GEMM of their own (conv2d_pointwise_grad_weight.cuh) instead of the implicit GEMM's (res_1x1: 0.127 ms
+// TF32, 0.125 float32 there).
+struct NewPaths {
+  bool gw_simt, flat, wide, split, preround, pw_gw;
+};
+const NewPaths& new_paths() {
+  auto on = [](const char* name) { return env_is(name, "1"); };
+  static const NewPaths p{on("PIXELOPS_CONV_HALO_GW_SIMT"), on("PIXELOPS_CONV_HALO_FLAT"),
+                          on("PIXELOPS_CONV_HALO_WIDE"),    on("PIXELOPS_CONV_HALO_SPLIT"),
+                          on("PIXELOPS_CONV_HALO_PREROUND"), on("PIXELOPS_CONV_PW_GW")};
+  return p;
 }
-bool halo_flat_enabled() {
-  static const bool on = env_is("PIXELOPS_CONV_HALO_FLAT", "1");
-  return on;
-}
-bool halo_split_enabled() {
-  static const bool on = env_is("PIXELOPS_CONV_HALO_SPLIT", "1");
-  return on;
-}
-bool halo_preround_enabled() {
-  static const bool on = env_is("PIXELOPS_CONV_HALO_PREROUND", "1");
-  return on;
-}
-// (TF32's product takes the wide layout for any problem of 32 rows or fewer; float32's leaves 16 or fewer to the
-// GEMMs, as it does the 64-row tile's.)
+// Whether a problem of `rows` rows takes the wide layout: TF32's product for any of 32 rows or fewer; float32's
+// leaves 16 or fewer to the GEMMs, as it does with the 64-row tile.
 bool halo_wide_takes(int64_t rows, bool tf32) {
-  static const bool on = env_is("PIXELOPS_CONV_HALO_WIDE", "1");
-  return on && halo_enabled(tf32) && (tf32 || rows > 16) && rows <= 32;
-}
-// And, written without a GPU at hand too: PIXELOPS_CONV_PW_GW=1, the float32 weight gradient (TF32 or not) of
-// pointwise (1x1, stride 1, unpadded) layers on a GEMM of their own (conv2d_pointwise_grad_weight.cuh) instead
-// of the implicit GEMM's (res_1x1: 0.127 ms TF32, 0.125 float32 there).
-bool pointwise_gw_enabled() {
-  static const bool on = env_is("PIXELOPS_CONV_PW_GW", "1");
-  return on;
+  return new_paths().wide && halo_enabled(tf32) && (tf32 || rows > 16) && rows <= 32;
 }
 
 // The product and layout of a halo launch (forward or grad_input) for a problem of `rows` output rows: TF32's
@@ -453,9 +443,9 @@ bool pointwise_gw_enabled() {
 // the GEMMs.
 bool halo_plan(conv::HaloConv& h, int64_t rows, bool tf32) {
   h.simt = !tf32;
-  h.flat = halo_flat_enabled();
-  h.preround = tf32 && halo_preround_enabled();
-  h.split = halo_split_enabled();
+  h.flat = new_paths().flat;
+  h.preround = tf32 && new_paths().preround;
+  h.split = new_paths().split;
   h.wide = halo_wide_takes(rows, tf32);
   return halo_takes(rows, tf32) || h.wide;
 }
@@ -555,13 +545,13 @@ bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* 
 }
 
 // grad_weight on the halo kernel (conv2d_halo_grad_weight.cuh) where it applies: float32 with TF32 (GwTf32), or
-// without it where halo_takes its rows and halo_gw_simt_enabled (GwSimt); no ReLU gate, grad_y planes
+// without it where halo_takes its rows and new_paths().gw_simt (GwSimt); no ReLU gate, grad_y planes
 // contiguous, two stages in shared memory. False otherwise.
 template <class T>
 bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloGradWeight p;
-    if (y || !halo_takes(q.Mg, tf32) || (!tf32 && !halo_gw_simt_enabled()) ||
+    if (y || !halo_takes(q.Mg, tf32) || (!tf32 && !new_paths().gw_simt) ||
         !conv::halo_gw_setup(p, q, x, gy, std::min(conv::kGwSmem, size_t(smem_optin())), !tf32))
       return false;
     // one wave of two blocks an SM (what the registers and shared memory allow), rounding down
@@ -569,7 +559,7 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
     conv::halo_gw_split(p, 2 * int64_t(sm_count()) / per_split);
     Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg * q.ntaps, s, "conv2d_backward (weight, halo)");
     p.ws = ws.get();
-    p.h.preround = !p.simt && halo_preround_enabled();
+    p.h.preround = !p.simt && new_paths().preround;
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
     const size_t smem = p.smem_bytes();
     if (p.simt) launch_with_smem<conv::halo_grad_weight_kernel<conv::GwSimt>>(grid, conv::kHaloThreads, smem, s, p);
@@ -585,13 +575,13 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
 }
 
 // grad_weight of a float32 pointwise layer on its own GEMM (conv2d_pointwise_grad_weight.cuh: PwTf32 under
-// TF32, else PwSimt), where pointwise_gw_enabled, without a ReLU gate, every plane read 16 bytes at a time;
+// TF32, else PwSimt), where new_paths().pw_gw, without a ReLU gate, every plane read 16 bytes at a time;
 // false otherwise.
 template <class T>
 bool pointwise_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::PointwiseGw p;
-    if (y || !pointwise_gw_enabled() || !conv::pointwise_gw_setup(p, q, x, gy)) return false;
+    if (y || !new_paths().pw_gw || !conv::pointwise_gw_setup(p, q, x, gy)) return false;
     // one wave of two blocks an SM (what the shared memory allows)
     conv::pointwise_gw_split(p, 2 * int64_t(sm_count()) / (int64_t(p.mtiles) * p.ntiles * q.G));
     Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg, s, "conv2d_backward (weight, pointwise)");
