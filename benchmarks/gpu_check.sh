@@ -80,23 +80,7 @@ if [ -n "$san_pid" ]; then
   grep -E 'ERROR SUMMARY|Invalid|FAIL|smoke:' "$LOGS/memcheck.log" | head -20
 fi
 
-section "GEMM ceilings of this device"
-timeout 60 "$PY" "$REPO/benchmarks/gemm_ceiling.py" 2>&1 | tee "$LOGS/gemm-ceiling.log" | tail -1
-
-section "bench (rows at the end of this output)"
-timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" \
-  >"$LOGS/bench-cuda.log" 2>&1
-bench_rc=$?
-# BENCH_VARIANTS: environment settings (several in one: joined by commas) to run the conv2d bench under as
-# well, so that one call gives the figures the defaults would give with them on; by default the halo paths
-# that are off until timed, all together (the kernel times below tell them apart).
-for v in ${BENCH_VARIANTS-$NEW_PATHS}; do
-  log="$LOGS/bench-cuda-${v//[^A-Za-z0-9]/_}.log"
-  env ${v//,/ } timeout 150 "$PY" -m pixelops bench --device cuda --ops conv2d >"$log" 2>&1
-  echo "conv2d bench with $v (rc=$?):"
-  sed -n '/geometric mean/,$p' "$log"
-done
-
+# (Before the bench: on a short lease, the per-kernel times that decide the new paths come back first.)
 [ -n "${SKIP_KERNEL_TIMES:-}" ] || {
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
 # KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
@@ -115,6 +99,23 @@ for tf32 in "" --tf32; do
   done
 done
 }
+
+section "GEMM ceilings of this device"
+timeout 60 "$PY" "$REPO/benchmarks/gemm_ceiling.py" 2>&1 | tee "$LOGS/gemm-ceiling.log" | tail -1
+
+section "bench (rows at the end of this output)"
+timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" \
+  >"$LOGS/bench-cuda.log" 2>&1
+bench_rc=$?
+# BENCH_VARIANTS: environment settings (several in one: joined by commas) to run the conv2d bench under as
+# well, so that one call gives the figures the defaults would give with them on; by default the halo paths
+# that are off until timed, all together (the kernel times below tell them apart).
+for v in ${BENCH_VARIANTS-$NEW_PATHS}; do
+  log="$LOGS/bench-cuda-${v//[^A-Za-z0-9]/_}.log"
+  env ${v//,/ } timeout 150 "$PY" -m pixelops bench --device cuda --ops conv2d >"$log" 2>&1
+  echo "conv2d bench with $v (rc=$?):"
+  sed -n '/geometric mean/,$p' "$log"
+done
 
 if [ -n "${NCU:-}" ]; then
   section "Nsight Compute: the conv2d GEMM kernels of $NCU (NCU_MODES: fp32 and/or tf32)"
