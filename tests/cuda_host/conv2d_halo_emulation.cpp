@@ -17,6 +17,7 @@
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_halo.cuh"
 #include "conv_case.h"
+#include "mma_m16n8k8.h"
 #include "halo_tf32_operand.h"
 
 using namespace pixelops::cuda::conv;
@@ -103,15 +104,9 @@ static void emulate(HaloConv h) {
                   }
                 }
                 for (int lane = 0; lane < 32; ++lane) {
-                  const int gq = lane / 4, tig = lane % 4;
                   for (int i = 0; i < 2; ++i)
                     for (int nj = 0; nj < 4; ++nj)
-                      for (int r = 0; r < 4; ++r) {
-                        const int row = gq + 8 * (r / 2), col = 2 * tig + r % 2;
-                        double s = 0;
-                        for (int k = 0; k < 8; ++k) s += A[i][row][k] * B[nj][k][col];
-                        acc[warp * 32 + lane][i][nj][r] += s;
-                      }
+                      for (int r = 0; r < 4; ++r) acc[warp * 32 + lane][i][nj][r] += mma_m16n8k8_d(A[i], B[nj], lane, r);
                 }
               }
           }

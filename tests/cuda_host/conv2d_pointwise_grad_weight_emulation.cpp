@@ -15,6 +15,7 @@
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_pointwise_grad_weight.cuh"
 #include "conv_case.h"
+#include "mma_m16n8k8.h"
 
 using namespace pixelops::cuda::conv;
 
@@ -83,15 +84,9 @@ static void emulate(const PointwiseGw& p, bool simt) {
                     for (int r = 0; r < 2; ++r) B[j][tig + 4 * r][gq] = tf32_round(st[size_t(pointwise_gw_b(wn, j, lane, kk, r))]);
                 }
                 for (int lane = 0; lane < 32; ++lane) {
-                  const int gq = lane / 4, tig = lane % 4;
                   for (int i = 0; i < 2; ++i)
                     for (int j = 0; j < 4; ++j)
-                      for (int r = 0; r < 4; ++r) {
-                        const int row = gq + 8 * (r / 2), col = 2 * tig + r % 2;
-                        double s = 0;
-                        for (int k = 0; k < 8; ++k) s += A[i][row][k] * B[j][k][col];
-                        acc[warp * 32 + lane][i][j][r] += s;
-                      }
+                      for (int r = 0; r < 4; ++r) acc[warp * 32 + lane][i][j][r] += mma_m16n8k8_d(A[i], B[j], lane, r);
                 }
               }
             }
