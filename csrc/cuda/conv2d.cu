@@ -66,11 +66,6 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
   }
 }
 
-// Launches reduce_grad_weight: grad_weight (and grad_bias where gb) from `splits` partial sums
-// ([split][M][Cg * ntaps (+ 1 with gb)]) in ws.
-template <class T, class A>
-void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s, T* gb = nullptr);
-
 int sm_count();
 
 // grad_bias: the sum of (masked) grad_y over images and pixels, per output channel. Block (m, s) sums channel m
@@ -309,10 +304,17 @@ void with_tile(int64_t m, int64_t n, F&& f) {
 
 unsigned grid_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
 
-template <class T, class A>
-void add_weight_partials(const Geometry& q, int splits, const A* ws, T* gw, cudaStream_t s, T* gb) {
+// A weight gradient from `splits` partial sums ([split][M][Cg * ntaps], one more column, grad_bias's, where gb):
+// a workspace for them, launch(ws) writing them, then reduce_grad_weight adding them in order (so the result
+// does not depend on scheduling). Every weight-gradient path ends so: the GEMM, few-channel, halo and pointwise.
+template <class T, class A, class Launch>
+void weight_from_partials(const Geometry& q, int64_t splits, T* gw, T* gb, cudaStream_t s, const char* what,
+                          Launch&& launch) {
+  Scratch<A> ws(splits * q.M * (q.Cg * q.ntaps + (gb ? 1 : 0)), s, what);
+  launch(ws.get());
+  check_launch(what);
   const int64_t total = q.M * q.Cg * int64_t(q.KH) * q.KW + (gb ? q.M : 0);
-  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, splits, ws, gw, gb);
+  reduce_grad_weight<T, A><<<grid_for(total), kThreads, 0, s>>>(q, int(splits), ws.get(), gw, gb);
   check_launch("conv2d_backward (weight reduction)");
 }
 
@@ -336,10 +338,10 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   splits = ksteps > 0 ? (ksteps + chunk_steps - 1) / chunk_steps : 1;  // no empty split
   p.splits = int(splits);
 
-  Scratch<A> ws(splits * q.M * p.N, s, "conv2d_backward (weight)");
-  p.ws = ws.get();
-  launch_gemm<T>(p, tf32, s, "conv2d_backward (weight)");
-  add_weight_partials<T, A>(q, p.splits, ws.get(), gw, s);
+  weight_from_partials<T, A>(q, splits, gw, nullptr, s, "conv2d_backward (weight)", [&](A* ws) {
+    p.ws = ws;
+    launch_gemm<T>(p, tf32, s, "conv2d_backward (weight)");
+  });
 }
 
 // grad_weight of a few-channel layer (conv2d_direct.cuh): runs of pixels (whole chunks), enough for about two
@@ -349,23 +351,22 @@ template <class T>
 void grad_weight_direct(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, T* gb, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
   const bool ones = gb != nullptr;
-  const int kmax = conv::grad_weight_direct_kmax(q, ones), K = int(q.Cg) * q.ntaps + (ones ? 1 : 0);
+  const int kmax = conv::grad_weight_direct_kmax(q, ones);
   const int64_t chunk = conv::GwdShape<A, 16>::P;  // pixels a chunk: the same for every KMAX
   const int64_t mblocks = (q.Mg + conv::kGwdRows - 1) / conv::kGwdRows, P = q.N * q.OH * q.OW;
   const int64_t want = std::max<int64_t>(1, 2 * int64_t(sm_count()) / (mblocks * q.G));
   const int64_t run_len = std::max<int64_t>(1, (P + want * chunk - 1) / (want * chunk)) * chunk;
   const int64_t runs = std::max<int64_t>(1, (P + run_len - 1) / run_len);
   if (runs > 0x7fffffff || mblocks > 65535) throw ValueError("conv2d_backward (weight): the problem is too large");
-  Scratch<A> ws(runs * q.M * K, s, "conv2d_backward (weight)");
   const dim3 grid{unsigned(runs), unsigned(mblocks), unsigned(q.G)};
-  auto launch = [&](auto kernel) { kernel<<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws.get(), ones); };
-  switch (kmax) {
-    case 16: launch(conv::grad_weight_direct<T, 16>); break;
-    case 32: launch(conv::grad_weight_direct<T, 32>); break;
-    default: launch(conv::grad_weight_direct<T, 64>);
-  }
-  check_launch("conv2d_backward (weight, direct)");
-  add_weight_partials<T, A>(q, int(runs), ws.get(), gw, s, gb);
+  weight_from_partials<T, A>(q, runs, gw, gb, s, "conv2d_backward (weight, direct)", [&](A* ws) {
+    auto launch = [&](auto kernel) { kernel<<<grid, conv::kGwdThreads, 0, s>>>(q, run_len, x, y, gy, ws, ones); };
+    switch (kmax) {
+      case 16: launch(conv::grad_weight_direct<T, 16>); break;
+      case 32: launch(conv::grad_weight_direct<T, 32>); break;
+      default: launch(conv::grad_weight_direct<T, 64>);
+    }
+  });
 }
 
 // The forward GEMM of q (y contiguous): tap-major K where a group's channels fill whole K steps.
@@ -557,17 +558,16 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
     // one wave of two blocks an SM (what the registers and shared memory allow), rounding down
     const int64_t per_split = int64_t(p.h.mtiles) * q.G * p.h.nchunks * p.tgroups;
     conv::halo_gw_split(p, 2 * int64_t(sm_count()) / per_split);
-    Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg * q.ntaps, s, "conv2d_backward (weight, halo)");
-    p.ws = ws.get();
     p.h.preround = !p.simt && new_paths().preround;
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
     const size_t smem = p.smem_bytes();
-    if (p.simt) launch_with_smem<conv::halo_grad_weight_kernel<conv::GwSimt>>(grid, conv::kHaloThreads, smem, s, p);
-    else if (p.h.preround)
-      launch_with_smem<conv::halo_grad_weight_kernel<conv::GwTf32Preround>>(grid, conv::kHaloThreads, smem, s, p);
-    else launch_with_smem<conv::halo_grad_weight_kernel<conv::GwTf32>>(grid, conv::kHaloThreads, smem, s, p);
-    check_launch("conv2d_backward (weight, halo)");
-    add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);
+    weight_from_partials<float, float>(q, p.splits, gw, nullptr, s, "conv2d_backward (weight, halo)", [&](float* ws) {
+      p.ws = ws;
+      constexpr int kT = conv::kHaloThreads;
+      if (p.simt) launch_with_smem<conv::halo_grad_weight_kernel<conv::GwSimt>>(grid, kT, smem, s, p);
+      else if (p.h.preround) launch_with_smem<conv::halo_grad_weight_kernel<conv::GwTf32Preround>>(grid, kT, smem, s, p);
+      else launch_with_smem<conv::halo_grad_weight_kernel<conv::GwTf32>>(grid, kT, smem, s, p);
+    });
     return true;
   } else {
     return false;
@@ -584,14 +584,14 @@ bool pointwise_grad_weight(const Geometry& q, const T* x, const T* y, const T* g
     if (y || !new_paths().pw_gw || !conv::pointwise_gw_setup(p, q, x, gy)) return false;
     // one wave of two blocks an SM (what the shared memory allows)
     conv::pointwise_gw_split(p, 2 * int64_t(sm_count()) / (int64_t(p.mtiles) * p.ntiles * q.G));
-    Scratch<float> ws(int64_t(p.splits) * q.M * q.Cg, s, "conv2d_backward (weight, pointwise)");
-    p.ws = ws.get();
     const dim3 grid{unsigned(p.ntiles), unsigned(p.mtiles), unsigned(q.G * p.splits)};
     const size_t smem = conv::PointwiseGw::smem_bytes();
-    if (tf32) launch_with_smem<conv::pointwise_grad_weight_kernel<conv::PwTf32>>(grid, 256, smem, s, p);
-    else launch_with_smem<conv::pointwise_grad_weight_kernel<conv::PwSimt>>(grid, 256, smem, s, p);
-    check_launch("conv2d_backward (weight, pointwise)");
-    add_weight_partials<float, float>(q, p.splits, ws.get(), gw, s);
+    weight_from_partials<float, float>(q, p.splits, gw, nullptr, s, "conv2d_backward (weight, pointwise)",
+                                       [&](float* ws) {
+      p.ws = ws;
+      if (tf32) launch_with_smem<conv::pointwise_grad_weight_kernel<conv::PwTf32>>(grid, 256, smem, s, p);
+      else launch_with_smem<conv::pointwise_grad_weight_kernel<conv::PwSimt>>(grid, 256, smem, s, p);
+    });
     return true;
   } else {
     return false;
