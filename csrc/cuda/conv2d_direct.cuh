@@ -76,90 +76,144 @@ __global__ void grad_input_direct(Geometry q, const T* __restrict__ w, const T* 
                                      int64_t(gridDim.x) * blockDim.x);
 }
 
+// Where tap-column k = c*ntaps + t of a window sits, from the window's corner: its offset in x (32 bits, checked
+// on the host: direct_window_fits) and its row and column shifts (16 bits each). Eight bytes, read from a
+// shared table by the direct forward and weight-gradient kernels.
+struct WindowTap {
+  int off;
+  int shift;  // (kh*dh) << 16 | kw*dw
+};
+__host__ __device__ inline WindowTap window_tap(const Geometry& q, int k) {
+  const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
+  return {int(c * q.xs[1] + int64_t(kh) * q.dh * q.xs[2] + int64_t(kw) * q.dw * q.xs[3]), (kh * q.dh) << 16 | kw * q.dw};
+}
+// Whether window_tap's offsets and shifts fit their bits, and pixel rows and columns an int.
+inline bool direct_window_fits(const Geometry& q) {
+  const int64_t reach = (q.Cg - 1) * q.xs[1] + int64_t(q.KH - 1) * q.dh * q.xs[2] + int64_t(q.KW - 1) * q.dw * q.xs[3];
+  return reach < (int64_t(1) << 31) && (q.KH - 1) * q.dh < (1 << 15) && (q.KW - 1) * q.dw < (1 << 16) &&
+         q.H < (1 << 29) && q.W < (1 << 29);
+}
+// One table entry, read from shared memory at every use (an opaque load): left to itself the compiler may keep
+// the whole table in registers beside the sums, and spill.
+__device__ __forceinline__ WindowTap load_tap(const WindowTap* p) {
+#ifdef __CUDA_ARCH__
+  WindowTap t;
+  asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];"
+               : "=r"(t.off), "=r"(t.shift)
+               : "r"(static_cast<unsigned>(__cvta_generic_to_shared(p))));
+  return t;
+#else
+  return *p;
+#endif
+}
+// Where a window's corner is: ih0 = kNoPixel for a pixel past the problem (every tap then reads as zero: its
+// rows stay negative).
+constexpr int kNoPixel = -(1 << 30);
+
 // Forward when a group's K = Cg * ntaps is small (an image net's first layer: a few input channels): as a GEMM
 // its K loop would be one or two mostly empty steps, and the tile's staging would cost more than the
-// arithmetic. Here the group's weights sit in shared memory as wsh[k][m] (k = c*ntaps + tap), and each item of
-// work is one output pixel for kDirectMB output channels: the thread gathers its K inputs from x (L1 hits
-// after the first pass) and reads the weights as broadcasts; neighbouring threads write neighbouring pixels.
-// (One thread for all the channels of a pixel left too few threads to hide the loads' latency: 50k threads of
-// a long serial loop for pcnn_maskA's batch, 0.038 ms for 13 MB of output on an H100; with four threads a
-// pixel, 0.032. Loading four taps' inputs before their products measured slower again: 0.041.)
+// arithmetic. Here the group's weights sit in shared memory as wsh[k][m] (k = c*ntaps + tap), each row Mg
+// rounded up to whole blocks of kDirectMB channels with zeros, and the taps' offsets in a table (WindowTap). A
+// warp takes 32 consecutive output pixels for one block of kDirectMB channels, a pixel a lane: per tap it reads
+// the tap's table entry (a broadcast), one input value (L1 hits after the first pass), and the block's
+// kDirectMB weights as 16-byte broadcasts, for kDirectMB multiply-adds. Neighbouring lanes write neighbouring
+// pixels.
+// (The first version tested each channel against Mg, read the weights one at a time and recomputed the tap's
+// 64-bit address from its row and column: some 105 instructions a tap for 16 multiply-adds; pcnn_maskA's took
+// 0.032 ms on an H100 for 13 MB of output. One thread for all the channels of a pixel: 0.038; loading four taps'
+// inputs before their products: 0.041.)
 // The kernel body is two phases with a barrier between them, so that tests/cuda_host can run each for all
 // threads in turn.
 constexpr int kDirectK = 64, kDirectMB = 16;
 
-// Items of work of a group: pixels times blocks of kDirectMB channels.
-__host__ __device__ inline int64_t forward_direct_items(const Geometry& q) {
-  return q.N * q.OH * q.OW * ((q.Mg + kDirectMB - 1) / kDirectMB);
+// A group's staged weight row: Mg rounded up to whole channel blocks.
+__host__ __device__ inline int64_t forward_direct_row(const Geometry& q) {
+  return (q.Mg + kDirectMB - 1) / kDirectMB * kDirectMB;
+}
+
+// Units of work of a group (a warp each): runs of 32 pixels times blocks of kDirectMB channels.
+__host__ __device__ inline int64_t forward_direct_units(const Geometry& q) {
+  return (q.N * q.OH * q.OW + 31) / 32 * ((q.Mg + kDirectMB - 1) / kDirectMB);
 }
 
 inline bool forward_direct_fits(const Geometry& q) {
   const int64_t K = q.Cg * q.ntaps;
-  return K <= kDirectK && K * q.Mg <= kDirectWeights && q.G <= 65535;
+  return K <= kDirectK && K * forward_direct_row(q) <= kDirectWeights && q.G <= 65535 && direct_window_fits(q);
 }
 
+// Phase 1 (all threads): wsh[k][m] (zeros past Mg) and the tap table.
 template <class T, class A>
-__device__ __forceinline__ void forward_direct_stage(const Geometry& q, const T* w, int64_t g, A* wsh, int tid,
-                                                     int nthreads) {
-  const int K = int(q.Cg) * q.ntaps, Mg = int(q.Mg);
-  for (int i = tid; i < K * Mg; i += nthreads) {
+__device__ __forceinline__ void forward_direct_stage(const Geometry& q, const T* w, int64_t g, A* wsh, WindowTap* taps,
+                                                     int tid, int nthreads) {
+  const int K = int(q.Cg) * q.ntaps, row = int(forward_direct_row(q));
+  for (int i = tid; i < K * row; i += nthreads) {  // k fastest: the weights' own order
     const int m = i / K, k = i - m * K, c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
-    wsh[k * Mg + m] = A(to_float(w[(g * q.Mg + m) * q.ws[0] + c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3]]));
+    wsh[k * row + m] =
+        m < q.Mg ? A(to_float(w[(g * q.Mg + m) * q.ws[0] + c * q.ws[1] + kh * q.ws[2] + kw * q.ws[3]])) : A(0);
   }
+  for (int k = tid; k < K; k += nthreads) taps[k] = window_tap(q, k);
 }
 
+// Phase 2: lane `lane` of warps first, first + step, ... (over the grid) of group g.
 template <class T, class A>
 __device__ __forceinline__ void forward_direct_pixels(const Geometry& q, const T* x, const T* b, T* y, bool relu,
-                                                      int64_t g, const A* wsh, int64_t first, int64_t step) {
-  const int64_t pix = q.OH * q.OW, total = q.N * pix, items = forward_direct_items(q);
-  const int Mg = int(q.Mg);
-  for (int64_t it = first; it < items; it += step) {
-    const int64_t mg = it / total, i = it - mg * total;  // channel block (slowest), pixel
-    const int64_t img = q.by_opix(i), r = i - img * pix, oh = q.by_OW(r), ow = r - oh * q.OW;
-    const int64_t ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw;
-    const T* x_img = x + img * q.xs[0] + g * q.Cg * q.xs[1];
-    T* y_pix = y + (img * q.M + g * q.Mg) * pix + r;
-    const int m0 = int(mg) * kDirectMB;
+                                                      int64_t g, const A* wsh, const WindowTap* taps, int lane,
+                                                      int64_t first, int64_t step) {
+  const int64_t pix = q.OH * q.OW, total = q.N * pix, runs = (total + 31) / 32, units = forward_direct_units(q);
+  const int K = int(q.Cg) * q.ntaps, row = int(forward_direct_row(q)), H = int(q.H), W = int(q.W);
+  for (int64_t u = first; u < units; u += step) {
+    const int64_t mb = u / runs, i = (u - mb * runs) * 32 + lane;  // channel block (slowest), pixel
+    const int m0 = int(mb) * kDirectMB;
+    int ih0 = kNoPixel, iw0 = 0;
+    int64_t xo = 0, yo = 0;
+    if (i < total) {
+      const int64_t img = q.by_opix(i), r = i - img * pix, oh = q.by_OW(r), ow = r - oh * q.OW;
+      ih0 = int(oh * q.sh - q.ph);
+      iw0 = int(ow * q.sw - q.pw);
+      xo = img * q.xs[0] + g * q.Cg * q.xs[1] + int64_t(ih0) * q.xs[2] + int64_t(iw0) * q.xs[3];
+      yo = (img * q.M + g * q.Mg + m0) * pix + r;
+    }
     A acc[kDirectMB];
 #pragma unroll
     for (int j = 0; j < kDirectMB; ++j) acc[j] = A(0);
-    int k = 0;
-    for (int c = 0; c < q.Cg; ++c) {
-      const T* x_ch = x_img + c * q.xs[1];
-      for (int t = 0, kh = 0, kw = 0; t < q.ntaps; ++t, ++k) {
-        const int64_t ih = ih0 + int64_t(kh) * q.dh, iw = iw0 + int64_t(kw) * q.dw;
-        if (ih >= 0 && ih < q.H && iw >= 0 && iw < q.W) {
-          const A v = A(to_float(x_ch[ih * q.xs[2] + iw * q.xs[3]]));
-          const A* wk = wsh + k * Mg + m0;
+#pragma unroll 2
+    for (int k = 0; k < K; ++k) {
+      const WindowTap tap = load_tap(taps + k);
+      const int ih = ih0 + (tap.shift >> 16), iw = iw0 + (tap.shift & 0xffff);
+      const A v = unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W) ? A(to_float(x[xo + tap.off])) : A(0);
+      A wk[kDirectMB];
 #pragma unroll
-          for (int j = 0; j < kDirectMB; ++j)
-            if (m0 + j < Mg) acc[j] += v * wk[j];
-        }
-        if (++kw == q.KW) { kw = 0; ++kh; }
-      }
+      for (int j = 0; j < kDirectMB; j += 4) load4(wsh + k * row + m0 + j, wk + j);
+#pragma unroll
+      for (int j = 0; j < kDirectMB; ++j) acc[j] += v * wk[j];
     }
+    if (i >= total) continue;
 #pragma unroll
     for (int j = 0; j < kDirectMB; ++j) {
-      if (m0 + j >= Mg) break;
+      if (m0 + j >= q.Mg) break;
       A v = acc[j];
       if (b) v += A(to_float(b[(g * q.Mg + m0 + j) * q.bs]));
       if (relu && v < A(0)) v = A(0);  // NaN passes through, as in torch.relu
-      y_pix[(m0 + j) * pix] = store_as<T>(v);
+      y[yo + j * pix] = store_as<T>(v);
     }
   }
 }
 
-// Grid: x over pixels (grid-stride), y over groups.
+#ifdef __CUDACC__
+// Grid: x over warps (grid-stride over units), y over groups.
 template <class T>
 __global__ void forward_direct(Geometry q, const T* __restrict__ x, const T* __restrict__ w,
                                const T* __restrict__ b, T* __restrict__ y, bool relu) {
   using A = typename AccOf<T>::type;
-  __shared__ A wsh[kDirectWeights];
-  forward_direct_stage(q, w, blockIdx.y, wsh, threadIdx.x, blockDim.x);
+  __shared__ __align__(16) A wsh[kDirectWeights];
+  __shared__ __align__(8) WindowTap taps[kDirectK];
+  forward_direct_stage(q, w, blockIdx.y, wsh, taps, threadIdx.x, blockDim.x);
   __syncthreads();
-  forward_direct_pixels(q, x, b, y, relu, blockIdx.y, wsh, blockIdx.x * int64_t(blockDim.x) + threadIdx.x,
-                        int64_t(gridDim.x) * blockDim.x);
+  const int64_t thread = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  forward_direct_pixels(q, x, b, y, relu, blockIdx.y, wsh, taps, int(threadIdx.x % 32), thread / 32,
+                        int64_t(gridDim.x) * blockDim.x / 32);
 }
+#endif  // __CUDACC__
 
 // grad_weight of a layer whose forward runs direct (K = Cg*ntaps <= kDirectK): as a GEMM, its N = K columns
 // would fill a sliver of a 64-column tile (9 of 64 for a 3x3 layer on one channel). Here a block owns 64
@@ -195,38 +249,12 @@ struct GwdShape {
   static_assert(32 * 4 * KT <= P * LG, "the final reduction reuses gys");
 };
 
-// Where tap-column k = c*ntaps + t of a window sits, from the window's corner: its offset in x (32 bits, checked
-// on the host: grad_weight_direct_fits) and its row and column shifts (16 bits each). Eight bytes, read from a
-// shared table.
-struct WindowTap {
-  int off;
-  int shift;  // (kh*dh) << 16 | kw*dw
-};
-__device__ __forceinline__ WindowTap window_tap(const Geometry& q, int k) {
-  const int c = k / q.ntaps, t = k - c * q.ntaps, kh = t / q.KW, kw = t - kh * q.KW;
-  return {int(c * q.xs[1] + int64_t(kh) * q.dh * q.xs[2] + int64_t(kw) * q.dw * q.xs[3]), (kh * q.dh) << 16 | kw * q.dw};
-}
-// One table entry, read from shared memory at every use (an opaque load): left to itself the compiler may keep
-// the whole table in registers beside the sums, and spill.
-__device__ __forceinline__ WindowTap load_tap(const WindowTap* p) {
-#ifdef __CUDA_ARCH__
-  WindowTap t;
-  asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];"
-               : "=r"(t.off), "=r"(t.shift)
-               : "r"(static_cast<unsigned>(__cvta_generic_to_shared(p))));
-  return t;
-#else
-  return *p;
-#endif
-}
-
 // A chunk's pixel: where its grad_y, y and window corner are, and the corner's row and column (ih0 = kNoPixel
 // past the run: its grad_y and window read as zero).
 struct GwdPixel {
   int64_t gy, y, x;
   int ih0, iw0;
 };
-constexpr int kNoPixel = -(1 << 30);
 
 // Phase 1 (threads tid < P): pixel p0 + tid of group g, rows from m0.
 template <class A, int KMAX>
@@ -327,12 +355,8 @@ __device__ __forceinline__ void gwd_accumulate(const A* gys, const A* xs, int ti
   }
 }
 
-// Whether q's grad_weight takes the direct kernel: its forward does, and the window offsets and shifts fit.
-inline bool grad_weight_direct_fits(const Geometry& q) {
-  const int64_t reach = (q.Cg - 1) * q.xs[1] + int64_t(q.KH - 1) * q.dh * q.xs[2] + int64_t(q.KW - 1) * q.dw * q.xs[3];
-  return forward_direct_fits(q) && reach < (int64_t(1) << 31) && (q.KH - 1) * q.dh < (1 << 15) &&
-         (q.KW - 1) * q.dw < (1 << 16) && q.H < (1 << 29) && q.W < (1 << 29);
-}
+// Whether q's grad_weight takes the direct kernel: its forward does (which includes direct_window_fits).
+inline bool grad_weight_direct_fits(const Geometry& q) { return forward_direct_fits(q); }
 
 #ifdef __CUDACC__
 // Grid: x over runs of pixels (run_len each, a multiple of P), y over blocks of 64 output channels, z over

@@ -346,6 +346,35 @@ struct GradInputGemm : GemmShape {
 
 // Each split writes its partial sums to ws[split][g*Mg+m][c*ntaps+tap]; reduce_grad_weight adds the splits
 // in a fixed order (deterministic) and writes grad_w, zeros on the masked taps.
+
+// reduce_grad_weight's block: up to kReduceWarps warps (no more than there are splits), a split of every
+// warps-th each.
+constexpr int kReduceWarps = 8;
+// The reduction's outputs: grad_weight's M*Cg*KH*KW values in its own order (masked taps included), then, where
+// the workspace rows hold grad_bias's column (the last of ncol), its M values.
+__host__ __device__ inline int64_t weight_outputs(const Geometry& q, bool bias) {
+  return q.M * q.Cg * int64_t(q.KH) * q.KW + (bias ? q.M : 0);
+}
+// The sum of output i's partials from splits first, first + step, ... < splits, added in that order: zero for a
+// masked tap. ws: [split][M][ncol], ncol = Cg*ntaps (+ 1 with bias).
+template <class A>
+__host__ __device__ inline A weight_partials_sum(const Geometry& q, const A* ws, int splits, bool bias, int64_t i,
+                                                 int first, int step) {
+  const int64_t KK = int64_t(q.KH) * q.KW, gw_total = q.M * q.Cg * KK, ncol = q.Cg * q.ntaps + (bias ? 1 : 0);
+  int64_t m, col;
+  if (i >= gw_total) {
+    m = i - gw_total;
+    col = ncol - 1;
+  } else {
+    m = i / (q.Cg * KK);
+    const int64_t rem = i - m * (q.Cg * KK), c = rem / KK, t = rem - c * KK;
+    if (t >= q.ntaps) return A(0);
+    col = c * q.ntaps + t;
+  }
+  A s = A(0);
+  for (int sp = first; sp < splits; sp += step) s += ws[(sp * q.M + m) * ncol + col];
+  return s;
+}
 template <class T, class TileT>
 struct GradWeightGemm : GemmShape {
   using Elem = T;

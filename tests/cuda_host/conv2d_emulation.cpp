@@ -150,15 +150,22 @@ static void run_case(const Case& c, std::mt19937& rng) {
     else fill(ForwardGemm<double, Tl, false>{});
     expect_close(tap_major ? "forward (tap-major)" : "forward", c, got, ref_y);
   }
-  // forward, direct kernel (few input channels a group): the weight staging for all threads, then the pixels,
-  // over a grid smaller than the image so the grid-stride loop turns too
+  // forward, direct kernel (few input channels a group): the weight staging for all threads (into shared arrays
+  // poisoned first: a weight the staging misses reads as NaN), then the pixels lane by lane, warp by warp, over
+  // a grid smaller than the image so the grid-stride loop turns too
   if (forward_direct_fits(q)) {
     std::vector<double> got(y.size(), NAN), wsh(kDirectWeights);
-    const int threads = 64, blocks = 3;
+    std::vector<WindowTap> taps(kDirectK);
+    const int threads = 64, blocks = 3, warps = blocks * threads / 32;
     for (int64_t g = 0; g < q.G; ++g) {
-      for (int tid = 0; tid < threads; ++tid) forward_direct_stage(q, w.data(), g, wsh.data(), tid, threads);
-      for (int64_t t = 0; t < blocks * threads; ++t)
-        forward_direct_pixels(q, x.data(), b.data(), got.data(), c.relu, g, wsh.data(), t, int64_t(blocks) * threads);
+      std::fill(wsh.begin(), wsh.end(), NAN);
+      std::fill(taps.begin(), taps.end(), WindowTap{1 << 30, 0});
+      for (int tid = 0; tid < threads; ++tid)
+        forward_direct_stage(q, w.data(), g, wsh.data(), taps.data(), tid, threads);
+      for (int warp = 0; warp < warps; ++warp)
+        for (int lane = 0; lane < 32; ++lane)
+          forward_direct_pixels(q, x.data(), b.data(), got.data(), c.relu, g, wsh.data(), taps.data(), lane, warp,
+                                warps);
     }
     expect_close("forward (direct)", c, got, ref_y);
   }
@@ -218,7 +225,7 @@ static void run_case(const Case& c, std::mt19937& rng) {
     for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = gather_taps(q, z.data(), i);
     expect_close("grad_input (taps)", c, got, ref_gx);
   }
-  // grad_weight, split over K in three (the reduction as reduce_grad_weight: splits in order, masked taps 0)
+  // grad_weight, split over K in three (then reduce_grad_weight's sums: masked taps 0)
   {
     GradWeightGemm<double, Tl> p;
     p.q = q; p.x = x.data(); p.y = c.relu ? y.data() : nullptr; p.gy = gy.data();
@@ -229,18 +236,11 @@ static void run_case(const Case& c, std::mt19937& rng) {
     std::vector<double> wsp(p.splits * q.M * p.N, NAN), got(w.size());
     p.ws = wsp.data();
     emulate_gemm(p);
-    const int64_t KK = int64_t(q.KH) * q.KW;
-    for (int64_t i = 0; i < int64_t(got.size()); ++i) {
-      const int64_t m = i / (q.Cg * KK), rem = i - m * (q.Cg * KK), c2 = rem / KK, t = rem - c2 * KK;
-      double s = 0;
-      if (t < q.ntaps)
-        for (int sp = 0; sp < p.splits; ++sp) s += wsp[(sp * q.M + m) * p.N + c2 * q.ntaps + t];
-      got[i] = s;
-    }
+    for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, wsp.data(), p.splits, false, i);
     expect_close("grad_weight (3 splits)", c, got, ref_gw);
   }
   // grad_weight, direct (few channels a group): grad_weight_direct's phases for all threads in turn, block by
-  // block over runs of pixels that end mid-chunk, then the runs added in order as reduce_grad_weight does;
+  // block over runs of pixels that end mid-chunk (a partial sum each), then reduce_grad_weight's sums;
   // the shared arrays are poisoned before each chunk. Again with grad_bias as the column of ones where K + 1
   // columns fit.
   for (bool ones : {false, true}) {
@@ -252,7 +252,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
       std::vector<WindowTap> taps(KMAX);
       for (int k = 0; k < K; ++k) taps[k] = window_tap(q, k);
       const int64_t P = q.N * q.OH * q.OW, run_len = S::P + 3;  // runs ending mid-chunk (the kernel's are whole)
-      std::vector<double> sums(q.M * int64_t(ncol), 0.0), got(w.size()), gys(S::P * S::LG), xs(S::P * S::LX);
+      const int runs = int((P + run_len - 1) / run_len);
+      std::vector<double> ws(runs * q.M * int64_t(ncol), NAN), got(w.size()), gys(S::P * S::LG), xs(S::P * S::LX);
       std::vector<GwdPixel> px(S::P);
       static double acc[kGwdThreads][4][S::KT];
       for (int64_t g = 0; g < q.G; ++g)
@@ -275,19 +276,18 @@ static void run_case(const Case& c, std::mt19937& rng) {
               const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
               for (int i = 0; i < 4; ++i)
                 for (int j = 0; j < S::KT; ++j)
-                  if (m0 + r0 + i < q.Mg && k0 + j < ncol) sums[(g * q.Mg + m0 + r0 + i) * ncol + k0 + j] += acc[tid][i][j];
+                  if (m0 + r0 + i < q.Mg && k0 + j < ncol) {
+                    double& part = ws[((first / run_len) * q.M + g * q.Mg + m0 + r0 + i) * ncol + k0 + j];
+                    part = (ps == 0 ? 0.0 : part) + acc[tid][i][j];
+                  }
                   else if (ps == 0 && acc[tid][i][j] != 0.0) { std::printf("FAIL: a sum outside the problem\n"); ++failures; }
             }
           }
-      const int64_t KK = int64_t(q.KH) * q.KW;
-      for (int64_t i = 0; i < int64_t(got.size()); ++i) {
-        const int64_t m = i / (q.Cg * KK), rem = i - m * (q.Cg * KK), c2 = rem / KK, t = rem - c2 * KK;
-        got[i] = t < q.ntaps ? sums[m * ncol + c2 * q.ntaps + t] : 0.0;
-      }
+      for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, ws.data(), runs, ones, i);
       expect_close(ones ? "grad_weight (direct, with the bias column)" : "grad_weight (direct)", c, got, ref_gw);
       if (ones) {
         std::vector<double> gb(q.M);
-        for (int64_t m = 0; m < q.M; ++m) gb[m] = sums[m * ncol + K];
+        for (int64_t m = 0; m < q.M; ++m) gb[m] = reduce_weight_output(q, ws.data(), runs, true, int64_t(got.size()) + m);
         expect_close("grad_bias (direct's column of ones)", c, gb, ref_gb);
       }
     };

@@ -194,8 +194,8 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround 
               const float b = x[size_t(n * xs[0] + (g * q.Cg + ch) * xs[1] + ih * xs[2] + iw * xs[3])];
               ref += simt ? double(a) * double(b) : double(tf32_round(a)) * double(tf32_round(b));
             }
-        double got = 0;
-        for (int64_t sp = 0; sp < p.splits; ++sp) got += ws[size_t((sp * q.M + m) * ncol + ch * q.ntaps + t)];
+        // reduce_grad_weight's sum (weight i = (m, ch, t): t is a row-major tap index, as in the weights)
+        const double got = reduce_weight_output(q, ws.data(), int(p.splits), false, (m * q.Cg + ch) * q.KH * q.KW + t);
         const double err = std::fabs(got - ref);
         scale = std::max(scale, std::fabs(ref));
         if (!(err <= 1e-4 * (1 + std::fabs(ref)))) ++bad;

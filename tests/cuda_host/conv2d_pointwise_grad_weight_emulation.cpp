@@ -161,8 +161,7 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt) {
           ref += term;
           mag += std::fabs(term);
         }
-      double got = 0;
-      for (int64_t sp = 0; sp < p.splits; ++sp) got += ws[size_t((sp * q.M + m) * q.Cg + ch)];
+      const double got = reduce_weight_output(q, ws.data(), int(p.splits), false, m * q.Cg + ch);  // reduce_grad_weight's
       const double err = std::fabs(got - ref);
       scale = std::max(scale, std::fabs(ref));
       // float32 sums (PwSimt's of up to a split's pixels one after another); a wrong or missing term is ~mag/terms

@@ -2,7 +2,9 @@
 // fields N, C, H, W, M, KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G; contiguous (M, Cg, KH, KW) weights, bias
 // stride 1. The caller sets the strides of x, grad_y and y it uses, then set_divisors.
 #pragma once
-#include "cuda/conv2d_tile.cuh"
+#include <algorithm>
+
+#include "cuda/conv2d_problems.cuh"
 
 template <class Case>
 pixelops::cuda::conv::Geometry case_geometry(const Case& c) {
@@ -17,4 +19,14 @@ pixelops::cuda::conv::Geometry case_geometry(const Case& c) {
   for (int i = 0; i < 4; ++i) q.ws[i] = ws[i];
   q.bs = 1;
   return q;
+}
+
+// Output i of reduce_grad_weight as the kernel adds it: min(splits, kReduceWarps) warps each summing every
+// warps-th split (weight_partials_sum), then those sums in warp order.
+template <class A>
+A reduce_weight_output(const pixelops::cuda::conv::Geometry& q, const A* ws, int splits, bool bias, int64_t i) {
+  const int warps = std::min(splits, pixelops::cuda::conv::kReduceWarps);
+  A s = A(0);
+  for (int w = 0; w < warps; ++w) s += pixelops::cuda::conv::weight_partials_sum(q, ws, splits, bias, i, w, warps);
+  return s;
 }
