@@ -93,6 +93,9 @@ def main():
     conv_case("fp32 halo grad_weight mask B", 3, 16, 40, (9, 13), 3, 1, 1, mask="B")
     # 17-32 rows: the float32 halo's wide layout where PIXELOPS_CONV_HALO_WIDE=1 (forward 24 rows, grad_input 28)
     conv_case("fp32 halo wide", 3, 28, 24, (10, 11), 3, 1, 1)
+    # strided grad_input by phase where PIXELOPS_CONV_HALO_PHASES=1 (the 3x3's one-tap phase: GEMM or flat mode)
+    conv_case("fp32 s2 phases", 2, 40, 24, (13, 12), 3, 2, 1)
+    conv_case("tf32 5x5 s2 phases", 2, 20, 16, (11, 13), 5, 2, 2, tf32=True)
     conv_case("taps", 2, 1, 20, (13, 12), 5, 2, 2)
 
     model = pixelops.PixelCNN(levels=4, channels=16, layers=2, head_channels=16)

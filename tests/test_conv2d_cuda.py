@@ -145,7 +145,9 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
 # forward, and grad_input at stride 1 and grad_weight without a ReLU gate, run from the halo on mma.sync; in
 # float32 without TF32 the forward and stride-1 grad_input of layers with more than 32 output rows run on its FMA
 # product (HaloSimt), and with PIXELOPS_CONV_HALO_GW_SIMT=1 (a run of benchmarks/gpu_check.sh) so does
-# grad_weight (GwSimt), with PIXELOPS_CONV_HALO_WIDE=1 layers of 17 to 32 rows; the others on the GEMMs. Tiles of 128 pixels that run across image rows and images,
+# grad_weight (GwSimt), with PIXELOPS_CONV_HALO_WIDE=1 layers of 17 to 32 rows, with
+# PIXELOPS_CONV_HALO_PHASES=1 a strided layer's grad_input, a launch per stride phase (a phase of one tap on the
+# GEMM unless in flat mode); the others on the GEMMs. Tiles of 128 pixels that run across image rows and images,
 # ragged channel chunks and output rows, strides and dilation (forward), masks, groups, a strided halo that
 # needs the larger shared-memory budget; x contiguous (rows copied 16 bytes at a time where they are 16-byte
 # aligned), every other column of a wider tensor, or the first columns of one.
@@ -172,6 +174,12 @@ HALO = [
     ((2, 36, 9, 8), (24, 1, 1), dict(groups=2), None, "every other"),
     ((2, 80, 9, 8), (24, 1, 1), dict(stride=2), None, "every other"),
     ((2, 64, 9, 56), (16, 3, 3), dict(stride=2, padding=1), None, "contiguous"),  # over the default budget
+    # strided grad_input by phase (PIXELOPS_CONV_HALO_PHASES=1): 5x5 stride 2 (phases of 9, 6, 6 and 4 taps),
+    # 3x3 (4, 2, 2 and a 1-tap phase), strides 2 x 1 with groups, a masked 5x5
+    ((2, 40, 11, 13), (24, 5, 5), dict(stride=2, padding=2), None, "contiguous"),
+    ((2, 48, 12, 11), (36, 3, 3), dict(stride=2, padding=1), None, "every other"),
+    ((3, 72, 9, 10), (24, 3, 3), dict(stride=(2, 1), padding=1, groups=2), None, "contiguous"),
+    ((2, 40, 12, 13), (20, 5, 5), dict(stride=2, padding=2), "A", "contiguous"),
 ]
 
 

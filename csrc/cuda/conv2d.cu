@@ -425,15 +425,19 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // values of every k8 step; 18 in the weight gradient's);
 // PIXELOPS_CONV_PW_GW, the float32 weight gradient (TF32 or not) of pointwise (1x1, stride 1, unpadded) layers
 // on a GEMM of their own (conv2d_pointwise_grad_weight.cuh) instead of the implicit GEMM's (res_1x1: 0.127 ms
-// TF32, 0.125 float32 there).
+// TF32, 0.125 float32 there);
+// PIXELOPS_CONV_HALO_PHASES, a strided layer's grad_input on the halo kernel, a launch per stride phase (those
+// of one tap left to the GEMM, unless in flat mode) instead of the GEMMs' (res_s2's: 0.238 ms in float32, 0.175
+// in TF32 on an H100 there, 15 and 21 TFLOP/s, where the halo does 30 and 73 at stride 1).
 struct NewPaths {
-  bool gw_simt, flat, wide, split, preround, pw_gw;
+  bool gw_simt, flat, wide, split, preround, pw_gw, phases;
 };
 const NewPaths& new_paths() {
   auto on = [](const char* name) { return env_is(name, "1"); };
   static const NewPaths p{on("PIXELOPS_CONV_HALO_GW_SIMT"), on("PIXELOPS_CONV_HALO_FLAT"),
                           on("PIXELOPS_CONV_HALO_WIDE"),    on("PIXELOPS_CONV_HALO_SPLIT"),
-                          on("PIXELOPS_CONV_HALO_PREROUND"), on("PIXELOPS_CONV_PW_GW")};
+                          on("PIXELOPS_CONV_HALO_PREROUND"), on("PIXELOPS_CONV_PW_GW"),
+                          on("PIXELOPS_CONV_HALO_PHASES")};
   return p;
 }
 // Whether a problem of `rows` rows takes the wide layout: TF32's product for any of 32 rows or fewer; float32's
@@ -533,14 +537,15 @@ void grad_input_by_taps(const Geometry& q, const T* w, const T* gy, T* gx, bool 
   check_launch("conv2d_backward (input, gather)");
 }
 
-// grad_input on the halo kernel where it applies (float32, TF32 or SIMT, no ReLU gate, stride 1); false
-// otherwise.
+// Phase f of grad_input (all of it at stride 1) on the halo kernel where it applies (float32, TF32 or SIMT, no
+// ReLU gate; a strided layer's phases where new_paths().phases); false otherwise.
 template <class T>
-bool halo_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, bool tf32, cudaStream_t s) {
+bool halo_grad_input(const Geometry& q, const conv::Phase& f, const T* w, const T* y, const T* gy, T* gx, bool tf32,
+                     cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloConv h;
-    if (y || !halo_plan(h, q.Cg, tf32) ||
-        !conv::halo_for_grad_input(q, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
+    if (y || ((q.sh != 1 || q.sw != 1) && !new_paths().phases) || !halo_plan(h, q.Cg, tf32) ||
+        !conv::halo_for_grad_input(q, f, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
       return false;
     run_halo(h, s, "conv2d_backward (input, halo)");
     return true;
@@ -658,13 +663,12 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         grad_input_by_taps<T>(q, w.ptr<T>(), grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s);
       else if (conv::grad_input_direct_fits(q))
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
-      else if (halo_grad_input(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s))
-        ;  // ran on the halo kernel
       else
-        for (int rh = 0; rh < q.sh; ++rh)  // one GEMM per stride phase (one in all for stride 1)
+        for (int rh = 0; rh < q.sh; ++rh)  // a launch per stride phase (one in all for stride 1): halo or GEMM
           for (int rw = 0; rw < q.sw; ++rw) {
             const conv::Phase f = conv::plan_phase(q, rh, rw);
             if (f.PH == 0 || f.PW == 0) continue;
+            if (halo_grad_input(q, f, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s)) continue;
             with_tile(q.Cg, q.N * f.PH * f.PW, [&](auto tile) {
               using Tl = decltype(tile);
               if (q.Mg % kBK == 0) run(conv::GradInputGemm<T, Tl, true>{}, f);

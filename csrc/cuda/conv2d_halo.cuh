@@ -9,8 +9,10 @@
 //   y[img, g*Mg+m, oh, ow] = act(b + sum_{c, j} A[g][m][c][j] * xpad[img, g*Cg+c, oh*sh + kh(j)*dh, ow*sw + kw(j)*dw])
 //
 // with xpad the zero-padded input. The same kernel runs grad_input of a stride-1 convolution (a convolution of
-// grad_y with the flipped, transposed kernel): A and the taps' shifts come from the host (HaloConv), so the
-// kernel does not know which of the two it runs.
+// grad_y with the flipped, transposed kernel), and, behind a setting, each stride phase of a strided one (the
+// pixels of one row and column residue, a stride-1 convolution of grad_y with the taps that reach them, written
+// in place: halo_for_grad_input): A, the taps' shifts and where outputs go come from the host (HaloConv), so the
+// kernel does not know which it runs.
 //
 // Block: 256 threads (at most 80 registers each, so that three blocks share an SM), a 64 (rows m) x 128
 // (pixels n) tile; warp (wm, wn) = (warp % 2, warp / 2) owns rows 32*wm + [0, 32) and pixels 32*wn + [0, 32) as
@@ -72,6 +74,12 @@ struct HaloConv {
   bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_stage)
   bool split = false;  // column stride 2: a slot's even padded columns, then its odd ones (halo_column)
   int half = 0;        // ... the odd ones' start
+  // Where output pixels go: by default y is q's output (N, M, OH, OW), contiguous. A phase of a strided
+  // grad_input (halo_for_grad_input) writes its pixel (oh, ow) to row out_r0 + oh*out_sh and column
+  // out_c0 + ow*out_sw of planes out_H x out_W (grad_x's).
+  bool phased = false;
+  int out_r0 = 0, out_c0 = 0, out_sh = 1, out_sw = 1;
+  int64_t out_H = 0, out_W = 0;
   int kc = 8, nkk = 1, nchunks = 0, mtiles = 0;
   int stages = 2;                // chunks in shared memory at once (2..4)
   int rows = 0, RL = 0, CS = 0;  // slots, a slot's length and a channel's (floats)
@@ -184,60 +192,87 @@ inline bool halo_flat_vectorizable(const Geometry& t, const float* x) {
   return t.xs[3] == 1 && t.xs[2] == t.W && planes_in_16_bytes(t.H * t.W, t.xs, x);
 }
 
-// Fills h for t, q's convolution seen as a forward of `in` into `out` (q itself, or its grad_input), with q's
-// active taps [0, q.ntaps) at flipped shifts where flip, and the weight of (row, channel, tap) at
-// w + g*Mg*ws[0] + row*wrs + chan*wcs + tap; false where the halo path does not fit. h.flat and h.split, as
-// the caller set them, ask for flat mode and split columns, kept where t allows them.
-inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, const float* in, float* out, const float* w,
-                       int64_t wrs, int64_t wcs, bool flip, size_t smem_budget, size_t smem_most) {
+// Fills h for t, q's convolution seen as a forward of `in` into `out` (q itself, or a phase of its grad_input),
+// with `ntaps` taps: tap(j, kh, kw, th, tw) says that tap j is q's weight tap (kh, kw), at (th, tw) in t's
+// kernel (its shift in the halo: th*t.dh rows, tw*t.dw columns). The weight of (row, channel, tap) is at
+// w + g*Mg*ws[0] + row*wrs + chan*wcs + kh*ws[2] + kw*ws[3]. `whole`: the halo spans all of t's kernel rows
+// (else only through the last tap's row: a masked forward). False where the halo path does not fit.
+template <class Tap>
+inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, int ntaps, const float* in, float* out,
+                       const float* w, int64_t wrs, int64_t wcs, bool whole, size_t smem_budget, size_t smem_most,
+                       Tap&& tap) {
   h.q = t;
-  h.flipped = flip;
+  h.flipped = whole;
   h.flat = h.flat && halo_flat_geometry(t);
   h.split = h.split && !h.flat && t.sw == 2;  // (element copies: a 16-byte piece would straddle the halves)
   h.vec = h.flat ? halo_flat_vectorizable(t, in) : !h.split && halo_rows_vectorizable(t.xs, in);
-  if (!halo_fits(h, q.ntaps, smem_budget, smem_most)) return false;
+  if (!halo_fits(h, ntaps, smem_budget, smem_most)) return false;
   h.x = in; h.y = out;
   h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = wrs; h.wcs = wcs;
-  for (int j = 0; j < q.ntaps; ++j) {
-    // flipped in t's kernel, which may have fewer rows than q's (halo_for_grad_input)
-    const int kh = j / q.KW, kw = j % q.KW, sh = flip ? t.KH - 1 - kh : kh, sw = flip ? t.KW - 1 - kw : kw;
-    // (split: column 2*ow + sw*dw sits at ow + (sw*dw) / 2 in the half of its parity)
-    h.tap_off[j] = sh * q.dh * h.RL + (h.split ? ((sw * q.dw) & 1) * h.half + ((sw * q.dw) >> 1) : sw * q.dw);
+  for (int j = 0; j < ntaps; ++j) {
+    int kh, kw, th, tw;
+    tap(j, kh, kw, th, tw);
+    // (split: column 2*ow + tw*dw sits at ow + (tw*dw) / 2 in the half of its parity)
+    h.tap_off[j] = th * t.dh * h.RL + (h.split ? ((tw * t.dw) & 1) * h.half + ((tw * t.dw) >> 1) : tw * t.dw);
     h.tap_w[j] = kh * q.ws[2] + kw * q.ws[3];
   }
-  h.pairs = (t.OH * t.OW) % 2 == 0 && (reinterpret_cast<uintptr_t>(out) & 7) == 0;
+  h.pairs = !h.phased && (t.OH * t.OW) % 2 == 0 && (reinterpret_cast<uintptr_t>(out) & 7) == 0;
   return true;
 }
 
 // The launch for q's forward (taps: the row-major prefix [0, q.ntaps)).
 inline bool halo_for_forward(const Geometry& q, const float* x, const float* w, const float* b, float* y, bool relu,
                              HaloConv& h, size_t smem_budget = kHaloMaxSmem, size_t smem_most = 0) {
-  if (!halo_setup(h, q, q, x, y, w, q.ws[0], q.ws[1], false, smem_budget, smem_most)) return false;
+  if (!halo_setup(h, q, q, q.ntaps, x, y, w, q.ws[0], q.ws[1], false, smem_budget, smem_most,
+                  [&](int j, int& kh, int& kw, int& th, int& tw) {
+                    th = kh = j / q.KW;
+                    tw = kw = j % q.KW;
+                  }))
+    return false;
   h.b = b;
   h.relu = relu;
   return true;
 }
 
-// The launch for grad_input of q (stride 1, no ReLU gate): the convolution of grad_y with the kernel flipped
-// and its channel axes swapped, padded by (KH-1)*dh - ph (so q's padding may not exceed that). Tap j is q's
-// tap j (same weights, so masked taps stay skipped), at the flipped shift. Flipped, a mask's unused rows (those
-// below its last active tap's) come first: they are cut from the kernel and its top padding where that padding
-// is as large (a PixelCNN mask with "same" padding: its padding is then 0), so that the halo spans the rows
-// read, as a masked forward's does.
-inline bool halo_for_grad_input(const Geometry& q, const float* w, const float* gy, float* gx, HaloConv& h,
-                                size_t smem_budget = kHaloMaxSmem, size_t smem_most = 0) {
-  if (q.sh != 1 || q.sw != 1 || q.ph > (q.KH - 1) * q.dh || q.pw > (q.KW - 1) * q.dw) return false;
+// The launch for phase f of q's grad_input (plan_phase; stride 1 has one phase, all of it), no ReLU gate: the
+// phase's pixels of grad_x, rows ih = f.h0 + i*sh and columns iw = f.w0 + j*sw, are a stride-1 convolution of
+// grad_y with the phase's taps, flipped, and the channel axes swapped. Along rows: tap jh (kh = kh0 + jh*a) reads
+// grad_y row i + ((h0 + ph - kh*dh) / sh), an offset that falls by a*dh/sh from one tap to the next, so t's
+// kernel has nkh rows at dilation a*dh/sh, the last tap first, and padding minus the smallest offset (which
+// must not be above 0); columns likewise. Tap j of the phase is its j-th active one (a row-major prefix, so
+// masked taps stay skipped). Flipped, a mask's unused rows (those past its last active tap's) come first: they
+// are cut from t's kernel and its top padding where that padding is as large (a PixelCNN mask with "same"
+// padding at stride 1: its padding is then 0), so that the halo spans the rows read, as a masked forward's
+// does. A strided phase writes its pixels in place in grad_x (h.phased).
+inline bool halo_for_grad_input(const Geometry& q, const Phase& f, const float* w, const float* gy, float* gx,
+                                HaloConv& h, size_t smem_budget = kHaloMaxSmem, size_t smem_most = 0) {
+  if (f.PH == 0 || f.PW == 0 || f.ntaps == 0) return false;
+  const int dh = f.a * q.dh / q.sh, dw = f.b * q.dw / q.sw;  // t's dilation (a*dh is a multiple of sh)
+  const int64_t top = (f.h0 + q.ph - int64_t(f.kh0 + (f.nkh - 1) * f.a) * q.dh) / q.sh;  // smallest offsets
+  const int64_t left = (f.w0 + q.pw - int64_t(f.kw0 + (f.nkw - 1) * f.b) * q.dw) / q.sw;
+  if (top > 0 || left > 0) return false;
+  const int unused = f.nkh - 1 - (f.ntaps - 1) / f.nkw;  // rows of taps past the last active one
+  const int cut = -top >= int64_t(unused) * dh ? unused : 0;
   Geometry t{};
   t.N = q.N; t.C = q.M; t.H = q.OH; t.W = q.OW;
-  t.M = q.C; t.OH = q.H; t.OW = q.W;
+  t.M = q.C; t.OH = f.PH; t.OW = f.PW;
   t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
-  const int unused = q.KH - 1 - std::max(0, q.ntaps - 1) / q.KW;  // kernel rows below the last active tap
-  const int cut = (q.KH - 1) * q.dh - q.ph >= unused * q.dh ? unused : 0;
-  t.KH = q.KH - cut; t.KW = q.KW; t.ntaps = q.ntaps;
-  t.sh = t.sw = 1; t.ph = (q.KH - 1 - cut) * q.dh - q.ph; t.pw = (q.KW - 1) * q.dw - q.pw; t.dh = q.dh; t.dw = q.dw;
+  t.KH = f.nkh - cut; t.KW = f.nkw; t.ntaps = f.ntaps;
+  t.sh = t.sw = 1; t.ph = int(-top) - cut * dh; t.pw = int(-left); t.dh = dh; t.dw = dw;
   for (int i = 0; i < 4; ++i) t.xs[i] = q.gs[i];
   set_divisors(t);
-  return halo_setup(h, t, q, gy, gx, w, q.ws[1], q.ws[0], true, smem_budget, smem_most);
+  h.phased = q.sh != 1 || q.sw != 1;
+  if (h.phased) {
+    h.out_r0 = f.h0; h.out_c0 = f.w0; h.out_sh = q.sh; h.out_sw = q.sw; h.out_H = q.H; h.out_W = q.W;
+  }
+  return halo_setup(h, t, q, f.ntaps, gy, gx, w, q.ws[1], q.ws[0], true, smem_budget, smem_most,
+                    [&](int j, int& kh, int& kw, int& th, int& tw) {
+                      const int jh = j / f.nkw, jw = j % f.nkw;
+                      kh = f.kh0 + jh * f.a;
+                      kw = f.kw0 + jw * f.b;
+                      th = t.KH - 1 - jh;
+                      tw = t.KW - 1 - jw;
+                    });
 }
 
 // TF32 rounding (to nearest, ties away from zero, as cvt.rna.tf32.f32) for the host emulation and the packer.
@@ -399,10 +434,20 @@ __host__ __device__ __forceinline__ void halo_round_stage(float* hs, int n, int 
   }
 }
 
-// The epilogue for output (row m of the block's group, pixel n): bias, ReLU (NaN passes), into y.
+// The epilogue for output (row m of the block's group, pixel n): bias, ReLU (NaN passes), into y at
+// halo_pixel_offset(n) + (g*Mg + m) * halo_plane (the pixel's part computed once for all the rows a thread
+// holds of it).
+__host__ __device__ __forceinline__ int64_t halo_plane(const HaloConv& h) {
+  return h.phased ? h.out_H * h.out_W : h.q.OH * h.q.OW;
+}
+__host__ __device__ __forceinline__ int64_t halo_pixel_offset(const HaloConv& h, int64_t n) {
+  const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n), r = n - img * opix;
+  if (!h.phased) return img * h.q.M * opix + r;
+  const int64_t oh = h.q.by_OW(r), ow = r - oh * h.q.OW;
+  return img * h.q.M * (h.out_H * h.out_W) + (h.out_r0 + oh * h.out_sh) * h.out_W + h.out_c0 + ow * h.out_sw;
+}
 __host__ __device__ __forceinline__ int64_t halo_out_offset(const HaloConv& h, int g, int64_t m, int64_t n) {
-  const int64_t opix = h.q.OH * h.q.OW, img = h.q.by_opix(n);
-  return (img * h.q.M + g * h.q.Mg + m) * opix + (n - img * opix);
+  return halo_pixel_offset(h, n) + (g * h.q.Mg + m) * halo_plane(h);
 }
 __host__ __device__ __forceinline__ float halo_activate(const HaloConv& h, int g, int64_t m, float v) {
   if (h.b) v += h.b[(g * h.q.Mg + m) * h.q.bs];
@@ -522,7 +567,8 @@ struct HaloTf32T {
     for (int nj = 0; nj < 4; ++nj) {
       const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig;
       if (n >= npix) continue;
-      const bool pair = h.pairs && n + 1 < npix;
+      const bool pair = h.pairs && n + 1 < npix, second = n + 1 < npix;
+      const int64_t p0 = halo_pixel_offset(h, n), p1 = pair || !second ? p0 + 1 : halo_pixel_offset(h, n + 1);
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -531,11 +577,12 @@ struct HaloTf32T {
           if (m >= h.q.Mg) continue;
           const float v0 = halo_activate(h, g, m, acc[i][nj][2 * hr]);
           const float v1 = halo_activate(h, g, m, acc[i][nj][2 * hr + 1]);
+          float* yr = h.y + (g * h.q.Mg + m) * halo_plane(h);
           if (pair) {
-            *reinterpret_cast<float2*>(h.y + halo_out_offset(h, g, m, n)) = make_float2(v0, v1);
+            *reinterpret_cast<float2*>(yr + p0) = make_float2(v0, v1);
           } else {
-            h.y[halo_out_offset(h, g, m, n)] = v0;
-            if (n + 1 < npix) h.y[halo_out_offset(h, g, m, n + 1)] = v1;
+            yr[p0] = v0;
+            if (second) yr[p1] = v1;
           }
         }
     }
@@ -583,15 +630,17 @@ struct HaloSimtT {
     const int64_t npix = h.pixels();
     int row0, pix0;
     halo_simt_place(kWide, tid, row0, pix0);
+    int64_t p[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) p[i] = n0 + pix0 + 32 * i < npix ? halo_pixel_offset(h, n0 + pix0 + 32 * i) : -1;
 #pragma unroll
     for (int r = 0; r < 8; ++r) {
       const int64_t m = int64_t(mt) * kHaloBM + row0 + r;
       if (m >= h.q.Mg) continue;
+      float* yr = h.y + (g * h.q.Mg + m) * halo_plane(h);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t n = n0 + pix0 + 32 * i;
-        if (n < npix) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, acc[r][i]);
-      }
+      for (int i = 0; i < 4; ++i)
+        if (p[i] >= 0) yr[p[i]] = halo_activate(h, g, m, acc[r][i]);
     }
   }
 };

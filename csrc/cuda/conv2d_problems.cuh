@@ -184,48 +184,6 @@ struct ForwardGemm : GemmShape {
   }
 };
 
-// grad_input of a strided convolution, split by phase: the input pixels whose (ih + ph) % sh == rh and
-// (iw + pw) % sw == rw are reached only by the taps with kh*dh % sh == rh and kw*dw % sw == rw. One GEMM per
-// phase visits just those (pixel, tap) pairs, where a single GEMM over all pixels and taps would find
-// (sh*sw - 1) of every sh*sw pairs empty. Stride 1 is the one phase of all pixels and all taps.
-// The phase's pixels: rows ih = h0 + i*sh (i < PH), columns iw = w0 + j*sw (j < PW). Its taps, in row-major
-// order: kh = kh0 + a*jh (jh < nkh), kw = kw0 + b*jw (jw < nkw); the first ntaps of them are active (the
-// conv's active taps are a row-major prefix, and so are the phase's).
-struct Phase {
-  int h0 = 0, w0 = 0;
-  int64_t PH = 0, PW = 0;
-  int kh0 = 0, kw0 = 0, a = 1, b = 1, nkh = 0, nkw = 0, ntaps = 0;
-  FastDiv by_nkw, by_ntaps, by_PW, by_pix;  // pix = PH*PW
-};
-
-inline int gcd_int(int x, int y) { return y == 0 ? x : gcd_int(y, x % y); }
-
-// The phase (rh, rw) of q's grad_input (0 <= rh < sh, 0 <= rw < sw).
-inline Phase plan_phase(const Geometry& q, int rh, int rw) {
-  Phase f;
-  auto axis = [](int r, int stride, int pad, int64_t size, int dil, int k, int& first, int64_t& count, int& k0,
-                 int& step, int& nk) {
-    first = ((r - pad) % stride + stride) % stride;
-    count = first < size ? (size - first + stride - 1) / stride : 0;
-    step = stride / gcd_int(stride, dil);
-    k0 = -1;
-    for (int kk = 0; kk < step && kk < k; ++kk)
-      if ((int64_t(kk) * dil) % stride == r) { k0 = kk; break; }
-    nk = k0 < 0 ? 0 : (k - 1 - k0) / step + 1;
-    if (k0 < 0) k0 = 0;
-  };
-  axis(rh, q.sh, q.ph, q.H, q.dh, q.KH, f.h0, f.PH, f.kh0, f.a, f.nkh);
-  axis(rw, q.sw, q.pw, q.W, q.dw, q.KW, f.w0, f.PW, f.kw0, f.b, f.nkw);
-  // active taps of the phase: a prefix of its row-major order
-  for (int jh = 0; jh < f.nkh; ++jh) {
-    const int kh = f.kh0 + jh * f.a, left = q.ntaps - kh * q.KW;  // active taps from row kh on
-    if (left <= 0) break;
-    for (int jw = 0; jw < f.nkw && f.kw0 + jw * f.b < left; ++jw) ++f.ntaps;
-  }
-  f.by_nkw = FastDiv(f.nkw); f.by_ntaps = FastDiv(f.ntaps); f.by_PW = FastDiv(f.PW); f.by_pix = FastDiv(f.PH * f.PW);
-  return f;
-}
-
 // TapMajor (when Mg % kBK == 0): k = tap*Mg + m, one tap per K step, as in ForwardGemm.
 template <class T, class TileT, bool TapMajor = false>
 struct GradInputGemm : GemmShape {
