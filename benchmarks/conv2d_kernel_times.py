@@ -87,9 +87,29 @@ def main():
         # host time of one call (the launches return before the GPU is done): where it exceeds the kernels'
         # time, a call that waits for its result is bound by the host
         print(f"    host ms per fwd+bwd: pixelops {host_ms(step):.3f}, torch {host_ms(torch_step):.3f}")
+        # ... and where pixelops' goes: the forward call (checks, autograd's record, the launches), the backward
+        # kernels' call alone (outputs allocated, the extension's launches and workspaces); the rest of the
+        # whole is autograd's engine and the Python between them
+        print("    pixelops host ms: forward call %.3f, backward kernels' call %.3f" % host_split(
+            x, w, b, mask, stride, pad, k))
         cpu = sorted(((e.key, e.self_cpu_time_total / reps) for e in events if e.self_cpu_time_total > 0),
                      key=lambda kv: -kv[1])[:8]
         print("    host us per fwd+bwd, by call: " + ", ".join(f"{k[:32]} {v:.0f}" for k, v in cpu))
+
+
+def host_split(x, w, b, mask, stride, pad, k):
+    from pixelops._torch.conv2d import _tf32, backward_kernel
+    from pixelops.ops.conv2d import mask_taps
+
+    def fwd():
+        return pixelops.masked_conv2d(x, w, b, mask, stride, pad) if mask else pixelops.conv2d(x, w, b, stride, pad)
+
+    y = fwd().detach()
+    g = torch.ones_like(y)
+    ntaps = mask_taps(k, mask) if mask else k * k
+    args = (x.detach(), w.detach(), y, g, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, ntaps, False,
+            _tf32(x, None), [True, True, True])
+    return host_ms(fwd), host_ms(lambda: backward_kernel(*args))
 
 
 def host_ms(fn, reps=20):

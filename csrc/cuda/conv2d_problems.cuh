@@ -302,9 +302,6 @@ struct GradInputGemm : GemmShape {
   }
 };
 
-// Each split writes its partial sums to ws[split][g*Mg+m][c*ntaps+tap]; reduce_grad_weight adds the splits
-// in a fixed order (deterministic) and writes grad_w, zeros on the masked taps.
-
 // reduce_grad_weight's block: up to kReduceWarps warps (no more than there are splits), a split of every
 // warps-th each.
 constexpr int kReduceWarps = 8;
@@ -333,6 +330,8 @@ __host__ __device__ inline A weight_partials_sum(const Geometry& q, const A* ws,
   for (int sp = first; sp < splits; sp += step) s += ws[(sp * q.M + m) * ncol + col];
   return s;
 }
+// Each split writes its partial sums to ws[split][g*Mg+m][c*ntaps+tap]; reduce_grad_weight adds the splits
+// in a fixed order (deterministic) and writes grad_w, zeros on the masked taps.
 template <class T, class TileT>
 struct GradWeightGemm : GemmShape {
   using Elem = T;
