@@ -316,7 +316,7 @@ void weight_from_partials(const Geometry& q, int64_t splits, T* gw, T* gb, cudaS
   Scratch<A> ws(splits * q.M * (q.Cg * q.ntaps + (gb ? 1 : 0)), s, what);
   launch(ws.get());
   check_launch(what);
-  const int64_t blocks = std::min<int64_t>((conv::weight_outputs(q, gb) + 31) / 32, 1 << 20);
+  const int64_t blocks = std::min<int64_t>((conv::weight_outputs(q, gb != nullptr) + 31) / 32, 1 << 20);
   const int warps = int(std::min<int64_t>(splits, conv::kReduceWarps));
   reduce_grad_weight<T, A><<<unsigned(blocks), 32 * warps, 0, s>>>(q, int(splits), ws.get(), gw, gb);
   check_launch("conv2d_backward (weight reduction)");
@@ -619,7 +619,8 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
   dispatch_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (conv::forward_direct_fits(q)) {
-      conv::forward_direct<T><<<direct_grid(conv::forward_direct_units(q) * 32, q.G), kThreads, 0, as_stream(stream)>>>(
+      const dim3 grid = direct_grid(conv::forward_direct_units(q) * 32, q.G);  // a warp a unit
+      conv::forward_direct<T><<<grid, kThreads, 0, as_stream(stream)>>>(
           q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu);
       check_launch("conv2d_forward (direct)");
       return;

@@ -287,7 +287,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
       expect_close(ones ? "grad_weight (direct, with the bias column)" : "grad_weight (direct)", c, got, ref_gw);
       if (ones) {
         std::vector<double> gb(q.M);
-        for (int64_t m = 0; m < q.M; ++m) gb[m] = reduce_weight_output(q, ws.data(), runs, true, int64_t(got.size()) + m);
+        for (int64_t m = 0; m < q.M; ++m)
+          gb[m] = reduce_weight_output(q, ws.data(), runs, true, int64_t(got.size()) + m);  // past grad_weight's
         expect_close("grad_bias (direct's column of ones)", c, gb, ref_gb);
       }
     };
