@@ -61,3 +61,26 @@ def test_eager_double_backward_fails_loudly():
     torch.testing.assert_close(gx, (x > 0).double())
     with pytest.raises(RuntimeError, match="no autograd formula"):
         torch.autograd.grad(gx.sum(), x)
+
+
+def test_eager_path_unwraps_tensors_leaked_from_a_functorch_transform():
+    # The eager path calls torch's C++ apply directly (common.eager_apply); like Function.apply it first
+    # unwraps dead functorch wrappers (tensors that escaped a torch.func transform), which the kernels could
+    # not read. Their values and gradients are those of the plain tensors.
+    leaked = {}
+
+    def f(t):
+        leaked["y"] = t * 2
+        return (t * t).sum()
+
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    torch.func.grad(f)(x)
+    y = leaked["y"]
+    assert torch._C._functorch.is_functorch_wrapped_tensor(y)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    out = pixelops.conv2d(pixelops.relu(y), w, padding=1)
+    ref = torch.nn.functional.conv2d((2 * x).relu(), w, padding=1)
+    torch.testing.assert_close(out, ref)
+    (gw,) = torch.autograd.grad(out.sum(), w)
+    (rw,) = torch.autograd.grad(ref.sum(), w)
+    torch.testing.assert_close(gw, rw)

@@ -104,6 +104,7 @@ _conv2d = differentiable_op(
     setup_context=_setup_context, backward=_backward,
 )
 conv2d_op, conv2d_backward_op, Conv2dFunction = _conv2d.op, _conv2d.backward_op, _conv2d.Function
+_conv2d_apply = _conv2d.apply
 
 
 def conv2d(x, w, b, params, shape=None):
@@ -114,5 +115,5 @@ def conv2d(x, w, b, params, shape=None):
     if compiling():
         return conv2d_op(x, w, b, list(stride), list(pads), list(dilation), groups, ntaps, relu, tf32)
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
-        return Conv2dFunction.apply(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32)
+        return _conv2d_apply(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32)
     return forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32, shape)

@@ -37,6 +37,7 @@ _relu = differentiable_op(
     setup_context=setup_context, backward=_backward,
 )
 relu_op, relu_backward_op, ReluFunction = _relu.op, _relu.backward_op, _relu.Function
+_relu_apply = _relu.apply
 
 
 class ReluInplaceFunction(torch.autograd.Function):
@@ -65,4 +66,4 @@ def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
             return ReluInplaceFunction.apply(x)
         launch(_C.relu_forward, x, x)
         return x
-    return ReluFunction.apply(x) if needs_grad else forward_kernel(x)
+    return _relu_apply(x) if needs_grad else forward_kernel(x)
