@@ -13,7 +13,7 @@ import torch
 
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, layout
-from .common import _C, compiling
+from .common import _C, compiling, eager_apply
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
@@ -182,6 +182,9 @@ def target_grad_kernel(x: torch.Tensor, weight: Optional[torch.Tensor], grad_los
     return out.view(x.shape)
 
 
+_cross_entropy_apply = eager_apply(CrossEntropyFunction, 3)  # x, target, weight
+
+
 def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
                   reduction: int, eps: float, inplace: bool) -> torch.Tensor:
     grad_on = torch.is_grad_enabled()
@@ -198,4 +201,4 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
     if inplace and needs_grad and x.is_leaf:
         raise RuntimeError(f"pixelops.{OP}: inplace_backward=True would overwrite a leaf tensor that requires grad; "
                            "use it on computed logits (the output of a layer)")
-    return CrossEntropyFunction.apply(x, target, weight, ignore_index, reduction, eps, inplace)
+    return _cross_entropy_apply(x, target, weight, ignore_index, reduction, eps, inplace)
