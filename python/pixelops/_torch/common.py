@@ -78,6 +78,31 @@ def custom_op(name: str, kernel: Callable, fake: Callable, *, mutates_args=(), s
     return op
 
 
+_TENSOR_HINTS = (torch.Tensor, Optional[torch.Tensor])
+_functorch_active = torch._C._are_functorch_transforms_active
+_unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", None)
+
+
+def eager_apply(function, ntensors: int) -> Callable:
+    """function.apply, minus its Python preamble. Where no functorch transform (vmap, grad, ...) is active,
+    Function.apply only unwraps dead functorch wrappers among its arguments and calls torch's C++ apply; this
+    does the same for the first `ntensors` arguments (the tensors, or None) and calls it directly: 1.5 us less
+    a call on a 2-core CPU (conv2d's apply on a tiny tensor: 13.5 -> 12 us; the whole forward with autograd
+    about 18 -> 16.6). Under a transform, and on a torch without the unwrapping function, Function.apply
+    itself."""
+    if _unwrap_if_dead is None:
+        return function.apply
+    apply_c = super(torch.autograd.Function, function).apply  # torch._C._FunctionBase.apply, bound to function
+    slow = function.apply
+
+    def apply(*args):
+        if _functorch_active():
+            return slow(*args)
+        return apply_c(*[a if a is None else _unwrap_if_dead(a) for a in args[:ntensors]], *args[ntensors:])
+
+    return apply
+
+
 def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, backward_kernel: Callable,
                       backward_fake: Callable, setup_context: Callable, backward: Callable) -> SimpleNamespace:
     """pixelops::<name> and pixelops::<name>_backward with autograd registered, and the eager
@@ -116,31 +141,6 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
     params = list(inspect.signature(forward).parameters)
     ntensors = next((i for i, p in enumerate(params) if hints.get(p) not in _TENSOR_HINTS), len(params))
     return SimpleNamespace(op=op, backward_op=backward_op, Function=function, apply=eager_apply(function, ntensors))
-
-
-_TENSOR_HINTS = (torch.Tensor, Optional[torch.Tensor])
-_functorch_active = torch._C._are_functorch_transforms_active
-_unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", None)
-
-
-def eager_apply(function, ntensors: int) -> Callable:
-    """function.apply, minus its Python preamble. Where no functorch transform (vmap, grad, ...) is active,
-    Function.apply only unwraps dead functorch wrappers among its arguments and calls torch's C++ apply; this
-    does the same for the first `ntensors` arguments (the tensors, or None) and calls it directly: 1.5 us less
-    a call on a 2-core CPU (conv2d's apply on a tiny tensor: 13.5 -> 12 us; the whole forward with autograd
-    about 18 -> 16.6). Under a transform, and on a torch without the unwrapping function, Function.apply
-    itself."""
-    if _unwrap_if_dead is None:
-        return function.apply
-    apply_c = super(torch.autograd.Function, function).apply  # torch._C._FunctionBase.apply, bound to function
-    slow = function.apply
-
-    def apply(*args):
-        if _functorch_active():
-            return slow(*args)
-        return apply_c(*[a if a is None else _unwrap_if_dead(a) for a in args[:ntensors]], *args[ntensors:])
-
-    return apply
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "custom_op", "differentiable_op",
