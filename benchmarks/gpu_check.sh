@@ -85,11 +85,14 @@ fi
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
 # KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
 # "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the halo paths whose default this
-# timing is to set: those for float32 timed without TF32, those for TF32 with it (README: the table of them).
-FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1
-TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1
+# timing is to set: those for float32 timed without TF32, those for TF32 with it (README: the table of them),
+# and the stride phases on their own in both (on res_s2 they and the split columns would both change
+# halo_conv_kernel's time: the forward's, and grad_input's phases).
+FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_SPLIT=1
+TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_SPLIT=1
+PHASES_PATH=PIXELOPS_CONV_HALO_PHASES=1
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS}; do
+  for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS $PHASES_PATH}; do
     [ -n "$tf32" ] && [ "$v" = "$FP32_PATHS" ] && continue
     [ -z "$tf32" ] && [ "$v" = "$TF32_PATHS" ] && continue
     [ "$v" = - ] && v=
