@@ -70,7 +70,8 @@ struct HaloConv {
   bool simt = false;   // float32 FMAs (HaloSimt) instead of TF32 mma.sync (HaloTf32): weights packed for it
   bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
   bool wide = false;   // the 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place, halo_tf32_place)
-  bool flipped = false;  // the taps at flipped shifts (grad_input): a mask's unused kernel rows come first
+  bool whole = false;  // the halo spans all of q's kernel rows (grad_input, whose taps are flipped: a mask's
+                       // unused rows come first), not just through the last tap's (a masked forward)
   bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_stage)
   bool split = false;  // column stride 2: a slot's even padded columns, then its odd ones (halo_column)
   int half = 0;        // ... the odd ones' start
@@ -125,8 +126,8 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   }
   // The kernel rows an output row reads: through the last active tap's row. For a PixelCNN mask that leaves out
   // the rows below the centre (3x3 mask B: 2 of 3 rows, so 8 slots where 10 were staged for 28-wide images);
-  // flipped, those rows come first and the span stays whole.
-  const int64_t kh_last = h.flipped ? q.KH - 1 : std::max(0, h.ntaps - 1) / q.KW;
+  // flipped (grad_input), those rows come first and the span stays whole (h.whole).
+  const int64_t kh_last = h.whole ? q.KH - 1 : std::max(0, h.ntaps - 1) / q.KW;
   const int64_t span = kh_last * q.dh + 1;
   const int64_t row_changes = (h.bn() - 2 + q.OW) / q.OW;
   const int64_t image_changes = std::min<int64_t>(row_changes, (h.bn() - 2 + q.OH * q.OW) / (q.OH * q.OW));
@@ -202,7 +203,7 @@ inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, int nt
                        const float* w, int64_t wrs, int64_t wcs, bool whole, size_t smem_budget, size_t smem_most,
                        Tap&& tap) {
   h.q = t;
-  h.flipped = whole;
+  h.whole = whole;
   h.flat = h.flat && halo_flat_geometry(t);
   h.split = h.split && !h.flat && t.sw == 2;  // (element copies: a 16-byte piece would straddle the halves)
   h.vec = h.flat ? halo_flat_vectorizable(t, in) : !h.split && halo_rows_vectorizable(t.xs, in);
