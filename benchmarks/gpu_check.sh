@@ -46,7 +46,7 @@ SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer
 san_pid=
 if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
   # with the halo paths that are not yet the default on, so that memcheck sees them too
-  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 PIXELOPS_CONV_HALO_WIDE=1 PIXELOPS_CONV_PW_GW=1 PIXELOPS_CONV_HALO_PREROUND=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
+  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 PIXELOPS_CONV_HALO_WIDE=1 PIXELOPS_CONV_PW_GW=1 PIXELOPS_CONV_HALO_PREROUND=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
 fi
@@ -56,7 +56,7 @@ TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | grep -v '_host' 
 # One line per pytest process: log name, environment (settings joined by commas), test file. The conv2d files
 # run again with each GEMM tile width forced (by default the width is picked per problem size), and with the
 # halo paths that are off by default until timed on (NEW_PATHS).
-NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1
+NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
@@ -88,8 +88,8 @@ section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; def
 # timing is to set: those for float32 timed without TF32, those for TF32 with it (README: the table of them),
 # and the stride phases on their own in both (on res_s2 they and the split columns would both change
 # halo_conv_kernel's time: the forward's, and grad_input's phases).
-FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_SPLIT=1
-TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_SPLIT=1
+FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_DIRECT_GI=1
+TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_DIRECT_GI=1
 PHASES_PATH=PIXELOPS_CONV_HALO_PHASES=1
 for tf32 in "" --tf32; do
   for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS $PHASES_PATH}; do

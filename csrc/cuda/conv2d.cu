@@ -187,14 +187,15 @@ void grad_bias(const Geometry& q, const T* y, const T* gy, T* gb, cudaStream_t s
   }
 }
 
-// The direct kernels' grid: x over pixels (grid-stride beyond 2^16 blocks), y over groups.
-dim3 direct_grid(int64_t pixels, int64_t groups) {
-  return dim3{unsigned(std::min<int64_t>((pixels + kThreads - 1) / kThreads, 1 << 16)), unsigned(groups)};
+// The direct kernels' grid: x over `threads` threads of work (grid-stride beyond 2^16 blocks), y over groups.
+dim3 direct_grid(int64_t threads, int64_t groups) {
+  return dim3{unsigned(std::min<int64_t>((threads + kThreads - 1) / kThreads, 1 << 16)), unsigned(groups)};
 }
 
 template <class T>
 void launch_grad_input_direct(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, cudaStream_t s) {
-  const dim3 grid = direct_grid(q.N * q.H * q.W, q.G);
+  static_assert(conv::kGiThreads == kThreads, "direct_grid's block");
+  const dim3 grid = direct_grid(q.N * q.H * q.W * conv::kGiSlices, q.G);  // kGiSlices threads a pixel
   switch (conv::grad_input_direct_cg(q.Cg)) {
     case 1: conv::grad_input_direct<T, 1><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx); break;
     case 2: conv::grad_input_direct<T, 2><<<grid, kThreads, 0, s>>>(q, w, y, gy, gx); break;
@@ -429,15 +430,19 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_HALO_PHASES, a strided layer's grad_input on the halo kernel, a launch per stride phase (those
 // of one tap left to the GEMM, unless in flat mode) instead of the GEMMs' (res_s2's: 0.238 ms in float32, 0.175
 // in TF32 on an H100 there, 15 and 21 TFLOP/s, where the halo does 30 and 73 at stride 1).
+// PIXELOPS_CONV_DIRECT_GI, the grad_input of few-channel layers (Cg <= 4: mnist_c1, pcnn_maskA) on the direct
+// kernel (grad_input_direct, its output channels now split over four threads a pixel) instead of by taps (a
+// GEMM into per-tap planes and a gather, conv2d_taps.cuh: three launches and a workspace; on an H100 mnist_c1's
+// took 0.056 ms, 0.048 under TF32, and pcnn_maskA's 0.037 and 0.030, for 26 and 13 MB of grad_y).
 struct NewPaths {
-  bool gw_simt, flat, wide, split, preround, pw_gw, phases;
+  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi;
 };
 const NewPaths& new_paths() {
   auto on = [](const char* name) { return env_is(name, "1"); };
   static const NewPaths p{on("PIXELOPS_CONV_HALO_GW_SIMT"), on("PIXELOPS_CONV_HALO_FLAT"),
                           on("PIXELOPS_CONV_HALO_WIDE"),    on("PIXELOPS_CONV_HALO_SPLIT"),
                           on("PIXELOPS_CONV_HALO_PREROUND"), on("PIXELOPS_CONV_PW_GW"),
-                          on("PIXELOPS_CONV_HALO_PHASES")};
+                          on("PIXELOPS_CONV_HALO_PHASES"), on("PIXELOPS_CONV_DIRECT_GI")};
   return p;
 }
 // Whether a problem of `rows` rows takes the wide layout: TF32's product for any of 32 rows or fewer; float32's
@@ -660,9 +665,10 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       };
       // by taps in float32/float64 (float16/bfloat16 would round z before the taps are added)
       constexpr bool kTapsType = std::is_same_v<T, float> || std::is_same_v<T, double>;
-      if (kTapsType && conv::taps_fit(q, relu))
+      const bool direct = conv::grad_input_direct_fits(q);
+      if (kTapsType && conv::taps_fit(q, relu) && !(direct && new_paths().direct_gi))
         grad_input_by_taps<T>(q, w.ptr<T>(), grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s);
-      else if (conv::grad_input_direct_fits(q))
+      else if (direct)
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
       else
         for (int rh = 0; rh < q.sh; ++rh)  // a launch per stride phase (one in all for stride 1): halo or GEMM

@@ -3,16 +3,24 @@
 // problems, the index math here needs no CUDA header beyond the kernel keywords, so tests/cuda_host runs it
 // on the host against naive loops.
 #pragma once
+#include <type_traits>
+
 #include "cuda/conv2d_problems.cuh"
 
 namespace pixelops::cuda::conv {
 
 // grad_input when a group has at most kDirectCg input channels (an image net's first layer, depthwise convs):
 // as a GEMM its M would be Cg, and a 64-row tile would do up to 64 times the work. Here the group's weights
-// sit in shared memory as wsh[tap][m][c], and each thread gathers the gradient of one input pixel for every
-// channel of its group; neighbouring threads take neighbouring pixels, so the grad_y reads of one (tap,
-// output channel) are coalesced and the weight reads are broadcasts. Two phases, as forward_direct below.
+// sit in shared memory as wsh[tap][m][c]. A warp takes kGiPixels consecutive input pixels, and its kGiSlices
+// lane groups split the group's output channels between them (slice s takes m = s, s + kGiSlices, ...): for
+// each tap that reaches its pixel, a thread reads grad_y of its channels there (the lanes of a slice read
+// neighbouring pixels of one plane: one 32-byte sector) and the weights as broadcasts, into two alternating
+// sums a channel; two shuffles add the slices' sums, in a fixed order. (One thread a pixel, adding all
+// Mg*ntaps products in one chain of dependent multiply-adds, took 0.18 ms for pcnn_maskA's 64 x 24 a pixel on
+// an H200: a quarter of the chain's length, two chains, and four times the threads to hide it.)
+// Stage, sum and store are functions of their own, so that tests/cuda_host runs them for every thread in turn.
 constexpr int kDirectCg = 4, kDirectWeights = 4096;
+constexpr int kGiSlices = 4, kGiPixels = 32 / kGiSlices, kGiThreads = 256;
 
 // The CG a grad_input_direct instance is compiled for (1, 2 or kDirectCg), and whether q takes that kernel:
 // its weights must fit the shared array.
@@ -32,49 +40,104 @@ __device__ __forceinline__ void grad_input_direct_stage(const Geometry& q, const
   }
 }
 
-template <class T, class A, int CG>
-__device__ __forceinline__ void grad_input_direct_pixels(const Geometry& q, const T* y, const T* gy, T* gx,
-                                                         int64_t g, const A* wsh, int64_t first, int64_t step) {
-  const int64_t pix = q.H * q.W, total = q.N * pix;
-  const int Mg = int(q.Mg);
-  for (int64_t i = first; i < total; i += step) {
-    const int64_t img = q.by_ipix(i), r = i - img * pix, ih = q.by_W(r), iw = r - ih * q.W;
-    const T* gy_img = gy + img * q.gs[0] + g * q.Mg * q.gs[1];
-    const T* y_img = y ? y + img * q.ys[0] + g * q.Mg * q.ys[1] : nullptr;
-    A acc[CG];
+// The products of one tap for a slice's `count` channels: grad_y at gp (gated by y at yp where kGated), the
+// channels gstep (ystep) apart, their weights at wt, kGiSlices*CG apart; into two alternating sums.
+template <bool kGated, class T, class A, int CG>
+__device__ __forceinline__ void grad_input_direct_tap(const T* gp, const T* yp, int64_t gstep, int64_t ystep,
+                                                      const A* wt, int count, A (&acc)[2][CG]) {
+  // grad_y where the fused ReLU was on (its output above 0), else 0
+  auto grad = [](const T* g, const T* y) {
+    const A v = A(to_float(*g));
+    if constexpr (kGated) return A(to_float(*y)) > A(0) ? v : A(0);
+    else return v;
+  };
+  int j = 0;
+#pragma unroll 2
+  for (; j + 1 < count; j += 2) {
+    const A v0 = grad(gp, yp), v1 = grad(gp + gstep, yp + ystep);
 #pragma unroll
-    for (int c = 0; c < CG; ++c) acc[c] = A(0);
+    for (int c = 0; c < CG; ++c) {
+      acc[0][c] += v0 * wt[c];
+      acc[1][c] += v1 * wt[kGiSlices * CG + c];
+    }
+    gp += 2 * gstep;
+    yp += 2 * ystep;
+    wt += 2 * kGiSlices * CG;
+  }
+  if (j < count) {
+    const A v = grad(gp, yp);
+#pragma unroll
+    for (int c = 0; c < CG; ++c) acc[0][c] += v * wt[c];
+  }
+}
+
+// Slice `slice`'s share of input pixel i's gradient (i over the N*H*W pixels of group g), for each channel c.
+template <class T, class A, int CG>
+__device__ __forceinline__ void grad_input_direct_sum(const Geometry& q, const T* y, const T* gy, int64_t g,
+                                                      const A* wsh, int64_t i, int slice, A (&sum)[CG]) {
+  const int64_t pix = q.H * q.W, img = q.by_ipix(i), r = i - img * pix, ih = q.by_W(r), iw = r - ih * q.W;
+  const int Mg = int(q.Mg), count = (Mg - slice + kGiSlices - 1) / kGiSlices;  // the slice's channels
+  const T* gy_img = gy + img * q.gs[0] + (g * q.Mg + slice) * q.gs[1];
+  const T* y_img = y ? y + img * q.ys[0] + (g * q.Mg + slice) * q.ys[1] : y;
+  const int64_t gstep = kGiSlices * q.gs[1], ystep = kGiSlices * q.ys[1];
+  A acc[2][CG];
+#pragma unroll
+  for (int c = 0; c < CG; ++c) acc[0][c] = acc[1][c] = A(0);
+  // the tap loop, compiled apart for a gated and an ungated grad_y (no test of y in the channel loop)
+  auto taps = [&](auto gated) {
+    constexpr bool kGated = decltype(gated)::value;
     for (int t = 0, kh = 0, kw = 0; t < q.ntaps; ++t) {
       int64_t oh, ow;
       const bool hit = reached_output(q, ih + q.ph, iw + q.pw, kh, kw, oh, ow);
       if (++kw == q.KW) { kw = 0; ++kh; }
       if (!hit) continue;
-      const T* gp = gy_img + oh * q.gs[2] + ow * q.gs[3];
-      const T* yp = y_img ? y_img + oh * q.ys[2] + ow * q.ys[3] : nullptr;
-      const A* wt = wsh + t * Mg * CG;
-#pragma unroll 4
-      for (int m = 0; m < Mg; ++m) {
-        A v = A(to_float(gp[m * q.gs[1]]));
-        if (yp && !(A(to_float(yp[m * q.ys[1]])) > A(0))) v = A(0);  // the fused ReLU was off there
-#pragma unroll
-        for (int c = 0; c < CG; ++c) acc[c] += v * wt[m * CG + c];
-      }
+      const A* wt = wsh + (t * Mg + slice) * CG;
+      grad_input_direct_tap<kGated, T, A, CG>(gy_img + oh * q.gs[2] + ow * q.gs[3],
+                                              kGated ? y_img + oh * q.ys[2] + ow * q.ys[3] : y_img, gstep, ystep, wt,
+                                              count, acc);
     }
-    for (int c = 0; c < CG && c < q.Cg; ++c) gx[(img * q.C + g * q.Cg + c) * pix + r] = store_as<T>(acc[c]);
-  }
+  };
+  if (y) taps(std::true_type{});
+  else taps(std::false_type{});
+#pragma unroll
+  for (int c = 0; c < CG; ++c) sum[c] = acc[0][c] + acc[1][c];
 }
 
-// Grid: x over input pixels (grid-stride), y over groups.
+template <class T, class A, int CG>
+__device__ __forceinline__ void grad_input_direct_store(const Geometry& q, T* gx, int64_t g, int64_t i, const A (&sum)[CG]) {
+  const int64_t pix = q.H * q.W, img = q.by_ipix(i), r = i - img * pix;
+  for (int c = 0; c < CG && c < q.Cg; ++c) gx[(img * q.C + g * q.Cg + c) * pix + r] = store_as<T>(sum[c]);
+}
+
+#ifdef __CUDACC__
+// Grid: x over runs of kGiPixels input pixels, a warp each (grid-stride), y over groups. At most 64 registers,
+// so that four blocks share an SM (there were 72-80, three): the sums wait on gathered loads, which more warps
+// hide. (float64's sums take twice the registers: three blocks, else they spill.)
 template <class T, int CG>
-__global__ void grad_input_direct(Geometry q, const T* __restrict__ w, const T* __restrict__ y,
+__global__ void __launch_bounds__(kGiThreads, sizeof(typename AccOf<T>::type) == 8 ? 3 : 4) grad_input_direct(Geometry q, const T* __restrict__ w, const T* __restrict__ y,
                                   const T* __restrict__ gy, T* __restrict__ gx) {
   using A = typename AccOf<T>::type;
   __shared__ A wsh[kDirectWeights];
   grad_input_direct_stage<T, A, CG>(q, w, blockIdx.y, wsh, threadIdx.x, blockDim.x);
   __syncthreads();
-  grad_input_direct_pixels<T, A, CG>(q, y, gy, gx, blockIdx.y, wsh, blockIdx.x * int64_t(blockDim.x) + threadIdx.x,
-                                     int64_t(gridDim.x) * blockDim.x);
+  const int lane = threadIdx.x % 32, slice = lane / kGiPixels;
+  const int64_t total = q.N * q.H * q.W;
+  const int64_t step = int64_t(gridDim.x) * (blockDim.x / 32) * kGiPixels;
+  // warp-uniform bounds: every lane of the warp takes part in the shuffles
+  for (int64_t base = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32 * kGiPixels; base < total; base += step) {
+    const int64_t i = base + lane % kGiPixels;
+    A sum[CG];
+#pragma unroll
+    for (int c = 0; c < CG; ++c) sum[c] = A(0);
+    if (i < total) grad_input_direct_sum<T, A, CG>(q, y, gy, blockIdx.y, wsh, i, slice, sum);
+#pragma unroll
+    for (int o = kGiPixels; o < 32; o *= 2)
+#pragma unroll
+      for (int c = 0; c < CG; ++c) sum[c] += __shfl_xor_sync(0xffffffffu, sum[c], o);
+    if (slice == 0 && i < total) grad_input_direct_store<T, A, CG>(q, gx, blockIdx.y, i, sum);
+  }
 }
+#endif
 
 // Where tap-column k = c*ntaps + t of a window sits, from the window's corner: its offset in x (32 bits, checked
 // on the host: direct_window_fits) and its row and column shifts (16 bits each). Eight bytes, read from a

@@ -205,6 +205,7 @@ inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, int nt
   h.q = t;
   h.whole = whole;
   h.flat = h.flat && halo_flat_geometry(t);
+  h.wide = h.wide && t.Mg <= kHaloBM / 2;  // (its tile has 32 rows: more would need tiles of their own)
   h.split = h.split && !h.flat && t.sw == 2;  // (element copies: a 16-byte piece would straddle the halves)
   h.vec = h.flat ? halo_flat_vectorizable(t, in) : !h.split && halo_rows_vectorizable(t.xs, in);
   if (!halo_fits(h, ntaps, smem_budget, smem_most)) return false;

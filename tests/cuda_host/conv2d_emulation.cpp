@@ -7,7 +7,10 @@
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_emulation.cpp && ./a.out
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -62,9 +65,33 @@ struct Case {
   int KH, KW, ntaps, sh, sw, ph, pw, dh, dw;
   int64_t G;
   bool relu;
+  // Fuzz mode's knobs (the fixed cases keep these defaults): no bias; the layouts of x, w, grad_y and y
+  // (Layout); grad_weight's GEMM K split in gw_splits; the direct grad_weight's runs of run_chunks chunks and
+  // run_extra pixels.
+  bool nobias = false;
+  int lx = 0, lw = 0, lg = 0, ly = 0, gw_splits = 3, run_chunks = 1, run_extra = 3;
 };
 
-static int failures = 0;
+// The layouts of a 4-d operand, as the caller's views may come: contiguous, channels-last, a slice of a larger
+// tensor (planes and rows padded, starting past its corner), broadcast over images and channels (stride 0, as
+// an expanded grad_y). Sets s to the strides of a d-sized view, len to its buffer's size; returns its start.
+enum Layout { kContiguous, kChannelsLast, kSlice, kBroadcast };
+static int64_t lay_out(int l, const int64_t (&d)[4], int64_t (&s)[4], int64_t& len) {
+  int64_t start = 0;
+  if (l == kChannelsLast) s[1] = 1, s[3] = d[1], s[2] = d[3] * d[1], s[0] = d[2] * s[2];
+  else if (l == kSlice)
+    s[3] = 1, s[2] = d[3] + 2, s[1] = (d[2] + 1) * s[2], s[0] = (d[1] + 1) * s[1], start = s[1] + s[2] + 1;
+  else if (l == kBroadcast) s[3] = 1, s[2] = d[3], s[1] = s[0] = 0;
+  else s[3] = 1, s[2] = d[3], s[1] = d[2] * d[3], s[0] = d[1] * s[1];
+  len = l == kBroadcast ? d[2] * d[3] : d[0] * s[0];
+  return start;
+}
+
+static int failures = 0, checks = 0;
+static bool quiet = false;                  // fuzz mode: FAIL lines only
+static std::string where;                   // fuzz mode: the tile and the case's number, for FAIL lines
+static std::map<std::string, int> refused;  // checks a path's fits-predicate refused, by path
+static void refuse(const char* path) { ++refused[path]; }
 
 static void expect_close(const char* what, const Case& c, const std::vector<double>& got,
                          const std::vector<double>& ref) {
@@ -76,11 +103,20 @@ static void expect_close(const char* what, const Case& c, const std::vector<doub
     scale = std::max(scale, std::fabs(ref[i]));
   }
   const bool ok = !unwritten && worst <= 1e-12 * scale * 64;
+  ++checks;
+  if (!ok) ++failures;
+  if (ok && quiet) return;
   std::printf("%s %-28s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d g%lld relu%d: max err %.1e\n",
               ok ? "ok  " : "FAIL", what, (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
               (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, (long long)c.G, int(c.relu),
               worst / scale);
-  if (!ok) ++failures;
+  if (quiet)  // the whole case, to paste into main's list (or to give `prog case`)
+    std::printf("     {%lld, %lld, %lld, %lld, %lld, %d, %d, %d, %d, %d, %d, %d, %d, %d, %lld, %s, %s, %d, %d, %d, %d, "
+                "%d, %d, %d},  // %s\n",
+                (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH, c.KW, c.ntaps,
+                c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, (long long)c.G, c.relu ? "true" : "false",
+                c.nobias ? "true" : "false", c.lx, c.lw, c.lg, c.ly, c.gw_splits, c.run_chunks, c.run_extra,
+                where.c_str());
 }
 
 template <class Tl>
@@ -88,24 +124,46 @@ static void run_case(const Case& c, std::mt19937& rng) {
   std::normal_distribution<double> nd;
   Geometry q = case_geometry(c);
   set_divisors(q);
-  // contiguous NCHW x, y, grad_y and (M, Cg, KH, KW) weights
-  const int64_t xs[4] = {q.C * q.H * q.W, q.H * q.W, q.W, 1}, ys[4] = {q.M * q.OH * q.OW, q.OH * q.OW, q.OW, 1};
-  const int64_t* ws = q.ws;
-  for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = ys[i]; q.ys[i] = c.relu ? ys[i] : 0; }
-  std::vector<double> x(q.N * xs[0]), w(q.M * ws[0]), b(q.M), y(q.N * ys[0]), gy(q.N * ys[0]);
+  // x, w, grad_y, y (the ReLU gate) and the bias in the case's layouts (all contiguous in the fixed cases), the
+  // rest of their buffers NaN; the outputs contiguous: NCHW y and grad_x, (M, Cg, KH, KW) grad_w
+  const int64_t xd[4] = {q.N, q.C, q.H, q.W}, wd[4] = {q.M, q.Cg, q.KH, q.KW}, yd[4] = {q.N, q.M, q.OH, q.OW};
+  int64_t xl, wl, gl, yl, ys[4];
+  const int64_t xo = lay_out(c.lx, xd, q.xs, xl), wo = lay_out(c.lw, wd, q.ws, wl), go = lay_out(c.lg, yd, q.gs, gl),
+                yo = lay_out(c.ly, yd, ys, yl);
+  for (int i = 0; i < 4; ++i) q.ys[i] = c.relu ? ys[i] : 0;
+  q.bs = c.lw == kSlice ? 2 : 1;
+  std::vector<double> x(xl), w(wl), b(q.M * q.bs), y(yl, NAN), gy(gl);
   for (auto* v : {&x, &w, &b, &gy})
     for (auto& e : *v) e = nd(rng);
-  auto X = [&](int64_t n, int64_t ch, int64_t h, int64_t ww) { return x[n * xs[0] + ch * xs[1] + h * xs[2] + ww]; };
-  auto Wt = [&](int64_t m, int64_t c2, int t) { return w[m * ws[0] + c2 * ws[1] + t]; };
+  auto poison = [](std::vector<double>& v, int64_t start, const int64_t (&d)[4], const int64_t (&s)[4]) {
+    std::vector<bool> in(v.size());
+    for (int64_t i = 0; i < d[0] * d[1] * d[2] * d[3]; ++i)
+      in[start + i / (d[1] * d[2] * d[3]) * s[0] + i / (d[2] * d[3]) % d[1] * s[1] + i / d[3] % d[2] * s[2] +
+         i % d[3] * s[3]] = true;
+    for (size_t i = 0; i < v.size(); ++i) if (!in[i]) v[i] = NAN;
+  };
+  poison(x, xo, xd, q.xs);
+  poison(w, wo, wd, q.ws);
+  poison(gy, go, yd, q.gs);
+  for (int64_t m = 0; m < q.M; ++m) for (int i = 1; i < q.bs; ++i) b[m * q.bs + i] = NAN;
+  const double *xp = x.data() + xo, *wp = w.data() + wo, *gyp = gy.data() + go, *bp = c.nobias ? nullptr : b.data();
+  const double* yp = c.relu ? y.data() + yo : nullptr;
+  const int KK = q.KH * q.KW;
+  auto X = [&](int64_t n, int64_t ch, int64_t h, int64_t ww) {
+    return xp[n * q.xs[0] + ch * q.xs[1] + h * q.xs[2] + ww * q.xs[3]];
+  };
+  auto Wt = [&](int64_t m, int64_t c2, int t) {
+    return wp[m * q.ws[0] + c2 * q.ws[1] + t / q.KW * q.ws[2] + t % q.KW * q.ws[3]];
+  };
 
   // naive forward (with the ReLU the backward's mask comes from)
-  std::vector<double> ref_y(y.size());
+  std::vector<double> ref_y(q.N * q.M * q.OH * q.OW);
   for (int64_t n = 0; n < q.N; ++n)
     for (int64_t m = 0; m < q.M; ++m)
       for (int64_t oh = 0; oh < q.OH; ++oh)
         for (int64_t ow = 0; ow < q.OW; ++ow) {
           const int64_t g = m / q.Mg;
-          double s = b[m];
+          double s = bp ? bp[m * q.bs] : 0.0;
           for (int64_t c2 = 0; c2 < q.Cg; ++c2)
             for (int t = 0; t < q.ntaps; ++t) {
               const int64_t ih = oh * q.sh - q.ph + (t / q.KW) * q.dh, iw = ow * q.sw - q.pw + (t % q.KW) * q.dw;
@@ -113,13 +171,15 @@ static void run_case(const Case& c, std::mt19937& rng) {
             }
           ref_y[((n * q.M + m) * q.OH + oh) * q.OW + ow] = c.relu && s < 0 ? 0 : s;
         }
-  y = ref_y;
+  for (int64_t i = 0; i < int64_t(ref_y.size()); ++i)
+    y[yo + i / (q.M * q.OH * q.OW) * ys[0] + i / (q.OH * q.OW) % q.M * ys[1] + i / q.OW % q.OH * ys[2] +
+      i % q.OW * ys[3]] = ref_y[i];
   // the upstream gradient as the kernels see it: zero where the fused ReLU was off
   auto GY = [&](int64_t n, int64_t m, int64_t oh, int64_t ow) {
     const int64_t i = ((n * q.M + m) * q.OH + oh) * q.OW + ow;
-    return c.relu && !(y[i] > 0) ? 0.0 : gy[i];
+    return c.relu && !(ref_y[i] > 0) ? 0.0 : gyp[n * q.gs[0] + m * q.gs[1] + oh * q.gs[2] + ow * q.gs[3]];
   };
-  std::vector<double> ref_gx(x.size(), 0.0), ref_gw(w.size(), 0.0), ref_gb(q.M, 0.0);
+  std::vector<double> ref_gx(q.N * q.C * q.H * q.W, 0.0), ref_gw(q.M * q.Cg * KK, 0.0), ref_gb(q.M, 0.0);
   for (int64_t n = 0; n < q.N; ++n)
     for (int64_t m = 0; m < q.M; ++m)
       for (int64_t oh = 0; oh < q.OH; ++oh)
@@ -131,18 +191,17 @@ static void run_case(const Case& c, std::mt19937& rng) {
             for (int t = 0; t < q.ntaps; ++t) {
               const int64_t ih = oh * q.sh - q.ph + (t / q.KW) * q.dh, iw = ow * q.sw - q.pw + (t % q.KW) * q.dw;
               if (ih < 0 || ih >= q.H || iw < 0 || iw >= q.W) continue;
-              const int64_t xi = n * xs[0] + (g * q.Cg + c2) * xs[1] + ih * xs[2] + iw;
-              ref_gx[xi] += d * Wt(m, c2, t);
-              ref_gw[m * ws[0] + c2 * ws[1] + t] += d * x[xi];
+              ref_gx[((n * q.C + g * q.Cg + c2) * q.H + ih) * q.W + iw] += d * Wt(m, c2, t);
+              ref_gw[(m * q.Cg + c2) * KK + t] += d * X(n, g * q.Cg + c2, ih, iw);
             }
         }
 
   // forward, both K orders where the tap-major one applies
   for (int tap_major = 0; tap_major < 2; ++tap_major) {
-    if (tap_major && q.Cg % kBK) continue;
-    std::vector<double> got(y.size(), NAN);
+    if (tap_major && q.Cg % kBK) { refuse("forward (tap-major)"); continue; }
+    std::vector<double> got(ref_y.size(), NAN);
     auto fill = [&](auto p) {
-      p.q = q; p.x = x.data(); p.w = w.data(); p.b = b.data(); p.y = got.data(); p.relu = c.relu;
+      p.q = q; p.x = xp; p.w = wp; p.b = bp; p.y = got.data(); p.relu = c.relu;
       p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
       emulate_gemm(p);
     };
@@ -153,39 +212,57 @@ static void run_case(const Case& c, std::mt19937& rng) {
   // forward, direct kernel (few input channels a group): the weight staging for all threads (into shared arrays
   // poisoned first: a weight the staging misses reads as NaN), then the pixels lane by lane, warp by warp, over
   // a grid smaller than the image so the grid-stride loop turns too
-  if (forward_direct_fits(q)) {
-    std::vector<double> got(y.size(), NAN), wsh(kDirectWeights);
+  if (!forward_direct_fits(q)) refuse("forward (direct)");
+  else {
+    std::vector<double> got(ref_y.size(), NAN), wsh(kDirectWeights);
     std::vector<WindowTap> taps(kDirectK);
     const int threads = 64, blocks = 3, warps = blocks * threads / 32;
     for (int64_t g = 0; g < q.G; ++g) {
       std::fill(wsh.begin(), wsh.end(), NAN);
       std::fill(taps.begin(), taps.end(), WindowTap{1 << 30, 0});
       for (int tid = 0; tid < threads; ++tid)
-        forward_direct_stage(q, w.data(), g, wsh.data(), taps.data(), tid, threads);
+        forward_direct_stage(q, wp, g, wsh.data(), taps.data(), tid, threads);
       for (int warp = 0; warp < warps; ++warp)
         for (int lane = 0; lane < 32; ++lane)
-          forward_direct_pixels(q, x.data(), b.data(), got.data(), c.relu, g, wsh.data(), taps.data(), lane, warp,
-                                warps);
+          forward_direct_pixels(q, xp, bp, got.data(), c.relu, g, wsh.data(), taps.data(), lane, warp, warps);
     }
     expect_close("forward (direct)", c, got, ref_y);
   }
   // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
   for (int variant = 0; variant < 3; ++variant) {
-    if ((variant == 1 && q.Mg % kBK) || (variant == 2 && !grad_input_direct_fits(q))) continue;
-    std::vector<double> got(x.size(), NAN);
-    const double* yp = c.relu ? y.data() : nullptr;
+    if ((variant == 1 && q.Mg % kBK) || (variant == 2 && !grad_input_direct_fits(q))) {
+      refuse(variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)");
+      continue;
+    }
+    std::vector<double> got(ref_gx.size(), NAN);
     if (variant == 2) {
-      // the weight staging for all threads, then the pixels over a grid smaller than the image
+      // the weight staging for all threads (into a shared array poisoned first), then runs of kGiPixels pixels
+      // warp by warp over a grid smaller than the image: each lane's slice sum, the shuffles' butterfly (every
+      // lane adds lane ^ o's sums as they were before that round), slice 0's stores
       std::vector<double> wsh(kDirectWeights);
-      const int threads = 64, blocks = 3;
+      const int threads = 64, blocks = 3, warps = blocks * threads / 32;
+      const int64_t total = q.N * q.H * q.W;
       auto run = [&](auto cg) {
         constexpr int CG = decltype(cg)::value;
         for (int64_t g = 0; g < q.G; ++g) {
+          std::fill(wsh.begin(), wsh.end(), NAN);
           for (int tid = 0; tid < threads; ++tid)
-            grad_input_direct_stage<double, double, CG>(q, w.data(), g, wsh.data(), tid, threads);
-          for (int64_t t = 0; t < blocks * threads; ++t)
-            grad_input_direct_pixels<double, double, CG>(q, yp, gy.data(), got.data(), g, wsh.data(), t,
-                                                         int64_t(blocks) * threads);
+            grad_input_direct_stage<double, double, CG>(q, wp, g, wsh.data(), tid, threads);
+          for (int warp = 0; warp < warps; ++warp)
+            for (int64_t base = warp * int64_t(kGiPixels); base < total; base += int64_t(warps) * kGiPixels) {
+              double sum[32][CG] = {}, was[32][CG];
+              for (int lane = 0; lane < 32; ++lane)
+                if (base + lane % kGiPixels < total)
+                  grad_input_direct_sum<double, double, CG>(q, yp, gyp, g, wsh.data(), base + lane % kGiPixels,
+                                                            lane / kGiPixels, sum[lane]);
+              for (int o = kGiPixels; o < 32; o *= 2) {
+                std::copy(&sum[0][0], &sum[0][0] + 32 * CG, &was[0][0]);
+                for (int lane = 0; lane < 32; ++lane)
+                  for (int c2 = 0; c2 < CG; ++c2) sum[lane][c2] += was[lane ^ o][c2];
+              }
+              for (int lane = 0; lane < kGiPixels && base + lane < total; ++lane)
+                grad_input_direct_store<double, double, CG>(q, got.data(), g, base + lane, sum[lane]);
+            }
         }
       };
       if (q.Cg == 1) run(std::integral_constant<int, 1>{});
@@ -194,7 +271,7 @@ static void run_case(const Case& c, std::mt19937& rng) {
     } else {
       // one GEMM per stride phase, as conv2d_backward runs them
       auto fill = [&](auto p, const Phase& f) {
-        p.q = q; p.f = f; p.w = w.data(); p.y = yp; p.gy = gy.data(); p.gx = got.data();
+        p.q = q; p.f = f; p.w = wp; p.y = yp; p.gy = gyp; p.gx = got.data();
         p.M = q.Cg; p.N = q.N * f.PH * f.PW; p.K = q.Mg * f.ntaps; p.groups = int(q.G); p.kchunk = p.K;
         emulate_gemm(p);
       };
@@ -211,12 +288,13 @@ static void run_case(const Case& c, std::mt19937& rng) {
   }
   // grad_input by taps (few channels a group, no ReLU gate): packed weights, the 1x1 GEMM into z, the gather.
   // Checked for any Mg here, though conv2d_backward takes it from Mg = 16 on.
-  if (!c.relu && q.Cg <= kDirectCg) {
+  if (c.relu || q.Cg > kDirectCg) refuse("grad_input (taps)");
+  else {
     const Geometry zq = taps_geometry(q);
-    std::vector<double> wp(zq.M * zq.Cg), z(zq.N * zq.M * zq.OH * zq.OW, NAN), got(x.size(), NAN);
-    for (int64_t i = 0; i < int64_t(wp.size()); ++i) wp[i] = packed_tap_weight(q, w.data(), i);
+    std::vector<double> packed(zq.M * zq.Cg), z(zq.N * zq.M * zq.OH * zq.OW, NAN), got(ref_gx.size(), NAN);
+    for (int64_t i = 0; i < int64_t(packed.size()); ++i) packed[i] = packed_tap_weight(q, wp, i);
     auto fill = [&](auto p) {
-      p.q = zq; p.x = gy.data(); p.w = wp.data(); p.b = nullptr; p.y = z.data(); p.relu = false;
+      p.q = zq; p.x = gyp; p.w = packed.data(); p.b = nullptr; p.y = z.data(); p.relu = false;
       p.M = zq.Mg; p.N = zq.N * zq.OH * zq.OW; p.K = zq.Cg; p.groups = int(zq.G); p.kchunk = p.K;
       emulate_gemm(p);
     };
@@ -225,35 +303,40 @@ static void run_case(const Case& c, std::mt19937& rng) {
     for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = gather_taps(q, z.data(), i);
     expect_close("grad_input (taps)", c, got, ref_gx);
   }
-  // grad_weight, split over K in three (then reduce_grad_weight's sums: masked taps 0)
+  // grad_weight, split over K in three (gw_splits; then reduce_grad_weight's sums: masked taps 0)
   {
     GradWeightGemm<double, Tl> p;
-    p.q = q; p.x = x.data(); p.y = c.relu ? y.data() : nullptr; p.gy = gy.data();
+    p.q = q; p.x = xp; p.y = yp; p.gy = gyp;
     p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
-    const int64_t ksteps = (p.K + kBK - 1) / kBK, chunk = (ksteps + 2) / 3;
+    const int64_t ksteps = (p.K + kBK - 1) / kBK, chunk = (ksteps + c.gw_splits - 1) / c.gw_splits;
     p.kchunk = chunk * kBK;
     p.splits = int((ksteps + chunk - 1) / chunk);
-    std::vector<double> wsp(p.splits * q.M * p.N, NAN), got(w.size());
+    std::vector<double> wsp(p.splits * q.M * p.N, NAN), got(ref_gw.size());
     p.ws = wsp.data();
     emulate_gemm(p);
     for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, wsp.data(), p.splits, false, i);
-    expect_close("grad_weight (3 splits)", c, got, ref_gw);
+    expect_close(("grad_weight (" + std::to_string(c.gw_splits) + " splits)").c_str(), c, got, ref_gw);
   }
   // grad_weight, direct (few channels a group): grad_weight_direct's phases for all threads in turn, block by
   // block over runs of pixels that end mid-chunk (a partial sum each), then reduce_grad_weight's sums;
   // the shared arrays are poisoned before each chunk. Again with grad_bias as the column of ones where K + 1
   // columns fit.
   for (bool ones : {false, true}) {
-    if (!grad_weight_direct_fits(q) || (ones && !grad_weight_direct_takes_bias(q))) continue;
+    if (!grad_weight_direct_fits(q) || (ones && !grad_weight_direct_takes_bias(q))) {
+      refuse(ones ? "grad_weight (direct, bias column)" : "grad_weight (direct)");
+      continue;
+    }
     auto run = [&](auto kmax_tag) {
       constexpr int KMAX = decltype(kmax_tag)::value;
       using S = GwdShape<double, KMAX>;
       const int K = int(q.Cg) * q.ntaps, ncol = K + (ones ? 1 : 0);
       std::vector<WindowTap> taps(KMAX);
       for (int k = 0; k < K; ++k) taps[k] = window_tap(q, k);
-      const int64_t P = q.N * q.OH * q.OW, run_len = S::P + 3;  // runs ending mid-chunk (the kernel's are whole)
+      // runs ending mid-chunk unless run_extra is 0 (the kernel's are whole)
+      const int64_t P = q.N * q.OH * q.OW, run_len = S::P * c.run_chunks + c.run_extra;
       const int runs = int((P + run_len - 1) / run_len);
-      std::vector<double> ws(runs * q.M * int64_t(ncol), NAN), got(w.size()), gys(S::P * S::LG), xs(S::P * S::LX);
+      std::vector<double> ws(runs * q.M * int64_t(ncol), NAN), got(ref_gw.size()), gys(S::P * S::LG),
+          xs(S::P * S::LX);
       std::vector<GwdPixel> px(S::P);
       static double acc[kGwdThreads][4][S::KT];
       for (int64_t g = 0; g < q.G; ++g)
@@ -266,8 +349,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
               std::fill(xs.begin(), xs.end(), NAN);
               for (int tid = 0; tid < S::P; ++tid) gwd_pixel<double, KMAX>(q, g, m0, p0, last, tid, px.data());
               for (int tid = 0; tid < kGwdThreads; ++tid)
-                gwd_stage<double, double, KMAX>(q, x.data(), c.relu ? y.data() : nullptr, gy.data(), m0, taps.data(),
-                                                px.data(), gys.data(), xs.data(), tid, ones);
+                gwd_stage<double, double, KMAX>(q, xp, yp, gyp, m0, taps.data(), px.data(), gys.data(), xs.data(), tid,
+                                                ones);
               for (int tid = 0; tid < kGwdThreads; ++tid) gwd_accumulate<double, KMAX>(gys.data(), xs.data(), tid, acc[tid]);
             }
             // the kernel's reduction: warps of one column split, pixel split 0 first, then 1, ...
@@ -322,7 +405,80 @@ static void check_fast_div(std::mt19937& rng) {
   failures += bad;
 }
 
-int main() {
+// Fuzz mode's cases: sizes, options and layouts drawn widely, kept to geometries with an output and to work the
+// naive loops and the emulated tiles (which compute whole tiles) do in a few milliseconds.
+constexpr int64_t kFuzzWork = 20000000;  // a bound on a case's padded GEMM product
+static Case draw_case(std::mt19937& rng) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (;;) {
+    Case c{};
+    c.N = pick(1, 4); c.G = pick(1, 3);
+    // channels a group: few (the direct and taps paths), whole K steps (the tap-major loaders), or any
+    const int cw = pick(0, 9), mw = pick(0, 9);
+    const int64_t Cg = cw < 4 ? pick(1, 4) : cw < 6 ? 16 * pick(1, 2) : pick(1, 40);
+    const int64_t Mg = mw < 3 ? 16 * pick(1, 5) : mw < 5 ? pick(1, 4) : pick(1, 80);
+    c.C = Cg * c.G; c.M = Mg * c.G;
+    c.H = pick(1, 20); c.W = pick(1, 20); c.KH = pick(1, 5); c.KW = pick(1, 5);
+    c.sh = pick(1, 3); c.sw = pick(1, 3); c.ph = pick(0, 3); c.pw = pick(0, 3); c.dh = pick(1, 3); c.dw = pick(1, 3);
+    // all taps, PixelCNN's mask B or A (odd kernels; A of a 1x1 kernel is empty: drawn again), or any prefix
+    const int kk = c.KH * c.KW, tw = pick(0, 3), odd = c.KH % 2 && c.KW % 2;
+    c.ntaps = tw == 0 ? kk : tw == 3 || !odd ? pick(1, kk) : c.KH / 2 * c.KW + c.KW / 2 + (tw == 1);
+    c.relu = pick(0, 1); c.nobias = pick(0, 3) == 0;
+    // half the cases contiguous, the others in any layout (broadcast for grad_y alone, as torch expands it)
+    if (pick(0, 1)) c.lx = pick(0, 2), c.lw = pick(0, 2), c.lg = pick(0, 3), c.ly = pick(0, 2);
+    c.gw_splits = pick(1, 8); c.run_chunks = pick(1, 3); c.run_extra = pick(0, 1) ? 0 : pick(1, 40);
+    const Geometry q = case_geometry(c);
+    if (c.ntaps < 1 || q.OH < 1 || q.OW < 1) continue;
+    const int64_t pixels = std::max(q.N * q.OH * q.OW, q.N * q.H * q.W);
+    if (q.G * (Mg + 63) * (Cg * c.ntaps + 63) * (pixels + 127) > kFuzzWork) continue;
+    return c;
+  }
+}
+
+static void run_tiles(const Case& c, std::mt19937& rng) {
+  where = "64 x 64 tiles, " + where;
+  run_case<NarrowTile>(c, rng);
+  where.replace(0, 7, "64 x 128");
+  run_case<WideTile>(c, rng);
+  where.replace(0, 8, "32 x 128");
+  run_case<ShortTile>(c, rng);
+}
+
+int main(int argc, char** argv) {
+  // prog fuzz <count> <seed>: count drawn cases, each through every check with every tile; FAIL lines only.
+  if (argc == 4 && std::string(argv[1]) == "fuzz") {
+    const long count = std::atol(argv[2]);
+    const unsigned long seed = std::strtoul(argv[3], nullptr, 10);
+    std::mt19937 rng(seed);
+    quiet = true;
+    for (long i = 0; i < count; ++i) {
+      const Case c = draw_case(rng);
+      where = "case " + std::to_string(i) + " of seed " + std::to_string(seed);
+      run_tiles(c, rng);
+    }
+    std::printf("fuzz seed %lu: %ld cases, %d checks, %d failed; checks a path refused:", seed, count, checks,
+                failures);
+    for (const auto& [path, n] : refused) std::printf(" %s %d;", path.c_str(), n);
+    std::printf("\n%s\n", failures ? "FAILED" : "all passed");
+    return failures ? 1 : 0;
+  }
+  // prog case <the 24 fields of a Case, as a fuzz FAIL line gives them, braces and commas and all>: that case
+  // alone, FAIL lines only
+  if (argc == 26 && std::string(argv[1]) == "case") {
+    int64_t v[24];
+    for (int i = 0; i < 24; ++i) {
+      const char* a = argv[i + 2] + (argv[i + 2][0] == '{');
+      v[i] = a[0] == 't' ? 1 : std::atoll(a);  // true, false or a number
+    }
+    const Case c{v[0], v[1], v[2], v[3], v[4], int(v[5]), int(v[6]), int(v[7]), int(v[8]), int(v[9]), int(v[10]),
+                 int(v[11]), int(v[12]), int(v[13]), v[14], v[15] != 0, v[16] != 0, int(v[17]), int(v[18]),
+                 int(v[19]), int(v[20]), int(v[21]), int(v[22]), int(v[23])};
+    std::mt19937 rng(1);
+    quiet = true;
+    run_tiles(c, rng);
+    std::printf("%d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+  }
   std::mt19937 rng(1234);
   check_fast_div(rng);
   const Case cases[] = {

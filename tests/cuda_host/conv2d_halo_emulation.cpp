@@ -9,9 +9,11 @@
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
@@ -181,6 +183,13 @@ static void emulate_simt(HaloConv h) {
   });
 }
 
+// Fuzz mode (`prog fuzz <count> <seed>`): random cases, shared-memory budgets drawn between the default and the
+// most a block may take. A launch the halo refuses is not a failure there: a refused forward skips the case, a
+// refused phase of a strided grad_input leaves its pixels to the GEMM (not compared here).
+static bool fuzzing = false;
+static size_t fuzz_budget = kBudget, fuzz_most = kBudget;
+static int64_t fuzz_refused = 0;
+
 static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround = false) {
   Geometry q = geometry(c);
   std::normal_distribution<float> nd;
@@ -197,14 +206,23 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
   std::vector<float> y(size_t(q.N * out_c * out_h * out_w), std::numeric_limits<float>::quiet_NaN());
   // one launch (a phase of a strided grad_input each, as conv2d_backward runs them)
   HaloConv h;  // (the last launch's, for the report)
+  std::vector<char> gemm_pixel(size_t(q.H * q.W), 0);  // grad_input pixels of phases left to the GEMM (fuzzing)
   auto launch = [&](const Phase* f) {
     h = HaloConv{};
     h.flat = c.flat;
     h.wide = c.wide;
     h.split = c.split;
-    const bool fits = f ? halo_for_grad_input(q, *f, w.data(), in.data(), y.data(), h, kBudget)
+    const size_t budget = fuzzing ? fuzz_budget : kBudget, most = fuzzing ? fuzz_most : 0;
+    const bool fits = f ? halo_for_grad_input(q, *f, w.data(), in.data(), y.data(), h, budget, most)
                         : halo_for_forward(q, in.data(), w.data(), c.bias ? b.data() : nullptr, y.data(), c.relu, h,
-                                           kBudget);
+                                           budget, most);
+    if (!fits && fuzzing) {
+      ++fuzz_refused;
+      if (f)  // the GEMM's pixels: skipped by the comparison
+        for (int64_t i = 0; i < f->PH; ++i)
+          for (int64_t j = 0; j < f->PW; ++j) gemm_pixel[size_t((f->h0 + i * q.sh) * q.W + f->w0 + j * q.sw)] = 1;
+      return bool(f);  // a refused forward: nothing to compare (false ends the case)
+    }
     if (!fits) {
       std::printf("FAIL: case does not fit the halo path\n");
       ++failures;
@@ -282,13 +300,14 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
                 if (oh >= 0 && oh < q.OH && ow >= 0 && ow < q.OW) add(Wt(g * q.Mg + m, cl, t) * X(n, g * q.Mg + m, oh, ow));
               }
           }
+          if (c.grad_input && gemm_pixel[size_t(i * q.W + j)]) continue;
           const double got = y[size_t(((n * out_c + oc) * out_h + i) * out_w + j)];
           const double err = std::fabs(got - ref);
           scale = std::max(scale, std::fabs(ref));
           // float32 sums of a few hundred terms: an error near 1e-7 of mag, 4e-6 at most here; a wrong or missing
           // term is of the order of mag / terms, some 1e-2 of it
           if (!(err <= 4e-6 * (1 + mag))) ++bad;
-          if (!(err <= worst)) worst = err;  // NaN stays
+          if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
         }
   std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s%s%s%s: %s (worst %.3g of %.3g)\n",
               simt ? "simt" : "tf32", c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
@@ -297,8 +316,64 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
   if (bad) ++failures;
 }
 
-int main() {
+// A random case for fuzz mode: every option the fixed cases cover, small enough for the float64 reference.
+static Case random_case(std::mt19937& rng) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (;;) {
+    Case c{};
+    c.G = pick(1, 4) == 1 ? 2 : 1;
+    const int cg = pick(0, 3) == 0 ? 8 * pick(1, 5) : pick(3, 40), mg = pick(0, 2) == 0 ? pick(1, 32) : pick(1, 80);
+    c.C = int64_t(cg) * c.G;
+    c.M = int64_t(mg) * c.G;
+    c.N = pick(1, 3);
+    c.H = pick(1, 16);
+    c.W = pick(1, 20);
+    c.flat = pick(0, 3) == 0;
+    c.KH = c.flat ? 1 : pick(1, 5);
+    c.KW = c.flat ? 1 : pick(1, 5);
+    c.sh = c.flat ? 1 : pick(1, 3);
+    c.sw = c.flat ? 1 : pick(1, 3);
+    c.ph = c.flat ? 0 : pick(0, 3);
+    c.pw = c.flat ? 0 : pick(0, 3);
+    c.dh = c.flat ? 1 : pick(1, 2);
+    c.dw = c.flat ? 1 : pick(1, 2);
+    const int taps = c.KH * c.KW, mode = pick(0, 3);
+    if (mode == 1 && c.KH % 2 && c.KW % 2) c.ntaps = (c.KH / 2) * c.KW + c.KW / 2 + pick(0, 1);  // mask A or B
+    else if (mode == 2) c.ntaps = pick(1, taps);
+    else c.ntaps = taps;
+    c.grad_input = pick(0, 1);
+    c.relu = !c.grad_input && pick(0, 1);
+    c.bias = !c.grad_input && pick(0, 1);
+    c.xstep = pick(0, 3) == 0 ? pick(2, 3) : 1;
+    c.rowpad = pick(0, 3) == 0 ? pick(1, 5) : 0;
+    c.wide = mg <= 32 && pick(0, 1);
+    c.split = pick(0, 2) == 0;
+    const int64_t oh = (c.H + 2 * c.ph - int64_t(c.KH - 1) * c.dh - 1), ow = (c.W + 2 * c.pw - int64_t(c.KW - 1) * c.dw - 1);
+    if (c.ntaps < 1 || oh < 0 || ow < 0) continue;
+    if (c.N * c.H * c.W * (c.C + c.M) * c.ntaps > 400000) continue;  // keep the reference quick
+    return c;
+  }
+}
+
+int main(int argc, char** argv) {
   std::mt19937 rng(7);
+  if (argc == 4 && std::string(argv[1]) == "fuzz") {
+    fuzzing = true;
+    const long count = std::atol(argv[2]);
+    rng.seed(unsigned(std::atol(argv[3])));
+    for (long i = 0; i < count; ++i) {
+      const Case c = random_case(rng);
+      const size_t budgets[] = {kHaloMaxSmem, kHaloMostSmem, kBudget};
+      fuzz_budget = budgets[i % 3];
+      fuzz_most = i % 2 ? kHaloMostSmem : 0;
+      const int variant = int(i % 3);  // TF32, float32 FMAs, TF32 rounded once a chunk
+      run_case(c, variant == 1, rng, variant == 2);
+    }
+    std::printf("%ld cases, %lld launches refused\n", count, (long long)fuzz_refused);
+    if (failures) { std::printf("%d failed\n", failures); return 1; }
+    std::printf("all passed\n");
+    return 0;
+  }
   // N, C, H, W, M, KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G, relu, bias, grad_input, xstep
   const Case cases[] = {
       {2, 16, 9, 11, 70, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, true, true, false, 1},     // ragged M, tiles over images

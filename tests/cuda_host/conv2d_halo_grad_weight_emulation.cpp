@@ -10,6 +10,7 @@
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_grad_weight_emulation.cpp && ./a.out
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -24,6 +25,7 @@
 using namespace pixelops::cuda::conv;
 
 static int failures = 0;
+static bool verbose = true;  // a line for every run (the fuzz mode prints only its failures)
 
 static float tf32_b(const HaloConv& h, float v) { return halo_tf32_operand(h, v, failures); }
 
@@ -148,7 +150,8 @@ struct Case {
   int64_t gy_pad;     // floats between grad_y planes (1: misaligned planes, so element copies)
 };
 
-static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround = false) {
+// skipped: where given, a layer halo_gw_setup refuses is counted there instead of failing (the fuzz mode).
+static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround = false, int* skipped = nullptr) {
   Geometry q = case_geometry(c);
   std::normal_distribution<float> nd;
   const int64_t row = c.W * c.xstep;
@@ -163,6 +166,7 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround 
   set_divisors(q);
   HaloGradWeight p;
   if (!halo_gw_setup(p, q, x.data(), gy.data(), kGwSmem, simt)) {
+    if (skipped) { ++*skipped; return; }
     std::printf("FAIL: case does not fit the halo path\n");
     ++failures;
     return;
@@ -199,18 +203,62 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround 
         const double err = std::fabs(got - ref);
         scale = std::max(scale, std::fabs(ref));
         if (!(err <= 1e-4 * (1 + std::fabs(ref)))) ++bad;
-        if (!(err <= worst)) worst = err;  // NaN stays
+        if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
       }
-  std::printf("%s%s grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
-              "tgroups%d splits%d of %lld tiles: %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32",
-              preround ? " preround" : "",
-              (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH, c.KW, c.ntaps, c.sh,
-              c.sw, c.ph, c.pw, c.dh, c.dw, c.G, p.h.rows, p.h.CS, p.h.vec ? "vec" : "elem", p.gy_vec ? "+gy16" : "",
-              p.tgroups, p.splits, (long long)p.tiles, bad ? "FAIL" : "ok", worst, scale);
+  if (verbose || bad)
+    std::printf("%s%s grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
+                "tgroups%d splits%d of %lld tiles: %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32",
+                preround ? " preround" : "",
+                (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH, c.KW, c.ntaps,
+                c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, p.h.rows, p.h.CS, p.h.vec ? "vec" : "elem",
+                p.gy_vec ? "+gy16" : "", p.tgroups, p.splits, (long long)p.tiles, bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
 }
 
-int main() {
+// `prog fuzz <count> <seed>`: count random layers from std::mt19937(seed), each through every product (TF32,
+// SIMT, TF32 preround) at a random split count: groups, masks (a PixelCNN prefix for odd kernels) or any tap
+// prefix, strides, padding, dilation, x every 1-3 columns, grad_y planes apart. Layers halo_gw_setup refuses
+// (too few channels or taps, a halo beyond the budget) are counted, not failed.
+static int fuzz(int count, unsigned seed) {
+  constexpr int64_t kMaxBlockTiles = 240;  // the emulation's work a run (block x tile, ~1 ms each at -O1)
+  std::mt19937 rng(seed);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int skipped = 0, bad = 0;
+  verbose = false;
+  for (int i = 0; i < count; ++i) {
+    Case c{};
+    for (;;) {  // until a layer with an output and within the work bound
+      c.N = uni(1, 4); c.G = uni(1, 3); c.C = c.G * uni(1, 48); c.M = c.G * uni(1, 80);
+      c.H = uni(1, 24); c.W = uni(1, 24); c.KH = uni(1, 5); c.KW = uni(1, 5);
+      const int all = c.KH * c.KW, mask_b = (c.KH / 2) * c.KW + c.KW / 2 + 1, pick = uni(0, 2);
+      c.ntaps = pick == 0 ? all : pick == 1 && c.KH % 2 && c.KW % 2 ? mask_b - uni(0, 1) : uni(1, all);
+      c.sh = uni(1, 3); c.sw = uni(1, 3); c.ph = uni(0, 3); c.pw = uni(0, 3); c.dh = uni(1, 3); c.dw = uni(1, 3);
+      c.xstep = uni(1, 3); c.gy_pad = uni(0, 1) ? 0 : uni(1, 4);
+      const Geometry q = case_geometry(c);
+      if (c.ntaps < 1 || q.OH < 1 || q.OW < 1) continue;
+      const int64_t tiles = (q.N * q.OH * q.OW + kGwPix - 1) / kGwPix;
+      if (tiles * q.G * ((q.Mg + kGwRows - 1) / kGwRows) * ((q.Cg + 7) / 8) * ((c.ntaps + kGwMaxNt - 1) / kGwMaxNt) >
+          kMaxBlockTiles)
+        continue;
+      c.splits = uni(1, int(tiles) + 2);  // past the tiles too (halo_gw_split clamps)
+      break;
+    }
+    const int before = failures;
+    for (int v = 0; v < 3; ++v) run_case(c, rng, v == 1, v == 2, &skipped);
+    if (failures == before) continue;
+    ++bad;  // as a line for the cases above
+    std::printf("FAIL case %d: {%lld, %lld, %lld, %lld, %lld, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, "
+                "%lld, %lld, %lld}\n", i, (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
+                (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, (long long)c.xstep,
+                (long long)c.splits, (long long)c.gy_pad);
+  }
+  std::printf("fuzz seed %u: %d cases, %d runs, %d skipped, %d cases failed\n", seed, count, 3 * count, skipped, bad);
+  return bad ? 1 : 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc == 4 && std::strcmp(argv[1], "fuzz") == 0)
+    return fuzz(std::atoi(argv[2]), unsigned(std::strtoul(argv[3], nullptr, 0)));
   std::mt19937 rng(11);
   // N, C, H, W, M, KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G, xstep, splits, gy_pad
   const Case cases[] = {

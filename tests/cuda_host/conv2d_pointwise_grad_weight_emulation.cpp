@@ -8,6 +8,8 @@
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_pointwise_grad_weight_emulation.cpp && ./a.out
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -20,6 +22,7 @@
 using namespace pixelops::cuda::conv;
 
 static int failures = 0;
+static bool verbose = true;  // a line for every run (the fuzz mode prints only its failures)
 
 // Whether the 4 floats at s lie within one plane of the data at base (strides st: images, channels), one of
 // `channels` channels of an image of q.
@@ -123,7 +126,8 @@ static Geometry strided(const Case& c) {
   return q;
 }
 
-static void run_case(const Case& c, std::mt19937& rng, bool simt) {
+// skipped: where given, a layer pointwise_gw_setup refuses is counted there instead of failing (the fuzz mode).
+static void run_case(const Case& c, std::mt19937& rng, bool simt, int* skipped = nullptr) {
   const Geometry q = strided(c);
   std::normal_distribution<float> nd;
   // 16-byte aligned buffers (as torch's allocations are)
@@ -139,6 +143,7 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt) {
   const float* gy = aligned(gbuf);
   PointwiseGw p;
   if (!pointwise_gw_setup(p, q, x, gy)) {
+    if (skipped) { ++*skipped; return; }
     std::printf("FAIL: case not taken\n");
     ++failures;
     return;
@@ -166,16 +171,55 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt) {
       scale = std::max(scale, std::fabs(ref));
       // float32 sums (PwSimt's of up to a split's pixels one after another); a wrong or missing term is ~mag/terms
       if (!(err <= (simt ? 2e-5 : 1e-6) * (1 + mag))) ++bad;
-      if (!(err <= worst)) worst = err;     // NaN stays
+      if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
     }
-  std::printf("%s pointwise grad_weight N%lld C%lld %lldx%lld M%lld G%d pads %lld,%lld: %d x %d tiles, %d splits of %lld "
-              "pixels (K %lld): %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32", (long long)c.N, (long long)c.C, (long long)c.H,
-              (long long)c.W, (long long)c.M, c.G, (long long)c.x_pad, (long long)c.gy_pad, p.mtiles, p.ntiles,
-              p.splits, (long long)p.k_per_split, (long long)p.K, bad ? "FAIL" : "ok", worst, scale);
+  if (verbose || bad)
+    std::printf("%s pointwise grad_weight N%lld C%lld %lldx%lld M%lld G%d pads %lld,%lld: %d x %d tiles, %d splits of "
+                "%lld pixels (K %lld): %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32", (long long)c.N, (long long)c.C,
+                (long long)c.H, (long long)c.W, (long long)c.M, c.G, (long long)c.x_pad, (long long)c.gy_pad, p.mtiles,
+                p.ntiles, p.splits, (long long)p.k_per_split, (long long)p.K, bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
 }
 
-int main() {
+// `prog fuzz <count> <seed>`: count random pointwise layers from std::mt19937(seed), each through both products
+// at a random split count: groups, ragged rows, channels and steps, planes whose size is a multiple of 4 or not,
+// planes apart by a multiple of 4 floats or not. Layers pointwise_gw_setup refuses (planes not whole 16-byte
+// pieces) are counted, not failed.
+static int fuzz(int count, unsigned seed) {
+  constexpr int64_t kMaxBlockSteps = 300;  // the emulation's work a run (block x step, ~0.5 ms each at -O1)
+  std::mt19937 rng(seed);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int skipped = 0, bad = 0;
+  verbose = false;
+  for (int i = 0; i < count; ++i) {
+    Case c{};
+    for (;;) {  // until a layer within the work bound
+      c.N = uni(1, 4); c.G = uni(1, 3); c.C = c.G * uni(1, 300); c.M = c.G * uni(1, 300);
+      const bool whole = uni(0, 1);  // half with planes of whole 16-byte pieces (the rest mostly refused)
+      do { c.H = uni(1, 40); c.W = uni(1, 40); } while (whole && c.H * c.W % 4 != 0);
+      c.x_pad = uni(0, 3) ? 4 * uni(0, 2) : uni(1, 3);
+      c.gy_pad = uni(0, 3) ? 4 * uni(0, 2) : uni(1, 3);
+      const int64_t steps = (c.N * c.H * c.W + kPwBK - 1) / kPwBK;
+      if (steps * c.G * ((c.M / c.G + kPwBM - 1) / kPwBM) * ((c.C / c.G + kPwBN - 1) / kPwBN) > kMaxBlockSteps)
+        continue;
+      c.want = uni(0, 1) ? uni(1, 4) : uni(1, int(steps) + 1);
+      break;
+    }
+    const int before = failures;
+    for (const bool simt : {false, true}) run_case(c, rng, simt, &skipped);
+    if (failures == before) continue;
+    ++bad;  // as a line for the cases above
+    std::printf("FAIL case %d: {%lld, %lld, %lld, %lld, %lld, %d, %lld, %lld, %lld}\n", i, (long long)c.N,
+                (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.G, (long long)c.x_pad,
+                (long long)c.gy_pad, (long long)c.want);
+  }
+  std::printf("fuzz seed %u: %d cases, %d runs, %d skipped, %d cases failed\n", seed, count, 2 * count, skipped, bad);
+  return bad ? 1 : 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc == 4 && std::strcmp(argv[1], "fuzz") == 0)
+    return fuzz(std::atoi(argv[2]), unsigned(std::strtoul(argv[3], nullptr, 0)));
   std::mt19937 rng(5);
   // N, C, H, W, M, G, x_pad, gy_pad, want
   const Case cases[] = {
