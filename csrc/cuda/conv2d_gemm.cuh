@@ -29,8 +29,12 @@ struct WmmaMma {
   static constexpr int kPad = std::is_same_v<Stage, float> ? 8 : 16 / int(sizeof(Stage));
   static constexpr int kLdA = Tl::BM + kPad, kLdB = Tl::BN + kPad;
   static constexpr int kLdC = Tl::BN + 4;
+  // A value as the shared tiles hold it. TF32 operands are rounded here, once a value, rather than in every
+  // fragment loaded from the tiles (each A value is loaded by 256/BM warps, each B value by BM/32: for the 64 x
+  // 128 tile 32 conversions a thread a K step, against 12 here); the same values reach the MMAs.
   static __device__ __forceinline__ Stage stage(float v) {
-    if constexpr (std::is_same_v<Stage, float>) return v;
+    if constexpr (std::is_same_v<Elem, nvcuda::wmma::precision::tf32>) return nvcuda::wmma::__float_to_tf32(v);
+    else if constexpr (std::is_same_v<Stage, float>) return v;
     else return from_float<Stage>(v);  // exact: the value was loaded from a Stage
   }
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, kK, float> c[kFM][kFN];
@@ -39,12 +43,6 @@ struct WmmaMma {
     for (int i = 0; i < kFM; ++i)
 #pragma unroll
       for (int j = 0; j < kFN; ++j) nvcuda::wmma::fill_fragment(c[i][j], 0.0f);
-  }
-  template <class Frag> static __device__ __forceinline__ void round(Frag& f) {
-    if constexpr (std::is_same_v<Elem, nvcuda::wmma::precision::tf32>) {
-#pragma unroll
-      for (int e = 0; e < f.num_elements; ++e) f.x[e] = nvcuda::wmma::__float_to_tf32(f.x[e]);
-    }
   }
   __device__ void step(const Stage (*As)[kLdA], const Stage (*Bs)[kLdB], int tid) {
     using namespace nvcuda;
@@ -55,14 +53,12 @@ struct WmmaMma {
       wmma::fragment<wmma::matrix_a, 16, 16, kK, Elem, wmma::col_major> fa[kFM];
 #pragma unroll
       for (int i = 0; i < kFM; ++i) {
-        wmma::load_matrix_sync(fa[i], &As[kk][32 * wm + 16 * i], kLdA);
-        round(fa[i]);
+        wmma::load_matrix_sync(fa[i], &As[kk][32 * wm + 16 * i], kLdA);  // (TF32: rounded by stage())
       }
 #pragma unroll
       for (int j = 0; j < kFN; ++j) {
         wmma::fragment<wmma::matrix_b, 16, 16, kK, Elem, wmma::row_major> fb;
         wmma::load_matrix_sync(fb, &Bs[kk][kWarpN * wn + 16 * j], kLdB);
-        round(fb);
 #pragma unroll
         for (int i = 0; i < kFM; ++i) wmma::mma_sync(c[i][j], fa[i], fb, c[i][j]);
       }
