@@ -288,9 +288,11 @@ void check_k32(int64_t K, const char* what) {
     throw ValueError(std::string(what) + ": channels per group times kernel taps must stay below 2^31");
 }
 
-// Tile shape for an M x N problem: 128 columns where it has enough of them (N >= 256), else 64; with 128
-// columns, 32 rows where M <= 32, else 64. PIXELOPS_CONV_TILE_N=64 or 128 forces one width everywhere, with 64
-// rows (a testing knob: the CUDA tests run under both and under the default choice, so every shape runs).
+// Tile shape for an M x N problem of T: 128 columns where it has enough of them (N >= 256), else 64; with 128
+// columns, 32 rows where M <= 32, else 64. float64 never takes the 64 x 128 tile: its 32 double sums a thread
+// spill (ptxas: 84-372 bytes for each of its four GEMMs). PIXELOPS_CONV_TILE_N=64 or 128 forces one width
+// everywhere, with 64 rows (a testing knob: the CUDA tests run under both and under the default choice, so
+// every shape runs).
 int forced_tile_n() {
   static const int v = [] {
     const char* e = std::getenv("PIXELOPS_CONV_TILE_N");
@@ -298,11 +300,13 @@ int forced_tile_n() {
   }();
   return v;
 }
-template <class F>
+template <class T, class F>
 void with_tile(int64_t m, int64_t n, F&& f) {
   const int forced = forced_tile_n();
+  constexpr bool kDouble = std::is_same_v<T, double>;
   if (forced == 64 || (forced != 128 && n < 256)) f(conv::NarrowTile{});
   else if (forced != 128 && m <= 32) f(conv::ShortTile{});
+  else if (kDouble && forced != 128) f(conv::NarrowTile{});
   else f(conv::WideTile{});
 }
 
@@ -383,7 +387,7 @@ void forward_gemm(const Geometry& q, const T* x, const T* w, const T* b, T* y, b
     check_k32(p.K, "conv2d_forward");
     launch_gemm<T>(p, tf32, s, "conv2d_forward");
   };
-  with_tile(q.Mg, q.N * q.OH * q.OW, [&](auto tile) {
+  with_tile<T>(q.Mg, q.N * q.OH * q.OW, [&](auto tile) {
     using Tl = decltype(tile);
     if (q.Cg % kBK == 0) run(conv::ForwardGemm<T, Tl, true>{});
     else run(conv::ForwardGemm<T, Tl, false>{});
@@ -676,7 +680,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
             const conv::Phase f = conv::plan_phase(q, rh, rw);
             if (f.PH == 0 || f.PW == 0) continue;
             if (halo_grad_input(q, f, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s)) continue;
-            with_tile(q.Cg, q.N * f.PH * f.PW, [&](auto tile) {
+            with_tile<T>(q.Cg, q.N * f.PH * f.PW, [&](auto tile) {
               using Tl = decltype(tile);
               if (q.Mg % kBK == 0) run(conv::GradInputGemm<T, Tl, true>{}, f);
               else run(conv::GradInputGemm<T, Tl, false>{}, f);
@@ -695,7 +699,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
                  halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
         ;  // ran on the pointwise GEMM or the halo kernel
       else
-        with_tile(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
+        with_tile<T>(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
           grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
         });
     }
