@@ -14,7 +14,7 @@ namespace pixelops::cuda::conv {
 // sit in shared memory as wsh[tap][m][c]. A warp takes kGiPixels consecutive input pixels, and its kGiSlices
 // lane groups split the group's output channels between them (slice s takes m = s, s + kGiSlices, ...): for
 // each tap that reaches its pixel, a thread reads grad_y of its channels there (the lanes of a slice read
-// neighbouring pixels of one plane: one 32-byte sector) and the weights as broadcasts, into two alternating
+// neighbouring pixels of one plane: at stride 1, one 32-byte sector) and the weights as broadcasts, into two alternating
 // sums a channel; two shuffles add the slices' sums, in a fixed order. (One thread a pixel, adding all
 // Mg*ntaps products in one chain of dependent multiply-adds, took 0.18 ms for pcnn_maskA's 64 x 24 a pixel on
 // an H200: a quarter of the chain's length, two chains, and four times the threads to hide it.)
@@ -104,7 +104,8 @@ __device__ __forceinline__ void grad_input_direct_sum(const Geometry& q, const T
 }
 
 template <class T, class A, int CG>
-__device__ __forceinline__ void grad_input_direct_store(const Geometry& q, T* gx, int64_t g, int64_t i, const A (&sum)[CG]) {
+__device__ __forceinline__ void grad_input_direct_store(const Geometry& q, T* gx, int64_t g, int64_t i,
+                                                        const A (&sum)[CG]) {
   const int64_t pix = q.H * q.W, img = q.by_ipix(i), r = i - img * pix;
   for (int c = 0; c < CG && c < q.Cg; ++c) gx[(img * q.C + g * q.Cg + c) * pix + r] = store_as<T>(sum[c]);
 }
@@ -114,8 +115,9 @@ __device__ __forceinline__ void grad_input_direct_store(const Geometry& q, T* gx
 // so that four blocks share an SM (there were 72-80, three): the sums wait on gathered loads, which more warps
 // hide. (float64's sums take twice the registers: three blocks, else they spill.)
 template <class T, int CG>
-__global__ void __launch_bounds__(kGiThreads, sizeof(typename AccOf<T>::type) == 8 ? 3 : 4) grad_input_direct(Geometry q, const T* __restrict__ w, const T* __restrict__ y,
-                                  const T* __restrict__ gy, T* __restrict__ gx) {
+__global__ void __launch_bounds__(kGiThreads, sizeof(typename AccOf<T>::type) == 8 ? 3 : 4)
+    grad_input_direct(Geometry q, const T* __restrict__ w, const T* __restrict__ y, const T* __restrict__ gy,
+                      T* __restrict__ gx) {
   using A = typename AccOf<T>::type;
   __shared__ A wsh[kDirectWeights];
   grad_input_direct_stage<T, A, CG>(q, w, blockIdx.y, wsh, threadIdx.x, blockDim.x);
