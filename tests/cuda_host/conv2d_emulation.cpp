@@ -409,7 +409,7 @@ static void check_fast_div(std::mt19937& rng) {
 // naive loops and the emulated tiles (which compute whole tiles) do in a few milliseconds.
 constexpr int64_t kFuzzWork = 20000000;  // a bound on a case's padded GEMM product
 static Case draw_case(std::mt19937& rng) {
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  Uniform pick{rng};
   for (;;) {
     Case c{};
     c.N = pick(1, 4); c.G = pick(1, 3);
@@ -446,9 +446,9 @@ static void run_tiles(const Case& c, std::mt19937& rng) {
 
 int main(int argc, char** argv) {
   // prog fuzz <count> <seed>: count drawn cases, each through every check with every tile; FAIL lines only.
-  if (argc == 4 && std::string(argv[1]) == "fuzz") {
-    const long count = std::atol(argv[2]);
-    const unsigned long seed = std::strtoul(argv[3], nullptr, 10);
+  long count;
+  unsigned seed;
+  if (fuzz_args(argc, argv, count, seed)) {
     std::mt19937 rng(seed);
     quiet = true;
     for (long i = 0; i < count; ++i) {
@@ -456,7 +456,7 @@ int main(int argc, char** argv) {
       where = "case " + std::to_string(i) + " of seed " + std::to_string(seed);
       run_tiles(c, rng);
     }
-    std::printf("fuzz seed %lu: %ld cases, %d checks, %d failed; checks a path refused:", seed, count, checks,
+    std::printf("fuzz seed %u: %ld cases, %d checks, %d failed; checks a path refused:", seed, count, checks,
                 failures);
     for (const auto& [path, n] : refused) std::printf(" %s %d;", path.c_str(), n);
     std::printf("\n%s\n", failures ? "FAILED" : "all passed");

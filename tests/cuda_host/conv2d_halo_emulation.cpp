@@ -9,7 +9,6 @@
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_emulation.cpp && ./a.out
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
 #include <limits>
 #include <random>
@@ -318,7 +317,7 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
 
 // A random case for fuzz mode: every option the fixed cases cover, small enough for the float64 reference.
 static Case random_case(std::mt19937& rng) {
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  Uniform pick{rng};
   for (;;) {
     Case c{};
     c.G = pick(1, 4) == 1 ? 2 : 1;
@@ -357,10 +356,11 @@ static Case random_case(std::mt19937& rng) {
 
 int main(int argc, char** argv) {
   std::mt19937 rng(7);
-  if (argc == 4 && std::string(argv[1]) == "fuzz") {
+  long count;
+  unsigned seed;
+  if (fuzz_args(argc, argv, count, seed)) {
     fuzzing = true;
-    const long count = std::atol(argv[2]);
-    rng.seed(unsigned(std::atol(argv[3])));
+    rng.seed(seed);
     for (long i = 0; i < count; ++i) {
       const Case c = random_case(rng);
       const size_t budgets[] = {kHaloMaxSmem, kHaloMostSmem, kBudget};

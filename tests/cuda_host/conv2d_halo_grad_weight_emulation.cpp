@@ -10,7 +10,6 @@
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_halo_grad_weight_emulation.cpp && ./a.out
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -219,14 +218,14 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround 
 // SIMT, TF32 preround) at a random split count: groups, masks (a PixelCNN prefix for odd kernels) or any tap
 // prefix, strides, padding, dilation, x every 1-3 columns, grad_y planes apart. Layers halo_gw_setup refuses
 // (too few channels or taps, a halo beyond the budget) are counted, not failed.
-static int fuzz(int count, unsigned seed) {
+static int fuzz(long count, unsigned seed) {
   constexpr int64_t kMaxBlockTiles = 240;  // the emulation's work a run (block x tile, ~1 ms each at -O1)
   std::mt19937 rng(seed);
-  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  int skipped = 0, bad = 0;
+  Uniform uni{rng};
+  int skipped = 0;
   verbose = false;
-  for (int i = 0; i < count; ++i) {
-    Case c{};
+  Case c{};
+  auto run = [&](long) {
     for (;;) {  // until a layer with an output and within the work bound
       c.N = uni(1, 4); c.G = uni(1, 3); c.C = c.G * uni(1, 48); c.M = c.G * uni(1, 80);
       c.H = uni(1, 24); c.W = uni(1, 24); c.KH = uni(1, 5); c.KW = uni(1, 5);
@@ -243,22 +242,21 @@ static int fuzz(int count, unsigned seed) {
       c.splits = uni(1, int(tiles) + 2);  // past the tiles too (halo_gw_split clamps)
       break;
     }
-    const int before = failures;
     for (int v = 0; v < 3; ++v) run_case(c, rng, v == 1, v == 2, &skipped);
-    if (failures == before) continue;
-    ++bad;  // as a line for the cases above
-    std::printf("FAIL case %d: {%lld, %lld, %lld, %lld, %lld, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, "
-                "%lld, %lld, %lld}\n", i, (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
-                (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, (long long)c.xstep,
-                (long long)c.splits, (long long)c.gy_pad);
-  }
-  std::printf("fuzz seed %u: %d cases, %d runs, %d skipped, %d cases failed\n", seed, count, 3 * count, skipped, bad);
-  return bad ? 1 : 0;
+  };
+  auto report = [&](long i) {
+    std::printf("FAIL case %ld: {%lld, %lld, %lld, %lld, %lld, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %lld, %lld, "
+                "%lld}\n", i, (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH,
+                c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, (long long)c.xstep, (long long)c.splits,
+                (long long)c.gy_pad);
+  };
+  return fuzz_cases(count, seed, 3, failures, skipped, run, report);
 }
 
 int main(int argc, char** argv) {
-  if (argc == 4 && std::strcmp(argv[1], "fuzz") == 0)
-    return fuzz(std::atoi(argv[2]), unsigned(std::strtoul(argv[3], nullptr, 0)));
+  long count;
+  unsigned seed;
+  if (fuzz_args(argc, argv, count, seed)) return fuzz(count, seed);
   std::mt19937 rng(11);
   // N, C, H, W, M, KH, KW, ntaps, sh, sw, ph, pw, dh, dw, G, xstep, splits, gy_pad
   const Case cases[] = {

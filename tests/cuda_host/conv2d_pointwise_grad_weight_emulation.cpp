@@ -8,8 +8,6 @@
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_pointwise_grad_weight_emulation.cpp && ./a.out
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -185,14 +183,14 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, int* skipped =
 // at a random split count: groups, ragged rows, channels and steps, planes whose size is a multiple of 4 or not,
 // planes apart by a multiple of 4 floats or not. Layers pointwise_gw_setup refuses (planes not whole 16-byte
 // pieces) are counted, not failed.
-static int fuzz(int count, unsigned seed) {
+static int fuzz(long count, unsigned seed) {
   constexpr int64_t kMaxBlockSteps = 300;  // the emulation's work a run (block x step, ~0.5 ms each at -O1)
   std::mt19937 rng(seed);
-  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  int skipped = 0, bad = 0;
+  Uniform uni{rng};
+  int skipped = 0;
   verbose = false;
-  for (int i = 0; i < count; ++i) {
-    Case c{};
+  Case c{};
+  auto run = [&](long) {
     for (;;) {  // until a layer within the work bound
       c.N = uni(1, 4); c.G = uni(1, 3); c.C = c.G * uni(1, 300); c.M = c.G * uni(1, 300);
       const bool whole = uni(0, 1);  // half with planes of whole 16-byte pieces (the rest mostly refused)
@@ -205,21 +203,20 @@ static int fuzz(int count, unsigned seed) {
       c.want = uni(0, 1) ? uni(1, 4) : uni(1, int(steps) + 1);
       break;
     }
-    const int before = failures;
     for (const bool simt : {false, true}) run_case(c, rng, simt, &skipped);
-    if (failures == before) continue;
-    ++bad;  // as a line for the cases above
-    std::printf("FAIL case %d: {%lld, %lld, %lld, %lld, %lld, %d, %lld, %lld, %lld}\n", i, (long long)c.N,
+  };
+  auto report = [&](long i) {
+    std::printf("FAIL case %ld: {%lld, %lld, %lld, %lld, %lld, %d, %lld, %lld, %lld}\n", i, (long long)c.N,
                 (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.G, (long long)c.x_pad,
                 (long long)c.gy_pad, (long long)c.want);
-  }
-  std::printf("fuzz seed %u: %d cases, %d runs, %d skipped, %d cases failed\n", seed, count, 2 * count, skipped, bad);
-  return bad ? 1 : 0;
+  };
+  return fuzz_cases(count, seed, 2, failures, skipped, run, report);
 }
 
 int main(int argc, char** argv) {
-  if (argc == 4 && std::strcmp(argv[1], "fuzz") == 0)
-    return fuzz(std::atoi(argv[2]), unsigned(std::strtoul(argv[3], nullptr, 0)));
+  long count;
+  unsigned seed;
+  if (fuzz_args(argc, argv, count, seed)) return fuzz(count, seed);
   std::mt19937 rng(5);
   // N, C, H, W, M, G, x_pad, gy_pad, want
   const Case cases[] = {

@@ -3,6 +3,10 @@
 // stride 1. The caller sets the strides of x, grad_y and y it uses, then set_divisors.
 #pragma once
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
 
 #include "cuda/conv2d_problems.cuh"
 
@@ -29,4 +33,35 @@ A reduce_weight_output(const pixelops::cuda::conv::Geometry& q, const A* ws, int
   A s = A(0);
   for (int w = 0; w < warps; ++w) s += pixelops::cuda::conv::weight_partials_sum(q, ws, splits, bias, i, w, warps);
   return s;
+}
+
+// Every emulation's fuzz mode, `prog fuzz <count> <seed>` (random cases; CI runs a fixed sample): whether argv
+// asks for it, and its count and seed.
+inline bool fuzz_args(int argc, char** argv, long& count, unsigned& seed) {
+  if (argc != 4 || std::string(argv[1]) != "fuzz") return false;
+  count = std::atol(argv[2]);
+  seed = unsigned(std::strtoul(argv[3], nullptr, 10));
+  return true;
+}
+
+// Fuzz mode's draws of a case's fields: an int in [lo, hi], from the generator that also makes the case's data.
+struct Uniform {
+  std::mt19937& rng;
+  int operator()(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+};
+
+// Fuzz mode's loop: run(i) draws and runs case i; where `failures` grew meanwhile, report(i) prints the case (as
+// a literal for the fixed list). Then a summary; returns the exit code.
+template <class Run, class Report>
+int fuzz_cases(long count, unsigned seed, int runs_a_case, const int& failures, const int& skipped, Run&& run,
+               Report&& report) {
+  int bad = 0;
+  for (long i = 0; i < count; ++i) {
+    const int before = failures;
+    run(i);
+    if (failures != before) ++bad, report(i);
+  }
+  std::printf("fuzz seed %u: %ld cases, %ld runs, %d skipped, %d cases failed\n", seed, count, runs_a_case * count,
+              skipped, bad);
+  return bad ? 1 : 0;
 }
