@@ -80,6 +80,9 @@ def main():
     conv_case("tf32 1x1 whole pieces", 3, 72, 24, (8, 9), 1, 1, 0, tf32=True)  # and the pointwise grad_weight
     conv_case("1x1 whole pieces", 3, 72, 40, (8, 9), 1, 1, 0)  # the same in float32 (PIXELOPS_CONV_PW_GW=1)
     conv_case("tf32 7x7 mask A", 2, 8, 16, (12, 11), 7, 1, 3, tf32=True, mask="A")  # grad_weight's tap groups
+    # 3 channels of 5x5 taps: too few channels for the halo, too many taps for the direct kernel, so the forward
+    # is a TF32 GEMM under every setting (on mma.sync where PIXELOPS_CONV_GEMM_MMA=1): 80 rows, two 64-row tiles
+    conv_case("tf32 GEMM 3-channel 5x5 s2", 2, 3, 80, (23, 21), 5, 2, 2, tf32=True)
     if DEV == "cuda":  # half types are CUDA-only
         conv_case("fp16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.float16)
         conv_case("bf16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.bfloat16)

@@ -46,7 +46,7 @@ SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer
 san_pid=
 if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
   # with the halo paths that are not yet the default on, so that memcheck sees them too
-  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 PIXELOPS_CONV_HALO_WIDE=1 PIXELOPS_CONV_PW_GW=1 PIXELOPS_CONV_HALO_PREROUND=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
+  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 PIXELOPS_CONV_HALO_WIDE=1 PIXELOPS_CONV_PW_GW=1 PIXELOPS_CONV_HALO_PREROUND=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 PIXELOPS_CONV_GEMM_MMA=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
 fi
@@ -56,11 +56,13 @@ TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | grep -v '_host' 
 # One line per pytest process: log name, environment (settings joined by commas), test file. The conv2d files
 # run again with each GEMM tile width forced (by default the width is picked per problem size), and with the
 # halo paths that are off by default until timed on (NEW_PATHS).
-NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1
+NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GEMM_MMA=1
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
-  for n in 64 128; do for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile$n PIXELOPS_CONV_TILE_N=$n $t"; done; done
+  # (the 128-wide run's TF32 GEMMs on mma.sync, PIXELOPS_CONV_GEMM_MMA=1; the 64-wide run's on WMMA)
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile64 PIXELOPS_CONV_TILE_N=64 $t"; done
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile128 PIXELOPS_CONV_TILE_N=128,PIXELOPS_CONV_GEMM_MMA=1 $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-newpaths $NEW_PATHS $t"; done
 }
 : >"$LOGS/tests-rc.txt"
@@ -87,14 +89,15 @@ section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; def
 # "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the halo paths whose default this
 # timing is to set: those for float32 timed without TF32, those for TF32 with it (README: the table of them),
 # and the stride phases on their own in both (on res_s2 they and the split columns would both change
-# halo_conv_kernel's time: the forward's, and grad_input's phases).
+# halo_conv_kernel's time: the forward's, and grad_input's phases), and the TF32 GEMMs on mma.sync on their own.
 FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_DIRECT_GI=1
-TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_DIRECT_GI=1
+TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GEMM_MMA=1
 PHASES_PATH=PIXELOPS_CONV_HALO_PHASES=1
+GEMM_MMA_PATH=PIXELOPS_CONV_GEMM_MMA=1  # alone too: with the TF32 paths on, the halo takes most of its GEMMs
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS $PHASES_PATH}; do
+  for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS $PHASES_PATH $GEMM_MMA_PATH}; do
     [ -n "$tf32" ] && [ "$v" = "$FP32_PATHS" ] && continue
-    [ -z "$tf32" ] && [ "$v" = "$TF32_PATHS" ] && continue
+    [ -z "$tf32" ] && { [ "$v" = "$TF32_PATHS" ] || [ "$v" = "$GEMM_MMA_PATH" ]; } && continue
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1

@@ -70,6 +70,7 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
 }
 
 int sm_count();
+bool gemm_mma_sync();  // PIXELOPS_CONV_GEMM_MMA (new_paths below)
 
 // grad_bias: the sum of (masked) grad_y over images and pixels, per output channel. Block (m, s) sums channel m
 // over the s-th run of images (enough runs to fill the GPU: one block per channel would leave most of it idle
@@ -244,7 +245,8 @@ void with_gemm_kernel(bool tf32, F&& f) {
   if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
     f(conv::gemm_kernel<P, conv::HalfMma<T, Tl>>);
   } else if constexpr (std::is_same_v<T, float>) {
-    if (tf32) f(conv::gemm_kernel<P, conv::Tf32Mma<Tl>>);
+    if (tf32 && gemm_mma_sync()) f(conv::gemm_kernel<P, conv::Tf32SyncMma<Tl>>);
+    else if (tf32) f(conv::gemm_kernel<P, conv::Tf32Mma<Tl>>);
     else f(conv::gemm_kernel<P, conv::SimtMma<float, Tl>>);
   } else {
     f(conv::gemm_kernel<P, conv::SimtMma<typename P::Acc, Tl>>);
@@ -253,18 +255,22 @@ void with_gemm_kernel(bool tf32, F&& f) {
 
 // How many blocks of p's kernel an SM holds at once (registers and shared memory allowing); asked once per
 // kernel (the first device's answer; mixing GPU generations in one process would only change split sizes).
+// The kernels with_gemm_kernel picks among for one P differ by their product only (SIMT, WMMA, mma.sync) and
+// share a function type, so the answers are kept by product. (A static inside the lambda was one for all of
+// them: the first product asked answered for the others.)
 template <class T, class P>
 int resident_blocks(bool tf32) {
-  int blocks = 1;
+  static std::atomic<int> known[3] = {};
+  const int product = !tf32 ? 0 : gemm_mma_sync() ? 2 : 1;
+  int blocks = known[product].load();
+  if (blocks > 0) return blocks;
   with_gemm_kernel<T, P>(tf32, [&](auto kernel) {
-    static const int cached = [&] {
-      int n = 0;
-      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, conv::kGemmThreads, 0),
-            "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-      return std::max(n, 1);
-    }();
-    blocks = cached;
+    int n = 0;
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, conv::kGemmThreads, 0),
+          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    blocks = std::max(n, 1);
   });
+  known[product].store(blocks);
   return blocks;
 }
 
@@ -438,17 +444,23 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // kernel (grad_input_direct, its output channels now split over four threads a pixel) instead of by taps (a
 // GEMM into per-tap planes and a gather, conv2d_taps.cuh: three launches and a workspace; on an H100 mnist_c1's
 // took 0.056 ms, 0.048 under TF32, and pcnn_maskA's 0.037 and 0.030, for 26 and 13 MB of grad_y).
+// PIXELOPS_CONV_GEMM_MMA, the TF32 GEMMs' product on mma.sync.m16n8k8 (Tf32SyncMma) instead of WMMA, whose
+// m16n16k8 TF32 fragments compiled to generic loads and to HMMA.1684, twice the MMA instructions of HMMA.1688
+// for the same work (SASS, sm_90; res_1x1's TF32 forward, grad_input and weight gradient on those GEMMs: 0.103,
+// 0.181 and 0.127 ms on an H100, 18-32 TFLOP/s against the halo's 73).
 struct NewPaths {
-  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi;
+  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma;
 };
 const NewPaths& new_paths() {
   auto on = [](const char* name) { return env_is(name, "1"); };
   static const NewPaths p{on("PIXELOPS_CONV_HALO_GW_SIMT"), on("PIXELOPS_CONV_HALO_FLAT"),
                           on("PIXELOPS_CONV_HALO_WIDE"),    on("PIXELOPS_CONV_HALO_SPLIT"),
                           on("PIXELOPS_CONV_HALO_PREROUND"), on("PIXELOPS_CONV_PW_GW"),
-                          on("PIXELOPS_CONV_HALO_PHASES"), on("PIXELOPS_CONV_DIRECT_GI")};
+                          on("PIXELOPS_CONV_HALO_PHASES"), on("PIXELOPS_CONV_DIRECT_GI"),
+                          on("PIXELOPS_CONV_GEMM_MMA")};
   return p;
 }
+bool gemm_mma_sync() { return new_paths().gemm_mma; }
 // Whether a problem of `rows` rows takes the wide layout: TF32's product for any of 32 rows or fewer; float32's
 // leaves 16 or fewer to the GEMMs, as it does with the 64-row tile.
 bool halo_wide_takes(int64_t rows, bool tf32) {

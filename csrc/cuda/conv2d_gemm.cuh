@@ -1,11 +1,13 @@
 // The block-tiled implicit GEMM behind every conv2d kernel: a problem (conv2d_problems.cuh) says how to load
 // its operand tiles and where each result goes; this file stages the tiles in shared memory and multiplies
-// them, in fp32/fp64 SIMT or on tensor cores (TF32, float16, bfloat16; nvcuda::wmma, sm_80+).
+// them, in fp32/fp64 SIMT or on tensor cores (TF32, float16, bfloat16; nvcuda::wmma, sm_80+; TF32 also on
+// mma.sync directly: Tf32SyncMma).
 #pragma once
 #include <mma.h>
 
 #include <type_traits>
 
+#include "cuda/conv2d_mma.cuh"       // tf32_round, mma_tf32, MmaSyncLayout
 #include "cuda/conv2d_problems.cuh"  // Src, ToRegisters
 #include "cuda/conv2d_tile.cuh"
 #include "cuda/cuda_utils.cuh"
@@ -84,6 +86,76 @@ struct WmmaMma {
   }
 };
 template <class Tl> using Tf32Mma = WmmaMma<float, nvcuda::wmma::precision::tf32, 8, Tl>;
+
+// TF32 product of the staged tiles on mma.sync.m16n8k8 itself, where PIXELOPS_CONV_GEMM_MMA=1 (until timed):
+// the warps and their pieces as WmmaMma's (MmaSyncLayout), each fragment register read from the tiles with a
+// 32-bit shared load, conflict-free in WmmaMma's padded rows. Through WMMA (SASS for sm_90 of the 64 x 128 TF32
+// kernels) the fragment loads compiled to generic loads on 64-bit addresses (32 LD.E, and ST for the
+// epilogue's store_matrix_sync), and the m16n16k8 products to 32 HMMA.1684 a K step where this takes 16
+// HMMA.1688.
+template <class TileT>
+struct Tf32SyncMma {
+  using Stage = float;
+  using Tl = TileT;
+  using L = MmaSyncLayout<Tl>;
+  static constexpr int kLdA = Tl::BM + 8, kLdB = Tl::BN + 8, kLdC = Tl::BN + 4;
+  static __device__ __forceinline__ float stage(float v) { return tf32_round(v); }  // once a value
+  float acc[2][L::kNJ][4];
+  __device__ Tf32SyncMma() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < L::kNJ; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+  }
+  __device__ __forceinline__ void step(const float (*As)[kLdA], const float (*Bs)[kLdB], int tid) {
+    const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 8) {
+      uint32_t a[2][4], b[L::kNJ][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          int k, row;
+          L::a_at(warp, lane, i, kk, r, k, row);
+          a[i][r] = __float_as_uint(As[k][row]);
+        }
+#pragma unroll
+      for (int j = 0; j < L::kNJ; ++j)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          int k, col;
+          L::b_at(warp, lane, j, kk, r, k, col);
+          b[j][r] = __float_as_uint(Bs[k][col]);
+        }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < L::kNJ; ++j) mma_tf32(acc[i][j], a[i], b[j]);
+    }
+  }
+  // As WmmaMma's: the tile through shared memory, then walked row by row.
+  static constexpr size_t kScratch = sizeof(float) * Tl::BM * kLdC;
+  template <class F> __device__ __forceinline__ void finish(int tid, unsigned char* scratch, F&& f) {
+    float (*Cs)[kLdC] = reinterpret_cast<float (*)[kLdC]>(scratch);
+    const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < L::kNJ; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          int row, col;
+          L::c_at(warp, lane, i, j, r, row, col);
+          Cs[row][col] = acc[i][j][r];
+        }
+    __syncthreads();
+#pragma unroll 4
+    for (int e = tid; e < Tl::BM * Tl::BN; e += kGemmThreads) f(e / Tl::BN, e % Tl::BN, Cs[e / Tl::BN][e % Tl::BN]);
+  }
+};
 template <class H, class Tl> using HalfMma = WmmaMma<H, H, 16, Tl>;  // H: __half or __nv_bfloat16
 
 // Grid: x over N tiles, y over M tiles, z over groups x K splits. Tiles of the next K step are fetched into

@@ -45,8 +45,8 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
+#include "cuda/conv2d_mma.cuh"   // tf32_round, mma_tf32
 #include "cuda/conv2d_tile.cuh"  // Geometry, FastDiv
 #include "cuda/cuda_utils.cuh"
 
@@ -277,21 +277,6 @@ inline bool halo_for_grad_input(const Geometry& q, const Phase& f, const float* 
                     });
 }
 
-// TF32 rounding (to nearest, ties away from zero, as cvt.rna.tf32.f32) for the host emulation and the packer.
-__host__ __device__ __forceinline__ float tf32_round(float v) {
-#ifdef __CUDA_ARCH__
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return __uint_as_float(r);
-#else
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & ~0x1fffu;
-  std::memcpy(&v, &u, 4);
-  return v;
-#endif
-}
-
 // Packed weight i: lane `lane` of fragment mi of k8 slice kk of tap j of chunk cc of m tile mt of group g,
 // register r: row mt*64 + mi*16 + lane/4 + 8*(r%2), channel cc*kc + kk*8 + lane%4 + 4*(r/2) (mma.m16n8k8's A
 // layout), zero past the rows or channels.
@@ -476,12 +461,6 @@ __host__ __device__ __forceinline__ void halo_simt_place(bool wide, int tid, int
 }
 
 #ifdef __CUDACC__
-__device__ __forceinline__ void halo_mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 __device__ __forceinline__ unsigned smem_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -554,7 +533,7 @@ struct HaloTf32T {
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
-          for (int nj = 0; nj < 4; ++nj) halo_mma(acc[i][nj], a[i], b[nj]);
+          for (int nj = 0; nj < 4; ++nj) mma_tf32(acc[i][nj], a[i], b[nj]);
       }
     }
   }

@@ -286,8 +286,8 @@ struct GwTf32T {
           const float b0 = hb[c0 + off], b1 = hb[c1 + off];
           const uint32_t b[2] = {__float_as_uint(kPreround ? b0 : tf32_round(b0)),
                                  __float_as_uint(kPreround ? b1 : tf32_round(b1))};
-          halo_mma(acc[0][tt], a[0], b);
-          halo_mma(acc[1][tt], a[1], b);
+          mma_tf32(acc[0][tt], a[0], b);
+          mma_tf32(acc[1][tt], a[1], b);
         }
       }
     }

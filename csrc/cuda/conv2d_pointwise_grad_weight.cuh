@@ -22,7 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda/conv2d_halo.cuh"  // tf32_round, halo_mma, CpAsync16, halo_wait
+#include "cuda/conv2d_halo.cuh"  // tf32_round, mma_tf32, CpAsync16, halo_wait
 #include "cuda/conv2d_tile.cuh"  // Geometry, planes_in_16_bytes
 
 namespace pixelops::cuda::conv {
@@ -182,7 +182,7 @@ struct PwTf32 {
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) halo_mma(acc[i][j], a[i], b[j]);
+        for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], a[i], b[j]);
     }
   }
   __device__ __forceinline__ void store(const PointwiseGw& p, int64_t split, int g, int mt, int nt, int tid) const {

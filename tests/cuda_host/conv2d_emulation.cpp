@@ -16,9 +16,11 @@
 
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_direct.cuh"
+#include "cuda/conv2d_mma.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/conv2d_taps.cuh"
 #include "conv_case.h"
+#include "mma_m16n8k8.h"
 
 using namespace pixelops::cuda;
 using namespace pixelops::cuda::conv;
@@ -383,6 +385,70 @@ static void run_case(const Case& c, std::mt19937& rng) {
   }
 }
 
+// The GEMM's mma.sync product (Tf32SyncMma) for one K step of a tile: each warp's A and B fragments gathered
+// lane by lane where MmaSyncLayout says they sit in the staged tiles, each m16n8k8 emulated from its documented
+// layout, and its accumulators placed where c_at says; against the plain product of the tiles. Every output
+// of the tile must be written once.
+template <class Tl>
+static void check_mma_sync_layout(std::mt19937& rng) {
+  using L = MmaSyncLayout<Tl>;
+  std::normal_distribution<double> nd;
+  static double As[kBK][Tl::BM], Bs[kBK][Tl::BN], C[Tl::BM][Tl::BN];
+  static int written[Tl::BM][Tl::BN];
+  for (auto& r : As) for (auto& v : r) v = nd(rng);
+  for (auto& r : Bs) for (auto& v : r) v = nd(rng);
+  for (auto& r : C) for (auto& v : r) v = 0;
+  for (auto& r : written) for (auto& v : r) v = 0;
+  double acc[8][32][2][L::kNJ][4] = {};
+  for (int warp = 0; warp < 8; ++warp)
+    for (int kk = 0; kk < kBK; kk += 8) {
+      double A[2][16][8], B[L::kNJ][8][8];
+      for (int lane = 0; lane < 32; ++lane) {  // register r of a lane is element (gq + 8 (r%2), tig + 4 (r/2)) of A
+        const int gq = lane / 4, tig = lane % 4;
+        for (int i = 0; i < 2; ++i)
+          for (int r = 0; r < 4; ++r) {
+            int k, row;
+            L::a_at(warp, lane, i, kk, r, k, row);
+            A[i][gq + 8 * (r % 2)][tig + 4 * (r / 2)] = As[k][row];
+          }
+        for (int j = 0; j < L::kNJ; ++j)
+          for (int r = 0; r < 2; ++r) {
+            int k, col;
+            L::b_at(warp, lane, j, kk, r, k, col);
+            B[j][tig + 4 * r][gq] = Bs[k][col];
+          }
+      }
+      for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < L::kNJ; ++j)
+            for (int r = 0; r < 4; ++r) acc[warp][lane][i][j][r] += mma_m16n8k8_d(A[i], B[j], lane, r);
+    }
+  for (int warp = 0; warp < 8; ++warp)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < L::kNJ; ++j)
+          for (int r = 0; r < 4; ++r) {
+            int row, col;
+            L::c_at(warp, lane, i, j, r, row, col);
+            C[row][col] = acc[warp][lane][i][j][r];
+            ++written[row][col];
+          }
+  double worst = 0;
+  int miswritten = 0;
+  for (int m = 0; m < Tl::BM; ++m)
+    for (int n = 0; n < Tl::BN; ++n) {
+      double ref = 0;
+      for (int k = 0; k < kBK; ++k) ref += As[k][m] * Bs[k][n];
+      worst = std::max(worst, std::fabs(C[m][n] - ref));
+      miswritten += written[m][n] != 1;
+    }
+  const bool ok = worst < 1e-12 && miswritten == 0;
+  std::printf("%s mma.sync layout, %d x %d tile: max err %.1e, %d outputs not written once\n", ok ? "ok  " : "FAIL",
+              Tl::BM, Tl::BN, worst, miswritten);
+  ++checks;
+  if (!ok) ++failures;
+}
+
 // FastDiv against plain division: every divisor up to 4096 on small and edge numerators, then random pairs
 // up to 2^31, and the 64-bit fallback.
 static void check_fast_div(std::mt19937& rng) {
@@ -481,6 +547,9 @@ int main(int argc, char** argv) {
   }
   std::mt19937 rng(1234);
   check_fast_div(rng);
+  check_mma_sync_layout<NarrowTile>(rng);
+  check_mma_sync_layout<WideTile>(rng);
+  check_mma_sync_layout<ShortTile>(rng);
   const Case cases[] = {
       // N  C   H   W   M  KH KW taps sh sw ph pw dh dw G relu
       {2, 3, 9, 11, 5, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false},     // odd sizes, generic K
