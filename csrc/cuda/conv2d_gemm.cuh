@@ -14,6 +14,16 @@
 
 namespace pixelops::cuda::conv {
 
+// The tensor-core products' epilogue: their tile, left in shared memory (Cs, kLd floats a row), walked row by
+// row, consecutive threads on consecutive columns (pixels, contiguous in y and grad_x), so that each warp's
+// stores are coalesced: f(row, column, value).
+template <class Tl, int kLd, class F>
+__device__ __forceinline__ void walk_tile(const float (*Cs)[kLd], int tid, F&& f) {
+  __syncthreads();
+#pragma unroll 4
+  for (int e = tid; e < Tl::BM * Tl::BN; e += kGemmThreads) f(e / Tl::BN, e % Tl::BN, Cs[e / Tl::BN][e % Tl::BN]);
+}
+
 // Tensor-core product of the staged tiles (nvcuda::wmma, sm_80+): TF32 for float (Stage float, fragments
 // of precision::tf32, k = 8), or float16/bfloat16 (Stage = Elem, k = 16), accumulating in float. Eight warps
 // as BM/32 (rows) x 256/BM (columns); each warp owns a 32-row piece of the tile as 2 x kFN 16x16 accumulators.
@@ -66,9 +76,7 @@ struct WmmaMma {
       }
     }
   }
-  // Through shared memory (scratch: kScratch bytes, 32-byte aligned, free for the epilogue), which also lets
-  // the epilogue walk the tile row by row: consecutive threads write consecutive columns (pixels, contiguous
-  // in y and grad_x), so each warp's stores are coalesced.
+  // Through shared memory (scratch: kScratch bytes, 32-byte aligned, free for the epilogue), then walk_tile.
   static constexpr size_t kScratch = sizeof(float) * Tl::BM * kLdC;
   template <class F> __device__ void finish(int tid, unsigned char* scratch, F&& f) {
     using namespace nvcuda;
@@ -80,9 +88,7 @@ struct WmmaMma {
       for (int j = 0; j < kFN; ++j)
         wmma::store_matrix_sync(&Cs[32 * wm + 16 * i][kWarpN * wn + 16 * j], c[i][j], kLdC,
                                 wmma::mem_row_major);
-    __syncthreads();
-#pragma unroll 4
-    for (int e = tid; e < Tl::BM * Tl::BN; e += kGemmThreads) f(e / Tl::BN, e % Tl::BN, Cs[e / Tl::BN][e % Tl::BN]);
+    walk_tile<Tl>(Cs, tid, f);
   }
 };
 template <class Tl> using Tf32Mma = WmmaMma<float, nvcuda::wmma::precision::tf32, 8, Tl>;
@@ -151,9 +157,7 @@ struct Tf32SyncMma {
           L::c_at(warp, lane, i, j, r, row, col);
           Cs[row][col] = acc[i][j][r];
         }
-    __syncthreads();
-#pragma unroll 4
-    for (int e = tid; e < Tl::BM * Tl::BN; e += kGemmThreads) f(e / Tl::BN, e % Tl::BN, Cs[e / Tl::BN][e % Tl::BN]);
+    walk_tile<Tl>(Cs, tid, f);
   }
 };
 template <class H, class Tl> using HalfMma = WmmaMma<H, H, 16, Tl>;  // H: __half or __nv_bfloat16
