@@ -115,27 +115,25 @@ struct Tf32SyncMma {
 #pragma unroll
         for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
   }
+  // Register r of fragment p of a tile (ld floats a row): the value at (k, index) = at(p, r).
+  template <int P, int R, int kLd, class At>
+  static __device__ __forceinline__ void gather(uint32_t (&frag)[P][R], const float (*tile)[kLd], At&& at) {
+#pragma unroll
+    for (int p = 0; p < P; ++p)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        int k, index;
+        at(p, r, k, index);
+        frag[p][r] = __float_as_uint(tile[k][index]);
+      }
+  }
   __device__ __forceinline__ void step(const float (*As)[kLdA], const float (*Bs)[kLdB], int tid) {
     const int warp = tid / 32, lane = tid % 32;
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 8) {
       uint32_t a[2][4], b[L::kNJ][2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          int k, row;
-          L::a_at(warp, lane, i, kk, r, k, row);
-          a[i][r] = __float_as_uint(As[k][row]);
-        }
-#pragma unroll
-      for (int j = 0; j < L::kNJ; ++j)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          int k, col;
-          L::b_at(warp, lane, j, kk, r, k, col);
-          b[j][r] = __float_as_uint(Bs[k][col]);
-        }
+      gather(a, As, [&](int i, int r, int& k, int& row) { L::a_at(warp, lane, i, kk, r, k, row); });
+      gather(b, Bs, [&](int j, int r, int& k, int& col) { L::b_at(warp, lane, j, kk, r, k, col); });
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
