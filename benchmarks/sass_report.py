@@ -40,7 +40,7 @@ def kernels(sass: str):
         name = block.split("\n", 1)[0].strip()
         ops = collections.Counter()
         for line in block.split("\n"):
-            m = re.match(r"\s*/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", line)
+            m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", line)
             if m:
                 ops[m.group(1)] += 1
         yield name, ops
