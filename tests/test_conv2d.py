@@ -97,11 +97,11 @@ def test_any_strides(device, layout):
     _compare(x.to(memory_format=torch.channels_last), w, b, True, dict(padding=1), dict(rtol=1e-10, atol=1e-10))
 
 
-# Which gradients are wanted changes the kernels' plan: where the weight gradient runs on the few-channel
-# kernel, it computes grad_bias as one more column (a column of ones) instead of a pass of its own; wanted alone,
-# grad_bias has its own kernel. Each subset of (input, weight, bias), on few-channel layers with room for the
-# bias column (2 x 9 = 18 and 7 x 9 = 63 taps) and without (16 x 1: the bias column would need 32), and on 8 x 9
-# = 72 (the GEMM).
+# Which gradients are wanted changes the kernels' plan (CUDA): with the weight gradient, grad_bias is one more
+# column of its partial sums (the few-channel kernel's column of ones, the other kernels' row sums of grad_y)
+# instead of a pass of its own; wanted alone, grad_bias has its own kernel. Each subset of (input, weight, bias),
+# on few-channel layers with room for the bias column (2 x 9 = 18 and 7 x 9 = 63 taps) and without (16 x 1: the
+# bias column would need 32), and on 8 x 9 = 72 (the GEMM).
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cin,k", [(2, 3), (7, 3), (16, 1), (8, 3)])
 @pytest.mark.parametrize("wanted", [(1, 1, 1), (0, 1, 1), (0, 0, 1), (0, 1, 0), (1, 0, 1)])

@@ -18,16 +18,17 @@ def _randn(*shape, seed, dtype=torch.float64):
     return torch.randn(shape, generator=gen, dtype=torch.float64).to("cuda", dtype)
 
 
-def _run(x, w, b, g, relu, mask=None, **kw):
+def _run(x, w, b, g, relu, mask=None, needs=(True, True, True), **kw):
     """y and (grad_x, grad_w, grad_b) of pixelops.conv2d (masked_conv2d with mask "A" or "B") for the output
-    gradient g."""
-    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    gradient g; None for the inputs that `needs` leaves without a gradient."""
+    leaves = [t.detach().clone().requires_grad_(n) for t, n in zip((x, w, b), needs)]
     act = "relu" if relu else None
     if mask:
         y = pixelops.masked_conv2d(*leaves, mask, activation=act, **kw)
     else:
         y = pixelops.conv2d(*leaves, activation=act, **kw)
-    return (y.detach(), *torch.autograd.grad(y, leaves, g))
+    grads = iter(torch.autograd.grad(y, [t for t, n in zip(leaves, needs) if n], g))
+    return (y.detach(), *(next(grads) if n else None for n in needs))
 
 
 def _reference(x, w, b, g, relu, **kw):
@@ -218,25 +219,28 @@ def test_halo_matches_float64(x_shape, w_shape, kw, mask, layout, relu, tf32, to
         assert not torch.equal(got[0], fp32)  # tensor cores were used
 
 
-# grad_bias reads grad_y (and y under a fused ReLU) 16 bytes at a time where every plane is whole 16-byte pieces,
-# element by element where the planes are contiguous runs otherwise, and by row and column where they are not.
-# Each layout of grad_y below takes one of those (float32: 4 floats a piece; float16: 8).
+# grad_bias on its own kernels (where no weight gradient is asked for) reads grad_y (and y under a fused ReLU) 16
+# bytes at a time where every plane is whole 16-byte pieces, element by element where the planes are contiguous
+# runs otherwise, and by row and column where they are not. Each layout of grad_y below takes one of those
+# (float32: 4 floats a piece; float16: 8). With the weight gradient, grad_bias is one more column of its partial
+# sums instead: the few-channel kernel's column of ones (6 channels), the GEMM's row sums (20).
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("hw,layout", [((12, 10), "contiguous"),    # 120 pixels: 16-byte pieces (float16: 15)
                                        ((7, 9), "contiguous"),      # 63 pixels: element by element
                                        ((12, 10), "offset"),        # one element in: not 16-byte aligned
                                        ((12, 10), "every other")])  # strided rows: row and column
-def test_grad_bias_read_modes(hw, layout, relu, dtype):
+@pytest.mark.parametrize("channels,with_weight", [(6, False), (6, True), (20, True)])
+def test_grad_bias_read_modes(hw, layout, relu, dtype, channels, with_weight):
     h, wd = hw
-    x = _randn(5, 6, h, wd, seed=41, dtype=dtype)
-    w = _randn(7, 6, 3, 3, seed=42, dtype=dtype)
+    x = _randn(5, channels, h, wd, seed=41, dtype=dtype)
+    w = _randn(7, channels, 3, 3, seed=42, dtype=dtype)
     b = _randn(7, seed=43, dtype=dtype)
     big = _randn(5 * 7 * h * 2 * wd + 1, seed=44, dtype=dtype)
     g = {"contiguous": big[:5 * 7 * h * wd].view(5, 7, h, wd),
          "offset": big[1:1 + 5 * 7 * h * wd].view(5, 7, h, wd),
          "every other": big[:5 * 7 * h * 2 * wd].view(5, 7, h, 2 * wd)[..., ::2]}[layout]
-    got = _run(x, w, b, g, relu, padding=1, allow_tf32=False)
+    got = _run(x, w, b, g, relu, padding=1, allow_tf32=False, needs=(True, with_weight, True))
     gate = (got[0] > 0) if relu else torch.ones_like(got[0], dtype=torch.bool)
     ref = (g.double() * gate).sum((0, 2, 3))
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3}[dtype]

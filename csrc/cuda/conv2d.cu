@@ -17,8 +17,10 @@
 // there are two taps or more. A 1x1 layer's float32 weight gradient runs on a GEMM of its own where
 // PIXELOPS_CONV_PW_GW=1 (conv2d_pointwise_grad_weight.cuh; off until timed).
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
-// second, deterministic pass; grad_bias sums runs of images per channel, then the runs in order, except where
-// the weight gradient runs on the few-channel kernel, which adds it as one more column (of ones).
+// second, deterministic pass. grad_bias rides along as one more column of those partial sums (grad_y's row
+// sums, or the few-channel kernel's column of ones); only without a weight gradient, or where the few-channel
+// kernel has no room for the column, does it run on its own kernels, summing runs of images per channel, then
+// the runs in order.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -44,7 +46,8 @@ using conv::kBK;
 constexpr int kThreads = 256;
 
 // Adds the split-K partial sums of grad_weight in a fixed order; masked taps (t >= ntaps) get zero. With gb,
-// each row of ws has one more column, the sums of grad_bias (a column of ones in the weight-gradient kernel).
+// each row of ws has one more column, the sums of grad_bias (a column of ones in the few-channel kernel, grad_y's
+// row sums in the others).
 // A block takes 32 outputs, a lane each: warp w of W adds splits w, w + W, ..., and warp 0 adds the W sums in
 // order, so the result does not depend on scheduling. (One thread an output, adding every split in turn, left
 // the few thousand outputs of a small layer each waiting on one load after another: pcnn_maskA's 264 splits
@@ -72,7 +75,8 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
 int sm_count();
 bool gemm_mma_sync();  // PIXELOPS_CONV_GEMM_MMA (new_paths below)
 
-// grad_bias: the sum of (masked) grad_y over images and pixels, per output channel. Block (m, s) sums channel m
+// grad_bias on its own (where no weight gradient is asked for, or the few-channel kernel has no room for its
+// column): the sum of (masked) grad_y over images and pixels, per output channel. Block (m, s) sums channel m
 // over the s-th run of images (enough runs to fill the GPU: one block per channel would leave most of it idle
 // and wait on one load after another) and writes partial[s][m]; grad_bias_finish adds the runs in order, so
 // the result does not depend on scheduling. With one run, the block writes grad_bias itself.
@@ -333,11 +337,12 @@ void weight_from_partials(const Geometry& q, int64_t splits, T* gw, T* gb, cudaS
   check_launch("conv2d_backward (weight reduction)");
 }
 
+// grad_weight on the implicit GEMM (and grad_bias where gb: its first column tile's blocks sum grad_y's rows).
 template <class T, class Tl>
-void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
+void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, T* gb, bool tf32, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
   conv::GradWeightGemm<T, Tl> p;
-  p.q = q; p.x = x; p.y = y; p.gy = gy;
+  p.q = q; p.x = x; p.y = y; p.gy = gy; p.bias = gb != nullptr;
   p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
   // Split K so that the grid fills the GPU's resident blocks once, rounding down: one block past a full wave
   // would run alone and double the time. At least 8 K steps per split.
@@ -353,7 +358,7 @@ void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, 
   splits = ksteps > 0 ? (ksteps + chunk_steps - 1) / chunk_steps : 1;  // no empty split
   p.splits = int(splits);
 
-  weight_from_partials<T, A>(q, splits, gw, nullptr, s, "conv2d_backward (weight)", [&](A* ws) {
+  weight_from_partials<T, A>(q, splits, gw, gb, s, "conv2d_backward (weight)", [&](A* ws) {
     p.ws = ws;
     launch_gemm<T>(p, tf32, s, "conv2d_backward (weight)");
   });
@@ -577,21 +582,23 @@ bool halo_grad_input(const Geometry& q, const conv::Phase& f, const T* w, const 
 
 // grad_weight on the halo kernel (conv2d_halo_grad_weight.cuh) where it applies: float32 with TF32 (GwTf32), or
 // without it where halo_takes its rows and new_paths().gw_simt (GwSimt); no ReLU gate, grad_y planes
-// contiguous, two stages in shared memory. False otherwise.
+// contiguous, two stages in shared memory. grad_bias too where gb. False otherwise.
 template <class T>
-bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
+bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, T* gb, bool tf32,
+                      cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloGradWeight p;
     if (y || !halo_takes(q.Mg, tf32) || (!tf32 && !new_paths().gw_simt) ||
         !conv::halo_gw_setup(p, q, x, gy, std::min(conv::kGwSmem, size_t(smem_optin())), !tf32))
       return false;
+    p.bias = gb != nullptr;
     // one wave of two blocks an SM (what the registers and shared memory allow), rounding down
     const int64_t per_split = int64_t(p.h.mtiles) * q.G * p.h.nchunks * p.tgroups;
     conv::halo_gw_split(p, 2 * int64_t(sm_count()) / per_split);
     p.h.preround = !p.simt && new_paths().preround;
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
     const size_t smem = p.smem_bytes();
-    weight_from_partials<float, float>(q, p.splits, gw, nullptr, s, "conv2d_backward (weight, halo)", [&](float* ws) {
+    weight_from_partials<float, float>(q, p.splits, gw, gb, s, "conv2d_backward (weight, halo)", [&](float* ws) {
       p.ws = ws;
       constexpr int kT = conv::kHaloThreads;
       if (p.simt) launch_with_smem<conv::halo_grad_weight_kernel<conv::GwSimt>>(grid, kT, smem, s, p);
@@ -606,17 +613,19 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
 
 // grad_weight of a float32 pointwise layer on its own GEMM (conv2d_pointwise_grad_weight.cuh: PwTf32 under
 // TF32, else PwSimt), where new_paths().pw_gw, without a ReLU gate, every plane read 16 bytes at a time;
-// false otherwise.
+// grad_bias too where gb. False otherwise.
 template <class T>
-bool pointwise_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, bool tf32, cudaStream_t s) {
+bool pointwise_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, T* gb, bool tf32,
+                           cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::PointwiseGw p;
     if (y || !new_paths().pw_gw || !conv::pointwise_gw_setup(p, q, x, gy)) return false;
+    p.bias = gb != nullptr;
     // one wave of two blocks an SM (what the shared memory allows)
     conv::pointwise_gw_split(p, 2 * int64_t(sm_count()) / (int64_t(p.mtiles) * p.ntiles * q.G));
     const dim3 grid{unsigned(p.ntiles), unsigned(p.mtiles), unsigned(q.G * p.splits)};
     const size_t smem = conv::PointwiseGw::smem_bytes();
-    weight_from_partials<float, float>(q, p.splits, gw, nullptr, s, "conv2d_backward (weight, pointwise)",
+    weight_from_partials<float, float>(q, p.splits, gw, gb, s, "conv2d_backward (weight, pointwise)",
                                        [&](float* ws) {
       p.ws = ws;
       if (tf32) launch_with_smem<conv::pointwise_grad_weight_kernel<conv::PwTf32>>(grid, 256, smem, s, p);
@@ -699,20 +708,24 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
             });
           }
     }
+    // grad_bias rides along with the weight gradient where there is one: one more column of its partial sums
+    // (the few-channel kernel's column of ones, where it fits; the others sum grad_y's rows as they stage them),
+    // added by the same reduction. On its own kernels otherwise.
     const bool want_bias = grad_b.data && grad_b.numel() > 0;
     bool bias_done = false;
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");
-      if (conv::grad_weight_direct_fits(q)) {
-        bias_done = want_bias && conv::grad_weight_direct_takes_bias(q);  // as the weight sums' column of ones
-        grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), bias_done ? grad_b.ptr<T>() : nullptr,
-                              s);
-      } else if (pointwise_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s) ||
-                 halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s))
+      const bool direct = conv::grad_weight_direct_fits(q);
+      bias_done = want_bias && (!direct || conv::grad_weight_direct_takes_bias(q));
+      T* gb = bias_done ? grad_b.ptr<T>() : nullptr;
+      if (direct)
+        grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, s);
+      else if (pointwise_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s) ||
+               halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s))
         ;  // ran on the pointwise GEMM or the halo kernel
       else
         with_tile<T>(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
-          grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), allow_tf32, s);
+          grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s);
         });
     }
     if (want_bias && !bias_done) grad_bias<T>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>(), s);

@@ -10,7 +10,8 @@
 // x for those pixels (as the forward stages it) and the pixels' halo corners. Two stages: the next tile is
 // copied (cp.async) while one is multiplied. The block writes its partial sums ([split][row][channel * ntaps +
 // tap], as the GEMM's split-K does), which reduce_grad_weight adds in order. grad_y without a ReLU gate only,
-// each image's plane contiguous.
+// each image's plane contiguous. With bias, the blocks of a row tile and split then also sum a share each of
+// grad_y's rows over the split's pixels (row_sum_plan): grad_bias's partial sums, one more workspace column.
 //
 // Two products behind the one pipeline (a Math policy, as in the forward):
 // - GwTf32 (sm_80+, mma.sync.m16n8k8): an n8 accumulator tile is the 8 channels at one tap, so a B fragment is
@@ -45,7 +46,8 @@ constexpr size_t kGwSmem = 113 * 1024;                        // two blocks an S
 struct HaloGradWeight {
   HaloConv h;  // x's halo: h.q is the convolution (forward geometry, q.gs grad_y's strides), 8 channels a chunk
   const float* gy = nullptr;
-  float* ws = nullptr;   // partial sums, [split][q.M][Cg * ntaps]
+  float* ws = nullptr;   // partial sums, [split][q.M][ncol()]
+  bool bias = false;     // grad_bias's partial sums as the rows' last column
   bool gy_vec = false;   // grad_y rows copied 16 bytes at a time
   bool simt = false;     // float32 FMAs (GwSimt) instead of TF32 mma.sync (GwTf32)
   int tgroups = 1, nt = 1;  // tap groups (blocks along the taps) and taps a group
@@ -56,6 +58,11 @@ struct HaloGradWeight {
   __host__ __device__ int stage_floats() const { return kGwRows * kGwLd + h.kc * h.CS + kGwPix; }
   size_t smem_bytes() const {  // GwTf32 reduces through the stages' memory at the end; GwSimt by shuffles
     return std::max<size_t>(size_t(h.stages) * stage_floats(), simt ? 0 : kGwRedFloats) * sizeof(float);
+  }
+  __host__ __device__ int64_t ncol() const { return h.q.Cg * h.q.ntaps + (bias ? 1 : 0); }
+  // How block (channel chunk cc, tap group tg) shares in the sums of grad_y's rows (none without bias).
+  __host__ __device__ RowSumPlan bias_plan(int cc, int tg) const {
+    return bias ? row_sum_plan(cc * tgroups + tg, h.nchunks * tgroups, kGwRows, kHaloThreads) : RowSumPlan{};
   }
 };
 
@@ -165,7 +172,7 @@ __host__ __device__ __forceinline__ void halo_gw_owner(int row, int ch, int t, i
 __host__ __device__ __forceinline__ void halo_gw_store(const HaloGradWeight& p, const float* red, int64_t split, int g,
                                                        int mt, int cc, int j0, int nt, int tid, int nthreads) {
   const Geometry& q = p.h.q;
-  const int64_t ncol = q.Cg * q.ntaps;
+  const int64_t ncol = p.ncol();
   for (int o = tid; o < kGwRows * 8 * nt; o += nthreads) {
     const int row = o / (8 * nt), ch = (o / nt) % 8, tt = o % nt;
     const int64_t m = int64_t(mt) * kGwRows + row, c = int64_t(cc) * 8 + ch;
@@ -176,6 +183,21 @@ __host__ __device__ __forceinline__ void halo_gw_store(const HaloGradWeight& p, 
     for (int k = 0; k < 4; ++k) s += red[halo_gw_red(2 * k + row / 32, ln, idx)];
     p.ws[(split * q.M + g * q.Mg + m) * ncol + c * q.ntaps + j0 + tt] = s;
   }
+}
+// Thread tid's part of block (split, m tile mt, group g, channel chunk cc, tap group tg)'s share of grad_bias
+// (bias_plan): its row's grad_y over the split's pixels.
+__host__ __device__ __forceinline__ float halo_gw_bias_part(const HaloGradWeight& p, const RowSumPlan& r, int64_t split,
+                                                            int g, int mt, int tid) {
+  const int64_t n0 = split * p.tiles_per_split * kGwPix;
+  const int64_t n1 = std::min(p.h.pixels(), (split + 1) * p.tiles_per_split * kGwPix);
+  return grad_y_row_part(p.h.q, p.gy, r, g, int64_t(mt) * kGwRows, n0, n1, tid);
+}
+// Row `row` of m tile mt's grad_y sum over the split: grad_bias's partial sum, the last column.
+__host__ __device__ __forceinline__ void halo_gw_store_bias(const HaloGradWeight& p, int64_t split, int g, int mt,
+                                                            int row, float v) {
+  const Geometry& q = p.h.q;
+  const int64_t m = int64_t(mt) * kGwRows + row;
+  if (m < q.Mg) p.ws[(split * q.M + g * q.Mg + m) * p.ncol() + p.ncol() - 1] = v;
 }
 
 // ---- GwSimt's product, plain C++ so that the host emulation runs it as the kernel does ----------------------
@@ -242,7 +264,7 @@ __host__ __device__ __forceinline__ void gw_simt_store(const HaloGradWeight& p, 
                                                        int64_t split, int g, int mt, int cc, int j0, int nt, int warp,
                                                        int lane) {
   const Geometry& q = p.h.q;
-  const int64_t c = int64_t(cc) * 8 + lane % 8, ncol = q.Cg * q.ntaps;
+  const int64_t c = int64_t(cc) * 8 + lane % 8, ncol = p.ncol();
   if (c >= q.Cg) return;
 #pragma unroll
   for (int r = 0; r < kGwSimtRows; ++r) {
@@ -369,6 +391,10 @@ __global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const
   asm volatile("cp.async.wait_group 0;" ::: "memory");
   __syncthreads();  // the stages are free: GwTf32's reduction reuses them
   math.finish(p, smem, blockIdx.x, g, mt, cc, j0, nt, tid);
+  const RowSumPlan bias = p.bias_plan(cc, tg);  // then grad_bias's share, the accumulators done with
+  if (bias.rows)
+    store_row_sums(bias, halo_gw_bias_part(p, bias, blockIdx.x, g, mt, tid), tid,
+                   [&](int row, float v) { halo_gw_store_bias(p, blockIdx.x, g, mt, row, v); });
 }
 #endif  // __CUDACC__
 

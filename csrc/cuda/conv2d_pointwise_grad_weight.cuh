@@ -14,7 +14,9 @@
 // - PwTf32 (sm_80+): 8 warps as 2 (rows) x 4 (columns) of 32 x 32 each, 2 x 4 mma.sync.m16n8k8 a k8 slice;
 // - PwSimt (float32 FMAs): each thread 4 rows x 8 channels, four pixels a step (pointwise_gw_simt_step).
 // Each split's partial sums go to the workspace as GradWeightGemm's do ([split][row][channel]), added in order
-// by reduce_grad_weight. grad_y without a ReLU gate only.
+// by reduce_grad_weight; with bias, the column tiles of a row tile and split then also sum a share each of
+// grad_y's rows over the split's pixels (row_sum_plan): grad_bias's partial sums, as the rows' last column.
+// grad_y without a ReLU gate only.
 //
 // Everything but the kernel is plain C++ over host/device functions: tests/cuda_host runs the same staging,
 // fragment addresses and stores against a naive sum.
@@ -33,13 +35,19 @@ struct PointwiseGw {
   Geometry q;  // the convolution (1x1, stride 1, unpadded: OH = H, OW = W); q.gs grad_y's strides
   const float* x = nullptr;
   const float* gy = nullptr;
-  float* ws = nullptr;  // partial sums, [split][q.M][Cg]
+  float* ws = nullptr;  // partial sums, [split][q.M][ncol()]
+  bool bias = false;    // grad_bias's partial sums as the rows' last column
   int64_t K = 0;        // pixels of all images
   int64_t k_per_split = kPwBK;
   int splits = 1, mtiles = 1, ntiles = 1;
 
   __host__ __device__ static constexpr int stage_floats() { return (kPwBM + kPwBN) * kPwLd; }
   static constexpr size_t smem_bytes() { return size_t(kPwStages) * stage_floats() * sizeof(float); }
+  __host__ __device__ int64_t ncol() const { return q.Cg + (bias ? 1 : 0); }
+  // How column tile nt shares in the sums of grad_y's rows (none without bias).
+  __host__ __device__ RowSumPlan bias_plan(int nt) const {
+    return bias ? row_sum_plan(nt, ntiles, kPwBM, 256) : RowSumPlan{};
+  }
 };
 
 // Whether q's weight gradient can run here (x, grad_y at q.xs, q.gs): pointwise, every plane of both operands
@@ -117,8 +125,22 @@ __host__ __device__ __forceinline__ void pointwise_gw_store(const PointwiseGw& p
       for (int r = 0; r < 4; ++r) {
         const int64_t m = int64_t(mt) * kPwBM + 32 * wm + 16 * i + lane / 4 + 8 * (r / 2);
         const int64_t c = int64_t(nt) * kPwBN + 32 * wn + 8 * j + 2 * (lane % 4) + r % 2;
-        if (m < q.Mg && c < q.Cg) p.ws[(split * q.M + g * q.Mg + m) * q.Cg + c] = acc[i][j][r];
+        if (m < q.Mg && c < q.Cg) p.ws[(split * q.M + g * q.Mg + m) * p.ncol() + c] = acc[i][j][r];
       }
+}
+// Thread tid's part of block (split, m tile mt, group g, column tile)'s share of grad_bias (bias_plan): its row's
+// grad_y over the split's pixels.
+__host__ __device__ __forceinline__ float pointwise_gw_bias_part(const PointwiseGw& p, const RowSumPlan& r,
+                                                                 int64_t split, int g, int mt, int tid) {
+  const int64_t n0 = split * p.k_per_split;
+  return grad_y_row_part(p.q, p.gy, r, g, int64_t(mt) * kPwBM, n0, std::min(p.K, n0 + p.k_per_split), tid);
+}
+// Row `row` of m tile mt's grad_y sum over the split: grad_bias's partial sum, the last column.
+__host__ __device__ __forceinline__ void pointwise_gw_store_bias(const PointwiseGw& p, int64_t split, int g, int mt,
+                                                                 int row, float v) {
+  const Geometry& q = p.q;
+  const int64_t m = int64_t(mt) * kPwBM + row;
+  if (m < q.Mg) p.ws[(split * q.M + g * q.Mg + m) * p.ncol() + q.Cg] = v;
 }
 
 // ---- the float32 product (PwSimt), plain C++ so that the host emulation runs it as the kernel does ----------
@@ -158,7 +180,7 @@ __host__ __device__ __forceinline__ void pointwise_gw_simt_store(const Pointwise
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 8; ++j) {
       const int64_t m = int64_t(mt) * kPwBM + tid / 16 + 16 * i, c = int64_t(nt) * kPwBN + tid % 16 + 16 * j;
-      if (m < q.Mg && c < q.Cg) p.ws[(split * q.M + g * q.Mg + m) * q.Cg + c] = acc[i][j];
+      if (m < q.Mg && c < q.Cg) p.ws[(split * q.M + g * q.Mg + m) * p.ncol() + c] = acc[i][j];
     }
 }
 
@@ -227,6 +249,10 @@ __global__ void __launch_bounds__(256, 2) pointwise_grad_weight_kernel(const __g
   }
   asm volatile("cp.async.wait_group 0;" ::: "memory");
   math.store(p, split, g, mt, nt, tid);
+  const RowSumPlan bias = p.bias_plan(nt);  // then grad_bias's share, the accumulators done with
+  if (bias.rows)
+    store_row_sums(bias, pointwise_gw_bias_part(p, bias, split, g, mt, tid), tid,
+                   [&](int row, float v) { pointwise_gw_store_bias(p, split, g, mt, row, v); });
 }
 #endif  // __CUDACC__
 

@@ -93,6 +93,9 @@ struct GemmShape {
   int64_t M = 0, N = 0, K = 0;
   int groups = 1, splits = 1;
   int64_t kchunk = 0;  // K range of one split, a multiple of kBK (or all of K when splits == 1)
+  // Whether the problem has A's row sums over K added after its product (gemm_kernel; GradWeightGemm's
+  // grad_bias): the others compile without them.
+  static constexpr bool kRowSums = false;
 };
 
 // TapMajor (when Cg % kBK == 0, as in most layers past the first): k = tap*Cg + c instead of c*ntaps + tap,
@@ -331,20 +334,26 @@ __host__ __device__ inline A weight_partials_sum(const Geometry& q, const A* ws,
   return s;
 }
 // Each split writes its partial sums to ws[split][g*Mg+m][c*ntaps+tap]; reduce_grad_weight adds the splits
-// in a fixed order (deterministic) and writes grad_w, zeros on the masked taps.
+// in a fixed order (deterministic) and writes grad_w, zeros on the masked taps. With bias, each workspace row
+// has one more column, N: the split's sum of the row's (masked) grad_y, which is grad_bias's partial sum (A's
+// row sums over the split's K, which gemm_kernel adds after the product, grad_at a value).
 template <class T, class TileT>
 struct GradWeightGemm : GemmShape {
   using Elem = T;
   using Acc = typename AccOf<T>::type;
   using Tl = TileT;
   static constexpr Fetch kFetchA = Fetch::kKFast, kFetchB = Fetch::kKFast;
+  static constexpr bool kRowSums = true;
   using SA = Slot<kFetchA, Tl::BM>;
   using SB = Slot<kFetchB, Tl::BN>;
   Geometry q;
   const T* x;
   const T* y;  // null: no ReLU mask
   const T* gy;
-  Acc* ws;     // splits x M x (Cg*ntaps)
+  Acc* ws;     // splits x M x ncol()
+  bool bias = false;  // grad_bias's partial sums as column N
+  __host__ __device__ int64_t ncol() const { return N + (bias ? 1 : 0); }
+  __host__ __device__ bool row_sums() const { return bias; }
 
   struct Loader {
     // A slot r is output channel m_first + r * SA::kPerSlot; the first a_rows slots are inside M.
@@ -422,7 +431,16 @@ struct GradWeightGemm : GemmShape {
   };
 
   __device__ void store(int g, int split, int64_t m, int64_t n, Acc v) const {
-    ws[(split * q.M + g * q.Mg + m) * N + n] = v;
+    ws[(split * q.M + g * q.Mg + m) * ncol() + n] = v;
+  }
+  // A at row m of group g and k (a pixel of all images): grad_y, masked by the ReLU gate.
+  __device__ Acc grad_at(int g, int64_t m, int64_t k) const {
+    const int64_t img = q.by_opix(k), rem = k - img * (q.OH * q.OW), oh = q.by_OW(rem), ow = rem - oh * q.OW;
+    return masked_grad(q, gy + img * q.gs[0], y ? y + img * q.ys[0] : nullptr, g * q.Mg + m, oh, ow);
+  }
+  // Row m's sum of A over the split's K (row_sums): grad_bias's partial sum.
+  __device__ void store_row_sum(int g, int split, int64_t m, Acc v) const {
+    ws[(split * q.M + g * q.Mg + m) * ncol() + N] = v;
   }
 };
 

@@ -150,6 +150,63 @@ inline bool planes_in_16_bytes(int64_t len, const int64_t* s, const T* p) {
   return len % V == 0 && s[0] % V == 0 && s[1] % V == 0 && (reinterpret_cast<uintptr_t>(p) & 15) == 0;
 }
 
+// grad_bias beside the weight gradients that stage grad_y by cp.async (the halo's and the pointwise GEMM's;
+// grad_y planes contiguous): each block, once its product is done (its registers free again: the TF32 halo
+// kernel sits at its 128-register bound, and sums kept beside its accumulators spilled), adds up a share of
+// grad_y's rows over its split's pixels, read again from global memory (mostly from L2: the block has just
+// streamed them). The `blocks` blocks of one row tile and split (channel chunks, tap groups or column tiles)
+// share the tile's kRows rows out so that none does much more than the others (their grids run in one wave,
+// where the slowest block sets the time): a power-of-two number of them, `sharers`, take kRows / sharers rows
+// each, their threads `tpr` to a row (at most a warp: a row's threads are lanes of one warp, which add their
+// sums by shuffles). Block j takes rows [row0, row0 + rows); none where rows is 0.
+struct RowSumPlan {
+  int row0 = 0, rows = 0, tpr = 1;
+};
+__host__ __device__ inline RowSumPlan row_sum_plan(int j, int blocks, int krows, int threads) {
+  int sharers = 1;
+  while (2 * sharers <= blocks && 2 * sharers <= krows) sharers *= 2;
+  RowSumPlan r;
+  if (j >= sharers) return r;
+  r.rows = krows / sharers;
+  r.row0 = j * r.rows;
+  r.tpr = threads / r.rows < 32 ? threads / r.rows : 32;
+  return r;
+}
+// Thread tid's part of its block's share: row row0 + tid / tpr (of the tile) over the pixels n = n0 + tid % tpr
+// + tpr * i < n1 (all images', flattened), value(row, n) each, in four alternating sums; 0 past rows x tpr.
+template <class A, class Value>
+__host__ __device__ __forceinline__ A row_sum_part(const RowSumPlan& r, int64_t n0, int64_t n1, int tid, Value&& value) {
+  if (tid >= r.rows * r.tpr) return A(0);
+  const int row = r.row0 + tid / r.tpr;
+  A s[4] = {A(0), A(0), A(0), A(0)};
+  int64_t n = n0 + tid % r.tpr;
+  for (; n + 3 * r.tpr < n1; n += 4 * r.tpr)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) s[u] += value(row, n + u * r.tpr);
+  for (; n < n1; n += r.tpr) s[0] += value(row, n);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+#ifdef __CUDACC__
+// Adds the tpr lanes' parts of each row (the same tree on every run) and hands (row of the tile, sum) to store,
+// from the row's first lane. Every lane of the warp takes part.
+template <class A, class Store>
+__device__ __forceinline__ void store_row_sums(const RowSumPlan& r, A v, int tid, Store&& store) {
+  for (int lanes = r.tpr / 2; lanes > 0; lanes /= 2) v += __shfl_xor_sync(0xffffffffu, v, lanes);
+  if (tid < r.rows * r.tpr && tid % r.tpr == 0) store(r.row0 + tid / r.tpr, v);
+}
+#endif
+// row_sum_part of float32 grad_y with contiguous planes (gs[2] = OW, gs[3] = 1): the tile's rows are group g's
+// rows m0 + row (zero from Mg on), over the pixels [n0, n1) of all images.
+__host__ __device__ __forceinline__ float grad_y_row_part(const Geometry& q, const float* gy, const RowSumPlan& r,
+                                                          int g, int64_t m0, int64_t n0, int64_t n1, int tid) {
+  const int64_t opix = q.OH * q.OW;
+  return row_sum_part<float>(r, n0, n1, tid, [&](int row, int64_t n) {
+    if (m0 + row >= q.Mg) return 0.f;
+    const int64_t img = q.by_opix(n);
+    return gy[img * q.gs[0] + (g * q.Mg + m0 + row) * q.gs[1] + (n - img * opix)];
+  });
+}
+
 // Four consecutive values of a shared row (16-byte aligned: rows are padded to a multiple of 4 elements).
 template <class A>
 __device__ __forceinline__ void load4(const A* p, A* out) {

@@ -25,6 +25,8 @@
 using namespace pixelops::cuda;
 using namespace pixelops::cuda::conv;
 
+static int failures = 0, checks = 0;
+
 // As gemm_kernel (conv2d_gemm.cuh) with SimtMma<double>: block by block; within a block, each phase between
 // two barriers runs for all 256 threads before the next.
 template <class P>
@@ -59,6 +61,20 @@ void emulate_gemm(const P& p) {
           mma[tid].finish(tid, nullptr, [&](int i, int j, double v) {
             if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
           });
+        if constexpr (P::kRowSums) {  // grad_bias: this column tile's share of the row sums
+          if (!p.row_sums()) continue;
+          const RowSumPlan r = row_sum_plan(int(bx), int(gx), Tl::BM, kGemmThreads);
+          emulate_row_sums(
+              r, kGemmThreads,
+              [&](int tid) {
+                return row_sum_part<double>(r, kbeg, kend, tid, [&](int row, int64_t k) {
+                  return m0 + row < p.M ? p.grad_at(g, m0 + row, k) : 0.0;
+                });
+              },
+              [&](int row, double v) {
+                if (m0 + row < p.M) p.store_row_sum(g, split, m0 + row, v);
+              });
+        }
       }
 }
 
@@ -89,7 +105,6 @@ static int64_t lay_out(int l, const int64_t (&d)[4], int64_t (&s)[4], int64_t& l
   return start;
 }
 
-static int failures = 0, checks = 0;
 static bool quiet = false;                  // fuzz mode: FAIL lines only
 static std::string where;                   // fuzz mode: the tile and the case's number, for FAIL lines
 static std::map<std::string, int> refused;  // checks a path's fits-predicate refused, by path
@@ -305,19 +320,27 @@ static void run_case(const Case& c, std::mt19937& rng) {
     for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = gather_taps(q, z.data(), i);
     expect_close("grad_input (taps)", c, got, ref_gx);
   }
-  // grad_weight, split over K in three (gw_splits; then reduce_grad_weight's sums: masked taps 0)
-  {
+  // grad_weight, split over K in three (gw_splits; then reduce_grad_weight's sums: masked taps 0); again with
+  // grad_bias as one more column, A's row sums shared out over the column tiles
+  for (bool bias : {false, true}) {
     GradWeightGemm<double, Tl> p;
-    p.q = q; p.x = xp; p.y = yp; p.gy = gyp;
+    p.q = q; p.x = xp; p.y = yp; p.gy = gyp; p.bias = bias;
     p.M = q.Mg; p.N = q.Cg * q.ntaps; p.K = q.N * q.OH * q.OW; p.groups = int(q.G);
     const int64_t ksteps = (p.K + kBK - 1) / kBK, chunk = (ksteps + c.gw_splits - 1) / c.gw_splits;
     p.kchunk = chunk * kBK;
     p.splits = int((ksteps + chunk - 1) / chunk);
-    std::vector<double> wsp(p.splits * q.M * p.N, NAN), got(ref_gw.size());
+    std::vector<double> wsp(p.splits * q.M * p.ncol(), NAN), got(ref_gw.size());
     p.ws = wsp.data();
     emulate_gemm(p);
-    for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, wsp.data(), p.splits, false, i);
-    expect_close(("grad_weight (" + std::to_string(c.gw_splits) + " splits)").c_str(), c, got, ref_gw);
+    for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, wsp.data(), p.splits, bias, i);
+    const std::string splits = std::to_string(c.gw_splits) + " splits";
+    expect_close(("grad_weight (" + splits + (bias ? ", with the bias column)" : ")")).c_str(), c, got, ref_gw);
+    if (bias) {
+      std::vector<double> gb(q.M);
+      for (int64_t m = 0; m < q.M; ++m)
+        gb[m] = reduce_weight_output(q, wsp.data(), p.splits, true, int64_t(got.size()) + m);  // past grad_weight's
+      expect_close(("grad_bias (the GEMM's row sums, " + splits + ")").c_str(), c, gb, ref_gb);
+    }
   }
   // grad_weight, direct (few channels a group): grad_weight_direct's phases for all threads in turn, block by
   // block over runs of pixels that end mid-chunk (a partial sum each), then reduce_grad_weight's sums;

@@ -3,7 +3,8 @@
 // mma.sync.m16n8k8 emulated from its documented fragment layout, against a naive sum of the TF32-rounded
 // operands in float64; for GwSimt its per-thread product itself (gw_simt_tile) and the butterfly of shuffles,
 // against the naive sum of the float32 operands; GwTf32 with the halo rounded once a tile too (every B value it
-// reads must then be a TF32 value).
+// reads must then be a TF32 value). With bias, grad_bias's column: each block's share of the rows' sums over
+// its split (bias_plan, halo_gw_bias_part), a row's threads added, against the plain sum of grad_y.
 // Strides, dilation, groups, masks (tap groups), tiles that run across images, ragged rows and channels,
 // grad_y rows copied whole or element by element, x as a view.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
@@ -116,6 +117,10 @@ static void emulate(const HaloGradWeight& p) {
           }
           cur = 1 - cur;
         }
+        const RowSumPlan bias = p.bias_plan(cc, tg);  // grad_bias's share, after the product
+        emulate_row_sums(
+            bias, kHaloThreads, [&](int tid) { return halo_gw_bias_part(p, bias, split, g, mt, tid); },
+            [&](int row, float v) { halo_gw_store_bias(p, split, g, mt, row, v); });
         if (p.simt) {  // the butterfly: lane l adds lane l^8's sum, then lane l^16's (both already updated)
           for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
             if (!gw_simt_rows(p, mt, warp)) continue;
@@ -150,7 +155,8 @@ struct Case {
 };
 
 // skipped: where given, a layer halo_gw_setup refuses is counted there instead of failing (the fuzz mode).
-static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround = false, int* skipped = nullptr) {
+static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround = false, bool bias = true,
+                     int* skipped = nullptr) {
   Geometry q = case_geometry(c);
   std::normal_distribution<float> nd;
   const int64_t row = c.W * c.xstep;
@@ -176,12 +182,18 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround 
   }
   halo_gw_split(p, c.splits);
   p.h.preround = preround;
-  const int64_t ncol = q.Cg * q.ntaps;
-  std::vector<float> ws(size_t(p.splits * q.M * ncol), std::numeric_limits<float>::quiet_NaN());
+  p.bias = bias;
+  std::vector<float> ws(size_t(p.splits * q.M * p.ncol()), std::numeric_limits<float>::quiet_NaN());
   p.ws = ws.data();
   emulate(p);
   double worst = 0, scale = 0;
   int64_t bad = 0;
+  auto check = [&](double got, double ref) {
+    const double err = std::fabs(got - ref);
+    scale = std::max(scale, std::fabs(ref));
+    if (!(err <= 1e-4 * (1 + std::fabs(ref)))) ++bad;
+    if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
+  };
   for (int64_t m = 0; m < q.M; ++m)
     for (int64_t ch = 0; ch < q.Cg; ++ch)
       for (int t = 0; t < q.ntaps; ++t) {
@@ -198,16 +210,20 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround 
               ref += simt ? double(a) * double(b) : double(tf32_round(a)) * double(tf32_round(b));
             }
         // reduce_grad_weight's sum (weight i = (m, ch, t): t is a row-major tap index, as in the weights)
-        const double got = reduce_weight_output(q, ws.data(), int(p.splits), false, (m * q.Cg + ch) * q.KH * q.KW + t);
-        const double err = std::fabs(got - ref);
-        scale = std::max(scale, std::fabs(ref));
-        if (!(err <= 1e-4 * (1 + std::fabs(ref)))) ++bad;
-        if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
+        const double got = reduce_weight_output(q, ws.data(), int(p.splits), bias, (m * q.Cg + ch) * q.KH * q.KW + t);
+        check(got, ref);
       }
+  for (int64_t m = 0; m < q.M && bias; ++m) {  // grad_bias: the column past the weights' (float32 sums)
+    double ref = 0;
+    for (int64_t n = 0; n < q.N; ++n)
+      for (int64_t oh = 0; oh < q.OH; ++oh)
+        for (int64_t ow = 0; ow < q.OW; ++ow) ref += gy[size_t(n * gs[0] + m * gs[1] + oh * gs[2] + ow)];
+    check(reduce_weight_output(q, ws.data(), int(p.splits), true, q.M * q.Cg * q.KH * q.KW + m), ref);
+  }
   if (verbose || bad)
-    std::printf("%s%s grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
+    std::printf("%s%s%s grad_weight N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d: rows%d CS%d %s%s "
                 "tgroups%d splits%d of %lld tiles: %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32",
-                preround ? " preround" : "",
+                preround ? " preround" : "", bias ? " +bias" : "",
                 (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W, (long long)c.M, c.KH, c.KW, c.ntaps,
                 c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, p.h.rows, p.h.CS, p.h.vec ? "vec" : "elem",
                 p.gy_vec ? "+gy16" : "", p.tgroups, p.splits, (long long)p.tiles, bad ? "FAIL" : "ok", worst, scale);
@@ -242,7 +258,7 @@ static int fuzz(long count, unsigned seed) {
       c.splits = uni(1, int(tiles) + 2);  // past the tiles too (halo_gw_split clamps)
       break;
     }
-    for (int v = 0; v < 3; ++v) run_case(c, rng, v == 1, v == 2, &skipped);
+    for (int v = 0; v < 3; ++v) run_case(c, rng, v == 1, v == 2, uni(0, 1) == 1, &skipped);
   };
   auto report = [&](long i) {
     std::printf("FAIL case %ld: {%lld, %lld, %lld, %lld, %lld, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %lld, %lld, "
@@ -272,7 +288,7 @@ int main(int argc, char** argv) {
   };
   for (bool simt : {false, true})
     for (const Case& c : cases) run_case(c, rng, simt);
-  for (const Case& c : cases) run_case(c, rng, false, true);  // TF32, the halo rounded once a tile
+  for (const Case& c : cases) run_case(c, rng, false, true, false);  // TF32, the halo rounded once a tile; no bias
   // layers it does not take: one tap; a halo too large for two stages at two blocks an SM (res_s2's)
   for (const Case& c : {Case{2, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0},
                         Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0}}) {

@@ -2,8 +2,10 @@
 // the same setup, splits, step staging and stores as pointwise_grad_weight_kernel; for PwTf32 the fragment
 // addresses, each mma.sync.m16n8k8 emulated from its documented fragment layout, against a naive sum of the
 // TF32-rounded operands in float64; for PwSimt its per-thread product itself, against the naive sum of the
-// float32 operands. Ragged rows, channels and pixel steps, steps across images, groups, planes with room
-// between them, many splits; and the layers it must leave to the other kernels.
+// float32 operands; with bias, grad_bias's column (each column tile's share of the rows' sums over its split,
+// pointwise_gw_bias_part, a row's threads added) against the plain sum of grad_y. Ragged rows, channels and pixel steps, steps
+// across images, groups, planes with room between them, many splits; and the layers it must leave to the other
+// kernels.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_pointwise_grad_weight_emulation.cpp && ./a.out
 #include <cmath>
@@ -92,6 +94,10 @@ static void emulate(const PointwiseGw& p, bool simt) {
               }
             }
           }
+          const RowSumPlan bias = p.bias_plan(nt);  // grad_bias's share, after the product
+          emulate_row_sums(
+              bias, 256, [&](int tid) { return pointwise_gw_bias_part(p, bias, split, g, mt, tid); },
+              [&](int row, float v) { pointwise_gw_store_bias(p, split, g, mt, row, v); });
           if (simt) {
             for (int tid = 0; tid < 256; ++tid) pointwise_gw_simt_store(p, simt_acc[tid], split, g, mt, nt, tid);
             continue;
@@ -125,7 +131,7 @@ static Geometry strided(const Case& c) {
 }
 
 // skipped: where given, a layer pointwise_gw_setup refuses is counted there instead of failing (the fuzz mode).
-static void run_case(const Case& c, std::mt19937& rng, bool simt, int* skipped = nullptr) {
+static void run_case(const Case& c, std::mt19937& rng, bool simt, bool bias = true, int* skipped = nullptr) {
   const Geometry q = strided(c);
   std::normal_distribution<float> nd;
   // 16-byte aligned buffers (as torch's allocations are)
@@ -147,12 +153,20 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, int* skipped =
     return;
   }
   pointwise_gw_split(p, c.want);
-  std::vector<float> ws(size_t(p.splits * q.M * q.Cg), std::numeric_limits<float>::quiet_NaN());
+  p.bias = bias;
+  std::vector<float> ws(size_t(p.splits * q.M * p.ncol()), std::numeric_limits<float>::quiet_NaN());
   p.ws = ws.data();
   emulate(p, simt);
   const int64_t opix = q.OH * q.OW;
   double worst = 0, scale = 0;
   int64_t bad = 0;
+  // float32 sums (PwSimt's of up to a split's pixels one after another); a wrong or missing term is ~mag/terms
+  auto check = [&](double got, double ref, double mag, double tol) {
+    const double err = std::fabs(got - ref);
+    scale = std::max(scale, std::fabs(ref));
+    if (!(err <= tol * (1 + mag))) ++bad;
+    if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
+  };
   for (int64_t m = 0; m < q.M; ++m)
     for (int64_t ch = 0; ch < q.Cg; ++ch) {
       const int64_t g = m / q.Mg;
@@ -164,16 +178,21 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, int* skipped =
           ref += term;
           mag += std::fabs(term);
         }
-      const double got = reduce_weight_output(q, ws.data(), int(p.splits), false, m * q.Cg + ch);  // reduce_grad_weight's
-      const double err = std::fabs(got - ref);
-      scale = std::max(scale, std::fabs(ref));
-      // float32 sums (PwSimt's of up to a split's pixels one after another); a wrong or missing term is ~mag/terms
-      if (!(err <= (simt ? 2e-5 : 1e-6) * (1 + mag))) ++bad;
-      if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
+      // reduce_grad_weight's sum
+      check(reduce_weight_output(q, ws.data(), int(p.splits), bias, m * q.Cg + ch), ref, mag, simt ? 2e-5 : 1e-6);
     }
+  for (int64_t m = 0; m < q.M && bias; ++m) {  // grad_bias: the column past the weights'
+    double ref = 0, mag = 0;
+    for (int64_t n = 0; n < q.N; ++n)
+      for (int64_t px = 0; px < opix; ++px) {
+        ref += gy[n * q.gs[0] + m * q.gs[1] + px];
+        mag += std::fabs(gy[n * q.gs[0] + m * q.gs[1] + px]);
+      }
+    check(reduce_weight_output(q, ws.data(), int(p.splits), true, q.M * q.Cg + m), ref, mag, 2e-5);
+  }
   if (verbose || bad)
-    std::printf("%s pointwise grad_weight N%lld C%lld %lldx%lld M%lld G%d pads %lld,%lld: %d x %d tiles, %d splits of "
-                "%lld pixels (K %lld): %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32", (long long)c.N, (long long)c.C,
+    std::printf("%s%s pointwise grad_weight N%lld C%lld %lldx%lld M%lld G%d pads %lld,%lld: %d x %d tiles, %d splits of "
+                "%lld pixels (K %lld): %s (worst %.3g of %.3g)\n", simt ? "simt" : "tf32", bias ? " +bias" : "", (long long)c.N, (long long)c.C,
                 (long long)c.H, (long long)c.W, (long long)c.M, c.G, (long long)c.x_pad, (long long)c.gy_pad, p.mtiles,
                 p.ntiles, p.splits, (long long)p.k_per_split, (long long)p.K, bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
@@ -203,7 +222,7 @@ static int fuzz(long count, unsigned seed) {
       c.want = uni(0, 1) ? uni(1, 4) : uni(1, int(steps) + 1);
       break;
     }
-    for (const bool simt : {false, true}) run_case(c, rng, simt, &skipped);
+    for (const bool simt : {false, true}) run_case(c, rng, simt, uni(0, 1) == 1, &skipped);
   };
   auto report = [&](long i) {
     std::printf("FAIL case %ld: {%lld, %lld, %lld, %lld, %lld, %d, %lld, %lld, %lld}\n", i, (long long)c.N,
@@ -228,7 +247,7 @@ int main(int argc, char** argv) {
       {6, 20, 6, 10, 40, 1, 0, 4, 4},    // 12 steps in 2 splits: the second starts inside an image
   };
   for (const bool simt : {false, true})
-    for (const Case& c : cases) run_case(c, rng, simt);
+    for (const Case& c : cases) run_case(c, rng, simt, !simt || c.G == 1);  // (without bias: PwSimt, groups)
   // layers it leaves to the other kernels: 3x3; stride 2; planes not whole 16-byte pieces; x misaligned
   alignas(16) static float dummy[64];
   Case c3 = {2, 8, 6, 6, 8, 1, 0, 0, 1};

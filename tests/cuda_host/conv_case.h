@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cuda/conv2d_problems.cuh"
+#include "cuda/conv2d_tile.cuh"  // RowSumPlan
 
 template <class Case>
 pixelops::cuda::conv::Geometry case_geometry(const Case& c) {
@@ -33,6 +34,23 @@ A reduce_weight_output(const pixelops::cuda::conv::Geometry& q, const A* ws, int
   A s = A(0);
   for (int w = 0; w < warps; ++w) s += pixelops::cuda::conv::weight_partials_sum(q, ws, splits, bias, i, w, warps);
   return s;
+}
+
+// A block's share of grad_bias (conv2d_tile.cuh): each thread's row_sum_part from part(tid), then
+// store_row_sums' sum of each row's tpr consecutive threads (lanes of one warp: tpr a power of two up to 32),
+// handed to store(row, sum).
+template <class Part, class Store>
+void emulate_row_sums(const pixelops::cuda::conv::RowSumPlan& r, int threads, Part&& part, Store&& store) {
+  if (r.rows == 0) return;
+  if (r.tpr < 1 || r.tpr > 32 || (r.tpr & (r.tpr - 1)) || r.rows * r.tpr > threads) {
+    std::printf("FAIL: row sums of %d rows, %d threads a row, do not fit a block's warps\n", r.rows, r.tpr);
+    std::exit(1);
+  }
+  for (int first = 0; first < r.rows * r.tpr; first += r.tpr) {
+    auto v = part(first);
+    for (int lane = 1; lane < r.tpr; ++lane) v += part(first + lane);
+    store(r.row0 + first / r.tpr, v);
+  }
 }
 
 // Every emulation's fuzz mode, `prog fuzz <count> <seed>` (random cases; CI runs a fixed sample): whether argv
