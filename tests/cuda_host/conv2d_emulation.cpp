@@ -25,8 +25,6 @@
 using namespace pixelops::cuda;
 using namespace pixelops::cuda::conv;
 
-static int failures = 0, checks = 0;
-
 // As gemm_kernel (conv2d_gemm.cuh) with SimtMma<double>: block by block; within a block, each phase between
 // two barriers runs for all 256 threads before the next.
 template <class P>
@@ -105,6 +103,7 @@ static int64_t lay_out(int l, const int64_t (&d)[4], int64_t (&s)[4], int64_t& l
   return start;
 }
 
+static int failures = 0, checks = 0;
 static bool quiet = false;                  // fuzz mode: FAIL lines only
 static std::string where;                   // fuzz mode: the tile and the case's number, for FAIL lines
 static std::map<std::string, int> refused;  // checks a path's fits-predicate refused, by path
