@@ -337,7 +337,8 @@ void weight_from_partials(const Geometry& q, int64_t splits, T* gw, T* gb, cudaS
   check_launch("conv2d_backward (weight reduction)");
 }
 
-// grad_weight on the implicit GEMM (and grad_bias where gb: its first column tile's blocks sum grad_y's rows).
+// grad_weight on the implicit GEMM (and grad_bias where gb: its blocks sum shares of grad_y's rows after their
+// product, gemm_kernel's row sums).
 template <class T, class Tl>
 void grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, T* gb, bool tf32, cudaStream_t s) {
   using A = typename conv::AccOf<T>::type;
@@ -709,7 +710,8 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
           }
     }
     // grad_bias rides along with the weight gradient where there is one: one more column of its partial sums
-    // (the few-channel kernel's column of ones, where it fits; the others sum grad_y's rows as they stage them),
+    // (the few-channel kernel's column of ones, where it fits; the others' blocks sum shares of grad_y's rows
+    // after their product),
     // added by the same reduction. On its own kernels otherwise.
     const bool want_bias = grad_b.data && grad_b.numel() > 0;
     bool bias_done = false;

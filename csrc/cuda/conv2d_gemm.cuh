@@ -202,13 +202,13 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
   mma.finish(tid, scratch, [&](int i, int j, A v) {
     if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
   });
-  // Row sums of A over the split's K (problems with kRowSums, where p.row_sums(): grad_weight's grad_bias
+  // Row sums of A over the split's K (problems with kRowSums, where p.bias: grad_weight's grad_bias
   // column), once the accumulators are done with: the column tiles of a row tile and split each add up a share
   // of its rows (row_sum_plan, as the halo and pointwise weight gradients do), from A's values read again. The
   // block's place is worked out again from blockIdx: kept from the top, kbeg and the rest stayed live through
   // the loop and the float32 64 x 128 weight gradient spilled 24 bytes (ptxas).
   if constexpr (P::kRowSums) {
-    if (p.row_sums()) {
+    if (p.bias) {
       const RowSumPlan r = row_sum_plan(int(blockIdx.x), int(gridDim.x), Tl::BM, kGemmThreads);
       if (r.rows) {
         const int gs = int(blockIdx.z) / p.splits, ss = int(blockIdx.z) % p.splits;

@@ -197,7 +197,7 @@ __host__ __device__ __forceinline__ void halo_gw_store_bias(const HaloGradWeight
                                                             int row, float v) {
   const Geometry& q = p.h.q;
   const int64_t m = int64_t(mt) * kGwRows + row;
-  if (m < q.Mg) p.ws[(split * q.M + g * q.Mg + m) * p.ncol() + p.ncol() - 1] = v;
+  if (m < q.Mg) p.ws[(split * q.M + g * q.Mg + m) * p.ncol() + q.Cg * q.ntaps] = v;
 }
 
 // ---- GwSimt's product, plain C++ so that the host emulation runs it as the kernel does ----------------------

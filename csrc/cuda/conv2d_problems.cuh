@@ -351,9 +351,8 @@ struct GradWeightGemm : GemmShape {
   const T* y;  // null: no ReLU mask
   const T* gy;
   Acc* ws;     // splits x M x ncol()
-  bool bias = false;  // grad_bias's partial sums as column N
+  bool bias = false;  // grad_bias's partial sums as column N (gemm_kernel's row sums)
   __host__ __device__ int64_t ncol() const { return N + (bias ? 1 : 0); }
-  __host__ __device__ bool row_sums() const { return bias; }
 
   struct Loader {
     // A slot r is output channel m_first + r * SA::kPerSlot; the first a_rows slots are inside M.
@@ -438,7 +437,7 @@ struct GradWeightGemm : GemmShape {
     const int64_t img = q.by_opix(k), rem = k - img * (q.OH * q.OW), oh = q.by_OW(rem), ow = rem - oh * q.OW;
     return masked_grad(q, gy + img * q.gs[0], y ? y + img * q.ys[0] : nullptr, g * q.Mg + m, oh, ow);
   }
-  // Row m's sum of A over the split's K (row_sums): grad_bias's partial sum.
+  // Row m's sum of A over the split's K (with bias): grad_bias's partial sum.
   __device__ void store_row_sum(int g, int split, int64_t m, Acc v) const {
     ws[(split * q.M + g * q.Mg + m) * ncol() + N] = v;
   }

@@ -60,7 +60,7 @@ void emulate_gemm(const P& p) {
             if (m0 + i < p.M && n0 + j < p.N) p.store(g, split, m0 + i, n0 + j, v);
           });
         if constexpr (P::kRowSums) {  // grad_bias: this column tile's share of the row sums
-          if (!p.row_sums()) continue;
+          if (!p.bias) continue;
           const RowSumPlan r = row_sum_plan(int(bx), int(gx), Tl::BM, kGemmThreads);
           emulate_row_sums(
               r, kGemmThreads,
