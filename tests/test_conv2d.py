@@ -244,6 +244,12 @@ BAD = [
     (lambda x, w, b: pixelops.conv2d(x, w, b.double()), TypeError, "dtype"),
     (lambda x, w, b: pixelops.conv2d(x, w.numpy(), b), TypeError, "weight"),
     (lambda x, w, b: pixelops.conv2d([1.0], w, b), TypeError, "input"),
+    (lambda x, w, b: pixelops.conv2d(x, w.tolist(), b), TypeError, "weight"),
+    (lambda x, w, b: pixelops.conv2d(x, 2.0, b), TypeError, "weight"),
+    (lambda x, w, b: pixelops.conv2d(x, w, b.tolist()), TypeError, "bias"),
+    (lambda x, w, b: pixelops.conv2d(x.numpy(), w.numpy(), b.tolist()), TypeError, "bias"),
+    (lambda x, w, b: pixelops.conv2d(x.numpy(), w.numpy(), b.numpy(), stride=True), TypeError, "stride"),
+    (lambda x, w, b: pixelops.conv2d(x.numpy(), w.numpy(), b.numpy(), allow_tf32="yes"), TypeError, "allow_tf32"),
 ]
 
 
@@ -267,6 +273,7 @@ def test_bad_input_after_good_calls(call, error, words):
     good = ({}, {"stride": 1}, {"padding": (1, 1)}, {"allow_tf32": True}, {"groups": 1})
     for kw in good:
         pixelops.conv2d(x, w, b, **kw)
+        pixelops.conv2d(x.numpy(), w.numpy(), b.numpy(), **kw)
     with pytest.raises(error, match=words):
         call(x, w, b)
     for kw in good:

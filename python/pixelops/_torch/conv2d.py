@@ -9,8 +9,15 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .._arrays import ABSENT, stream
+from .._arrays import ABSENT, check_array, stream
+from ..ops.conv2d import _setup, _setup_cached
+from .autocast import low_precision
 from .common import _C, compiling, differentiable_op
+
+_any_autocast = torch._C._is_any_autocast_enabled
+_grad_enabled = torch.is_grad_enabled
+# torch.backends.cudnn.allow_tf32 (what cuDNN follows), read without the module attribute's Python property
+_cudnn_tf32 = torch._C._get_cudnn_allow_tf32
 
 # The extension reads tensors directly (common.py registered torch), so they go to it as they are; an absent
 # array is ABSENT.
@@ -27,12 +34,12 @@ def _out_size(x_size, w_size, stride, pads, dilation):
 def _tf32(x, allow_tf32) -> bool:
     if x.dtype != torch.float32 or not x.is_cuda:
         return False
-    return torch.backends.cudnn.allow_tf32 if allow_tf32 is None else bool(allow_tf32)
+    return _cudnn_tf32() if allow_tf32 is None else bool(allow_tf32)
 
 
 def forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32, shape=None):
     """y = conv(x); shape: y's, where the caller has it already (pixelops.ops.conv2d's checks computed it)."""
-    y = torch.empty(shape or _out_size(x.shape, w.shape, stride, pads, dilation), dtype=x.dtype, device=x.device)
+    y = x.new_empty(shape or _out_size(x.shape, w.shape, stride, pads, dilation))
     _C.conv2d_forward(x, w, b if b is not None else ABSENT, y, stride[0], stride[1], pads[0], pads[2], dilation[0],
                       dilation[1], groups, ntaps, relu, tf32, stream(x))
     return y
@@ -107,13 +114,33 @@ conv2d_op, conv2d_backward_op, Conv2dFunction = _conv2d.op, _conv2d.backward_op,
 _conv2d_apply = _conv2d.apply
 
 
-def conv2d(x, w, b, params, shape=None):
-    """The torch entry: params from pixelops.ops.conv2d's checks, shape the output's (the eager forward without
-    autograd uses it rather than computing it again)."""
-    stride, pads, dilation, groups, ntaps, relu, allow_tf32 = params
-    tf32 = _tf32(x, allow_tf32)
-    if compiling():
-        return conv2d_op(x, w, b, list(stride), list(pads), list(dilation), groups, ntaps, relu, tf32)
-    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
-        return _conv2d_apply(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32)
-    return forward_kernel(x, w, b, stride, pads, dilation, groups, ntaps, relu, tf32, shape)
+def run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type):
+    """pixelops.conv2d / masked_conv2d on tensors, from pixelops.ops.conv2d: autocast's policy, the checks (once
+    per call signature: _setup_cached), then the custom op (traced), the autograd Function (a gradient wanted)
+    or the forward kernel alone. Kept to one Python frame and a few attribute reads before the kernel call:
+    at small sizes this is what a layer costs the host."""
+    if not isinstance(input, torch.Tensor):
+        check_array(input, "input", op)
+    unbatched = input.ndim == 3
+    if unbatched:
+        input = input[None]
+    out_dtype = None
+    if _any_autocast():  # torch.autocast's policy: convolutions in low precision (autocast.py)
+        (input, weight, bias), out_dtype = low_precision(input, weight, bias)
+    if compiling():  # traced (fake) tensors: the custom op, and no cache in the graph
+        (stride, pads, dilation, groups, ntaps, relu, allow_tf32), _ = _setup(
+            input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
+        out = conv2d_op(input, weight, bias, list(stride), list(pads), list(dilation), groups, ntaps, relu,
+                        _tf32(input, allow_tf32))
+    else:
+        (stride, pads, dilation, groups, ntaps, relu, allow_tf32), shape = _setup_cached(
+            input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
+        tf32 = _tf32(input, allow_tf32)
+        if _grad_enabled() and (input.requires_grad or weight.requires_grad
+                                or (bias is not None and bias.requires_grad)):
+            out = _conv2d_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32)
+        else:
+            out = forward_kernel(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32, shape)
+    if out_dtype is not None:
+        out = out.to(out_dtype)
+    return out[0] if unbatched else out

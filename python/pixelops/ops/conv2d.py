@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from .._arrays import ABSENT, check_array, check_float, check_same_device, check_same_dtype, is_tensor, view
+from .._arrays import ABSENT, check_array, check_float, check_same_device, check_same_dtype, view
 from .._torch_loader import torch_ops
 
 ACTIVATIONS = (None, "relu")
@@ -141,29 +141,26 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
 # Setups already checked, by call signature: a layer called again with the same shapes, dtypes, devices and
 # options skips the checks, which cost about half of a small eager call (some 7 us of 15 on a 2-core CPU).
 # The options are keyed with their types, so that a value the checks refuse never matches one they accepted
-# (True == 1 and 1.0 == 1 in a dict): plain ints, strs, bools and None, and tuples of ints; a call with any
-# other kind of option (a float, a list, a tuple holding a bool) is checked every time.
+# (True == 1 and 1.0 == 1 in a dict), and a tuple option must hold plain ints to be keyed at all. Checked
+# every time instead: a call with an unhashable option (a list), a tuple holding anything but ints, or an
+# argument without the shape, dtype and device of an array (the checks then name it). The key is one flat
+# tuple built inline: this runs on every call.
 _SETUPS: dict = {}
 _SETUPS_MAX = 512
-_PLAIN = frozenset((int, str, bool, type(None)))
-
-
-def _array_key(a):
-    if a is None:
-        return None
-    if type(a) is np.ndarray:
-        return (np.ndarray, a.shape, a.dtype)
-    return (a.shape, a.dtype, a.device)
 
 
 def _setup_cached(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type):
-    args = (stride, padding, dilation, groups, activation, allow_tf32, mask_type)
-    kinds = tuple(map(type, args))
-    if not _PLAIN.issuperset(kinds) and not all(
-            k in _PLAIN or (k is tuple and all(type(v) is int for v in a)) for k, a in zip(kinds, args)):
+    kinds = (type(stride), type(padding), type(dilation), type(groups), type(allow_tf32))
+    try:
+        if tuple in kinds and not all(type(v) is int for a in (stride, padding, dilation) if type(a) is tuple
+                                      for v in a):
+            raise TypeError
+        key = (op, stride, padding, dilation, groups, activation, allow_tf32, mask_type, kinds,
+               input.shape, input.dtype, input.device, weight.shape, weight.dtype, weight.device,
+               None if bias is None else (bias.shape, bias.dtype, bias.device))
+        hit = _SETUPS.get(key)
+    except (AttributeError, TypeError):
         return _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
-    key = (op, kinds, args, _array_key(input), _array_key(weight), _array_key(bias))
-    hit = _SETUPS.get(key)
     if hit is None:
         hit = _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
         if len(_SETUPS) >= _SETUPS_MAX:
@@ -172,39 +169,34 @@ def _setup_cached(input, weight, bias, stride, padding, dilation, groups, activa
     return hit
 
 
-def _none_view(like):
-    """The kernels' spelling of an absent array."""
-    return ABSENT
-
-
-def _numpy_forward(input, weight, bias, params, shape):
-    (sh, sw), pads, (dh, dw), groups, ntaps, relu, _ = params
-    out = np.empty(shape, dtype=input.dtype)
-    _C.conv2d_forward(view(input), view(weight), view(bias) if bias is not None else _none_view(input), view(out),
-                      sh, sw, pads[0], pads[2], dh, dw, groups, ntaps, relu, False, 0)
-    return out
-
-
-def _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type=None):
-    check_array(input, "input", op)
+def _numpy_run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type):
     unbatched = input.ndim == 3
     if unbatched:
         input = input[None]
-    out_dtype = None
-    setup = _setup_cached
-    if is_tensor(input):  # torch.autocast's policy: convolutions in low precision (pixelops/_torch/autocast.py)
-        (input, weight, bias), out_dtype = torch_ops("autocast").low_precision(input, weight, bias)
-        if torch_ops("conv2d").compiling():  # traced (fake) tensors: no cache in the graph
-            setup = _setup
-    params, shape = setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op,
-                          mask_type)
-    if isinstance(input, np.ndarray):
-        out = _numpy_forward(input, weight, bias, params, shape)
-    else:
-        out = torch_ops("conv2d").conv2d(input, weight, bias, params, shape)
-        if out_dtype is not None:
-            out = out.to(out_dtype)
+    params, shape = _setup_cached(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32,
+                                  op, mask_type)
+    (sh, sw), pads, (dh, dw), groups, ntaps, relu, _ = params
+    out = np.empty(shape, dtype=input.dtype)
+    _C.conv2d_forward(view(input), view(weight), view(bias) if bias is not None else ABSENT, view(out),
+                      sh, sw, pads[0], pads[2], dh, dw, groups, ntaps, relu, False, 0)
     return out[0] if unbatched else out
+
+
+# pixelops._torch.conv2d.run, bound by the first tensor call (torch is imported by then; numpy users never
+# import it). Tensors take that path whole: one call from here, the per-call work of an eager layer.
+_tensor_run = None
+
+
+def _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type=None):
+    global _tensor_run
+    if isinstance(input, np.ndarray):
+        return _numpy_run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op,
+                          mask_type)
+    if _tensor_run is None:
+        check_array(input, "input", op)
+        _tensor_run = torch_ops("conv2d").run
+    return _tensor_run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op,
+                       mask_type)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
