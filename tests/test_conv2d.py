@@ -29,6 +29,13 @@ CONFIGS = [
     # more input than output channels: grad_input takes the flipped-kernel path instead of the scatter
     ((2, 16, 7, 8), (8, 3, 3), dict(padding=1)),
     ((1, 12, 9, 9), (6, 3, 3), dict(padding=(3, 1), dilation=(2, 1))),
+    # strided, with enough channels that the CPU's grad_input goes by stride phases (a stride-1 conv of grad_y
+    # per phase, written into every stride-th row and column of grad_input) instead of the scatter
+    ((2, 8, 21, 20), (64, 3, 3), dict(stride=2, padding=1)),
+    ((2, 16, 19, 23), (128, 3, 3), dict(stride=(2, 3), padding=(1, 2), dilation=(1, 2), groups=2)),
+    ((2, 8, 17, 16), (64, 1, 1), dict(stride=2)),                                # 3 of 4 phases get no tap
+    ((1, 8, 16, 18), (64, 3, 3), dict(stride=2, padding=3)),                     # phases read grad_y from row 1
+    ((2, 8, 15, 15), (64, 3, 3), dict(stride=2, dilation=2)),                    # every tap in one phase
 ]
 
 

@@ -8,20 +8,23 @@
 //
 // Forward: C = W (Mg x Cg*taps, packed once) times the image's im2col matrix, gathered block by block straight
 // into the rows of the GEMM's B block (no full im2col buffer); tasks are (group, block of image x pixel columns).
-// grad_input, stride 1: the same forward engine run on grad_y with the kernel flipped and in/out channels
-// swapped. Strided convs, or fewer input than output channels: a GEMM W^T . grad_y whose tiles are added
-// straight into grad_input (col2im), which spends nothing on the zeros a strided conv's gradient would be
-// upsampled with. (Each way pays a copy per element of one operand: im2col of grad_y, reused Cg times, or
-// the scatter, reused Mg times; mnist_c2's 32->64 grad_input: 14.1 ms flipped, 12.1 ms scattered.)
+// grad_input: the same forward engine run on grad_y with in/out channels swapped, once per stride phase of the
+// input (one phase, the kernel flipped, at stride 1; at stride 2 four, each with the taps that reach its rows
+// and columns, writing them in place). Few input channels, or a strided layer the direct path cannot take: a
+// GEMM W^T . grad_y whose tiles are added straight into grad_input (col2im). Neither spends anything on the
+// zeros a strided conv's gradient would be upsampled with. (Each way pays a copy per element of one operand:
+// im2col of grad_y, reused Cg times, or the scatter, reused Mg times; mnist_c2's 32->64 grad_input: 14.1 ms
+// flipped, 12.1 ms scattered.)
 // grad_weight: dot products of grad_y rows with im2col rows along the pixels, summed over images in
 // per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
-// Direct paths (used where they fit, see direct_fits / grad_weight_direct_fits): the forward (so also the
-// flipped grad_input, which then serves every stride-1 conv with >= 8 input channels) and grad_weight skip
+// Direct paths (used where they fit, see direct_fits / grad_weight_direct_fits): the forward (so also
+// grad_input's phases, which then serve every conv with >= 8 input channels) and grad_weight skip
 // im2col: each image is copied once into zero-padded phase planes (PhaseGrid), where every tap is a fixed
 // offset, and the GEMM / dot tiles read those planes in place (microkernel_rows, dot_tile_rows).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -185,16 +188,24 @@ bool direct_fits(const Geometry& q) {
   return q.K() >= 64 && 3 * q.OW >= 2 * grid.Wq && q.OH * grid.Wq >= 2 * Tile<T>::NR && grid.fits_memory<T>(q);
 }
 
+// Where output value (image n, channel c, row oh, column ow) of forward_direct goes: y + n*n_ + c*c_ + oh*h_ +
+// ow*w_. A contiguous output by default; grad_input's stride phases write every sw-th column of every sh-th
+// row of grad_x (grad_input_by_phases).
+struct OutLayout {
+  int64_t n_, c_, h_, w_;
+  static OutLayout contiguous(const Geometry& q) { return {q.G * q.Mg * q.P(), q.P(), q.OW, 1}; }
+};
+
 template <class T>
 void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
-                    T* y) {
+                    T* y, const OutLayout& out) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   // The grid's columns go in bands of BAND: the microkernel writes each full tile, bias and ReLU applied and
   // later k blocks added, into a band buffer (Mg rows of BAND, in L2), and the band's kept columns then go out
   // one grid row at a time for all channels (copy_rows). So the microkernel's epilogue is the only tile store
   // here; splitting each tile at the grid's row ends into store_tile calls, as before, was as fast.
   constexpr int64_t BAND = 16 * NR;
-  const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, nt = q.taps();
+  const int64_t K = q.K(), M = q.G * q.Mg, nt = q.taps();
   const PhaseGrid grid(q);
   const int64_t Wp = grid.Wq, cols = q.OH * Wp, MgP = round_up(q.Mg, MR);
   // a plane, plus room for the last tile's reads past the grid (their columns are dropped)
@@ -216,7 +227,7 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
         grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes + c * CS, S);
       if (bias)
         for (int64_t m = 0; m < q.Mg; ++m) bias_rows[m] = bias[(g * q.Mg + m) * bias_stride];
-      T* yg = y + (n * M + g * q.Mg) * P;
+      T* yg = y + n * out.n_ + g * q.Mg * out.c_;
       const T* wg = w_packed + g * group_stride;
       for (int64_t b0 = 0; b0 < cols; b0 += BAND) {
         const int64_t bn = std::min(BAND, cols - b0);
@@ -233,7 +244,13 @@ void forward_direct(const Geometry& q, const T* x, const T* w_packed, const T* b
         for (int64_t j = b0; j < b0 + bn;) {
           const int64_t oh = j / Wp, ow = j % Wp, run = std::min(b0 + bn - j, Wp - ow);
           const int64_t keep = std::min(run, q.OW - ow);
-          if (keep > 0) conv::copy_rows(band + (j - b0), BAND, 1, yg + oh * q.OW + ow, P, q.Mg, keep);
+          T* dst = yg + oh * out.h_ + ow * out.w_;
+          if (keep > 0 && out.w_ == 1) {
+            conv::copy_rows(band + (j - b0), BAND, 1, dst, out.c_, q.Mg, keep);
+          } else if (keep > 0) {
+            for (int64_t m = 0; m < q.Mg; ++m)
+              for (int64_t i = 0; i < keep; ++i) dst[m * out.c_ + i * out.w_] = band[m * BAND + (j - b0) + i];
+          }
           j += run;
         }
       }
@@ -246,7 +263,7 @@ template <class T>
 void forward_engine(const Geometry& q, const T* x, const T* w_packed, const T* bias, int64_t bias_stride, bool relu,
                     T* y) {
   // GEMM columns are (image, pixel) pairs, so small images (a PixelCNN sampler's windows) still fill the tiles
-  if (direct_fits<T>(q)) return forward_direct(q, x, w_packed, bias, bias_stride, relu, y);
+  if (direct_fits<T>(q)) return forward_direct(q, x, w_packed, bias, bias_stride, relu, y, OutLayout::contiguous(q));
   const int64_t P = q.P(), K = q.K(), M = q.G * q.Mg, cols = q.N * P;
   // Blocks of whole NR-wide tiles, at most NC columns each, as many per group as a multiple of the thread
   // count, sizes differing by one tile at most: every thread gets the same number of tiles (fixed NC-wide
@@ -328,6 +345,114 @@ struct WeightOffsets {
     for (size_t t = 0; t < tap.size(); ++t) tap[t] = (int64_t(t) / KW) * w.stride[2] + (int64_t(t) % KW) * w.stride[3];
   }
 };
+
+// grad_input as stride-1 convolutions of grad_y, one per stride phase of the input. Input rows ih = r + sh*i
+// (r < sh) receive from the taps kh with r + ph - kh*dh divisible by sh, each from output row oh = i + e(kh),
+// e(kh) = (r + ph - kh*dh) / sh: a stride-1 correlation of grad_y with those taps in reverse order (kh steps
+// by sh/gcd(sh, dh) and e by dh/gcd(sh, dh), the sub-kernel's dilation). Columns alike. A stride-1 conv has
+// one phase, its whole kernel flipped. Each phase is the forward engine's problem with input and output
+// channels swapped, and writes its rows and columns of grad_x in place: no work on the zeros a strided conv's
+// gradient would be upsampled with, and no scatter (res_s2's grad_input, one thread: 6.4 ms scattered).
+struct PhaseAxis {
+  int64_t first = 0, step = 1, taps = 0;  // the phase's taps along this axis: first - u*step, u < taps
+  int64_t outputs = 0;                    // its rows (columns) of grad_x: r, r + s, ...
+  int64_t start = 0, pad = 0, dil = 1;    // the sub-conv reads grad_y from row `start`, padded by pad, dilated
+};
+
+PhaseAxis phase_axis(int64_t r, int64_t K, int64_t s, int64_t p, int64_t d, int64_t I, int64_t O) {
+  PhaseAxis a;
+  if (r >= I) return a;
+  a.outputs = (I - r + s - 1) / s;
+  a.step = s / std::gcd(s, d);
+  a.dil = d / std::gcd(s, d);
+  a.first = -1;
+  for (int64_t k = K - 1; k >= 0 && a.first < 0; --k)
+    if (((r + p - k * d) % s + s) % s == 0) a.first = k;
+  if (a.first < 0) return a;  // no tap reaches these rows: their gradient is zero
+  const int64_t e_min = (r + p - a.first * d) / s;
+  a.start = std::max<int64_t>(0, e_min);
+  a.pad = a.start - e_min;
+  if (a.start < O) a.taps = a.first / a.step + 1;  // else every read falls past grad_y
+  return a;
+}
+
+struct GradInputPhase {
+  Geometry t;                       // the stride-1 conv: grad_y (from gy_offset) in, these rows/columns out
+  PhaseAxis rows, cols;
+  int64_t gy_offset, gx_offset;     // first grad_y value read, first grad_x value written (image 0, channel 0)
+  int64_t orig_tap(int64_t tt, int64_t KW) const {  // the user's tap of sub-kernel tap tt
+    return (rows.first - (tt / t.KW) * rows.step) * KW + (cols.first - (tt % t.KW) * cols.step);
+  }
+};
+
+// The phases that write anything (a stride larger than the kernel's span leaves rows no tap reaches).
+std::vector<GradInputPhase> grad_input_phases(const Geometry& q) {
+  std::vector<GradInputPhase> out;
+  const int64_t KK = q.KH * q.KW;
+  for (int64_t rh = 0; rh < q.sh; ++rh)
+    for (int64_t rw = 0; rw < q.sw; ++rw) {
+      GradInputPhase f{};
+      f.rows = phase_axis(rh, q.KH, q.sh, q.ph, q.dh, q.IH, q.OH);
+      f.cols = phase_axis(rw, q.KW, q.sw, q.pw, q.dw, q.IW, q.OW);
+      if (f.rows.taps == 0 || f.cols.taps == 0 || f.rows.outputs == 0 || f.cols.outputs == 0) continue;
+      Geometry& t = f.t;
+      t.N = q.N; t.IH = q.OH - f.rows.start; t.IW = q.OW - f.cols.start;
+      t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
+      t.OH = f.rows.outputs; t.OW = f.cols.outputs;
+      t.KH = f.rows.taps; t.KW = f.cols.taps;
+      // a mask's taps [t0, t1), flipped, are [KK - t1, KK - t0) of a stride-1 conv's one phase
+      t.t0 = q.sh == 1 && q.sw == 1 ? KK - q.t1 : 0;
+      t.t1 = q.sh == 1 && q.sw == 1 ? KK - q.t0 : t.KH * t.KW;
+      t.sh = t.sw = 1;
+      t.ph = f.rows.pad; t.pw = f.cols.pad; t.dh = f.rows.dil; t.dw = f.cols.dil;
+      t.xn = q.G * q.Mg * q.P(); t.xc = q.P(); t.xh = q.OW; t.xw = 1;
+      f.gy_offset = f.rows.start * q.OW + f.cols.start;
+      f.gx_offset = rh * q.IW + rw;
+      out.push_back(f);
+    }
+  return out;
+}
+
+// Whether grad_input goes by phases (else grad_input_scatter below). Their GEMM rows are the input channels,
+// so they need at least a register tile's worth (a first layer's 1 input channel would fill 1/8 of each tile:
+// the scatter serves it). Stride 1: taken when the forward engine runs it without im2col (direct_fits); then it
+// costs about a forward (mnist 16->32, 14x14: 4.5 ms scattered, 2.7 ms flipped); with im2col, only where the
+// gathered rows are reused enough (Mg <= Cg). Strided: every phase direct (their outputs are strided), and no
+// mask (a mask's taps split unevenly over the phases).
+template <class T>
+bool by_phases(const Geometry& q, const std::vector<GradInputPhase>& phases) {
+  if (q.Cg < Tile<T>::MR || phases.empty()) return false;
+  if (q.sh == 1 && q.sw == 1) return direct_fits<T>(phases[0].t) || q.Mg <= q.Cg;
+  if (q.t0 != 0 || q.t1 != q.KH * q.KW) return false;
+  return std::all_of(phases.begin(), phases.end(), [](const GradInputPhase& f) { return direct_fits<T>(f.t); });
+}
+
+template <class T>
+void grad_input_by_phases(const Geometry& q, const std::vector<GradInputPhase>& phases, const T* gy, const Array& w,
+                          T* gx) {
+  const int64_t HW = q.IH * q.IW;
+  int64_t covered = 0;
+  for (const auto& f : phases) covered += f.rows.outputs * f.cols.outputs;
+  if (covered < HW) std::fill(gx, gx + q.N * q.G * q.Cg * HW, T(0));  // rows or columns no tap reaches
+  const WeightOffsets wo(w, q.KW);
+  for (const auto& f : phases) {
+    // rows: input channels ci; depth k = (co, sub-kernel tap): w[g*Mg+co, ci, the user's tap]
+    const Geometry& t = f.t;
+    const int64_t K = t.K(), nt = t.taps();
+    std::vector<int64_t> row_off(size_t(q.G * q.Cg)), k_off(size_t(q.G * K));
+    for (int64_t g = 0; g < q.G; ++g) {
+      for (int64_t ci = 0; ci < q.Cg; ++ci) row_off[g * q.Cg + ci] = wo.in[ci];
+      for (int64_t k = 0; k < K; ++k)
+        k_off[g * K + k] = wo.out[g * q.Mg + k / nt] + wo.tap[f.orig_tap(t.t0 + k % nt, q.KW)];
+    }
+    const auto packed = pack_weights<T>(w.ptr<T>(), q.G, q.Cg, K, row_off, k_off);
+    if (q.sh == 1 && q.sw == 1)
+      forward_engine<T>(t, gy + f.gy_offset, packed.data(), nullptr, 0, false, gx);
+    else
+      forward_direct<T>(t, gy + f.gy_offset, packed.data(), nullptr, 0, false, gx + f.gx_offset,
+                        OutLayout{q.G * q.Cg * HW, HW, q.sh * q.IW, q.sw});
+  }
+}
 
 // grad_input as GEMM + scatter (col2im): for each block of pixels, the tile
 //   cols[(c, t), p] = sum_m w[g*Mg+m, c, t] * gy[n, g*Mg+m, p]
@@ -712,34 +837,12 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       });
     }
 
-    // grad_input of a stride-1 conv: a stride-1 conv of grad_y with the flipped kernel, channels swapped.
-    Geometry t{};
-    t.N = q.N; t.IH = q.OH; t.IW = q.OW;
-    t.G = q.G; t.Cg = q.Mg; t.Mg = q.Cg;
-    t.OH = q.IH; t.OW = q.IW;
-    t.KH = q.KH; t.KW = q.KW; t.t0 = KK - q.t1; t.t1 = KK - q.t0;
-    t.sh = t.sw = 1;
-    t.dh = q.dh; t.dw = q.dw;
-    t.ph = q.dh * (q.KH - 1) - q.ph; t.pw = q.dw * (q.KW - 1) - q.pw;
-    t.xn = M * P; t.xc = P; t.xh = q.OW; t.xw = 1;
-    // Its GEMM rows are the input channels, so it needs at least a register tile's worth (a first layer's
-    // 1 input channel would fill 1/8 of each tile: the scatter serves it). Taken when the forward engine runs
-    // it without im2col (direct_fits): then it costs about a forward (mnist 16->32, 14x14: 4.5 ms scattered,
-    // 2.7 ms flipped). With im2col, only where the gathered rows are reused enough (Mg <= Cg).
-    const bool flipped = q.sh == 1 && q.sw == 1 && q.Cg >= Tile<T>::MR && (direct_fits<T>(t) || q.Mg <= q.Cg);
-    if (grad_x.data && grad_x.numel() > 0 && !flipped) {
-      grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
-    } else if (grad_x.data && grad_x.numel() > 0) {
-      // rows: input channels ci; depth k = (co, flipped tap): w[g*Mg+co, ci, KK-1-flipped]
-      const int64_t K = t.K();
-      const WeightOffsets wo(w, q.KW);
-      std::vector<int64_t> row_off(size_t(q.G * q.Cg)), k_off(size_t(q.G * K));
-      for (int64_t g = 0; g < q.G; ++g) {
-        for (int64_t ci = 0; ci < q.Cg; ++ci) row_off[g * q.Cg + ci] = wo.in[ci];
-        for (int64_t k = 0; k < K; ++k) k_off[g * K + k] = wo.out[g * q.Mg + k / nt] + wo.tap[KK - 1 - (t.t0 + k % nt)];
-      }
-      const auto packed = pack_weights<T>(w.ptr<T>(), q.G, q.Cg, K, row_off, k_off);
-      forward_engine<T>(t, gy, packed.data(), nullptr, 0, false, grad_x.ptr<T>());
+    if (grad_x.data && grad_x.numel() > 0) {
+      const std::vector<GradInputPhase> phases = grad_input_phases(q);
+      if (by_phases<T>(q, phases))
+        grad_input_by_phases<T>(q, phases, gy, w, grad_x.ptr<T>());
+      else
+        grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
     }
 
     if (grad_w.data && grad_w.numel() > 0) {
