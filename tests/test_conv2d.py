@@ -26,7 +26,7 @@ CONFIGS = [
     ((2, 80, 10, 11), (70, 3, 3), dict(padding=1)),                              # several GEMM tiles and k blocks
     ((1, 700, 5, 5), (9, 1, 1), dict()),                                         # k deeper than one block (640)
     ((1, 2, 5, 5), (700, 1, 1), dict()),                                         # the same in grad_input's scatter
-    # more input than output channels: grad_input takes the flipped-kernel path instead of the scatter
+    # more input than output channels: grad_input takes the flipped kernel (one stride phase), not the scatter
     ((2, 16, 7, 8), (8, 3, 3), dict(padding=1)),
     ((1, 12, 9, 9), (6, 3, 3), dict(padding=(3, 1), dilation=(2, 1))),
     # strided, with enough channels that the CPU's grad_input goes by stride phases (a stride-1 conv of grad_y

@@ -31,13 +31,13 @@ def test_create_graph_first_order_then_loud_second_order():
 # groups, asymmetric and over-sized padding, masks, several k blocks (K > 640), partial MR panels, fused
 # ReLU, non-contiguous input; forward and every gradient against torch in float64. Each has K = channels per
 # group x active taps >= 64, which the forward's direct path asks for (shallower ones gather im2col). The
-# grad_input of the stride-1 convs with at least 8 input channels runs the same path (flipped kernel, where
-# an over-sized padding becomes a negative one). Plane rows share their padding columns (PhaseGrid), so the
+# grad_input of the stride-1 convs with at least 8 input channels runs the same path (flipped kernel, whose
+# reads start further into grad_y where the padding is over-sized; strided ones: tests/test_conv2d.py). Plane rows share their padding columns (PhaseGrid), so the
 # pitch is less than a padded row where both sides are padded, and set by the wider side where they differ.
 DIRECT = [
     ((2, 8, 9, 13), (5, 3, 3), dict(padding=1), None),
     ((1, 80, 8, 11), (11, 3, 3), dict(padding=1), None),                      # K = 720: two k blocks
-    ((2, 12, 10, 9), (6, 3, 3), dict(padding=(4, 3)), None),                  # pad > kernel: negative in grad_x
+    ((2, 12, 10, 9), (6, 3, 3), dict(padding=(4, 3)), None),                  # pad > kernel: grad_x reads from grad_y row 2
     # padding past the kernel's reach: grad_w's stacked images share no more rows than the kernel spans
     ((6, 2, 5, 4), (3, 3, 3), dict(padding=(4, 3), stride=2), None),
     # pads 1 before, 2 after: row pitch set by the wider side; grad_w stacks 3 images, sharing 1 padding row
