@@ -124,19 +124,24 @@ for v in ${BENCH_VARIANTS-$NEW_PATHS}; do
 done
 
 if [ -n "${NCU:-}" ]; then
-  section "Nsight Compute: the conv2d GEMM kernels of $NCU (NCU_MODES: fp32 and/or tf32)"
+  section "Nsight Compute: conv2d kernels of $NCU (NCU_KERNELS; NCU_MODES: fp32 and/or tf32)"
   NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  # NCU_KERNELS: which kernels (a regex), NCU_SKIP: how many of their launches the warm-up passes make (three
+  # passes run: 6 skips two passes of three GEMM / halo launches; for one launch a pass, such as mnist_c1's or
+  # pcnn_maskA's forward_direct at 0.5-0.9 TB/s of writes, NCU_KERNELS=forward_direct NCU_SKIP=2)
+  NCU_KERNELS=${NCU_KERNELS:-gemm_kernel|halo_conv_kernel}
+  NCU_SKIP=${NCU_SKIP:-6}
   for mode in ${NCU_MODES:-fp32 tf32}; do
     tf32=; [ "$mode" = tf32 ] && tf32=--tf32
     log="$LOGS/ncu-$NCU-$mode.log"
     # the sections' summaries, plus each stall reason (warps stalled per issued instruction) and the
     # instruction count, which the sections leave out of their text output
-    timeout 150 "$NCU_BIN" --clock-control none --kernel-name "regex:gemm_kernel|halo_conv_kernel" --launch-skip 6 --launch-count 3 \
+    timeout 150 "$NCU_BIN" --clock-control none --kernel-name "regex:$NCU_KERNELS" --launch-skip "$NCU_SKIP" --launch-count 3 \
       --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
       --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum' \
       "$PY" "$REPO/benchmarks/conv2d_ncu.py" "$NCU" $tf32 >"$log" 2>&1
     echo "ncu $mode rc=$? ($log)"
-    grep -E 'gemm_kernel|halo_conv_kernel|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|inst_executed.sum|issue_stalled' "$log" \
+    grep -E "$NCU_KERNELS"'|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|inst_executed.sum|issue_stalled' "$log" \
       | grep -vE 'issue_stalled_[a-z_]+_per_issue_active.ratio +(inst|ratio)? *0\.[0-1]' \
       | sed -E 's/\(pixelops::cuda::conv::[^)]*\)//; s/pixelops::cuda::conv:://g; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' \
       | cut -c1-150 | head -60
