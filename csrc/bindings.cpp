@@ -24,12 +24,17 @@ bool read_tensor(PyObject* t, Array& value) {
   static PyObject* s_get_device = PyUnicode_InternFromString("get_device");
   static PyObject* s_shape = PyUnicode_InternFromString("shape");
   static PyObject* s_dtype = PyUnicode_InternFromString("dtype");
-  py::object ptr = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_data_ptr));
-  py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, s_shape));
-  py::object strides = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_stride));
-  py::object device = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_get_device));
-  py::object dtype = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, s_dtype));
-  if (!ptr || !shape || !strides || !device || !dtype) throw py::error_already_set();
+  // Each read is checked before the next: a tensor without data (a torch.func wrapper) raises in data_ptr(),
+  // and a call made with that exception pending would replace it with a SystemError.
+  auto read = [](PyObject* r) {
+    if (!r) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(r);
+  };
+  py::object ptr = read(PyObject_CallMethodNoArgs(t, s_data_ptr));
+  py::object shape = read(PyObject_GetAttr(t, s_shape));
+  py::object strides = read(PyObject_CallMethodNoArgs(t, s_stride));
+  py::object device = read(PyObject_CallMethodNoArgs(t, s_get_device));
+  py::object dtype = read(PyObject_GetAttr(t, s_dtype));
   Py_ssize_t nd = PyTuple_GET_SIZE(shape.ptr());
   if (nd > pixelops::kMaxDims) throw pixelops::ValueError("pixelops handles arrays of at most 8 dimensions");
   value.data = PyLong_AsVoidPtr(ptr.ptr());

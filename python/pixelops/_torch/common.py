@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable, Optional
 
@@ -103,14 +104,125 @@ def eager_apply(function, ntensors: int) -> Callable:
     return apply
 
 
+def functorch_active() -> bool:
+    """True inside a torch.func transform (grad, vmap, jacrev, ...): its tensors are wrappers with no data of
+    their own, so the ops take their transform-aware Functions (differentiable_op's .func_apply)."""
+    return _functorch_active()
+
+
+def batch_first(x, dim, size: int):
+    """x with its vmap dimension `dim` moved to the front, or, where x is not batched (dim None), expanded to
+    `size` along a new front dimension (a view: no copy)."""
+    return x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
+
+
+def vmap_by_loop(apply):
+    """A vmap rule (FuncRules) for any op: apply(fns) once per batch entry, the results stacked along a new
+    first dimension. For ops whose batching is not a reshape (cross-entropy's mean is over each entry's own
+    rows)."""
+    return lambda info, in_dims, fns, *args: _loop(info, in_dims, apply(fns), *args)
+
+
+def _loop(info, in_dims, apply, *args):
+    results = [apply(*[a if d is None else a.select(d, i) for a, d in zip(args, in_dims)])
+               for i in range(info.batch_size)]
+    if isinstance(results[0], tuple):
+        return tuple(torch.stack(r) for r in zip(*results)), (0,) * len(results[0])
+    return torch.stack(results), 0
+
+
+@dataclass
+class FuncRules:
+    """What an op needs under torch.func transforms beyond its kernels. Each rule gets `fns`, whose .forward
+    and .backward call the op's two transform-aware Functions (so a rule may use the op itself on other
+    tensors: a conv's tangent is a conv), then:
+      vmap, backward_vmap   (info, in_dims, fns, *args) -> (output, out_dims), as autograd.Function.vmap
+      jvp, backward_jvp     (fns, inputs, output, tangents) -> the output's tangent(s) (forward-mode AD:
+                            torch.func.jvp, jacfwd, and with backward_jvp hessian's forward-over-reverse)
+      double_backward       (fns, inputs, output, grads) -> the gradients of the backward's inputs (reverse
+                            over reverse: a grad of a grad)
+    A rule left out raises a NotImplementedError that names the op where a transform needs it."""
+    vmap: Callable
+    backward_vmap: Callable
+    jvp: Optional[Callable] = None
+    backward_jvp: Optional[Callable] = None
+    double_backward: Optional[Callable] = None
+
+
+def _missing(name: str, what: str):
+    def rule(*args):
+        raise NotImplementedError(f"pixelops.{name}: {what} are not implemented (use the torch.nn.functional "
+                                  "op where a torch.func transform needs them)")
+    return rule
+
+
+_TENSOR = object()  # marks where a saved item is a tensor (kept in ctx.saved_tensors)
+
+
+def _saving(setup_context, for_backward: bool):
+    """setup_context that also keeps every input and the output for the rules: tensors through
+    ctx.save_for_forward (and ctx.save_for_backward, for the backward Function's own backward), the rest as
+    they are."""
+    def setup(ctx, inputs, output):
+        if setup_context is not None:
+            setup_context(ctx, inputs, output)
+        items = (*inputs, output)
+        tensors = [a for a in items if isinstance(a, torch.Tensor)]
+        ctx.func_items = [_TENSOR if isinstance(a, torch.Tensor) else a for a in items]
+        ctx.save_for_forward(*tensors)
+        if for_backward:
+            ctx.save_for_backward(*tensors)
+    return setup
+
+
+def _saved(ctx):
+    """(inputs, output) as _saving kept them."""
+    tensors = iter(ctx.saved_tensors)
+    items = [next(tensors) if a is _TENSOR else a for a in ctx.func_items]
+    return items[:-1], items[-1]
+
+
+def func_function(name: str, forward: Callable, setup_context: Callable, backward: Callable,
+                  backward_kernel: Callable, rules: FuncRules):
+    """The op as torch.func transforms need it: autograd.Functions in the style they require (forward without
+    ctx, setup_context apart) following `rules`. The backward runs through a Function of its own, so that it
+    too can be vmapped (per-sample gradients: vmap(grad(f)); jacrev) and differentiated."""
+    fns = SimpleNamespace()
+    title = name.title().replace("_", "")
+    jvp = rules.jvp or _missing(name, "forward-mode derivatives (torch.func.jvp, jacfwd, hessian)")
+    backward_jvp = rules.backward_jvp or _missing(name, "second derivatives (torch.func.hessian)")
+    double_backward = rules.double_backward or _missing(name, "second derivatives (a grad of a grad)")
+
+    backward_function = type(f"{title}BackwardFuncFunction", (torch.autograd.Function,), {
+        "forward": staticmethod(backward_kernel),
+        "setup_context": staticmethod(_saving(None, for_backward=True)),
+        "backward": staticmethod(lambda ctx, *grads: double_backward(fns, *_saved(ctx), grads)),
+        "jvp": staticmethod(lambda ctx, *tangents: backward_jvp(fns, *_saved(ctx), tangents)),
+        "vmap": staticmethod(lambda info, in_dims, *args: rules.backward_vmap(info, in_dims, fns, *args)),
+    })
+    function = type(f"{title}FuncFunction", (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(_saving(setup_context, for_backward=False)),
+        "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads, backward_function.apply)),
+        "jvp": staticmethod(lambda ctx, *tangents: jvp(fns, *_saved(ctx), tangents)),
+        "vmap": staticmethod(lambda info, in_dims, *args: rules.vmap(info, in_dims, fns, *args)),
+        "__doc__": f"pixelops::{name} under torch.func transforms (same kernels; rules of its own).",
+    })
+    fns.forward, fns.backward = function.apply, backward_function.apply
+    return function
+
+
 def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, backward_kernel: Callable,
-                      backward_fake: Callable, setup_context: Callable, backward: Callable) -> SimpleNamespace:
+                      backward_fake: Callable, setup_context: Callable, backward: Callable,
+                      func_rules: Optional[FuncRules] = None) -> SimpleNamespace:
     """pixelops::<name> and pixelops::<name>_backward with autograd registered, and the eager
     autograd.Function sharing the same kernels, setup_context and backward formula.
 
     Returns a namespace with .op, .backward_op, .Function and .apply (Function.apply for eager calls, without
     its Python preamble: eager_apply). Non-tensor arguments of `forward` come after the tensors and get no
-    gradient (backward returns None for them)."""
+    gradient (backward returns None for them).
+
+    With `func_rules` (FuncRules), also .func_apply: the op under torch.func transforms (functorch_active)."""
     op = custom_op(name, forward, forward_fake)
     backward_op = custom_op(f"{name}_backward", backward_kernel, backward_fake)
 
@@ -140,8 +252,12 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
     hints = typing.get_type_hints(forward)
     params = list(inspect.signature(forward).parameters)
     ntensors = next((i for i, p in enumerate(params) if hints.get(p) not in _TENSOR_HINTS), len(params))
-    return SimpleNamespace(op=op, backward_op=backward_op, Function=function, apply=eager_apply(function, ntensors))
+    func_apply = None
+    if func_rules is not None:
+        func_apply = func_function(name, forward, setup_context, backward, backward_kernel, func_rules).apply
+    return SimpleNamespace(op=op, backward_op=backward_op, Function=function, apply=eager_apply(function, ntensors),
+                           func_apply=func_apply)
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "custom_op", "differentiable_op",
-           "eager_apply", "_C"]
+           "eager_apply", "functorch_active", "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]

@@ -12,7 +12,7 @@ import torch
 from .._arrays import ABSENT, check_array, stream
 from ..ops.conv2d import _setup, _setup_cached
 from .autocast import low_precision
-from .common import _C, compiling, differentiable_op
+from .common import _C, FuncRules, batch_first, compiling, differentiable_op, functorch_active
 
 _any_autocast = torch._C._is_any_autocast_enabled
 _grad_enabled = torch.is_grad_enabled
@@ -76,9 +76,8 @@ def _backward_kernel(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, grad: to
     gx, gw, gb = backward_kernel(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs)
     if gx is not None and gw is not None and gb is not None:
         return gx, gw, gb
-    # custom ops return tensors: an unneeded gradient comes back empty
-    empty = x.new_empty(0)
-    return (empty if gx is None else gx, empty if gw is None else gw, empty if gb is None else gb)
+    # custom ops return tensors: an unneeded gradient comes back empty (each its own: outputs must not alias)
+    return tuple(x.new_empty(0) if g is None else g for g in (gx, gw, gb))
 
 
 def _backward_fake(x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs):
@@ -104,11 +103,115 @@ def _backward(ctx, grad, bwd):
             None, None, None, None, None, None, None)
 
 
+# ---- under torch.func transforms (vmap, grad, jacrev; per-sample gradients): vmap rules -------------------
+# A vmapped conv is one conv. Where only the input is batched, the batch joins the images. Where the weights
+# (or bias) are batched too, each batch entry is a conv of its own, and the batch joins the channels as
+# groups: entry e's group g is group e*groups + g of one conv with groups*B groups (PyTorch's own batching
+# rule for convolutions does the same). The backward always takes the groups: that is what gives every entry
+# its own weight gradient (per-sample gradients) even where the weights are shared.
+def _fold_channels(t, dim, size):
+    """A vmapped 4-D tensor (batch dimension `dim`, None if it is shared) as one (N, size*C, H, W) tensor."""
+    t = batch_first(t, dim, size)
+    return t.transpose(0, 1).reshape(t.shape[1], size * t.shape[2], *t.shape[3:])
+
+
+def _fold_weight(w, dim, size):
+    """A vmapped weight (or bias) as the stacked weights of size*groups groups."""
+    w = batch_first(w, dim, size)
+    return w.reshape(size * w.shape[1], *w.shape[2:])
+
+
+def _vmap(info, in_dims, fns, x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32):
+    apply, size, (xd, wd, bd) = fns.forward, info.batch_size, in_dims[:3]
+    if wd is None and bd is None:  # one layer, a batch of inputs
+        x = batch_first(x, xd, size)
+        y = apply(x.reshape(size * x.shape[1], *x.shape[2:]), w, b, stride, padding, dilation, groups, ntaps, relu,
+                  tf32)
+        return y.view(size, x.shape[1], *y.shape[1:]), 0
+    b = None if b is None else _fold_weight(b, bd, size)
+    y = apply(_fold_channels(x, xd, size), _fold_weight(w, wd, size), b, stride, padding, dilation, groups * size,
+              ntaps, relu, tf32)
+    return y.view(y.shape[0], size, -1, *y.shape[2:]), 1
+
+
+def _backward_vmap(info, in_dims, fns, x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs):
+    apply, size, (xd, wd, yd, gd) = fns.backward, info.batch_size, in_dims[:4]
+    xf = _fold_channels(x, xd, size)
+    yf = _fold_channels(y, yd, size) if relu else xf  # without ReLU, y is a placeholder the kernels do not read
+    gx, gw, gb = apply(xf, _fold_weight(w, wd, size), yf, _fold_channels(grad, gd, size), stride, padding, dilation,
+                       groups * size, ntaps, relu, tf32, needs)
+    # (an unneeded gradient comes back empty and unbatched)
+    return ((gx.view(gx.shape[0], size, -1, *gx.shape[2:]) if needs[0] else gx,
+             gw.view(size, -1, *gw.shape[1:]) if needs[1] else gw,
+             gb.view(size, -1) if needs[2] else gb),
+            (1 if needs[0] else None, 0 if needs[1] else None, 0 if needs[2] else None))
+
+
+# Derivatives of derivatives: a conv is linear in its input and in its weights, and its gradients are convs of
+# the incoming gradient (gated by ReLU's y > 0, which has no derivative where it is defined), so every
+# tangent and second gradient is the op itself, forward or backward, with some argument swapped for a tangent
+# or an incoming gradient. Rules of FuncRules: `fns` calls the op's Functions, so they nest under further
+# transforms.
+def _add(total, term):
+    return term if total is None else total + term
+
+
+def _jvp(fns, inputs, y, tangents):
+    x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32 = inputs
+    dx, dw, db = tangents[:3]
+    conv = (stride, padding, dilation, groups, ntaps, False, tf32)
+    dy = None
+    if dx is not None:
+        dy = fns.forward(dx, w, None, *conv)
+    if dw is not None:
+        dy = _add(dy, fns.forward(x, dw, None, *conv))
+    if db is not None:
+        dy = _add(dy, db.view(-1, 1, 1).expand_as(y))
+    return dy * (y > 0) if relu else dy
+
+
+def _backward_jvp(fns, inputs, grads, tangents):
+    # grad_input(g, w) and grad_weight(x, g) are bilinear; grad_bias is linear in g
+    x, w, y, grad, *conv, needs = inputs
+    dx, dw, _, dgrad = tangents[:4]
+    out = [None, None, None]
+    if dgrad is not None:
+        out = [t if n else None for t, n in zip(fns.backward(x, w, y, dgrad, *conv, needs), needs)]
+    if dw is not None and needs[0]:
+        out[0] = _add(out[0], fns.backward(x, dw, y, grad, *conv, [True, False, False])[0])
+    if dx is not None and needs[1]:
+        out[1] = _add(out[1], fns.backward(dx, w, y, grad, *conv, [False, True, False])[1])
+    return tuple(o if o is not None else torch.zeros_like(g) for o, g in zip(out, grads))
+
+
+def _double_backward(fns, inputs, grads, ggrads):
+    # the adjoints of the backward: <ggx, grad_input(g, w)> = <conv(ggx, w), g>, <ggw, grad_weight(x, g)> =
+    # <conv(x, ggw), g>; and as functions of w and x, grad_weight(ggx, g) and grad_input(g, ggw)
+    x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs = inputs
+    ggx, ggw, ggb = (t if n else None for t, n in zip(ggrads, needs))
+    conv = (stride, padding, dilation, groups, ntaps, False, tf32)
+    back = (stride, padding, dilation, groups, ntaps, relu, tf32)
+    g_x = g_w = g_grad = None
+    if ggx is not None:
+        g_grad = fns.forward(ggx, w, ggb, *conv)
+        g_w = fns.backward(ggx, w, y, grad, *back, [False, True, False])[1]
+    elif ggb is not None:
+        g_grad = ggb.view(-1, 1, 1).expand_as(grad)
+    if ggw is not None:
+        g_grad = _add(g_grad, fns.forward(x, ggw, None, *conv))
+        g_x = fns.backward(x, ggw, y, grad, *back, [True, False, False])[0]
+    if g_grad is not None and relu:
+        g_grad = g_grad * (y > 0)
+    return g_x, g_w, None, g_grad, None, None, None, None, None, None, None, None
+
+
 _conv2d = differentiable_op(
     "conv2d",
     forward=_forward, forward_fake=_forward_fake,
     backward_kernel=_backward_kernel, backward_fake=_backward_fake,
     setup_context=_setup_context, backward=_backward,
+    func_rules=FuncRules(vmap=_vmap, backward_vmap=_backward_vmap, jvp=_jvp, backward_jvp=_backward_jvp,
+                         double_backward=_double_backward),
 )
 conv2d_op, conv2d_backward_op, Conv2dFunction = _conv2d.op, _conv2d.backward_op, _conv2d.Function
 _conv2d_apply = _conv2d.apply
@@ -132,6 +235,11 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
             input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
         out = conv2d_op(input, weight, bias, list(stride), list(pads), list(dilation), groups, ntaps, relu,
                         _tf32(input, allow_tf32))
+    elif functorch_active():  # torch.func's wrapper tensors: the Functions with vmap rules
+        (stride, pads, dilation, groups, ntaps, relu, allow_tf32), _ = _setup_cached(
+            input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
+        out = _conv2d.func_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu,
+                                 _tf32(input, allow_tf32))
     else:
         (stride, pads, dilation, groups, ntaps, relu, allow_tf32), shape = _setup_cached(
             input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)

@@ -13,7 +13,7 @@ import torch
 
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, layout
-from .common import _C, compiling, eager_apply
+from .common import _C, FuncRules, compiling, eager_apply, func_function, functorch_active, vmap_by_loop
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
@@ -78,11 +78,14 @@ def _grad_like(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x.reshape(N, C, S))
 
 
-@torch.library.custom_op("pixelops::cross_entropy", mutates_args=())
-def cross_entropy_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
-                     reduction: int, label_smoothing: float, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss_and_grad(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
+                   reduction: int, label_smoothing: float, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, d loss / d logits as (N, C, S), empty without need_grad): the custom op, and the torch.func path."""
     loss, g3, _ = forward_kernel(input, target, weight, ignore_index, reduction, label_smoothing, need_grad)
     return loss, (g3 if need_grad else input.new_empty(0))
+
+
+cross_entropy_op = torch.library.custom_op("pixelops::cross_entropy", _loss_and_grad, mutates_args=())
 
 
 @cross_entropy_op.register_fake
@@ -110,14 +113,24 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
 
 
-def _op_backward(ctx, grad_loss, _grad_of_grad):
+def _backward(ctx, grad_loss, _grad_of_grad, bwd):
     if not ctx.need_grad:
         raise RuntimeError(f"pixelops.{OP}: the forward ran without a gradient (need_grad=False)")
     (g3,) = ctx.saved_tensors
-    return cross_entropy_backward_op(g3, grad_loss, ctx.reduction).view(ctx.shape), None, None, None, None, None, None
+    return bwd(g3, grad_loss, ctx.reduction).view(ctx.shape), None, None, None, None, None, None
 
 
-cross_entropy_op.register_autograd(_op_backward, setup_context=_setup_context)
+cross_entropy_op.register_autograd(lambda ctx, grad_loss, grad_of_grad: _backward(ctx, grad_loss, grad_of_grad,
+                                                                                  cross_entropy_backward_op),
+                                   setup_context=_setup_context)
+
+# Under torch.func transforms: the same pair of kernels in the Functions those need. vmap runs the loss once per
+# batch entry (a mean or sum is over the entry's own rows, so the batch cannot simply join them).
+# (No forward-mode rule: the tangent of the gradient the forward writes would need the softmax's Jacobian.)
+_func_apply = func_function(OP, _loss_and_grad, _setup_context, _backward,
+                            lambda g3, grad_loss, reduction: backward_kernel(g3, grad_loss, reduction),
+                            FuncRules(vmap=vmap_by_loop(lambda fns: fns.forward),
+                                      backward_vmap=vmap_by_loop(lambda fns: fns.backward))).apply
 
 
 # ---- eager: the same kernels without the dispatcher round trip ----------------------------------------------
@@ -190,11 +203,14 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
     grad_on = torch.is_grad_enabled()
     needs_grad = x.requires_grad and grad_on
     target_grad = target.requires_grad and grad_on  # only class probabilities can require grad
-    if compiling():
+    traced = compiling()
+    if traced or functorch_active():  # torch.compile, or torch.func's wrapper tensors
         if target_grad:
-            raise NotImplementedError(f"pixelops.{OP}: under torch.compile the class-probability 'target' cannot "
+            where = "torch.compile" if traced else "torch.func transforms"
+            raise NotImplementedError(f"pixelops.{OP}: under {where} the class-probability 'target' cannot "
                                       "require grad (detach it, or call pixelops.cross_entropy eagerly)")
-        loss, _ = cross_entropy_op(x, target, weight, ignore_index, reduction, eps, needs_grad)
+        loss, _ = (cross_entropy_op if traced else _func_apply)(x, target, weight, ignore_index, reduction, eps,
+                                                                needs_grad)
         return loss
     if not (needs_grad or target_grad):
         return forward_kernel(x, target, weight, ignore_index, reduction, eps, False)[0]

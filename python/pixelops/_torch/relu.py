@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .._arrays import stream
-from .common import _C, check_float_tensor, compiling, differentiable_op, launch
+from .common import (_C, FuncRules, batch_first, check_float_tensor, compiling, differentiable_op, functorch_active,
+                     launch)
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
@@ -30,11 +31,40 @@ def _backward(ctx, grad, bwd):
     return bwd(y, grad)
 
 
+# Under torch.func: ReLU is elementwise, so vmap passes the batched tensor through as it is (the backward's two
+# tensors first get one batch dimension, in front); its tangent, and the backward's, is the backward kernel
+# (g * (y > 0)) on the tangent, y's own tangent not counting (the gate has no derivative where it is defined).
+def _vmap(info, in_dims, fns, x):
+    return fns.forward(x), in_dims[0]
+
+
+def _backward_vmap(info, in_dims, fns, y, grad):
+    (yd, gd), size = in_dims, info.batch_size
+    if yd == gd:
+        return fns.backward(y, grad), yd
+    return fns.backward(batch_first(y, yd, size), batch_first(grad, gd, size)), 0
+
+
+def _jvp(fns, inputs, y, tangents):
+    return fns.backward(y, tangents[0])
+
+
+def _backward_jvp(fns, inputs, grad_x, tangents):
+    y, dgrad = inputs[0], tangents[1]
+    return torch.zeros_like(grad_x) if dgrad is None else fns.backward(y, dgrad)
+
+
+def _double_backward(fns, inputs, grad_x, ggrads):
+    return None, fns.backward(inputs[0], ggrads[0])
+
+
 _relu = differentiable_op(
     "relu",
     forward=forward_kernel, forward_fake=lambda x: torch.empty_like(x),
     backward_kernel=backward_kernel, backward_fake=lambda y, grad: torch.empty_like(y),
     setup_context=setup_context, backward=_backward,
+    func_rules=FuncRules(vmap=_vmap, backward_vmap=_backward_vmap, jvp=_jvp, backward_jvp=_backward_jvp,
+                         double_backward=_double_backward),
 )
 relu_op, relu_backward_op, ReluFunction = _relu.op, _relu.backward_op, _relu.Function
 _relu_apply = _relu.apply
@@ -57,8 +87,9 @@ class ReluInplaceFunction(torch.autograd.Function):
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     check_float_tensor(x, "input", "relu")
-    if compiling():
-        y = relu_op(x)
+    traced = compiling()
+    if traced or functorch_active():  # torch.compile, or torch.func's wrapper tensors
+        y = relu_op(x) if traced else _relu.func_apply(x)
         return x.copy_(y) if inplace else y
     needs_grad = x.requires_grad and torch.is_grad_enabled()
     if inplace:

@@ -1,0 +1,272 @@
+"""pixelops' ops under torch.func transforms (grad, vmap, vmap(grad) per-sample gradients, jacrev,
+functional_call), compared with PyTorch's functionals under the same transforms, in float64."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, jacrev, vmap
+
+import pixelops
+from _util import DEVICES
+
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+# (stride, padding, dilation, groups, bias, activation): awkward options, each with batched inputs
+CONV_OPTIONS = [
+    (1, 1, 1, 1, True, None),
+    (2, (1, 2), 1, 2, True, "relu"),
+    ((1, 2), 0, (2, 1), 1, False, None),
+    (1, "same", 2, 3, True, "relu"),
+]
+
+
+def _ref_conv(x, w, b, stride, padding, dilation, groups, activation):
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    return y.relu() if activation == "relu" else y
+
+
+def _ours_conv(x, w, b, stride, padding, dilation, groups, activation):
+    return pixelops.conv2d(x, w, b, stride, padding, dilation, groups, activation=activation)
+
+
+def _conv_args(options, device, gen, batch=5, n=2):
+    stride, padding, dilation, groups, with_bias, activation = options
+    cin, cout = 2 * groups, 3 * groups
+    xs = torch.randn(batch, n, cin, 9, 8, dtype=torch.float64, generator=gen).to(device)
+    w = torch.randn(cout, cin // groups, 3, 3, dtype=torch.float64, generator=gen).to(device)
+    b = torch.randn(cout, dtype=torch.float64, generator=gen).to(device) if with_bias else None
+    return xs, w, b, (stride, padding, dilation, groups, activation)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("options", CONV_OPTIONS)
+def test_conv2d_per_sample_gradients(device, options):
+    # vmap(grad(loss)) over a batch of inputs with the layer's parameters shared: each entry gets its own
+    # weight (and bias) gradient, the Opacus-style per-sample gradient
+    gen = torch.Generator().manual_seed(1)
+    xs, w, b, opts = _conv_args(options, device, gen)
+    targets = torch.randn(xs.shape[0], dtype=torch.float64, generator=gen).to(device)
+
+    def per_sample(conv):
+        def loss(params, x, t):
+            y = conv(x, params[0], params[1] if len(params) > 1 else None, *opts)
+            return ((y * y.flip(-1)).sum() - t) ** 2  # not linear in y: the gradient depends on the values
+        params = (w, b) if b is not None else (w,)
+        return vmap(grad(loss), in_dims=(None, 0, 0))(params, xs, targets)
+
+    ours, ref = per_sample(_ours_conv), per_sample(_ref_conv)
+    assert len(ours) == len(ref)
+    for o, r in zip(ours, ref):
+        assert o.shape == (xs.shape[0], *r.shape[1:])
+        torch.testing.assert_close(o, r, **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("options", CONV_OPTIONS)
+def test_conv2d_vmap_over_weights_and_inputs(device, options):
+    # an ensemble: every batch entry has weights (and bias) of its own; forward, and the gradients of all
+    # three through grad inside vmap
+    gen = torch.Generator().manual_seed(2)
+    xs, w, b, opts = _conv_args(options, device, gen, batch=4)
+    ws = torch.stack([w * (1 + 0.1 * i) for i in range(4)])
+    bs = None if b is None else torch.stack([b - i for i in range(4)])
+    for in_dims, x_arg in (((0, 0, 0), xs), ((None, 0, 0), xs[0])):
+        b_dims = in_dims if bs is not None else in_dims[:2] + (None,)
+        fwd = [vmap(lambda x, w_, b_: conv(x, w_, b_, *opts), in_dims=b_dims)(x_arg, ws, bs)
+               for conv in (_ours_conv, _ref_conv)]
+        torch.testing.assert_close(fwd[0], fwd[1], **TOL)
+
+        def grads(conv):
+            def loss(x, w_, b_):
+                return conv(x, w_, b_, *opts).square().sum()
+            return vmap(grad(loss, argnums=(0, 1) if bs is None else (0, 1, 2)), in_dims=b_dims)(x_arg, ws, bs)
+
+        for o, r in zip(grads(_ours_conv), grads(_ref_conv)):
+            torch.testing.assert_close(o, r, **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_conv2d_grad_and_jacrev(device):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, generator=gen).to(device)
+    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, generator=gen).to(device)
+    b = torch.randn(6, dtype=torch.float64, generator=gen).to(device)
+    opts = (2, (1, 0), 1, 2, "relu")
+    for argnums in (0, 1, 2, (0, 1, 2)):
+        g = [grad(lambda *a: conv(*a, *opts).sin().sum(), argnums=argnums)(x, w, b) for conv in (_ours_conv,
+                                                                                              _ref_conv)]
+        torch.testing.assert_close(g[0], g[1], **TOL)
+    # jacrev: vmap over the backward's incoming gradient, the saved tensors shared
+    jac = [jacrev(lambda x_, w_: conv(x_, w_, b, *opts), argnums=(0, 1))(x, w) for conv in (_ours_conv, _ref_conv)]
+    for o, r in zip(*jac):
+        torch.testing.assert_close(o, r, **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_masked_conv2d_per_sample_gradients(device, mask_type):
+    gen = torch.Generator().manual_seed(4)
+    xs = torch.randn(3, 1, 4, 7, 6, dtype=torch.float64, generator=gen).to(device)
+    w = torch.randn(5, 4, 5, 5, dtype=torch.float64, generator=gen).to(device)
+    b = torch.randn(5, dtype=torch.float64, generator=gen).to(device)
+    mask = pixelops.conv_mask(5, mask_type, dtype=torch.float64, device=device)
+
+    def per_sample(conv):
+        return vmap(grad(lambda w_, b_, x: conv(x, w_, b_).tanh().sum(), argnums=(0, 1)), in_dims=(None, None, 0))(
+            w, b, xs)
+
+    ours = per_sample(lambda x, w_, b_: pixelops.masked_conv2d(x, w_, b_, mask_type))
+    ref = per_sample(lambda x, w_, b_: F.conv2d(x, w_ * mask, b_, padding="same"))
+    for o, r in zip(ours, ref):
+        torch.testing.assert_close(o, r, **TOL)
+    assert (ours[0][:, :, :, mask == 0] == 0).all()  # masked taps get exactly zero, per sample too
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_under_transforms(device):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 3, 5, dtype=torch.float64, generator=gen).to(device)
+    v = torch.randn(3, 5, dtype=torch.float64, generator=gen).to(device)
+    torch.testing.assert_close(vmap(pixelops.relu)(x), x.relu(), **TOL)
+    torch.testing.assert_close(vmap(pixelops.relu, in_dims=2, out_dims=1)(x), x.relu().movedim(2, 1), **TOL)
+    for f, ref in ((pixelops.relu, torch.relu),):
+        # the backward's y batched and its gradient not (vmap over the input of grad's closure), and both
+        ours = vmap(grad(lambda a: (f(a) * v).sum()))(x)
+        torch.testing.assert_close(ours, vmap(grad(lambda a: (ref(a) * v).sum()))(x), **TOL)
+        ours = vmap(grad(lambda a, u: (f(a) * u).sum()), in_dims=(None, 0))(x[0], x)
+        torch.testing.assert_close(ours, vmap(grad(lambda a, u: (ref(a) * u).sum()), in_dims=(None, 0))(x[0], x),
+                                   **TOL)
+    y = vmap(lambda a: pixelops.relu(a * 1.0, inplace=True))(x)
+    torch.testing.assert_close(y, x.relu(), **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kwargs", [dict(), dict(reduction="sum", label_smoothing=0.2),
+                                    dict(weight=True, ignore_index=1), dict(reduction="none")])
+def test_cross_entropy_per_sample_gradients(device, kwargs):
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(4, 3, 5, 2, dtype=torch.float64, generator=gen).to(device)  # batch of 4, (N, C, d1)
+    target = torch.randint(0, 5, (4, 3, 2), generator=gen).to(device)
+    kwargs = dict(kwargs)
+    if kwargs.pop("weight", False):
+        kwargs["weight"] = torch.rand(5, dtype=torch.float64, generator=gen).to(device) + 0.5
+
+    def per_sample(ce):
+        def loss(z, t):
+            out = ce(z * 1.5, t, **kwargs)
+            return out.sum() if out.dim() else out
+        return vmap(grad(loss))(logits, target), vmap(lambda z, t: ce(z, t, **kwargs))(logits, target)
+
+    for o, r in zip(per_sample(pixelops.cross_entropy), per_sample(F.cross_entropy)):
+        torch.testing.assert_close(o, r, **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_module_per_sample_gradients_with_functional_call(device):
+    # the usual recipe: functional_call over a model's parameters, vmap(grad) over the examples
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    convs = [pixelops.nn.MaskedConv2d(1, 4, 5, mask_type="A"), pixelops.nn.ReLU(),
+             pixelops.nn.Conv2d(4, 3, 1)]
+    model = torch.nn.Sequential(*convs).double().to(device)
+    ref_model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5, padding=2), torch.nn.ReLU(),
+                                    torch.nn.Conv2d(4, 3, 1)).double().to(device)
+    ref_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        ref_model[0].weight *= pixelops.conv_mask(5, "A", dtype=torch.float64, device=device)
+    x = torch.randn(6, 1, 7, 7, dtype=torch.float64, generator=gen).to(device)
+    t = torch.randint(0, 3, (6, 7, 7), generator=gen).to(device)
+
+    def per_sample(m, ce):
+        params = {k: v.detach() for k, v in m.named_parameters()}
+
+        def loss(p, xi, ti):
+            return ce(functional_call(m, p, (xi[None],)), ti[None])
+        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, t)
+
+    ours, ref = per_sample(model, pixelops.cross_entropy), per_sample(ref_model, F.cross_entropy)
+    mask = pixelops.conv_mask(5, "A", dtype=torch.float64, device=device)
+    ref["0.weight"] = ref["0.weight"] * mask  # what the masked layer's own weight gradient is
+    for k in ref:
+        torch.testing.assert_close(ours[k], ref[k], **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_conv2d_forward_mode_and_second_derivatives(device, activation):
+    # a conv's tangent is a conv, and its gradients' derivatives are convs too: jvp, jacfwd, hessian
+    # (forward over reverse) and a grad of a grad (reverse over reverse) against torch's
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, generator=gen).to(device)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, generator=gen).to(device)
+    b = torch.randn(6, dtype=torch.float64, generator=gen).to(device)
+    opts = ((2, 1), 1, (1, 2), 2, activation)
+    tangents = tuple(torch.randn(t.shape, dtype=torch.float64, generator=gen).to(device) for t in (x, w, b))
+    convs = (_ours_conv, _ref_conv)
+
+    def both(f):
+        return [f(conv) for conv in convs]
+
+    def check(pair):
+        for o, r in zip(*(p if isinstance(p, tuple) else (p,) for p in pair)):
+            torch.testing.assert_close(o, r, **TOL)
+
+    check(both(lambda conv: torch.func.jvp(lambda *a: conv(*a, *opts), (x, w, b), tangents)))
+    check(both(lambda conv: torch.func.jacfwd(lambda w_: conv(x[:1, :, :3], w_, b, *opts))(w)))
+
+    def loss(conv):  # curved at y = 0 too, where the ReLU gate switches (so the gate's handling shows)
+        return lambda x_, w_, b_: (conv(x_, w_, b_, *opts) + 0.5).pow(3).sum()
+
+    for argnums in (0, 1, 2):  # the hessian of x, of w, of b alone (x's is 240 x 240)
+        check(both(lambda conv: torch.func.hessian(loss(conv), argnums=argnums)(x, w, b)))
+    check(both(lambda conv: torch.func.hessian(loss(conv), argnums=(0, 1, 2))(x[:1], w, b)))
+    # reverse over reverse: the gradient of a function of the input's gradient, by every argument
+    check(both(lambda conv: grad(lambda x_, w_, b_: grad(loss(conv))(x_, w_, b_).square().sum(),
+                                 argnums=(0, 1, 2))(x, w, b)))
+    # (here the incoming gradient depends on w apart from y: the ReLU gate's zeros must reach it)
+    check(both(lambda conv: grad(lambda x_, w_, b_: grad(lambda u: (conv(u, w_, b_, *opts) * w_.mean()).sum())(x_)
+                                 .square().sum(), argnums=(0, 1, 2))(x, w, b)))
+    check(both(lambda conv: grad(lambda x_, w_, b_: grad(loss(conv), argnums=(1, 2))(x_, w_, b_)[0].sin().sum()
+                                 + grad(loss(conv), argnums=2)(x_, w_, b_).square().sum(),
+                                 argnums=(0, 1, 2))(x, w, b)))
+
+
+def test_masked_conv2d_hessian_of_the_weights_stays_masked():
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, generator=gen)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, generator=gen)
+    mask = pixelops.conv_mask(3, "B", dtype=torch.float64)
+    ours = torch.func.hessian(lambda w_: pixelops.masked_conv2d(x, w_).pow(3).sum())(w)
+    ref = torch.func.hessian(lambda w_: F.conv2d(x, w_ * mask, padding=1).pow(3).sum())(w)
+    torch.testing.assert_close(ours, ref, **TOL)
+    assert (ours[:, :, mask == 0] == 0).all() and (ours[..., mask == 0] == 0).all()
+
+
+def test_relu_forward_mode_and_second_derivatives():
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(3, 7, dtype=torch.float64, generator=gen)
+    t = torch.randn(3, 7, dtype=torch.float64, generator=gen)
+    for f in (lambda a: torch.func.jvp(a, (x,), (t,)),
+              lambda a: torch.func.hessian(lambda z: ((a(z) + 0.5) ** 3).sum())(x),
+              lambda a: grad(lambda z: grad(lambda u: ((a(u) + 0.5) ** 3 * u).sum())(z).square().sum())(x)):
+        for o, r in zip(*(v if isinstance(v, tuple) else (v,) for v in (f(pixelops.relu), f(torch.relu)))):
+            torch.testing.assert_close(o, r, **TOL)
+
+
+def test_cross_entropy_refuses_forward_mode_and_second_derivatives():
+    # no rules for them (the tangent of the gradient written in the forward needs the softmax's Jacobian):
+    # a clear error, not a silently wrong derivative
+    z = torch.randn(3, 4, dtype=torch.float64)
+    t = torch.tensor([0, 3, 1])
+    with pytest.raises(NotImplementedError, match="pixelops.cross_entropy: forward-mode"):
+        torch.func.jvp(lambda a: pixelops.cross_entropy(a, t), (z,), (z,))
+    with pytest.raises(NotImplementedError, match="pixelops.cross_entropy: .*hessian"):
+        torch.func.hessian(lambda a: pixelops.cross_entropy(a, t))(z)
+    with pytest.raises(NotImplementedError, match="pixelops.cross_entropy: second derivatives"):
+        grad(lambda a: grad(lambda u: pixelops.cross_entropy(u, t))(a).square().sum())(z)
+
+
+def test_class_probability_targets_needing_grad_are_refused_under_transforms():
+    z = torch.randn(3, 4, dtype=torch.float64)
+    p = torch.softmax(torch.randn(3, 4, dtype=torch.float64), 1)
+    with pytest.raises(NotImplementedError, match="torch.func"):
+        grad(lambda q: pixelops.cross_entropy(z, q))(p)
