@@ -12,19 +12,22 @@ def _rand(*shape, seed):
     return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
 
-def test_create_graph_first_order_then_loud_second_order():
-    # create_graph=True sends the eager backward through the pixelops::conv2d_backward custom op (tuples of
-    # stride/padding from the eager path): the gradient must match, and a second derivative must fail loudly.
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_create_graph_gives_second_derivatives(activation):
+    # create_graph=True (a gradient penalty's) sends the eager backward through the backward Function of the
+    # torch.func path (tuples of stride/padding from the eager path), whose own backward is the double-backward
+    # rule: the gradient, and the gradient of a function of the gradient, as torch's.
     x, w = _rand(2, 3, 7, 6, seed=1).requires_grad_(), _rand(4, 3, 3, 3, seed=2).requires_grad_()
-    y = pixelops.conv2d(x, w, padding=(1, 2), stride=(2, 1))
-    gx, gw = torch.autograd.grad((y * y).sum(), (x, w), create_graph=True)
-    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
-    yr = F.conv2d(xr, wr, padding=(1, 2), stride=(2, 1))
-    rx, rw = torch.autograd.grad((yr * yr).sum(), (xr, wr))
-    torch.testing.assert_close(gx, rx, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(gw, rw, rtol=1e-10, atol=1e-12)
-    with pytest.raises(RuntimeError, match="conv2d_backward"):
-        gx.sum().backward()
+    b = _rand(4, seed=3).requires_grad_()
+    grads = []
+    for conv in (lambda *a: pixelops.conv2d(*a, padding=(1, 2), stride=(2, 1), activation=activation),
+                 lambda *a: (lambda y: y.relu() if activation else y)(F.conv2d(*a, padding=(1, 2), stride=(2, 1)))):
+        y = conv(x, w, b)
+        gx, gw = torch.autograd.grad(((y + 0.5) ** 3).sum(), (x, w), create_graph=True)
+        penalty = gx.square().sum() + (gw * w).sum()
+        grads.append((gx, gw, *torch.autograd.grad(penalty, (x, w, b))))
+    for o, r in zip(*grads):
+        torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-12)
 
 
 # Convs that take the direct path (padded phase planes read in place, no im2col): awkward widths, dilation,

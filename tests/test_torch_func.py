@@ -53,11 +53,12 @@ def test_conv2d_per_sample_gradients(device, options):
         params = (w, b) if b is not None else (w,)
         return vmap(grad(loss), in_dims=(None, 0, 0))(params, xs, targets)
 
-    ours, ref = per_sample(_ours_conv), per_sample(_ref_conv)
-    assert len(ours) == len(ref)
-    for o, r in zip(ours, ref):
-        assert o.shape == (xs.shape[0], *r.shape[1:])
-        torch.testing.assert_close(o, r, **TOL)
+    for xs in (xs, xs[:, 0]):  # each example a batch of its own, or one unbatched (C, H, W) image
+        ours, ref = per_sample(_ours_conv), per_sample(_ref_conv)
+        assert len(ours) == len(ref)
+        for o, r in zip(ours, ref):
+            assert o.shape == (xs.shape[0], *r.shape[1:])
+            torch.testing.assert_close(o, r, **TOL)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -53,12 +53,26 @@ def test_make_fx_traces_pixelops_ops_forward_and_backward():
     assert "pixelops.relu.default" in text and "pixelops.relu_backward.default" in text
 
 
-def test_eager_double_backward_fails_loudly():
-    # The eager path has no second derivative: create_graph=True routes the backward through the backward
-    # custom op, which has no autograd, so differentiating again raises instead of giving zeros.
+def test_eager_double_backward():
+    # create_graph=True routes the eager backward through the torch.func path's backward Function, whose own
+    # backward is the op's double-backward rule: a second derivative as torch's (ReLU's is zero almost
+    # everywhere, so the test differentiates a product of the gradient with the input)
     x = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    (gx,) = torch.autograd.grad(pixelops.relu(x).sum(), x, create_graph=True)
-    torch.testing.assert_close(gx, (x > 0).double())
+    (gx,) = torch.autograd.grad((pixelops.relu(x) * x).sum(), x, create_graph=True)
+    (ggx,) = torch.autograd.grad((gx * x).sum(), x)
+    xr = x.detach().requires_grad_()
+    (rx,) = torch.autograd.grad((torch.relu(xr) * xr).sum(), xr, create_graph=True)
+    (rgx,) = torch.autograd.grad((rx * xr).sum(), xr)
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(ggx, rgx)
+
+
+def test_compiled_double_backward_fails_loudly():
+    # the custom op's backward (what torch.compile and opcheck see) has no autograd of its own: a second
+    # derivative through it raises instead of giving zeros
+    x = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    from pixelops._torch.relu import relu_op
+    (gx,) = torch.autograd.grad(relu_op(x).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="no autograd formula"):
         torch.autograd.grad(gx.sum(), x)
 

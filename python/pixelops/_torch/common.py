@@ -183,10 +183,11 @@ def _saved(ctx):
 
 
 def func_function(name: str, forward: Callable, setup_context: Callable, backward: Callable,
-                  backward_kernel: Callable, rules: FuncRules):
+                  backward_kernel: Callable, rules: FuncRules) -> SimpleNamespace:
     """The op as torch.func transforms need it: autograd.Functions in the style they require (forward without
     ctx, setup_context apart) following `rules`. The backward runs through a Function of its own, so that it
-    too can be vmapped (per-sample gradients: vmap(grad(f)); jacrev) and differentiated."""
+    too can be vmapped (per-sample gradients: vmap(grad(f)); jacrev) and differentiated. Returns .apply and
+    .backward_apply, the two Functions' apply."""
     fns = SimpleNamespace()
     title = name.title().replace("_", "")
     jvp = rules.jvp or _missing(name, "forward-mode derivatives (torch.func.jvp, jacfwd, hessian)")
@@ -209,7 +210,7 @@ def func_function(name: str, forward: Callable, setup_context: Callable, backwar
         "__doc__": f"pixelops::{name} under torch.func transforms (same kernels; rules of its own).",
     })
     fns.forward, fns.backward = function.apply, backward_function.apply
-    return function
+    return SimpleNamespace(apply=function.apply, backward_apply=backward_function.apply)
 
 
 def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, backward_kernel: Callable,
@@ -231,18 +232,23 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
 
     op.register_autograd(op_backward, setup_context=setup_context)
 
+    func = None if func_rules is None else func_function(name, forward, setup_context, backward, backward_kernel,
+                                                         func_rules)
     # The eager Function is written the old way, forward(ctx, *args) calling setup_context itself: on a small
     # tensor that costs some 20 us less per forward+backward than a separate setup_context in PyTorch 2.13,
     # and once_differentiable another 5 us. What once_differentiable guards, a backward run with
-    # create_graph=True, takes the backward custom op instead: it has no autograd of its own, so
-    # differentiating the gradient again fails loudly rather than silently giving zero.
+    # create_graph=True (a gradient penalty's), takes the backward Function of the torch.func path, whose own
+    # backward is the op's double-backward rule; without rules, the backward custom op: it has no autograd of
+    # its own, so differentiating the gradient again fails loudly rather than silently giving zero.
+    differentiable_backward = backward_op if func is None else func.backward_apply
+
     def eager_forward(ctx, *args):
         output = forward(*args)
         setup_context(ctx, args, output)
         return output
 
     def eager_backward(ctx, *grads):
-        return backward(ctx, *grads, backward_op if _grad_enabled() else backward_kernel)
+        return backward(ctx, *grads, differentiable_backward if _grad_enabled() else backward_kernel)
 
     function = type(f"{name.title().replace('_', '')}Function", (torch.autograd.Function,), {
         "forward": staticmethod(eager_forward),
@@ -252,11 +258,8 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
     hints = typing.get_type_hints(forward)
     params = list(inspect.signature(forward).parameters)
     ntensors = next((i for i, p in enumerate(params) if hints.get(p) not in _TENSOR_HINTS), len(params))
-    func_apply = None
-    if func_rules is not None:
-        func_apply = func_function(name, forward, setup_context, backward, backward_kernel, func_rules).apply
     return SimpleNamespace(op=op, backward_op=backward_op, Function=function, apply=eager_apply(function, ntensors),
-                           func_apply=func_apply)
+                           func_apply=None if func is None else func.apply)
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "custom_op", "differentiable_op",
