@@ -140,3 +140,30 @@ def test_reused_work_buffers_are_written_before_read(dtype):
         x = _rand(*x_shape, seed=21).requires_grad_()
         w = _rand(w_shape[0], x_shape[1] // groups, *w_shape[1:], seed=22).requires_grad_()
         _check_in(dtype, x, w, **kw)
+
+
+# Weight gradients of many groups over few images, the shape per-sample gradients take (torch.func.vmap puts
+# each example in a group of its own): tasks are (group, range of images), each thread summing only the groups
+# it touches. Fewer groups than threads (the images split too), more groups than threads, a single image, and
+# both weight-gradient paths (the direct one on padded planes; im2col dot products where the grid would waste
+# too much: a 3x3 image under padding 2).
+@pytest.mark.parametrize("n,groups,cg,mg,hw,kw", [
+    (1, 7, 9, 5, (10, 9), dict(padding=1)),
+    (3, 2, 4, 6, (8, 11), dict(padding=1, stride=(1, 2))),
+    (2, 5, 2, 3, (3, 3), dict(padding=2, dilation=2)),
+    (1, 33, 3, 2, (6, 6), dict(padding=1)),
+    (5, 1, 8, 4, (7, 5), dict(padding=(2, 1))),
+    (40, 2, 16, 16, (30, 30), dict(padding=1)),  # several chunks of images a group (4 MiB of planes each)
+])
+def test_weight_gradient_of_many_groups_and_few_images(n, groups, cg, mg, hw, kw):
+    x = _rand(n, groups * cg, *hw, seed=11).requires_grad_()
+    w = _rand(groups * mg, cg, 3, 3, seed=12).requires_grad_()
+    b = _rand(groups * mg, seed=13).requires_grad_()
+    for masked in (False, True):
+        mask = pixelops.conv_mask(3, "B", dtype=torch.float64) if masked else torch.ones(3, 3, dtype=torch.float64)
+        y = (pixelops.masked_conv2d(x, w, b, "B", groups=groups, **kw) if masked
+             else pixelops.conv2d(x, w, b, groups=groups, **kw))
+        ref = F.conv2d(x, w * mask, b, groups=groups, **kw)
+        g = _rand(*ref.shape, seed=14)
+        for o, r in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)):
+            torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-12)
