@@ -12,7 +12,7 @@ import math
 import platform
 
 # Suite modules, in the order the table shows them. A new op adds its name here.
-SUITES = ("relu", "cross_entropy", "conv2d", "sampling", "train_step", "overhead")
+SUITES = ("relu", "cross_entropy", "conv2d", "per_sample", "sampling", "train_step", "overhead")
 
 
 def device_description(device: str) -> str:
