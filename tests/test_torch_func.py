@@ -162,6 +162,56 @@ def test_cross_entropy_per_sample_gradients(device, kwargs):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["unbatched", "probabilities", "unbatched probabilities", "uint8, ignore 255",
+                                  "all ignored"])
+def test_cross_entropy_under_vmap_more_layouts(device, case):
+    # each batch entry's loss and gradient as those of that entry alone (the reference: PyTorch entry by entry;
+    # its own cross_entropy cannot be vmapped with ignored targets and class weights): entries of one (C) row,
+    # class probabilities (mean over the entry's elements), uint8 targets with an ignore_index past the
+    # classes, an entry whose targets are all ignored (its mean is 0/0)
+    gen = torch.Generator().manual_seed(11)
+    kwargs = dict(weight=torch.rand(6, dtype=torch.float64, generator=gen).to(device) + 0.5, label_smoothing=0.1)
+    entry = (6,) if case.startswith("unbatched") else (3, 6, 2)
+    logits = torch.randn(4, *entry, dtype=torch.float64, generator=gen).to(device)
+    if "probabilities" in case:
+        target = torch.softmax(torch.randn(4, *entry, dtype=torch.float64, generator=gen), -len(entry)).to(device)
+    else:
+        target = torch.randint(0, 6, (4, *entry[:-1][:1], *entry[2:]), generator=gen)
+        if case == "uint8, ignore 255":
+            target[0, 0] = 255
+            target = target.to(torch.uint8)
+            kwargs["ignore_index"] = 255
+        if case == "all ignored":
+            target[1] = -100
+        target = target.to(device)
+    ref_target = target.long() if target.dtype == torch.uint8 else target
+
+    def by_entry(f, us, **kw):
+        losses, grads = [], []
+        for z, t, u in zip(logits, ref_target, us):
+            z = z.detach().requires_grad_()
+            losses.append(f(z, t, **kw))
+            grads.append(torch.autograd.grad((f(z.cos(), t, **kw) * u).sum(), z)[0])
+        return torch.stack(losses).detach(), torch.stack(grads)
+
+    for reduction in ("mean", "sum", "none"):
+        # an incoming gradient that varies by entry and position
+        one = F.cross_entropy(logits[0], ref_target[0], reduction=reduction, **kwargs)  # an entry's loss
+        us = torch.rand(4, *one.shape, dtype=torch.float64, generator=gen).to(device)
+        ours = (vmap(lambda z, t: pixelops.cross_entropy(z, t, reduction=reduction, **kwargs))(logits, target),
+                vmap(grad(lambda z, t, u: (pixelops.cross_entropy(z.cos(), t, reduction=reduction, **kwargs) * u)
+                          .sum()))(logits, target, us))
+        for o, r in zip(ours, by_entry(F.cross_entropy, us, reduction=reduction, **kwargs)):
+            torch.testing.assert_close(o, r, equal_nan=True, **TOL)
+    # a weight per entry takes the loss once per entry
+    weight = kwargs.pop("weight")
+    ws = torch.stack([weight * (i + 1) for i in range(4)])
+    ours = vmap(lambda z, t, w: pixelops.cross_entropy(z, t, w, **kwargs))(logits, target, ws)
+    ref = torch.stack([F.cross_entropy(z, t, w, **kwargs) for z, t, w in zip(logits, ref_target, ws)])
+    torch.testing.assert_close(ours, ref, equal_nan=True, **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_module_per_sample_gradients_with_functional_call(device):
     # the usual recipe: functional_call over a model's parameters, vmap(grad) over the examples
     gen = torch.Generator().manual_seed(7)

@@ -13,7 +13,7 @@ import torch
 
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, layout
-from .common import _C, FuncRules, compiling, eager_apply, func_function, functorch_active, vmap_by_loop
+from .common import _C, FuncRules, batch_first, compiling, eager_apply, func_function, functorch_active, vmap_by_loop
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
@@ -124,13 +124,53 @@ cross_entropy_op.register_autograd(lambda ctx, grad_loss, grad_of_grad: _backwar
                                                                                   cross_entropy_backward_op),
                                    setup_context=_setup_context)
 
-# Under torch.func transforms: the same pair of kernels in the Functions those need. vmap runs the loss once per
-# batch entry (a mean or sum is over the entry's own rows, so the batch cannot simply join them).
+# ---- under torch.func transforms: the same pair of kernels in the Functions those need ------------------------
+# vmap: the batch entries' rows become one loss of reduction 'none' (one launch, and on CUDA one check of the
+# targets, not one per entry), and each entry's mean or sum is taken from it: an entry's mean divides its sum,
+# and its gradient, by its own total weight of non-ignored targets (by its element count for class
+# probabilities), as the loss of that entry alone would. Class weights per entry: the loss once per entry.
 # (No forward-mode rule: the tangent of the gradient the forward writes would need the softmax's Jacobian.)
+def _vmap(info, in_dims, fns, x, target, weight, ignore_index, reduction, eps, need_grad):
+    if in_dims[2] is not None:
+        return vmap_by_loop(lambda f: f.forward)(info, in_dims, fns, x, target, weight, ignore_index, reduction, eps,
+                                                 need_grad)
+    size = info.batch_size
+    x, target = batch_first(x, in_dims[0], size), batch_first(target, in_dims[1], size)
+    entry = x.shape[1:]  # one entry's logits: (C), (N, C) or (N, C, d1, ...)
+    if len(entry) > 1:  # the entries' rows one after the other (unbatched entries are rows already)
+        x, target = x.flatten(0, 1), target.flatten(0, 1)
+    loss, g3 = fns.forward(x, target, weight, ignore_index, 0, eps, need_grad)
+    n, _, s, none_shape = layout(entry)
+    g3 = g3.view(size, n, *g3.shape[1:]) if need_grad else g3
+    if reduction == 0:
+        return (loss.view(size, *none_shape), g3), (0, 0 if need_grad else None)
+    total = loss.reshape(size, -1).sum(1)
+    if reduction == 1:  # mean
+        if target.is_floating_point():
+            count = torch.full((size,), float(n * s), dtype=x.dtype, device=x.device)
+        else:
+            valid = target != ignore_index
+            per = valid.to(x.dtype) if weight is None else weight[torch.where(valid, target.long(), 0)] * valid
+            count = per.reshape(size, -1).sum(1)
+        total = total / count  # 0/0 = NaN for an entry whose targets are all ignored, as PyTorch's
+        if need_grad:  # whose gradient is zero there, as PyTorch's (its g3 is zero)
+            g3 = g3 / torch.where(count > 0, count, 1).view(size, 1, 1, 1)
+    return (total, g3), (0, 0 if need_grad else None)
+
+
+def _backward_vmap(info, in_dims, fns, g3, grad_loss, reduction):
+    # each entry's gradient scaled by its incoming gradient: one launch with a multiplier per position
+    size = info.batch_size
+    g3, grad_loss = batch_first(g3, in_dims[0], size), batch_first(grad_loss, in_dims[1], size)
+    _, n, c, s = g3.shape
+    per_position = grad_loss.reshape(size, -1).expand(size, n * s) if reduction != 0 else grad_loss
+    out = fns.backward(g3.reshape(size * n, c, s), per_position.reshape(size * n, s), 0)
+    return out.view(size, n, c, s), 0
+
+
 _func_apply = func_function(OP, _loss_and_grad, _setup_context, _backward,
                             lambda g3, grad_loss, reduction: backward_kernel(g3, grad_loss, reduction),
-                            FuncRules(vmap=vmap_by_loop(lambda fns: fns.forward),
-                                      backward_vmap=vmap_by_loop(lambda fns: fns.backward))).apply
+                            FuncRules(vmap=_vmap, backward_vmap=_backward_vmap)).apply
 
 
 # ---- eager: the same kernels without the dispatcher round trip ----------------------------------------------
