@@ -52,7 +52,8 @@ if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
 fi
 
 section "CUDA tests"
-TESTS=${TESTS:-$(cd "$REPO" && grep -l 'cuda' tests/test_*.py | grep -v '_host' | tr '\n' ' ')}
+# (the files that name CUDA, or parametrize over _util.DEVICES, whose CUDA entry is marked)
+TESTS=${TESTS:-$(cd "$REPO" && grep -lE 'cuda|DEVICES' tests/test_*.py | grep -v '_host' | tr '\n' ' ')}
 # One line per pytest process: log name, environment (settings joined by commas), test file. The conv2d files
 # run again with each GEMM tile width forced (by default the width is picked per problem size), and with the
 # halo paths that are off by default until timed on (NEW_PATHS).

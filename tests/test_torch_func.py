@@ -1,5 +1,6 @@
-"""pixelops' ops under torch.func transforms (grad, vmap, vmap(grad) per-sample gradients, jacrev,
-functional_call), compared with PyTorch's functionals under the same transforms, in float64."""
+"""pixelops' ops under torch.func transforms (grad, vmap, vmap(grad) per-sample gradients, jacrev, jvp,
+jacfwd, hessian, functional_call), compared with PyTorch's functionals under the same transforms, in float64,
+on the CPU and on CUDA where a GPU is present."""
 import pytest
 import torch
 import torch.nn.functional as F
