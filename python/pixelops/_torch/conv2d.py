@@ -235,17 +235,14 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
             input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
         out = conv2d_op(input, weight, bias, list(stride), list(pads), list(dilation), groups, ntaps, relu,
                         _tf32(input, allow_tf32))
-    elif functorch_active():  # torch.func's wrapper tensors: the Functions with vmap rules
-        (stride, pads, dilation, groups, ntaps, relu, allow_tf32), _ = _setup_cached(
-            input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
-        out = _conv2d.func_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu,
-                                 _tf32(input, allow_tf32))
     else:
         (stride, pads, dilation, groups, ntaps, relu, allow_tf32), shape = _setup_cached(
             input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
         tf32 = _tf32(input, allow_tf32)
-        if _grad_enabled() and (input.requires_grad or weight.requires_grad
-                                or (bias is not None and bias.requires_grad)):
+        if functorch_active():  # torch.func's wrapper tensors: the Functions with the rules (FuncRules)
+            out = _conv2d.func_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32)
+        elif _grad_enabled() and (input.requires_grad or weight.requires_grad
+                                  or (bias is not None and bias.requires_grad)):
             out = _conv2d_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32)
         else:
             out = forward_kernel(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32, shape)
