@@ -139,6 +139,11 @@ def test_relu_under_transforms(device):
                                    **TOL)
     y = vmap(lambda a: pixelops.relu(a * 1.0, inplace=True))(x)
     torch.testing.assert_close(y, x.relu(), **TOL)
+    # in place on a computed tensor: its gradient and tangent through the copy, as torch.relu_'s
+    ours, ref = ((grad(lambda a: f(a).pow(2).sum())(x), torch.func.jvp(f, (x,), (v.expand_as(x),))[1])
+                 for f in (lambda a: pixelops.relu(a * 2, inplace=True), lambda a: torch.relu_(a * 2)))
+    for o, r in zip(ours, ref):
+        torch.testing.assert_close(o, r, **TOL)
 
 
 @pytest.mark.parametrize("device", DEVICES)
