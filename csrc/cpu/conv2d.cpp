@@ -568,16 +568,15 @@ void im2col_row(const Geometry& q, const T* xc, int64_t offh, int64_t offw, int6
   }
 }
 
-// The weight gradients' tasks are (group, range of images), each thread summing its own into a copy of grad_w:
-// how many ranges of `units` (images, or chunks of them) to cut, so that with the groups they give every
-// thread work. The groups come first: a grouped or depthwise layer, and per-sample weight gradients (under
+// The weight gradients' tasks are (group, range of images), each thread summing its own (GroupSums): how many
+// ranges of images to cut, so that with the groups they give every thread work. The groups come first: a grouped or depthwise layer, and per-sample weight gradients (under
 // torch.func.vmap, each example is a group of one image), would leave all but one thread idle if only the
 // images were split (the weight gradient of 32 examples of a 32 -> 64 3x3 layer, 28 x 28, as 32 groups over
 // one image, two threads: 13.6 -> 8.2 ms; with GroupSums 7.7, with the row-wise scatter into grad_w 6.0 ms;
 // PyTorch's 5.0-6.1).
-int64_t weight_image_ranges(const Geometry& q, int64_t units) {
+int64_t weight_image_ranges(const Geometry& q) {
   const int64_t threads = std::max<int64_t>(1, omp_get_max_threads());
-  return std::clamp<int64_t>(ceil_div(threads, q.G), 1, std::max<int64_t>(units, 1));
+  return std::clamp<int64_t>(ceil_div(threads, q.G), 1, std::max<int64_t>(q.N, 1));
 }
 
 // A thread's sums over tasks [begin, end) of `ranges` tasks a group, group-major: the rows of the groups those
@@ -618,10 +617,10 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
     hi[k] = std::max(lo[k], std::min<int64_t>(q.OW, ceil_div(q.IW - offw[k], q.sw)));
   }
   // The reduction runs over (image, pixel) pairs: a task's images are laid end to end, so small images
-  // still give long dot products. Tasks are (group, range of images): weight_tasks.
+  // still give long dot products. Tasks are (group, range of images): weight_image_ranges.
   const int64_t LD = round_up(std::min(PC, q.N * P), L), MgP = round_up(q.Mg, DR);
   const int64_t KB = std::clamp<int64_t>((int64_t(384) << 10) / (LD * int64_t(sizeof(T))) / DC * DC, DC, 8 * DC);
-  const int64_t ranges = weight_image_ranges(q, q.N);
+  const int64_t ranges = weight_image_ranges(q);
   parallel_for(q.G * ranges, 1, [&](int64_t task_begin, int64_t task_end) {
     GroupSums<T> acc(q, task_begin, task_end, ranges);
     std::vector<T> a_buf(size_t(MgP * LD), T(0)), b_buf(size_t(KB * LD), T(0));
@@ -704,11 +703,11 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
   // 2 MiB, 4.9 at 4 MiB; 64x56x56 -> 128, stride 2, batch 4, two threads: 3.7 / 3.5, where 2 MiB held only one
   // image a chunk).
   const int64_t per_image = (q.Cg * grid.phases + q.Mg) * IP * int64_t(sizeof(T));
-  // Tasks are (chunk, group) (weight_image_ranges). The chunks: a multiple of the ranges the threads need
-  // beside the groups, of equal size (128 images in chunks of at most 42 on 2 threads: 4 chunks of 32, not
-  // 42+42 against 42+2).
+  // Tasks are (group, chunk of images) (weight_image_ranges). The chunks: a multiple of the ranges the threads
+  // need beside the groups, of equal size (128 images in chunks of at most 42 on 2 threads: 4 chunks of 32,
+  // not 42+42 against 42+2).
   const int64_t most = std::clamp<int64_t>((int64_t(4) << 20) / std::max<int64_t>(per_image, 1), 1, q.N);
-  const int64_t chunk = ceil_div(q.N, round_up(ceil_div(q.N, most), weight_image_ranges(q, q.N)));
+  const int64_t chunk = ceil_div(q.N, round_up(ceil_div(q.N, most), weight_image_ranges(q)));
   const int64_t LD = round_up((chunk - 1) * IP + HWp, L);
   // a plane, plus room for the reads of the largest tap offset past the last grid (times zeros)
   const int64_t S = round_up(LD + HWp + L, L), CS = grid.phases * S;
