@@ -569,11 +569,11 @@ void im2col_row(const Geometry& q, const T* xc, int64_t offh, int64_t offw, int6
 }
 
 // The weight gradients' tasks are (group, range of images), each thread summing its own (GroupSums): how many
-// ranges of images to cut, so that with the groups they give every thread work. The groups come first: a grouped or depthwise layer, and per-sample weight gradients (under
-// torch.func.vmap, each example is a group of one image), would leave all but one thread idle if only the
-// images were split (the weight gradient of 32 examples of a 32 -> 64 3x3 layer, 28 x 28, as 32 groups over
-// one image, two threads: 13.6 -> 8.2 ms; with GroupSums 7.7, with the row-wise scatter into grad_w 6.0 ms;
-// PyTorch's 5.0-6.1).
+// ranges of images to cut, so that with the groups they give every thread work. The groups come first: a
+// grouped or depthwise layer, and per-sample weight gradients (under torch.func.vmap, each example is a group
+// of one image), would leave all but one thread idle if only the images were split (the weight gradient of 32
+// examples of a 32 -> 64 3x3 layer, 28 x 28, as 32 groups over one image, two threads: 13.6 -> 8.2 ms; with
+// GroupSums 7.7, with the row-wise scatter into grad_w 6.0 ms; PyTorch's 5.0-6.1).
 int64_t weight_image_ranges(const Geometry& q) {
   const int64_t threads = std::max<int64_t>(1, omp_get_max_threads());
   return std::clamp<int64_t>(ceil_div(threads, q.G), 1, std::max<int64_t>(q.N, 1));

@@ -116,14 +116,9 @@ def batch_first(x, dim, size: int):
     return x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
 
 
-def vmap_by_loop(apply):
-    """A vmap rule (FuncRules) for any op: apply(fns) once per batch entry, the results stacked along a new
-    first dimension. For ops whose batching is not a reshape (cross-entropy's mean is over each entry's own
-    rows)."""
-    return lambda info, in_dims, fns, *args: _loop(info, in_dims, apply(fns), *args)
-
-
-def _loop(info, in_dims, apply, *args):
+def vmap_by_loop(info, in_dims, apply, *args):
+    """What any vmap rule can fall back on: apply once per batch entry, the results stacked along a new first
+    dimension (out_dims 0)."""
     results = [apply(*[a if d is None else a.select(d, i) for a, d in zip(args, in_dims)])
                for i in range(info.batch_size)]
     if isinstance(results[0], tuple):

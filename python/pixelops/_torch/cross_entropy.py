@@ -13,7 +13,8 @@ import torch
 
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, layout
-from .common import _C, FuncRules, batch_first, compiling, eager_apply, func_function, functorch_active, vmap_by_loop
+from .common import (_C, FuncRules, batch_first, compiling, eager_apply, func_function, functorch_active,
+                     vmap_by_loop)
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
@@ -132,8 +133,7 @@ cross_entropy_op.register_autograd(lambda ctx, grad_loss, grad_of_grad: _backwar
 # (No forward-mode rule: the tangent of the gradient the forward writes would need the softmax's Jacobian.)
 def _vmap(info, in_dims, fns, x, target, weight, ignore_index, reduction, eps, need_grad):
     if in_dims[2] is not None:
-        return vmap_by_loop(lambda f: f.forward)(info, in_dims, fns, x, target, weight, ignore_index, reduction, eps,
-                                                 need_grad)
+        return vmap_by_loop(info, in_dims, fns.forward, x, target, weight, ignore_index, reduction, eps, need_grad)
     size = info.batch_size
     x, target = batch_first(x, in_dims[0], size), batch_first(target, in_dims[1], size)
     entry = x.shape[1:]  # one entry's logits: (C), (N, C) or (N, C, d1, ...)
