@@ -104,10 +104,10 @@ def eager_apply(function, ntensors: int) -> Callable:
     return apply
 
 
-def functorch_active() -> bool:
-    """True inside a torch.func transform (grad, vmap, jacrev, ...): its tensors are wrappers with no data of
-    their own, so the ops take their transform-aware Functions (differentiable_op's .func_apply)."""
-    return _functorch_active()
+# functorch_active(): True inside a torch.func transform (grad, vmap, jacrev, ...), whose tensors are wrappers
+# with no data of their own, so the ops take their transform-aware Functions (differentiable_op's .func_apply).
+# torch's C function itself: every eager call asks.
+functorch_active = _functorch_active
 
 
 def batch_first(x, dim, size: int):
