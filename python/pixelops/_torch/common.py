@@ -181,8 +181,8 @@ def func_function(name: str, forward: Callable, setup_context: Callable, backwar
                   backward_kernel: Callable, rules: FuncRules) -> SimpleNamespace:
     """The op as torch.func transforms need it: autograd.Functions in the style they require (forward without
     ctx, setup_context apart) following `rules`. The backward runs through a Function of its own, so that it
-    too can be vmapped (per-sample gradients: vmap(grad(f)); jacrev) and differentiated. Returns .apply and
-    .backward_apply, the two Functions' apply."""
+    too can be vmapped (per-sample gradients: vmap(grad(f)); jacrev) and differentiated. Returns the `fns` the
+    rules get: .forward and .backward, the two Functions' apply."""
     fns = SimpleNamespace()
     title = name.title().replace("_", "")
     jvp = rules.jvp or _missing(name, "forward-mode derivatives (torch.func.jvp, jacfwd, hessian)")
@@ -205,7 +205,7 @@ def func_function(name: str, forward: Callable, setup_context: Callable, backwar
         "__doc__": f"pixelops::{name} under torch.func transforms (same kernels; rules of its own).",
     })
     fns.forward, fns.backward = function.apply, backward_function.apply
-    return SimpleNamespace(apply=function.apply, backward_apply=backward_function.apply)
+    return fns
 
 
 def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, backward_kernel: Callable,
@@ -235,7 +235,7 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
     # create_graph=True (a gradient penalty's), takes the backward Function of the torch.func path, whose own
     # backward is the op's double-backward rule; without rules, the backward custom op: it has no autograd of
     # its own, so differentiating the gradient again fails loudly rather than silently giving zero.
-    differentiable_backward = backward_op if func is None else func.backward_apply
+    differentiable_backward = backward_op if func is None else func.backward
 
     def eager_forward(ctx, *args):
         output = forward(*args)
@@ -254,7 +254,7 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
     params = list(inspect.signature(forward).parameters)
     ntensors = next((i for i, p in enumerate(params) if hints.get(p) not in _TENSOR_HINTS), len(params))
     return SimpleNamespace(op=op, backward_op=backward_op, Function=function, apply=eager_apply(function, ntensors),
-                           func_apply=None if func is None else func.apply)
+                           func_apply=None if func is None else func.forward)
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "custom_op", "differentiable_op",

@@ -170,7 +170,7 @@ def _backward_vmap(info, in_dims, fns, g3, grad_loss, reduction):
 
 _func_apply = func_function(OP, _loss_and_grad, _setup_context, _backward,
                             lambda g3, grad_loss, reduction: backward_kernel(g3, grad_loss, reduction),
-                            FuncRules(vmap=_vmap, backward_vmap=_backward_vmap)).apply
+                            FuncRules(vmap=_vmap, backward_vmap=_backward_vmap)).forward
 
 
 # ---- eager: the same kernels without the dispatcher round trip ----------------------------------------------
