@@ -15,6 +15,7 @@ from time import perf_counter
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
 
 import pixelops
 from pixelops.bench.conv2d import SUITE
@@ -38,6 +39,30 @@ def short(name):
     return name[:60]
 
 
+REPS = 10  # profiled steps
+
+
+def kernel_ms(step, reps=REPS):
+    """({kernel: GPU ms per step}, the profiler's events) over `reps` steps after three warm-up steps."""
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(reps):
+            step()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    totals = {}
+    for e in events:
+        # the kernels themselves (device events): an operator's row, and an autograd Function's, repeats the
+        # time of the kernels launched under it; the profiler's own buffer requests are not the step's
+        if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 and "Activity Buffer" not in e.key:
+            key = short(e.key)
+            totals[key] = totals.get(key, 0.0) + e.self_device_time_total / reps / 1000.0
+    return totals, events
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tf32", action="store_true")
@@ -48,30 +73,16 @@ def main():
         w = (torch.randn(cout, cin, k, k, device="cuda") / (cin * k * k) ** 0.5).requires_grad_()
         b = torch.randn(cout, device="cuda", requires_grad=True)
 
-        def step():
+        def forward():
             if mask:
-                y = pixelops.masked_conv2d(x, w, b, mask, stride, pad)
-            else:
-                y = pixelops.conv2d(x, w, b, stride, pad)
+                return pixelops.masked_conv2d(x, w, b, mask, stride, pad)
+            return pixelops.conv2d(x, w, b, stride, pad)
+
+        def step():
+            y = forward()
             torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
 
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        reps = 10
-        acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-        with torch.profiler.profile(activities=acts) as prof:
-            for _ in range(reps):
-                step()
-            torch.cuda.synchronize()
-        events = prof.key_averages()
-        totals = {}
-        for e in events:
-            # the kernels themselves: operators have their kernels as children, and the autograd Functions' rows
-            # repeat their kernels' time
-            if e.self_device_time_total > 0 and "Function" not in e.key:
-                key = short(e.key)
-                totals[key] = totals.get(key, 0.0) + e.self_device_time_total / reps / 1000.0
+        totals, events = kernel_ms(step)
         total = sum(totals.values())
         print(f"{name} (tf32={args.tf32}): {total:.3f} ms of kernels per fwd+bwd")
         for key, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
@@ -80,9 +91,21 @@ def main():
         # PyTorch's masked conv as the bench runs it: the mask made once, multiplied in the graph
         m = pixelops.conv_mask(k, mask, device="cuda") if mask else None
 
+        def torch_forward():
+            return F.conv2d(x, w * m if mask else w, b, stride, pad)
+
         def torch_step():
-            y = F.conv2d(x, w * m if mask else w, b, stride, pad)
+            y = torch_forward()
             torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+
+        # both sides' GPU time alone (the bench's figures include the host's time up to the kernels): the
+        # ratios the kernels would give where the host kept ahead of the GPU
+        with torch.no_grad():
+            fwd_ms = [sum(kernel_ms(f)[0].values()) for f in (forward, torch_forward)]
+        torch_total = sum(kernel_ms(torch_step)[0].values())
+        print(f"    GPU ms, torch / pixelops: forward {fwd_ms[1]:.3f} / {fwd_ms[0]:.3f} = "
+              f"{fwd_ms[1] / fwd_ms[0]:.2f}x, forward + backward {torch_total:.3f} / {total:.3f} = "
+              f"{torch_total / total:.2f}x")
 
         # host time of one call (the launches return before the GPU is done): where it exceeds the kernels'
         # time, a call that waits for its result is bound by the host
@@ -92,7 +115,7 @@ def main():
         # whole is autograd's engine and the Python between them
         print("    pixelops host ms: forward call %.3f, backward kernels' call %.3f" % host_split(
             x, w, b, mask, stride, pad, k))
-        cpu = sorted(((e.key, e.self_cpu_time_total / reps) for e in events if e.self_cpu_time_total > 0),
+        cpu = sorted(((e.key, e.self_cpu_time_total / REPS) for e in events if e.self_cpu_time_total > 0),
                      key=lambda kv: -kv[1])[:8]
         print("    host us per fwd+bwd, by call: " + ", ".join(f"{k[:32]} {v:.0f}" for k, v in cpu))
 

@@ -76,12 +76,12 @@ def main():
     conv_case("tf32", 2, 19, 35, (12, 11), 3, 1, 1, tf32=True)  # forward and grad_input from the halo
     conv_case("tf32 s2 mask B grouped", 3, 24, 80, (11, 13), 3, 2, 1, groups=2, tf32=True, mask="B")
     conv_case("tf32 2x2 tiny images", 9, 40, 24, (3, 2), 2, 1, 0, tf32=True)
-    conv_case("tf32 1x1", 2, 72, 24, (7, 9), 1, 1, 0, tf32=True)  # flat mode where PIXELOPS_CONV_HALO_FLAT=1
+    conv_case("tf32 1x1", 2, 72, 24, (7, 9), 1, 1, 0, tf32=True)  # flat mode (PIXELOPS_CONV_HALO_FLAT)
     conv_case("tf32 1x1 whole pieces", 3, 72, 24, (8, 9), 1, 1, 0, tf32=True)  # and the pointwise grad_weight
-    conv_case("1x1 whole pieces", 3, 72, 40, (8, 9), 1, 1, 0)  # the same in float32 (PIXELOPS_CONV_PW_GW=1)
+    conv_case("1x1 whole pieces", 3, 72, 40, (8, 9), 1, 1, 0)  # the same in float32 (PIXELOPS_CONV_PW_GW)
     conv_case("tf32 7x7 mask A", 2, 8, 16, (12, 11), 7, 1, 3, tf32=True, mask="A")  # grad_weight's tap groups
     # 3 channels of 5x5 taps: too few channels for the halo, too many taps for the direct kernel, so the forward
-    # is a TF32 GEMM under every setting (on mma.sync where PIXELOPS_CONV_GEMM_MMA=1): 80 rows, two 64-row tiles
+    # is a TF32 GEMM under every setting (on mma.sync, or WMMA where PIXELOPS_CONV_GEMM_MMA=0): 80 rows, two 64-row tiles
     conv_case("tf32 GEMM 3-channel 5x5 s2", 2, 3, 80, (23, 21), 5, 2, 2, tf32=True)
     if DEV == "cuda":  # half types are CUDA-only
         conv_case("fp16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.float16)
@@ -94,7 +94,7 @@ def main():
     # a ragged channel chunk, and a mask
     conv_case("fp32 halo grad_weight", 2, 12, 70, (11, 10), 3, 1, 1)
     conv_case("fp32 halo grad_weight mask B", 3, 16, 40, (9, 13), 3, 1, 1, mask="B")
-    # 17-32 rows: the float32 halo's wide layout where PIXELOPS_CONV_HALO_WIDE=1 (forward 24 rows, grad_input 28)
+    # 17-32 rows: the float32 halo's wide layout (PIXELOPS_CONV_HALO_WIDE) (forward 24 rows, grad_input 28)
     conv_case("fp32 halo wide", 3, 28, 24, (10, 11), 3, 1, 1)
     # strided grad_input by phase where PIXELOPS_CONV_HALO_PHASES=1 (the 3x3's one-tap phase: GEMM or flat mode)
     conv_case("fp32 s2 phases", 2, 40, 24, (13, 12), 3, 2, 1)

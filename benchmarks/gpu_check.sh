@@ -45,8 +45,8 @@ section "smoke: every CUDA kernel once (and again under compute-sanitizer, besid
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 san_pid=
 if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
-  # with the halo paths that are not yet the default on, so that memcheck sees them too
-  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_FLAT=1 PIXELOPS_CONV_HALO_WIDE=1 PIXELOPS_CONV_PW_GW=1 PIXELOPS_CONV_HALO_PREROUND=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 PIXELOPS_CONV_GEMM_MMA=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
+  # with the paths that are not the default on, so that memcheck sees them too
+  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
 fi
@@ -55,16 +55,19 @@ section "CUDA tests"
 # (the files that name CUDA, or parametrize over _util.DEVICES, whose CUDA entry is marked)
 TESTS=${TESTS:-$(cd "$REPO" && grep -lE 'cuda|DEVICES' tests/test_*.py | grep -v '_host' | tr '\n' ' ')}
 # One line per pytest process: log name, environment (settings joined by commas), test file. The conv2d files
-# run again with each GEMM tile width forced (by default the width is picked per problem size), and with the
-# halo paths that are off by default until timed on (NEW_PATHS).
-NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GEMM_MMA=1
+# run again with each GEMM tile width forced (by default the width is picked per problem size), with the paths
+# that are off by default on (NEW_PATHS), and with the paths that timing turned on off (OLD_PATHS: the kernels
+# they replaced stay tested).
+NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1
+OLD_PATHS=PIXELOPS_CONV_HALO_FLAT=0,PIXELOPS_CONV_HALO_WIDE=0,PIXELOPS_CONV_PW_GW=0,PIXELOPS_CONV_HALO_PREROUND=0,PIXELOPS_CONV_GEMM_MMA=0
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
-  # (the 128-wide run's TF32 GEMMs on mma.sync, PIXELOPS_CONV_GEMM_MMA=1; the 64-wide run's on WMMA)
-  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile64 PIXELOPS_CONV_TILE_N=64 $t"; done
-  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile128 PIXELOPS_CONV_TILE_N=128,PIXELOPS_CONV_GEMM_MMA=1 $t"; done
+  # (the 128-wide run's TF32 GEMMs on mma.sync, the default; the 64-wide run's on WMMA)
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile64 PIXELOPS_CONV_TILE_N=64,PIXELOPS_CONV_GEMM_MMA=0 $t"; done
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile128 PIXELOPS_CONV_TILE_N=128 $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-newpaths $NEW_PATHS $t"; done
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-oldpaths $OLD_PATHS $t"; done
 }
 : >"$LOGS/tests-rc.txt"
 jobs | xargs -P 8 -L 1 sh -c \
@@ -87,18 +90,11 @@ fi
 [ -n "${SKIP_KERNEL_TIMES:-}" ] || {
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
 # KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
-# "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the halo paths whose default this
-# timing is to set: those for float32 timed without TF32, those for TF32 with it (README: the table of them),
-# and the stride phases on their own in both (on res_s2 they and the split columns would both change
-# halo_conv_kernel's time: the forward's, and grad_input's phases), and the TF32 GEMMs on mma.sync on their own.
-FP32_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_DIRECT_GI=1
-TF32_PATHS=PIXELOPS_CONV_HALO_FLAT=1,PIXELOPS_CONV_PW_GW=1,PIXELOPS_CONV_HALO_PREROUND=1,PIXELOPS_CONV_HALO_WIDE=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GEMM_MMA=1
-PHASES_PATH=PIXELOPS_CONV_HALO_PHASES=1
-GEMM_MMA_PATH=PIXELOPS_CONV_GEMM_MMA=1  # alone too: with the TF32 paths on, the halo takes most of its GEMMs
+# "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the paths that timing turned on, all
+# off (OLD_PATHS: is each still faster than what it replaced?), and the paths that stay off, all on
+# (NEW_PATHS: README, the table of them).
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-$FP32_PATHS $TF32_PATHS $PHASES_PATH $GEMM_MMA_PATH}; do
-    [ -n "$tf32" ] && [ "$v" = "$FP32_PATHS" ] && continue
-    [ -z "$tf32" ] && { [ "$v" = "$TF32_PATHS" ] || [ "$v" = "$GEMM_MMA_PATH" ]; } && continue
+  for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS}; do
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1
@@ -115,8 +111,8 @@ timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$
   >"$LOGS/bench-cuda.log" 2>&1
 bench_rc=$?
 # BENCH_VARIANTS: environment settings (several in one: joined by commas) to run the conv2d bench under as
-# well, so that one call gives the figures the defaults would give with them on; by default the halo paths
-# that are off until timed, all together (the kernel times below tell them apart).
+# well, so that one call gives the figures the defaults would give with them on; by default the paths that
+# stay off, all together (the kernel times above tell them apart).
 for v in ${BENCH_VARIANTS-$NEW_PATHS}; do
   log="$LOGS/bench-cuda-${v//[^A-Za-z0-9]/_}.log"
   env ${v//,/ } timeout 150 "$PY" -m pixelops bench --device cuda --ops conv2d >"$log" 2>&1

@@ -150,7 +150,7 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
 # forward, and grad_input at stride 1 and grad_weight without a ReLU gate, run from the halo on mma.sync; in
 # float32 without TF32 the forward and stride-1 grad_input of layers with more than 32 output rows run on its FMA
 # product (HaloSimt), and with PIXELOPS_CONV_HALO_GW_SIMT=1 (a run of benchmarks/gpu_check.sh) so does
-# grad_weight (GwSimt), with PIXELOPS_CONV_HALO_WIDE=1 layers of 17 to 32 rows, with
+# grad_weight (GwSimt), by default (PIXELOPS_CONV_HALO_WIDE) layers of 17 to 32 rows, with
 # PIXELOPS_CONV_HALO_PHASES=1 a strided layer's grad_input, a launch per stride phase (a phase of one tap on the
 # GEMM unless in flat mode); the others on the GEMMs. Tiles of 128 pixels that run across image rows and images,
 # ragged channel chunks and output rows, strides and dilation (forward), masks, groups, a strided halo that
@@ -166,14 +166,14 @@ HALO = [
     ((2, 24, 10, 9), (12, 5, 5), dict(padding=(2, 1), dilation=(1, 2)), "B", "every other"),
     ((2, 16, 8, 7), (80, 3, 3), dict(padding=1, groups=2), None, "contiguous"),
     # 32 rows or fewer (forward: output channels, grad_input: input channels a group): in float32 the GEMMs'
-    # 32-row tile, in TF32 the 64-row halo tile, or with PIXELOPS_CONV_HALO_WIDE=1 the wide layout (32 rows x 256
-    # pixels; float32 from 17 rows)
+    # wide layout (32 rows x 256 pixels; float32 from 17 rows), or with PIXELOPS_CONV_HALO_WIDE=0 in float32 the
+    # GEMMs' 32-row tile, in TF32 the 64-row halo tile
     ((3, 32, 9, 11), (20, 3, 3), dict(padding=1), None, "contiguous"),
     ((2, 24, 10, 9), (30, 5, 5), dict(padding=2), "B", "every other"),
     ((2, 16, 8, 9), (12, 3, 3), dict(padding=1), None, "contiguous"),
-    # one tap: the GEMMs, or with PIXELOPS_CONV_HALO_FLAT=1 the halo's flat mode, both products (16-byte copies
-    # where planes are whole multiples of 4 floats, else by element; tiles across images; in float32 17-32 rows
-    # in the wide layout where PIXELOPS_CONV_HALO_WIDE=1 too)
+    # one tap: the halo's flat mode, both products (16-byte copies where planes are whole multiples of 4 floats,
+    # else by element; tiles across images; in float32 17-32 rows in the wide layout too), or the GEMMs with
+    # PIXELOPS_CONV_HALO_FLAT=0
     ((3, 72, 7, 9), (20, 1, 1), {}, None, "contiguous"),
     ((3, 40, 12, 12), (70, 1, 1), {}, None, "contiguous"),
     ((2, 36, 9, 8), (24, 1, 1), dict(groups=2), None, "every other"),
@@ -248,9 +248,9 @@ def test_grad_bias_read_modes(hw, layout, relu, dtype, channels, with_weight):
     assert (got[3].double() - ref).abs().max().item() <= tol * scale
 
 
-# The float32 weight gradient of 1x1 layers, TF32 or not: the implicit GEMM by default, the pointwise GEMM
-# (conv2d_pointwise_grad_weight.cuh) where PIXELOPS_CONV_PW_GW=1 (gpu_check runs this file both ways), which
-# takes every plane whole 16-byte pieces and leaves the others to the implicit GEMM.
+# The float32 weight gradient of 1x1 layers, TF32 or not: the pointwise GEMM (conv2d_pointwise_grad_weight.cuh)
+# by default, the implicit GEMM where PIXELOPS_CONV_PW_GW=0 (gpu_check runs this file both ways). The pointwise
+# GEMM takes the layers whose planes are whole 16-byte pieces and leaves the others to the implicit GEMM.
 # (More than 64 input channels a group: fewer take the few-channel direct kernel, in float32.)
 @pytest.mark.parametrize("x_shape,cout,groups,layout", [
     ((3, 74, 4, 5), 70, 1, "contiguous"),       # ragged rows and channels, 20-pixel images

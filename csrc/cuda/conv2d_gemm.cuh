@@ -93,7 +93,7 @@ struct WmmaMma {
 };
 template <class Tl> using Tf32Mma = WmmaMma<float, nvcuda::wmma::precision::tf32, 8, Tl>;
 
-// TF32 product of the staged tiles on mma.sync.m16n8k8 itself, where PIXELOPS_CONV_GEMM_MMA=1 (until timed):
+// TF32 product of the staged tiles on mma.sync.m16n8k8 itself, by default (PIXELOPS_CONV_GEMM_MMA=0: WMMA's):
 // the warps and their pieces as WmmaMma's (MmaSyncLayout), each fragment register read from the tiles with a
 // 32-bit shared load, conflict-free in WmmaMma's padded rows. Through WMMA (SASS for sm_90 of the 64 x 128 TF32
 // kernels) the fragment loads compiled to generic loads on 64-bit addresses (32 LD.E, and ST for the

@@ -435,7 +435,7 @@ int main(int argc, char** argv) {
   };
   for (const Case& c : cases)
     for (const bool simt : {false, true}) run_case(c, simt, rng);
-  // the TF32 product with its halo rounded once a chunk (PIXELOPS_CONV_HALO_PREROUND=1)
+  // the TF32 product with its halo rounded once a chunk (PIXELOPS_CONV_HALO_PREROUND, the default)
   for (const Case& c : cases) run_case(c, false, rng, true);
   // a strided grad_input's phase of one tap, not flat: left to the GEMM (3x3 stride 2, padding 1: phase (1, 1))
   {
