@@ -42,24 +42,28 @@ def short(name):
 REPS = 10  # profiled steps
 
 
-def kernel_ms(step, reps=REPS):
-    """({kernel: GPU ms per step}, the profiler's events) over `reps` steps after three warm-up steps."""
+def kernel_ms(step, reps=REPS, device="cuda"):
+    """({kernel: GPU ms per step}, the profiler's events) over `reps` steps after three warm-up steps. On a
+    CPU (device="cpu", to check a script without a GPU), each operator's own CPU time instead."""
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(3):
         step()
-    torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    sync()
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with torch.profiler.profile(activities=acts) as prof:
         for _ in range(reps):
             step()
-        torch.cuda.synchronize()
+        sync()
     events = prof.key_averages()
     totals = {}
     for e in events:
         # the kernels themselves (device events): an operator's row, and an autograd Function's, repeats the
         # time of the kernels launched under it; the profiler's own buffer requests are not the step's
-        if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 and "Activity Buffer" not in e.key:
+        us = (e.self_device_time_total if e.device_type == DeviceType.CUDA else 0) if cuda else e.self_cpu_time_total
+        if us > 0 and "Activity Buffer" not in e.key:
             key = short(e.key)
-            totals[key] = totals.get(key, 0.0) + e.self_device_time_total / reps / 1000.0
+            totals[key] = totals.get(key, 0.0) + us / reps / 1000.0
     return totals, events
 
 

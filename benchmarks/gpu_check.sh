@@ -7,6 +7,7 @@
 #   OPS=relu,conv2d TESTS="tests/test_conv2d.py" bash benchmarks/gpu_check.sh
 #   SKIP_KERNEL_TIMES=1 SKIP_TRAIN=1 NCU=res_3x3 ...   # leave out / add sections
 #   KT_VARIANTS=PIXELOPS_CONV_TILE_N=64 ...            # per-kernel times under other settings too
+#   CASE_KT=per_sample ...                             # both sides' kernels of those bench rows
 #
 # Module: where python/pixelops already holds a CUDA build for this Python (built elsewhere for this GPU and
 # carried along), it is used as is; otherwise the package is built here for the local GPU only.
@@ -102,6 +103,12 @@ for tf32 in "" --tf32; do
   done
 done
 }
+
+if [ -n "${CASE_KT:-}" ]; then
+  section "GPU time per kernel of the bench rows of $CASE_KT, both sides"
+  timeout 150 "$PY" "$REPO/benchmarks/case_kernel_times.py" --ops "$CASE_KT" >"$LOGS/case-kernel-times.log" 2>&1
+  echo "rc=$?"; grep -vE 'Warning|_warn_once' "$LOGS/case-kernel-times.log" | head -80
+fi
 
 section "GEMM ceilings of this device"
 timeout 60 "$PY" "$REPO/benchmarks/gemm_ceiling.py" 2>&1 | tee "$LOGS/gemm-ceiling.log" | tail -1
