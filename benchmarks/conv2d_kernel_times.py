@@ -60,7 +60,10 @@ def kernel_ms(step, reps=REPS, device="cuda"):
     for e in events:
         # the kernels themselves (device events): an operator's row, and an autograd Function's, repeats the
         # time of the kernels launched under it; the profiler's own buffer requests are not the step's
-        us = (e.self_device_time_total if e.device_type == DeviceType.CUDA else 0) if cuda else e.self_cpu_time_total
+        if cuda:
+            us = e.self_device_time_total if e.device_type == DeviceType.CUDA else 0
+        else:
+            us = e.self_cpu_time_total
         if us > 0 and "Activity Buffer" not in e.key:
             key = short(e.key)
             totals[key] = totals.get(key, 0.0) + us / reps / 1000.0

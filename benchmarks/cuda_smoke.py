@@ -81,7 +81,7 @@ def main():
     conv_case("1x1 whole pieces", 3, 72, 40, (8, 9), 1, 1, 0)  # the same in float32 (PIXELOPS_CONV_PW_GW)
     conv_case("tf32 7x7 mask A", 2, 8, 16, (12, 11), 7, 1, 3, tf32=True, mask="A")  # grad_weight's tap groups
     # 3 channels of 5x5 taps: too few channels for the halo, too many taps for the direct kernel, so the forward
-    # is a TF32 GEMM under every setting (on mma.sync, or WMMA where PIXELOPS_CONV_GEMM_MMA=0): 80 rows, two 64-row tiles
+    # is a TF32 GEMM under every setting (on mma.sync; WMMA where PIXELOPS_CONV_GEMM_MMA=0): 80 rows, two tiles
     conv_case("tf32 GEMM 3-channel 5x5 s2", 2, 3, 80, (23, 21), 5, 2, 2, tf32=True)
     if DEV == "cuda":  # half types are CUDA-only
         conv_case("fp16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.float16)

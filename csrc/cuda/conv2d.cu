@@ -13,8 +13,8 @@
 // The float32 forward, and the grad_input of a stride-1 convolution without a ReLU gate, run from a
 // shared-memory halo instead (conv2d_halo.cuh), on mma.sync under TF32 and on FMAs otherwise (there for more
 // than 32 rows); under TF32 so does grad_weight without a ReLU gate (conv2d_halo_grad_weight.cuh; its float32
-// product only where PIXELOPS_CONV_HALO_GW_SIMT=1, until timed); wherever two stages fit in shared memory and
-// there are two taps or more. A 1x1 layer's float32 weight gradient runs on a GEMM of its own
+// product only where PIXELOPS_CONV_HALO_GW_SIMT=1, slower on an H100); wherever two stages fit in shared
+// memory and there are two taps or more. A 1x1 layer's float32 weight gradient runs on a GEMM of its own
 // (conv2d_pointwise_grad_weight.cuh; PIXELOPS_CONV_PW_GW=0 turns it off).
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass. grad_bias rides along as one more column of those partial sums (grad_y's row
@@ -423,13 +423,12 @@ bool halo_enabled(bool tf32) {
 // halo took mnist_c2's fp32 grad_input, 32 rows, from 0.39 to about 0.46 ms).
 bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 || rows > 32); }
 
-// Paths written without a GPU at hand, each off until timed against the kernels it would replace
-// (benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways; README: the table of them), on
-// where its variable is 1 (read once). Those the H100 timed faster (2026-11-26, commit a7aea54: FLAT, WIDE,
-// PREROUND, PW_GW, GEMM_MMA) are on unless their variable is 0; the others lost there and stay off:
-// GW_SIMT (faster on mnist_c2's 32-channel input, slower on the 64-channel layers), SPLIT (res_s2's forward
-// 0.14 -> 0.18 ms), PHASES (res_s2's grad_input no faster than the mma.sync GEMM) and DIRECT_GI (0.06 ms
-// against the taps' 0.04-0.05).
+// Paths written without a GPU at hand, each timed on an H100 against the kernels it replaces (2026-11-26;
+// benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways; README: the table of them), each
+// variable read once. Those that were faster are on unless their variable is 0: FLAT, WIDE, PREROUND, PW_GW,
+// GEMM_MMA. Those that were slower are off unless it is 1: GW_SIMT (faster on mnist_c2's 32-channel input,
+// slower on the 64-channel layers), SPLIT (res_s2's forward 0.14 -> 0.18 ms), PHASES (res_s2's grad_input no
+// faster than the mma.sync GEMM) and DIRECT_GI (0.06 ms against the taps' 0.04-0.05). Why each was written:
 // PIXELOPS_CONV_HALO_GW_SIMT, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
 // PIXELOPS_CONV_HALO_FLAT, the forward and grad_input of 1x1 stride-1 layers in flat mode (conv2d_halo.cuh),
 // TF32 and float32, instead of the GEMMs (res_1x1's float32 grad_input: 0.238 ms there, 14 TFLOP/s);
@@ -462,13 +461,13 @@ struct NewPaths {
   bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma;
 };
 const NewPaths& new_paths() {
-  auto on = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
-  auto dflt = [](const char* name) { return !env_off(name); };    // on unless turned off
-  static const NewPaths p{on("PIXELOPS_CONV_HALO_GW_SIMT"),    dflt("PIXELOPS_CONV_HALO_FLAT"),
-                          dflt("PIXELOPS_CONV_HALO_WIDE"),     on("PIXELOPS_CONV_HALO_SPLIT"),
-                          dflt("PIXELOPS_CONV_HALO_PREROUND"), dflt("PIXELOPS_CONV_PW_GW"),
-                          on("PIXELOPS_CONV_HALO_PHASES"),     on("PIXELOPS_CONV_DIRECT_GI"),
-                          dflt("PIXELOPS_CONV_GEMM_MMA")};
+  auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
+  auto kept = [](const char* name) { return !env_off(name); };      // on unless turned off
+  static const NewPaths p{asked("PIXELOPS_CONV_HALO_GW_SIMT"), kept("PIXELOPS_CONV_HALO_FLAT"),
+                          kept("PIXELOPS_CONV_HALO_WIDE"),      asked("PIXELOPS_CONV_HALO_SPLIT"),
+                          kept("PIXELOPS_CONV_HALO_PREROUND"),  kept("PIXELOPS_CONV_PW_GW"),
+                          asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
+                          kept("PIXELOPS_CONV_GEMM_MMA")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
