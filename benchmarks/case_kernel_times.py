@@ -10,7 +10,7 @@ the "kernels" are the operators' own CPU times: a check of the script, not a mea
 import argparse
 
 import torch
-from conv2d_kernel_times import kernel_ms  # noqa: E402  (this directory is on sys.path when run as a script)
+from conv2d_kernel_times import kernel_ms  # (benchmarks/ is on sys.path when this runs as a script)
 
 from pixelops.bench import _cudnn_tf32, collect
 
