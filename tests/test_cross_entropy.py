@@ -162,6 +162,30 @@ def test_all_ignored_mean_is_nan_like_torch(device, eps):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_non_finite_incoming_gradient_leaves_ignored_rows_zero(device, dtype, layout):
+    # PyTorch's backward writes zeros at ignored rows whatever gradient arrives; a product with the forward's
+    # zeros would make them NaN. 'none' with NaN and inf at some positions (ignored and not), and 'mean' and
+    # 'sum' with a NaN scalar: NaN exactly where torch has it (its rows not ignored), zero at the ignored ones.
+    x = _logits((9, 5, 4), dtype, device, layout)
+    t = _index_target((9, 5, 4), device, ignored=0.4)
+    t[0, 0], t[1, 1] = -100, 2  # one ignored and one kept position, where the NaN goes
+    for reduction in ("none", "mean", "sum"):
+        if reduction == "none":
+            grad_out = torch.randn(9, 4, dtype=dtype, device=device)
+            grad_out[0, 0], grad_out[1, 1] = float("nan"), float("nan")
+            grad_out[t == -100] = float("inf")
+        else:
+            grad_out = torch.tensor(float("nan"), dtype=dtype, device=device)
+        (gx,) = torch.autograd.grad(pixelops.cross_entropy(x, t, reduction=reduction), x, grad_out)
+        xr = x.detach().double().cpu().requires_grad_()
+        (ref,) = torch.autograd.grad(F.cross_entropy(xr, t.cpu(), reduction=reduction), xr, grad_out.double().cpu())
+        torch.testing.assert_close(gx.double().cpu(), ref, equal_nan=True, **F32_TOL)
+        assert torch.isnan(gx).any() and (gx.transpose(1, 2)[t == -100] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_weighted_mean_divides_by_the_kept_weights(device):
     x = _logits((6, 4), torch.float64, device)
     t = torch.tensor([0, 1, 2, 3, -100, 1], device=device)

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "common/array.h"
+#include "common/host_device.h"
 
 namespace pixelops {
 
@@ -65,6 +66,16 @@ inline CrossEntropyProblem describe_cross_entropy(const Array& logits, const Arr
   p.ignore_index = ignore_index;
   p.eps = label_smoothing;
   return p;
+}
+
+// The backward's grad * k (k: the loss's incoming gradient at the row), where an entry that the forward left
+// exactly zero stays zero: every entry of an ignored row is one, and PyTorch's backward leaves those rows zero
+// whatever arrives (a NaN or inf incoming gradient would otherwise turn them NaN). Elsewhere an entry is zero
+// only by underflow or coincidence, or in a row whose target's class weight is zero: there, for a NaN or inf
+// incoming gradient only, PyTorch gives NaN and this 0.
+template <class A>
+PIXELOPS_HD A scale_keeping_zeros(A g, A k) {
+  return g == A(0) ? A(0) : g * k;
 }
 
 }  // namespace pixelops

@@ -5,11 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define PIXELOPS_HD __host__ __device__ __forceinline__
-#else
-#define PIXELOPS_HD inline
-#endif
+#include "common/host_device.h"
 
 namespace pixelops {
 

@@ -120,9 +120,9 @@ inline double exp_nonpos(double x) {
       _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) g[c] = g[c] * k - kw;                              \
     }                                                                                                         \
   }                                                                                                           \
-  /* out = g k; out may be g itself (the in-place backward), so no __restrict here */                          \
+  /* out = g k (zeros kept: scale_keeping_zeros); out may be g itself (the in-place backward): no __restrict */ \
   PIXELOPS_CPU_CLONES void scale_copy(const T* g, T* out, int64_t n, T k) {                                  \
-    for (int64_t i = 0; i < n; ++i) out[i] = g[i] * k;                                                       \
+    for (int64_t i = 0; i < n; ++i) out[i] = scale_keeping_zeros(g[i], k);                                   \
   }                                                                                                           \
   PIXELOPS_CPU_CLONES void tile_max(const T* __restrict x, int64_t xc, int64_t C, int64_t L, T* __restrict m) { \
     for (int64_t l = 0; l < L; ++l) m[l] = x[l];                                                              \
@@ -406,8 +406,8 @@ void cross_entropy_forward(const Array& logits, const Array& target, const Array
   });
 }
 
-// grad_in = grad * grad_loss, the loss's gradient broadcast over the classes: grad (N, C, S); grad_loss an
-// (N, S) view (stride 0 for a scalar); grad_in may be grad itself.
+// grad_in = grad * grad_loss (zeros kept: scale_keeping_zeros), the loss's gradient broadcast over the
+// classes: grad (N, C, S); grad_loss an (N, S) view (stride 0 for a scalar); grad_in may be grad itself.
 void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Array& grad_in, uintptr_t) {
   dispatch_cpu_float(grad.dtype, "cross_entropy_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -428,7 +428,8 @@ void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Arr
         T* outr = out + n * grad_in.stride[0] + c * grad_in.stride[1];
         const T* glr = gl + n * grad_loss.stride[0];
         for (int64_t s = 0; s < S; ++s)
-          outr[s * grad_in.stride[2]] = gr[s * grad.stride[2]] * glr[s * grad_loss.stride[1]];
+          outr[s * grad_in.stride[2]] =
+              scale_keeping_zeros(gr[s * grad.stride[2]], glr[s * grad_loss.stride[1]]);
       }
     });
   });

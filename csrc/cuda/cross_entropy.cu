@@ -414,7 +414,7 @@ void launch(const Params& P, cudaStream_t st) {
   }
 }
 
-// grad_in[n, c, s] = grad[n, c, s] * grad_loss[n, s]
+// grad_in[n, c, s] = grad[n, c, s] * grad_loss[n, s], zeros kept (scale_keeping_zeros: ignored rows stay zero)
 // loss.backward() of a mean or sum sends 1: in place there is nothing to do, and the kernel, not the host (no
 // sync), finds that out, so forward + backward moves the floor's bytes (one read of the logits, one write).
 template <class T>
@@ -422,7 +422,7 @@ __global__ void ce_scale_flat(const T* g, const T* gl, T* out, int64_t n) {
   const Acc<T> k = Acc<T>(to_float(gl[0]));
   if (g == out && k == Acc<T>(1)) return;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = to_storage<T>(Acc<T>(to_float(g[i])) * k);
+    out[i] = to_storage<T>(scale_keeping_zeros(Acc<T>(to_float(g[i])), k));
 }
 
 template <class T>
@@ -434,7 +434,7 @@ __global__ void ce_scale_strided(const T* g, const T* gl, T* out, Shape sg, Shap
     const int64_t s = i % S, nc = i / S, c = nc % C, n = nc / C;
     const Acc<T> k = Acc<T>(to_float(gl[n * sgl.stride[0] + s * sgl.stride[1]]));
     const Acc<T> v = Acc<T>(to_float(g[n * sg.stride[0] + c * sg.stride[1] + s * sg.stride[2]]));
-    out[n * so.stride[0] + c * so.stride[1] + s * so.stride[2]] = to_storage<T>(v * k);
+    out[n * so.stride[0] + c * so.stride[1] + s * so.stride[2]] = to_storage<T>(scale_keeping_zeros(v, k));
   }
 }
 
