@@ -26,7 +26,8 @@ def check(name, got, ref, tol):
         failures.append(name)
 
 
-def conv_case(name, n, cin, cout, hw, k, stride, pad, groups=1, dtype=torch.float32, tf32=False, mask=None):
+def conv_case(name, n, cin, cout, hw, k, stride, pad, groups=1, dtype=torch.float32, tf32=False, mask=None,
+              relu=False):
     g = torch.Generator().manual_seed(len(name))
     x = torch.randn(n, cin, *hw, generator=g, dtype=torch.float64)
     w = torch.randn(cout, cin // groups, k, k, generator=g, dtype=torch.float64) / (cin * k * k) ** 0.5
@@ -34,13 +35,15 @@ def conv_case(name, n, cin, cout, hw, k, stride, pad, groups=1, dtype=torch.floa
     m = pixelops.conv_mask(k, mask, dtype=torch.float64) if mask else torch.ones(k, k, dtype=torch.float64)
     ref_x, ref_w, ref_b = (t.clone().requires_grad_() for t in (x, w, b))
     ref = F.conv2d(ref_x, ref_w * m, ref_b, stride, pad, 1, groups)
+    ref = ref.relu() if relu else ref
     go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     ref.backward(go)
     cx, cw, cb = (t.to(DEV, dtype).requires_grad_() for t in (x, w, b))
+    act = "relu" if relu else None
     if mask:
-        out = pixelops.masked_conv2d(cx, cw, cb, mask, stride, pad, 1, groups, allow_tf32=tf32)
+        out = pixelops.masked_conv2d(cx, cw, cb, mask, stride, pad, 1, groups, activation=act, allow_tf32=tf32)
     else:
-        out = pixelops.conv2d(cx, cw, cb, stride, pad, 1, groups, allow_tf32=tf32)
+        out = pixelops.conv2d(cx, cw, cb, stride, pad, 1, groups, activation=act, allow_tf32=tf32)
     out.backward(go.to(DEV, dtype))
     tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
     if tf32:
@@ -94,6 +97,9 @@ def main():
     # a ragged channel chunk, and a mask
     conv_case("fp32 halo grad_weight", 2, 12, 70, (11, 10), 3, 1, 1)
     conv_case("fp32 halo grad_weight mask B", 3, 16, 40, (9, 13), 3, 1, 1, mask="B")
+    # 32 x 9 = 288 weight-gradient columns over 70 rows on the float32 GEMM (the fused ReLU keeps the halo
+    # kernels off it): three 96-wide column tiles where PIXELOPS_CONV_GW_TILE96=1
+    conv_case("fp32 grad_weight 288 columns", 2, 32, 70, (9, 10), 3, 1, 1, relu=True)
     # 17-32 rows: the float32 halo's wide layout (PIXELOPS_CONV_HALO_WIDE) (forward 24 rows, grad_input 28)
     conv_case("fp32 halo wide", 3, 28, 24, (10, 11), 3, 1, 1)
     # strided grad_input by phase where PIXELOPS_CONV_HALO_PHASES=1 (the 3x3's one-tap phase: GEMM or flat mode)

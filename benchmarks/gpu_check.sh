@@ -47,7 +47,8 @@ SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer
 san_pid=
 if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
   # with the paths that are not the default on, so that memcheck sees them too
-  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
+  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 \
+    PIXELOPS_CONV_GW_TILE96=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
 fi
@@ -59,7 +60,7 @@ TESTS=${TESTS:-$(cd "$REPO" && grep -lE 'cuda|DEVICES' tests/test_*.py | grep -v
 # run again with each GEMM tile width forced (by default the width is picked per problem size), with the paths
 # that are off by default on (NEW_PATHS), and with the paths that timing turned on off (OLD_PATHS: the kernels
 # they replaced stay tested).
-NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1
+NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GW_TILE96=1
 OLD_PATHS=PIXELOPS_CONV_HALO_FLAT=0,PIXELOPS_CONV_HALO_WIDE=0,PIXELOPS_CONV_PW_GW=0,PIXELOPS_CONV_HALO_PREROUND=0,PIXELOPS_CONV_GEMM_MMA=0
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
@@ -92,10 +93,11 @@ fi
 section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; defaults, then each of KT_VARIANTS)"
 # KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
 # "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the paths that timing turned on, all
-# off (OLD_PATHS: is each still faster than what it replaced?), and the paths that stay off, all on
-# (NEW_PATHS: README, the table of them).
+# off (OLD_PATHS: is each still faster than what it replaced?), the paths that stay off, all on (NEW_PATHS:
+# README, the table of them), and GW_TILE96 alone (under NEW_PATHS, GW_SIMT takes mnist_c2's weight gradient
+# off the GEMM whose tile it changes).
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS}; do
+  for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS PIXELOPS_CONV_GW_TILE96=1}; do
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1

@@ -111,6 +111,28 @@ def test_grad_weight_is_deterministic():
     assert torch.equal(first[2], second[2]) and torch.equal(first[3], second[3])
 
 
+# float32 weight gradients on the SIMT GEMM whose columns (channels x taps) pad unevenly into tiles, over 70
+# rows (two row tiles, the second ragged): 32 x 9 = 288 and mask B's 56 x 5 = 280 (with PIXELOPS_CONV_GW_TILE96=1
+# on three 96-wide tiles, the last ragged for 280), 40 x 9 = 360 and mask B's 64 x 5 = 320 (128-wide tiles
+# either way). With the fused ReLU the halo kernels refuse them, so the GEMM runs; without it, whatever the
+# settings pick.
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("cin,mask", [(32, None), (56, "B"), (40, None), (64, "B")])
+def test_float32_weight_gradient_column_tiles(cin, mask, relu):
+    x, w = _randn(3, cin, 11, 13, seed=30, dtype=torch.float32), _randn(70, cin, 3, 3, seed=31, dtype=torch.float32)
+    b, g = _randn(70, seed=32, dtype=torch.float32), _randn(3, 70, 11, 13, seed=33, dtype=torch.float32)
+    m = pixelops.conv_mask(3, mask, dtype=torch.float32, device="cuda") if mask else torch.ones_like(w[0, 0])
+    kw = dict(mask=mask) if mask else dict(padding=1)
+    got = _run(x, w, b, g, relu, allow_tf32=False, **kw)
+    y, gx, gw, gb = _reference(x, w * m, b, g, relu, padding=1)
+    ref = (y, gx, gw * m, gb)  # the masked taps' weight gradient is zero
+    for a, r, name in zip(got, ref, ("output", "grad_input", "grad_weight", "grad_bias")):
+        torch.testing.assert_close(a.double(), r, rtol=1e-4, atol=1e-4 * r.abs().max().item(),
+                                   msg=lambda m: f"{name}: {m}")
+    if mask:  # masked taps' weight gradient exactly zero
+        assert (got[2][:, :, 2] == 0).all() and (got[2][:, :, 1, 1 + (mask == "B"):] == 0).all()
+
+
 @pytest.mark.parametrize("mask_type", ["A", "B"])
 def test_masked_taps_across_tiles(mask_type):
     x, w, b = _randn(2, 24, 13, 15, seed=9), _randn(72, 24, 5, 5, seed=10), _randn(72, seed=11)

@@ -74,6 +74,7 @@ __global__ void reduce_grad_weight(Geometry q, int splits, const A* __restrict__
 
 int sm_count();
 bool gemm_mma_sync();  // PIXELOPS_CONV_GEMM_MMA (new_paths below)
+bool gw_tile96();      // PIXELOPS_CONV_GW_TILE96
 
 // grad_bias on its own (where no weight gradient is asked for, or the few-channel kernel has no room for its
 // column): the sum of (masked) grad_y over images and pixels, per output channel. Block (m, s) sums channel m
@@ -246,7 +247,11 @@ int sm_count() { return std::max(device_attribute<cudaDevAttrMultiProcessorCount
 template <class T, class P, class F>
 void with_gemm_kernel(bool tf32, F&& f) {
   using Tl = typename P::Tl;
-  if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
+  if constexpr (Tl::BN == 96) {  // WeightTile: the float32 SIMT weight gradient's alone (with_weight_tile)
+    static_assert(std::is_same_v<T, float>, "WeightTile is float32's");
+    if (tf32) throw ValueError("conv2d: the 96-column tile has no TF32 product");
+    f(conv::gemm_kernel<P, conv::SimtMma<float, Tl>>);
+  } else if constexpr (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) {
     f(conv::gemm_kernel<P, conv::HalfMma<T, Tl>>);
   } else if constexpr (std::is_same_v<T, float>) {
     if (tf32 && gemm_mma_sync()) f(conv::gemm_kernel<P, conv::Tf32SyncMma<Tl>>);
@@ -318,6 +323,23 @@ void with_tile(int64_t m, int64_t n, F&& f) {
   else if (forced != 128 && m <= 32) f(conv::ShortTile{});
   else if (kDouble && forced != 128) f(conv::NarrowTile{});
   else f(conv::WideTile{});
+}
+
+// The weight gradient's tile: with_tile's, except that the float32 SIMT product of a problem that with_tile
+// gives 128 columns takes WeightTile's 96 where that pads its columns enough less, when new_paths().gw_tile96
+// and no tile width is forced. Enough: its K step is 897 SASS instructions for 96 columns against 1079 for 128
+// (sm_90), about 1/8 more a column, so 32 x 9 = 288 columns take it (3 x 96 against 3 x 128 padded) and
+// 64 x 9 = 576 do not (6 x 96 against 5 x 128).
+template <class T, class F>
+void with_weight_tile(int64_t m, int64_t n, bool tf32, F&& f) {
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t padded96 = (n + 95) / 96 * 96, padded128 = (n + 127) / 128 * 128;
+    if (!tf32 && gw_tile96() && forced_tile_n() == 0 && m > 32 && n >= 256 && padded96 * 9 < padded128 * 8) {
+      f(conv::WeightTile{});
+      return;
+    }
+  }
+  with_tile<T>(m, n, f);
 }
 
 unsigned grid_for(int64_t n) { return unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20)); }
@@ -457,8 +479,12 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // m16n16k8 TF32 fragments compiled to generic loads and to HMMA.1684, twice the MMA instructions of HMMA.1688
 // for the same work (SASS, sm_90; res_1x1's TF32 forward, grad_input and weight gradient on those GEMMs: 0.103,
 // 0.181 and 0.127 ms on an H100, 18-32 TFLOP/s against the halo's 73).
+// PIXELOPS_CONV_GW_TILE96 (written without a GPU, 2026-11-26, not yet timed): the float32 weight gradient's
+// GEMM on WeightTile (64 x 96) where it pads the columns less than the 128-wide tile (with_weight_tile):
+// mnist_c2's 288 columns ran at 14 TFLOP/s on the 128-wide tile, against res_3x3's 19, with a quarter of each
+// tile's multiply-adds on padding.
 struct NewPaths {
-  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma;
+  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96;
 };
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
@@ -467,10 +493,11 @@ const NewPaths& new_paths() {
                           kept("PIXELOPS_CONV_HALO_WIDE"),      asked("PIXELOPS_CONV_HALO_SPLIT"),
                           kept("PIXELOPS_CONV_HALO_PREROUND"),  kept("PIXELOPS_CONV_PW_GW"),
                           asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
-                          kept("PIXELOPS_CONV_GEMM_MMA")};
+                          kept("PIXELOPS_CONV_GEMM_MMA"),       asked("PIXELOPS_CONV_GW_TILE96")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
+bool gw_tile96() { return new_paths().gw_tile96; }
 // Whether a problem of `rows` rows takes the wide layout: TF32's product for any of 32 rows or fewer; float32's
 // leaves 16 or fewer to the GEMMs, as it does with the 64-row tile.
 bool halo_wide_takes(int64_t rows, bool tf32) {
@@ -730,7 +757,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
                halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s))
         ;  // ran on the pointwise GEMM or the halo kernel
       else
-        with_tile<T>(q.Mg, q.Cg * q.ntaps, [&](auto tile) {
+        with_weight_tile<T>(q.Mg, q.Cg * q.ntaps, allow_tf32, [&](auto tile) {
           grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s);
         });
     }

@@ -11,23 +11,32 @@ namespace pixelops::cuda::conv {
 // common case: twice the work per staged A element, and 4 x 8 outputs per thread, enough multiply-adds per
 // shared-memory load to keep the FMA pipes busy in SIMT). BM is 64, or 32 with BN = 128 for problems of at
 // most 32 rows (grad_input of a layer with 32 input channels, the taps GEMM of conv2d_taps.cuh), which would
-// leave half of a 64-row tile or more empty.
+// leave half of a 64-row tile or more empty. WeightTile (64 x 96) is for the float32 SIMT weight gradient
+// alone, whose columns are channels x taps: a 3x3 layer's 32 x 9 = 288 fill three 96-wide tiles exactly, where
+// three 128-wide ones leave a quarter of their columns idle (and 64 x 9 = 576 fill six, against four and a
+// half). Its rows of threads read 96 columns as a run of four and a run of two each; only loaders whose
+// slots keep one row or column a thread (Fetch::kKFast, grad_weight's) can stage it (Slot).
 constexpr int kBK = 16;
 constexpr int kGemmThreads = 256;
 
 template <int BN_, int BM_ = 64>
 struct Tile {
-  static_assert((BM_ == 64 && (BN_ == 64 || BN_ == 128)) || (BM_ == 32 && BN_ == 128), "tile shape");
+  static_assert((BM_ == 64 && (BN_ == 64 || BN_ == 96 || BN_ == 128)) || (BM_ == 32 && BN_ == 128), "tile shape");
   static constexpr int BM = BM_, BN = BN_;
   static constexpr int TM = BM / 16, TN = BN / 16;  // outputs per thread: 16 x 16 threads
   // Thread (tx, ty) = (tid % 16, tid / 16) owns rows ty*TM + i and columns (j / 4)*64 + tx*4 + j % 4: runs of
-  // four columns (and of TM rows), so the SIMT product reads its operands from shared memory as vectors.
+  // four columns (and of TM rows), so the SIMT product reads its operands from shared memory as vectors. With
+  // 96 columns, its last two are 64 + tx*2 + (j - 4): a run of two in the tile's last 32.
   __device__ static int row(int tid, int i) { return (tid / 16) * TM + i; }
-  __device__ static int col(int tid, int j) { return (j / 4) * 64 + (tid % 16) * 4 + (j % 4); }
+  __device__ static int col(int tid, int j) {
+    if (BN == 96 && j >= 4) return 64 + (tid % 16) * 2 + (j - 4);
+    return (j / 4) * 64 + (tid % 16) * 4 + (j % 4);
+  }
 };
 using NarrowTile = Tile<64>;
 using WideTile = Tile<128>;
 using ShortTile = Tile<128, 32>;
+using WeightTile = Tile<96>;
 
 template <class T> struct AccOf { using type = float; };  // float accumulation for float, half, bfloat16
 template <> struct AccOf<double> { using type = double; };
@@ -41,6 +50,7 @@ enum class Fetch { kMnFast, kKFast };
 template <Fetch F, int E> struct Slot;
 // kPerSlot: how far the varying index (k for MnFast, the row/column for KFast) moves from one slot to the next.
 template <int E> struct Slot<Fetch::kMnFast, E> {
+  static_assert(kGemmThreads % E == 0, "a tile width that divides the threads (not WeightTile's 96)");
   static constexpr int kSlots = E * kBK / kGemmThreads, kPerSlot = kGemmThreads / E;
   __device__ static int k(int tid, int r) { return tid / E + (kGemmThreads / E) * r; }
   __device__ static int mn(int tid, int) { return tid % E; }
@@ -212,7 +222,17 @@ template <class A>
 __device__ __forceinline__ void load4(const A* p, A* out) {
   for (int i = 0; i < 4; ++i) out[i] = p[i];
 }
+// Two consecutive values of a shared row (8-byte aligned: WeightTile's run of two).
+template <class A>
+__device__ __forceinline__ void load2(const A* p, A* out) {
+  out[0] = p[0]; out[1] = p[1];
+}
 #ifdef __CUDACC__
+template <>
+__device__ __forceinline__ void load2<float>(const float* p, float* out) {
+  const float2 v = *reinterpret_cast<const float2*>(p);
+  out[0] = v.x; out[1] = v.y;
+}
 template <>
 __device__ __forceinline__ void load4<float>(const float* p, float* out) {
   const float4 v = *reinterpret_cast<const float4*>(p);
@@ -247,7 +267,8 @@ struct SimtMma {
 #pragma unroll
         for (int i = 0; i < Tl::TM; ++i) a[i] = As[kk][r0 + i];
 #pragma unroll
-      for (int j = 0; j < Tl::TN; j += 4) load4(&Bs[kk][c0 + (j / 4) * 64], b + j);
+      for (int j = 0; j + 4 <= Tl::TN; j += 4) load4(&Bs[kk][c0 + (j / 4) * 64], b + j);
+      if constexpr (Tl::TN % 4 == 2) load2(&Bs[kk][Tl::col(tid, Tl::TN - 2)], b + Tl::TN - 2);  // WeightTile
 #pragma unroll
       for (int i = 0; i < Tl::TM; ++i)
 #pragma unroll

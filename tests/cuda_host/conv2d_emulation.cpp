@@ -212,112 +212,117 @@ static void run_case(const Case& c, std::mt19937& rng) {
             }
         }
 
-  // forward, both K orders where the tap-major one applies
-  for (int tap_major = 0; tap_major < 2; ++tap_major) {
-    if (tap_major && q.Cg % kBK) { refuse("forward (tap-major)"); continue; }
-    std::vector<double> got(ref_y.size(), NAN);
-    auto fill = [&](auto p) {
-      p.q = q; p.x = xp; p.w = wp; p.b = bp; p.y = got.data(); p.relu = c.relu;
-      p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
-      emulate_gemm(p);
-    };
-    if (tap_major) fill(ForwardGemm<double, Tl, true>{});
-    else fill(ForwardGemm<double, Tl, false>{});
-    expect_close(tap_major ? "forward (tap-major)" : "forward", c, got, ref_y);
-  }
-  // forward, direct kernel (few input channels a group): the weight staging for all threads (into shared arrays
-  // poisoned first: a weight the staging misses reads as NaN), then the pixels lane by lane, warp by warp, over
-  // a grid smaller than the image so the grid-stride loop turns too
-  if (!forward_direct_fits(q)) refuse("forward (direct)");
-  else {
-    std::vector<double> got(ref_y.size(), NAN), wsh(kDirectWeights);
-    std::vector<WindowTap> taps(kDirectK);
-    const int threads = 64, blocks = 3, warps = blocks * threads / 32;
-    for (int64_t g = 0; g < q.G; ++g) {
-      std::fill(wsh.begin(), wsh.end(), NAN);
-      std::fill(taps.begin(), taps.end(), WindowTap{1 << 30, 0});
-      for (int tid = 0; tid < threads; ++tid)
-        forward_direct_stage(q, wp, g, wsh.data(), taps.data(), tid, threads);
-      for (int warp = 0; warp < warps; ++warp)
-        for (int lane = 0; lane < 32; ++lane)
-          forward_direct_pixels(q, xp, bp, got.data(), c.relu, g, wsh.data(), taps.data(), lane, warp, warps);
-    }
-    expect_close("forward (direct)", c, got, ref_y);
-  }
-  // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
-  for (int variant = 0; variant < 3; ++variant) {
-    if ((variant == 1 && q.Mg % kBK) || (variant == 2 && !grad_input_direct_fits(q))) {
-      refuse(variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)");
-      continue;
-    }
-    std::vector<double> got(ref_gx.size(), NAN);
-    if (variant == 2) {
-      // the weight staging for all threads (into a shared array poisoned first), then runs of kGiPixels pixels
-      // warp by warp over a grid smaller than the image: each lane's slice sum, the shuffles' butterfly (every
-      // lane adds lane ^ o's sums as they were before that round), slice 0's stores
-      std::vector<double> wsh(kDirectWeights);
-      const int threads = 64, blocks = 3, warps = blocks * threads / 32;
-      const int64_t total = q.N * q.H * q.W;
-      auto run = [&](auto cg) {
-        constexpr int CG = decltype(cg)::value;
-        for (int64_t g = 0; g < q.G; ++g) {
-          std::fill(wsh.begin(), wsh.end(), NAN);
-          for (int tid = 0; tid < threads; ++tid)
-            grad_input_direct_stage<double, double, CG>(q, wp, g, wsh.data(), tid, threads);
-          for (int warp = 0; warp < warps; ++warp)
-            for (int64_t base = warp * int64_t(kGiPixels); base < total; base += int64_t(warps) * kGiPixels) {
-              double sum[32][CG] = {}, was[32][CG];
-              for (int lane = 0; lane < 32; ++lane)
-                if (base + lane % kGiPixels < total)
-                  grad_input_direct_sum<double, double, CG>(q, yp, gyp, g, wsh.data(), base + lane % kGiPixels,
-                                                            lane / kGiPixels, sum[lane]);
-              for (int o = kGiPixels; o < 32; o *= 2) {
-                std::copy(&sum[0][0], &sum[0][0] + 32 * CG, &was[0][0]);
-                for (int lane = 0; lane < 32; ++lane)
-                  for (int c2 = 0; c2 < CG; ++c2) sum[lane][c2] += was[lane ^ o][c2];
-              }
-              for (int lane = 0; lane < kGiPixels && base + lane < total; ++lane)
-                grad_input_direct_store<double, double, CG>(q, got.data(), g, base + lane, sum[lane]);
-            }
-        }
-      };
-      if (q.Cg == 1) run(std::integral_constant<int, 1>{});
-      else if (q.Cg == 2) run(std::integral_constant<int, 2>{});
-      else run(std::integral_constant<int, kDirectCg>{});
-    } else {
-      // one GEMM per stride phase, as conv2d_backward runs them
-      auto fill = [&](auto p, const Phase& f) {
-        p.q = q; p.f = f; p.w = wp; p.y = yp; p.gy = gyp; p.gx = got.data();
-        p.M = q.Cg; p.N = q.N * f.PH * f.PW; p.K = q.Mg * f.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+  // WeightTile (64 x 96) is the float32 weight gradient's alone (its slots only stage grad_weight's operands):
+  // with it, the grad_weight GEMM's checks alone run.
+  constexpr bool kWeightOnly = Tl::BN == 96;
+  if constexpr (!kWeightOnly) {
+    // forward, both K orders where the tap-major one applies
+    for (int tap_major = 0; tap_major < 2; ++tap_major) {
+      if (tap_major && q.Cg % kBK) { refuse("forward (tap-major)"); continue; }
+      std::vector<double> got(ref_y.size(), NAN);
+      auto fill = [&](auto p) {
+        p.q = q; p.x = xp; p.w = wp; p.b = bp; p.y = got.data(); p.relu = c.relu;
+        p.M = q.Mg; p.N = q.N * q.OH * q.OW; p.K = q.Cg * q.ntaps; p.groups = int(q.G); p.kchunk = p.K;
         emulate_gemm(p);
       };
-      for (int rh = 0; rh < q.sh; ++rh)
-        for (int rw = 0; rw < q.sw; ++rw) {
-          const Phase f = plan_phase(q, rh, rw);
-          if (f.PH == 0 || f.PW == 0) continue;
-          if (variant == 1) fill(GradInputGemm<double, Tl, true>{}, f);
-          else fill(GradInputGemm<double, Tl, false>{}, f);
-        }
+      if (tap_major) fill(ForwardGemm<double, Tl, true>{});
+      else fill(ForwardGemm<double, Tl, false>{});
+      expect_close(tap_major ? "forward (tap-major)" : "forward", c, got, ref_y);
     }
-    expect_close(variant == 0 ? "grad_input" : variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)", c,
-                 got, ref_gx);
-  }
-  // grad_input by taps (few channels a group, no ReLU gate): packed weights, the 1x1 GEMM into z, the gather.
-  // Checked for any Mg here, though conv2d_backward takes it from Mg = 16 on.
-  if (c.relu || q.Cg > kDirectCg) refuse("grad_input (taps)");
-  else {
-    const Geometry zq = taps_geometry(q);
-    std::vector<double> packed(zq.M * zq.Cg), z(zq.N * zq.M * zq.OH * zq.OW, NAN), got(ref_gx.size(), NAN);
-    for (int64_t i = 0; i < int64_t(packed.size()); ++i) packed[i] = packed_tap_weight(q, wp, i);
-    auto fill = [&](auto p) {
-      p.q = zq; p.x = gyp; p.w = packed.data(); p.b = nullptr; p.y = z.data(); p.relu = false;
-      p.M = zq.Mg; p.N = zq.N * zq.OH * zq.OW; p.K = zq.Cg; p.groups = int(zq.G); p.kchunk = p.K;
-      emulate_gemm(p);
-    };
-    if (zq.Cg % kBK == 0) fill(ForwardGemm<double, Tl, true>{});
-    else fill(ForwardGemm<double, Tl, false>{});
-    for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = gather_taps(q, z.data(), i);
-    expect_close("grad_input (taps)", c, got, ref_gx);
+    // forward, direct kernel (few input channels a group): the weight staging for all threads (into shared arrays
+    // poisoned first: a weight the staging misses reads as NaN), then the pixels lane by lane, warp by warp, over
+    // a grid smaller than the image so the grid-stride loop turns too
+    if (!forward_direct_fits(q)) refuse("forward (direct)");
+    else {
+      std::vector<double> got(ref_y.size(), NAN), wsh(kDirectWeights);
+      std::vector<WindowTap> taps(kDirectK);
+      const int threads = 64, blocks = 3, warps = blocks * threads / 32;
+      for (int64_t g = 0; g < q.G; ++g) {
+        std::fill(wsh.begin(), wsh.end(), NAN);
+        std::fill(taps.begin(), taps.end(), WindowTap{1 << 30, 0});
+        for (int tid = 0; tid < threads; ++tid)
+          forward_direct_stage(q, wp, g, wsh.data(), taps.data(), tid, threads);
+        for (int warp = 0; warp < warps; ++warp)
+          for (int lane = 0; lane < 32; ++lane)
+            forward_direct_pixels(q, xp, bp, got.data(), c.relu, g, wsh.data(), taps.data(), lane, warp, warps);
+      }
+      expect_close("forward (direct)", c, got, ref_y);
+    }
+    // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
+    for (int variant = 0; variant < 3; ++variant) {
+      if ((variant == 1 && q.Mg % kBK) || (variant == 2 && !grad_input_direct_fits(q))) {
+        refuse(variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)");
+        continue;
+      }
+      std::vector<double> got(ref_gx.size(), NAN);
+      if (variant == 2) {
+        // the weight staging for all threads (into a shared array poisoned first), then runs of kGiPixels pixels
+        // warp by warp over a grid smaller than the image: each lane's slice sum, the shuffles' butterfly (every
+        // lane adds lane ^ o's sums as they were before that round), slice 0's stores
+        std::vector<double> wsh(kDirectWeights);
+        const int threads = 64, blocks = 3, warps = blocks * threads / 32;
+        const int64_t total = q.N * q.H * q.W;
+        auto run = [&](auto cg) {
+          constexpr int CG = decltype(cg)::value;
+          for (int64_t g = 0; g < q.G; ++g) {
+            std::fill(wsh.begin(), wsh.end(), NAN);
+            for (int tid = 0; tid < threads; ++tid)
+              grad_input_direct_stage<double, double, CG>(q, wp, g, wsh.data(), tid, threads);
+            for (int warp = 0; warp < warps; ++warp)
+              for (int64_t base = warp * int64_t(kGiPixels); base < total; base += int64_t(warps) * kGiPixels) {
+                double sum[32][CG] = {}, was[32][CG];
+                for (int lane = 0; lane < 32; ++lane)
+                  if (base + lane % kGiPixels < total)
+                    grad_input_direct_sum<double, double, CG>(q, yp, gyp, g, wsh.data(), base + lane % kGiPixels,
+                                                              lane / kGiPixels, sum[lane]);
+                for (int o = kGiPixels; o < 32; o *= 2) {
+                  std::copy(&sum[0][0], &sum[0][0] + 32 * CG, &was[0][0]);
+                  for (int lane = 0; lane < 32; ++lane)
+                    for (int c2 = 0; c2 < CG; ++c2) sum[lane][c2] += was[lane ^ o][c2];
+                }
+                for (int lane = 0; lane < kGiPixels && base + lane < total; ++lane)
+                  grad_input_direct_store<double, double, CG>(q, got.data(), g, base + lane, sum[lane]);
+              }
+          }
+        };
+        if (q.Cg == 1) run(std::integral_constant<int, 1>{});
+        else if (q.Cg == 2) run(std::integral_constant<int, 2>{});
+        else run(std::integral_constant<int, kDirectCg>{});
+      } else {
+        // one GEMM per stride phase, as conv2d_backward runs them
+        auto fill = [&](auto p, const Phase& f) {
+          p.q = q; p.f = f; p.w = wp; p.y = yp; p.gy = gyp; p.gx = got.data();
+          p.M = q.Cg; p.N = q.N * f.PH * f.PW; p.K = q.Mg * f.ntaps; p.groups = int(q.G); p.kchunk = p.K;
+          emulate_gemm(p);
+        };
+        for (int rh = 0; rh < q.sh; ++rh)
+          for (int rw = 0; rw < q.sw; ++rw) {
+            const Phase f = plan_phase(q, rh, rw);
+            if (f.PH == 0 || f.PW == 0) continue;
+            if (variant == 1) fill(GradInputGemm<double, Tl, true>{}, f);
+            else fill(GradInputGemm<double, Tl, false>{}, f);
+          }
+      }
+      expect_close(variant == 0 ? "grad_input" : variant == 1 ? "grad_input (tap-major)" : "grad_input (direct)", c,
+                   got, ref_gx);
+    }
+    // grad_input by taps (few channels a group, no ReLU gate): packed weights, the 1x1 GEMM into z, the gather.
+    // Checked for any Mg here, though conv2d_backward takes it from Mg = 16 on.
+    if (c.relu || q.Cg > kDirectCg) refuse("grad_input (taps)");
+    else {
+      const Geometry zq = taps_geometry(q);
+      std::vector<double> packed(zq.M * zq.Cg), z(zq.N * zq.M * zq.OH * zq.OW, NAN), got(ref_gx.size(), NAN);
+      for (int64_t i = 0; i < int64_t(packed.size()); ++i) packed[i] = packed_tap_weight(q, wp, i);
+      auto fill = [&](auto p) {
+        p.q = zq; p.x = gyp; p.w = packed.data(); p.b = nullptr; p.y = z.data(); p.relu = false;
+        p.M = zq.Mg; p.N = zq.N * zq.OH * zq.OW; p.K = zq.Cg; p.groups = int(zq.G); p.kchunk = p.K;
+        emulate_gemm(p);
+      };
+      if (zq.Cg % kBK == 0) fill(ForwardGemm<double, Tl, true>{});
+      else fill(ForwardGemm<double, Tl, false>{});
+      for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = gather_taps(q, z.data(), i);
+      expect_close("grad_input (taps)", c, got, ref_gx);
+    }
   }
   // grad_weight, split over K in three (gw_splits; then reduce_grad_weight's sums: masked taps 0); again with
   // grad_bias as one more column, A's row sums shared out over the column tiles
@@ -341,68 +346,74 @@ static void run_case(const Case& c, std::mt19937& rng) {
       expect_close(("grad_bias (the GEMM's row sums, " + splits + ")").c_str(), c, gb, ref_gb);
     }
   }
-  // grad_weight, direct (few channels a group): grad_weight_direct's phases for all threads in turn, block by
-  // block over runs of pixels that end mid-chunk (a partial sum each), then reduce_grad_weight's sums;
-  // the shared arrays are poisoned before each chunk. Again with grad_bias as the column of ones where K + 1
-  // columns fit.
-  for (bool ones : {false, true}) {
-    if (!grad_weight_direct_fits(q) || (ones && !grad_weight_direct_takes_bias(q))) {
-      refuse(ones ? "grad_weight (direct, bias column)" : "grad_weight (direct)");
-      continue;
-    }
-    auto run = [&](auto kmax_tag) {
-      constexpr int KMAX = decltype(kmax_tag)::value;
-      using S = GwdShape<double, KMAX>;
-      const int K = int(q.Cg) * q.ntaps, ncol = K + (ones ? 1 : 0);
-      std::vector<WindowTap> taps(KMAX);
-      for (int k = 0; k < K; ++k) taps[k] = window_tap(q, k);
-      // runs ending mid-chunk unless run_extra is 0 (the kernel's are whole)
-      const int64_t P = q.N * q.OH * q.OW, run_len = S::P * c.run_chunks + c.run_extra;
-      const int runs = int((P + run_len - 1) / run_len);
-      std::vector<double> ws(runs * q.M * int64_t(ncol), NAN), got(ref_gw.size()), gys(S::P * S::LG),
-          xs(S::P * S::LX);
-      std::vector<GwdPixel> px(S::P);
-      static double acc[kGwdThreads][4][S::KT];
-      for (int64_t g = 0; g < q.G; ++g)
-        for (int64_t m0 = 0; m0 < q.Mg; m0 += kGwdRows)
-          for (int64_t first = 0; first < P; first += run_len) {
-            for (auto& t : acc) for (auto& a : t) for (auto& b : a) b = 0;
-            const int64_t last = std::min(P, first + run_len);
-            for (int64_t p0 = first; p0 < last; p0 += S::P) {
-              std::fill(gys.begin(), gys.end(), NAN);
-              std::fill(xs.begin(), xs.end(), NAN);
-              for (int tid = 0; tid < S::P; ++tid) gwd_pixel<double, KMAX>(q, g, m0, p0, last, tid, px.data());
-              for (int tid = 0; tid < kGwdThreads; ++tid)
-                gwd_stage<double, double, KMAX>(q, xp, yp, gyp, m0, taps.data(), px.data(), gys.data(), xs.data(), tid,
-                                                ones);
-              for (int tid = 0; tid < kGwdThreads; ++tid) gwd_accumulate<double, KMAX>(gys.data(), xs.data(), tid, acc[tid]);
-            }
-            // the kernel's reduction: warps of one column split, pixel split 0 first, then 1, ...
-            for (int tid = 0; tid < kGwdThreads; ++tid) {
-              const int warp = tid / 32, lane = tid % 32, ps = warp / S::KS, ks = warp % S::KS;
-              const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
-              for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < S::KT; ++j)
-                  if (m0 + r0 + i < q.Mg && k0 + j < ncol) {
-                    double& part = ws[((first / run_len) * q.M + g * q.Mg + m0 + r0 + i) * ncol + k0 + j];
-                    part = (ps == 0 ? 0.0 : part) + acc[tid][i][j];
-                  }
-                  else if (ps == 0 && acc[tid][i][j] != 0.0) { std::printf("FAIL: a sum outside the problem\n"); ++failures; }
-            }
-          }
-      for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, ws.data(), runs, ones, i);
-      expect_close(ones ? "grad_weight (direct, with the bias column)" : "grad_weight (direct)", c, got, ref_gw);
-      if (ones) {
-        std::vector<double> gb(q.M);
-        for (int64_t m = 0; m < q.M; ++m)
-          gb[m] = reduce_weight_output(q, ws.data(), runs, true, int64_t(got.size()) + m);  // past grad_weight's
-        expect_close("grad_bias (direct's column of ones)", c, gb, ref_gb);
+  if constexpr (!kWeightOnly) {
+    // grad_weight, direct (few channels a group): grad_weight_direct's phases for all threads in turn, block by
+    // block over runs of pixels that end mid-chunk (a partial sum each), then reduce_grad_weight's sums;
+    // the shared arrays are poisoned before each chunk. Again with grad_bias as the column of ones where K + 1
+    // columns fit.
+    for (bool ones : {false, true}) {
+      if (!grad_weight_direct_fits(q) || (ones && !grad_weight_direct_takes_bias(q))) {
+        refuse(ones ? "grad_weight (direct, bias column)" : "grad_weight (direct)");
+        continue;
       }
-    };
-    switch (grad_weight_direct_kmax(q, ones)) {
-      case 16: run(std::integral_constant<int, 16>{}); break;
-      case 32: run(std::integral_constant<int, 32>{}); break;
-      default: run(std::integral_constant<int, 64>{});
+      auto run = [&](auto kmax_tag) {
+        constexpr int KMAX = decltype(kmax_tag)::value;
+        using S = GwdShape<double, KMAX>;
+        const int K = int(q.Cg) * q.ntaps, ncol = K + (ones ? 1 : 0);
+        std::vector<WindowTap> taps(KMAX);
+        for (int k = 0; k < K; ++k) taps[k] = window_tap(q, k);
+        // runs ending mid-chunk unless run_extra is 0 (the kernel's are whole)
+        const int64_t P = q.N * q.OH * q.OW, run_len = S::P * c.run_chunks + c.run_extra;
+        const int runs = int((P + run_len - 1) / run_len);
+        std::vector<double> ws(runs * q.M * int64_t(ncol), NAN), got(ref_gw.size()), gys(S::P * S::LG),
+            xs(S::P * S::LX);
+        std::vector<GwdPixel> px(S::P);
+        static double acc[kGwdThreads][4][S::KT];
+        for (int64_t g = 0; g < q.G; ++g)
+          for (int64_t m0 = 0; m0 < q.Mg; m0 += kGwdRows)
+            for (int64_t first = 0; first < P; first += run_len) {
+              for (auto& t : acc) for (auto& a : t) for (auto& b : a) b = 0;
+              const int64_t last = std::min(P, first + run_len);
+              for (int64_t p0 = first; p0 < last; p0 += S::P) {
+                std::fill(gys.begin(), gys.end(), NAN);
+                std::fill(xs.begin(), xs.end(), NAN);
+                for (int tid = 0; tid < S::P; ++tid) gwd_pixel<double, KMAX>(q, g, m0, p0, last, tid, px.data());
+                for (int tid = 0; tid < kGwdThreads; ++tid)
+                  gwd_stage<double, double, KMAX>(q, xp, yp, gyp, m0, taps.data(), px.data(), gys.data(), xs.data(),
+                                                  tid, ones);
+                for (int tid = 0; tid < kGwdThreads; ++tid)
+                  gwd_accumulate<double, KMAX>(gys.data(), xs.data(), tid, acc[tid]);
+              }
+              // the kernel's reduction: warps of one column split, pixel split 0 first, then 1, ...
+              for (int tid = 0; tid < kGwdThreads; ++tid) {
+                const int warp = tid / 32, lane = tid % 32, ps = warp / S::KS, ks = warp % S::KS;
+                const int r0 = 4 * (lane % 16), k0 = ks * (KMAX / S::KS) + (lane / 16) * S::KT;
+                for (int i = 0; i < 4; ++i)
+                  for (int j = 0; j < S::KT; ++j)
+                    if (m0 + r0 + i < q.Mg && k0 + j < ncol) {
+                      double& part = ws[((first / run_len) * q.M + g * q.Mg + m0 + r0 + i) * ncol + k0 + j];
+                      part = (ps == 0 ? 0.0 : part) + acc[tid][i][j];
+                    }
+                    else if (ps == 0 && acc[tid][i][j] != 0.0) {
+                      std::printf("FAIL: a sum outside the problem\n");
+                      ++failures;
+                    }
+              }
+            }
+        for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, ws.data(), runs, ones, i);
+        expect_close(ones ? "grad_weight (direct, with the bias column)" : "grad_weight (direct)", c, got, ref_gw);
+        if (ones) {
+          std::vector<double> gb(q.M);
+          for (int64_t m = 0; m < q.M; ++m)
+            gb[m] = reduce_weight_output(q, ws.data(), runs, true, int64_t(got.size()) + m);  // past grad_weight's
+          expect_close("grad_bias (direct's column of ones)", c, gb, ref_gb);
+        }
+      };
+      switch (grad_weight_direct_kmax(q, ones)) {
+        case 16: run(std::integral_constant<int, 16>{}); break;
+        case 32: run(std::integral_constant<int, 32>{}); break;
+        default: run(std::integral_constant<int, 64>{});
+      }
     }
   }
 }
@@ -530,6 +541,8 @@ static void run_tiles(const Case& c, std::mt19937& rng) {
   run_case<WideTile>(c, rng);
   where.replace(0, 8, "32 x 128");
   run_case<ShortTile>(c, rng);
+  where.replace(0, 8, "64 x 96 ");
+  run_case<WeightTile>(c, rng);  // grad_weight's GEMM alone
 }
 
 int main(int argc, char** argv) {
@@ -600,6 +613,8 @@ int main(int argc, char** argv) {
     run_case<WideTile>(c, rng);
     std::printf("-- 32 x 128 tiles\n");
     run_case<ShortTile>(c, rng);
+    std::printf("-- 64 x 96 tiles (grad_weight's GEMM alone)\n");
+    run_case<WeightTile>(c, rng);
   }
   std::printf("%s\n", failures ? "FAILED" : "all passed");
   return failures ? 1 : 0;
