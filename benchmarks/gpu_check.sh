@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu_check.sh              # everything
 #   OPS=relu,conv2d TESTS="tests/test_conv2d.py" bash benchmarks/gpu_check.sh
-#   SKIP_KERNEL_TIMES=1 SKIP_TRAIN=1 NCU=res_3x3 ...   # leave out / add sections
+#   SKIP_KERNEL_TIMES=1 SKIP_HOST_TIMES=1 SKIP_TRAIN=1 NCU="res_3x3 res_s2:tf32" ...   # leave out / add sections
 #   KT_VARIANTS=PIXELOPS_CONV_TILE_N=64 ...            # per-kernel times under other settings too
 #   CASE_KT=per_sample ...                             # both sides' kernels of those bench rows
 #
@@ -106,6 +106,11 @@ for tf32 in "" --tf32; do
 done
 }
 
+[ -n "${SKIP_HOST_TIMES:-}" ] || {
+section "conv2d: host time of a call, layer by layer, against F.conv2d's (the host-bound rows' figures)"
+timeout 90 "$PY" "$REPO/benchmarks/conv2d_host_times.py" 2>&1 | tee "$LOGS/conv2d-host-times.log" | tail -14
+}
+
 if [ -n "${CASE_KT:-}" ]; then
   section "GPU time per kernel of the bench rows of $CASE_KT, both sides"
   timeout 150 "$PY" "$REPO/benchmarks/case_kernel_times.py" --ops "$CASE_KT" >"$LOGS/case-kernel-times.log" 2>&1
@@ -130,27 +135,35 @@ for v in ${BENCH_VARIANTS-$NEW_PATHS}; do
 done
 
 if [ -n "${NCU:-}" ]; then
-  section "Nsight Compute: conv2d kernels of $NCU (NCU_KERNELS; NCU_MODES: fp32 and/or tf32)"
+  section "Nsight Compute: conv2d kernels of $NCU (NCU_KERNELS; modes: NCU_MODES or each item's own)"
   NCU_BIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  # NCU_KERNELS: which kernels (a regex), NCU_SKIP: how many of their launches the warm-up passes make (three
-  # passes run: 6 skips two passes of three GEMM / halo launches; for one launch a pass, such as mnist_c1's or
-  # pcnn_maskA's forward_direct at 0.5-0.9 TB/s of writes, NCU_KERNELS=forward_direct NCU_SKIP=2)
+  # NCU: suite shapes, each as shape or shape:mode (mode fp32 or tf32; a bare shape takes NCU_MODES, both by
+  # default), e.g. NCU="res_3x3 res_s2:tf32". NCU_KERNELS: which kernels (a regex), NCU_SKIP: how many of their
+  # launches to skip first (three passes run; 6 skips two passes of three GEMM / halo launches; for one launch
+  # a pass, such as mnist_c1's or pcnn_maskA's forward_direct, NCU_KERNELS=forward_direct NCU_SKIP=2),
+  # NCU_COUNT: how many launches to profile (3).
   NCU_KERNELS=${NCU_KERNELS:-gemm_kernel|halo_conv_kernel}
   NCU_SKIP=${NCU_SKIP:-6}
-  for mode in ${NCU_MODES:-fp32 tf32}; do
-    tf32=; [ "$mode" = tf32 ] && tf32=--tf32
-    log="$LOGS/ncu-$NCU-$mode.log"
-    # the sections' summaries, plus each stall reason (warps stalled per issued instruction) and the
-    # instruction count, which the sections leave out of their text output
-    timeout 150 "$NCU_BIN" --clock-control none --kernel-name "regex:$NCU_KERNELS" --launch-skip "$NCU_SKIP" --launch-count 3 \
-      --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
-      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum' \
-      "$PY" "$REPO/benchmarks/conv2d_ncu.py" "$NCU" $tf32 >"$log" 2>&1
-    echo "ncu $mode rc=$? ($log)"
-    grep -E "$NCU_KERNELS"'|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|inst_executed.sum|issue_stalled' "$log" \
-      | grep -vE 'issue_stalled_[a-z_]+_per_issue_active.ratio +(inst|ratio)? *0\.[0-1]' \
-      | sed -E 's/\(pixelops::cuda::conv::[^)]*\)//; s/pixelops::cuda::conv:://g; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' \
-      | cut -c1-150 | head -60
+  for item in $NCU; do
+    shape=${item%%:*}
+    modes=${NCU_MODES:-fp32 tf32}
+    [ "$item" != "$shape" ] && modes=${item#*:}
+    for mode in $modes; do
+      tf32=; [ "$mode" = tf32 ] && tf32=--tf32
+      log="$LOGS/ncu-$shape-$mode.log"
+      # the sections' summaries, plus each stall reason (warps stalled per issued instruction) and the
+      # instruction count, which the sections leave out of their text output
+      timeout 150 "$NCU_BIN" --clock-control none --kernel-name "regex:$NCU_KERNELS" --launch-skip "$NCU_SKIP" \
+        --launch-count "${NCU_COUNT:-3}" \
+        --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
+        --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum' \
+        "$PY" "$REPO/benchmarks/conv2d_ncu.py" "$shape" $tf32 >"$log" 2>&1
+      echo "ncu $shape $mode rc=$? ($log)"
+      grep -E "$NCU_KERNELS"'|Duration|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|inst_executed.sum|issue_stalled|L2 Cache Throughput|DRAM Throughput|L1/TEX Hit' "$log" \
+        | grep -vE 'issue_stalled_[a-z_]+_per_issue_active.ratio +(inst|ratio)? *0\.[0-1]' \
+        | sed -E 's/\(pixelops::cuda::conv::[^)]*\)//; s/pixelops::cuda::conv:://g; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' \
+        | cut -c1-150 | head -60
+    done
   done
 fi
 
