@@ -177,34 +177,92 @@ def _saved(ctx):
     return items[:-1], items[-1]
 
 
+class _Rest:
+    """The non-tensor arguments of a call (stride, padding, flags, ...) as one opaque pytree leaf. Under a
+    torch.func transform an autograd.Function's arguments are flattened and rebuilt several times a call, and
+    a conv's nested tuples of ints made that most of a per-sample gradient's host time: vmap(grad(...)) of a
+    tiny conv took 2.2 ms on a 2-core CPU, against 0.57 for F.conv2d."""
+    __slots__ = ("args",)
+
+    def __init__(self, args):
+        self.args = args
+
+
+def _leading_tensors(fn: Callable) -> int:
+    """How many leading parameters of fn are annotated as tensors (Tensor or Optional[Tensor])."""
+    hints = typing.get_type_hints(fn)
+    params = list(inspect.signature(fn).parameters)
+    return next((i for i, p in enumerate(params) if hints.get(p) not in _TENSOR_HINTS), len(params))
+
+
+def _packed_function(title: str, kernel: Callable, setup: Callable, backward: Callable, jvp: Callable,
+                     vmap: Callable, doc: str = "") -> Callable:
+    """An autograd.Function running `kernel`, whose inputs are the kernel's leading tensor arguments (those of
+    its parameters annotated as tensors) and one _Rest holding the others; returns its apply, called with the
+    kernel's arguments as they are. setup, backward, jvp and vmap see the kernel's arguments too: setup(ctx,
+    args, output); backward(ctx, *grads) and jvp(ctx, *tangents) return one gradient or tangent an argument
+    (the tangents they get are one an argument too); vmap(info, in_dims, *args), in_dims one an argument."""
+    n = _leading_tensors(kernel)
+
+    def args_of(inputs):
+        return (*inputs[:n], *inputs[n].args) if len(inputs) > n else inputs
+
+    def setup_context(ctx, inputs, output):
+        ctx.rest = len(inputs[n].args) if len(inputs) > n else 0  # how many arguments the _Rest holds
+        setup(ctx, args_of(inputs), output)
+
+    def run_backward(ctx, *grads):  # the tensors' gradients, then None for the _Rest
+        out = backward(ctx, *grads)
+        if not ctx.rest:
+            return out
+        return (*out[:n], None)
+
+    def run_jvp(ctx, *tangents):
+        return jvp(ctx, *tangents[:n], *((None,) * ctx.rest))
+
+    def run_vmap(info, in_dims, *inputs):
+        rest = len(inputs[n].args) if len(inputs) > n else 0
+        return vmap(info, (*in_dims[:n], *((None,) * rest)), *args_of(inputs))
+
+    apply = type(title, (torch.autograd.Function,), {
+        "forward": staticmethod(lambda *inputs: kernel(*args_of(inputs))),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(run_backward),
+        "jvp": staticmethod(run_jvp),
+        "vmap": staticmethod(run_vmap),
+        "__doc__": doc,
+    }).apply
+
+    def packed_apply(*args):
+        return apply(*args[:n], _Rest(args[n:])) if len(args) > n else apply(*args)
+
+    return packed_apply
+
+
 def func_function(name: str, forward: Callable, setup_context: Callable, backward: Callable,
                   backward_kernel: Callable, rules: FuncRules) -> SimpleNamespace:
     """The op as torch.func transforms need it: autograd.Functions in the style they require (forward without
     ctx, setup_context apart) following `rules`. The backward runs through a Function of its own, so that it
-    too can be vmapped (per-sample gradients: vmap(grad(f)); jacrev) and differentiated. Returns the `fns` the
-    rules get: .forward and .backward, the two Functions' apply."""
+    too can be vmapped (per-sample gradients: vmap(grad(f)); jacrev) and differentiated. Each Function takes its
+    non-tensor arguments as one opaque leaf (_Rest); the rules see them as they are. Returns the `fns` the rules
+    get: .forward and .backward, calling the two Functions with the kernels' arguments."""
     fns = SimpleNamespace()
     title = name.title().replace("_", "")
     jvp = rules.jvp or _missing(name, "forward-mode derivatives (torch.func.jvp, jacfwd, hessian)")
     backward_jvp = rules.backward_jvp or _missing(name, "second derivatives (torch.func.hessian)")
     double_backward = rules.double_backward or _missing(name, "second derivatives (a grad of a grad)")
 
-    backward_function = type(f"{title}BackwardFuncFunction", (torch.autograd.Function,), {
-        "forward": staticmethod(backward_kernel),
-        "setup_context": staticmethod(_saving(None, for_backward=True)),
-        "backward": staticmethod(lambda ctx, *grads: double_backward(fns, *_saved(ctx), grads)),
-        "jvp": staticmethod(lambda ctx, *tangents: backward_jvp(fns, *_saved(ctx), tangents)),
-        "vmap": staticmethod(lambda info, in_dims, *args: rules.backward_vmap(info, in_dims, fns, *args)),
-    })
-    function = type(f"{title}FuncFunction", (torch.autograd.Function,), {
-        "forward": staticmethod(forward),
-        "setup_context": staticmethod(_saving(setup_context, for_backward=False)),
-        "backward": staticmethod(lambda ctx, *grads: backward(ctx, *grads, backward_function.apply)),
-        "jvp": staticmethod(lambda ctx, *tangents: jvp(fns, *_saved(ctx), tangents)),
-        "vmap": staticmethod(lambda info, in_dims, *args: rules.vmap(info, in_dims, fns, *args)),
-        "__doc__": f"pixelops::{name} under torch.func transforms (same kernels; rules of its own).",
-    })
-    fns.forward, fns.backward = function.apply, backward_function.apply
+    fns.backward = _packed_function(
+        f"{title}BackwardFuncFunction", backward_kernel, _saving(None, for_backward=True),
+        lambda ctx, *grads: double_backward(fns, *_saved(ctx), grads),
+        lambda ctx, *tangents: backward_jvp(fns, *_saved(ctx), tangents),
+        lambda info, in_dims, *args: rules.backward_vmap(info, in_dims, fns, *args))
+    fns.forward = _packed_function(
+        f"{title}FuncFunction", forward, _saving(setup_context, for_backward=False),
+        lambda ctx, *grads: backward(ctx, *grads, fns.backward),
+        lambda ctx, *tangents: jvp(fns, *_saved(ctx), tangents),
+        lambda info, in_dims, *args: rules.vmap(info, in_dims, fns, *args),
+        f"pixelops::{name} under torch.func transforms (same kernels; rules of its own).")
     return fns
 
 
@@ -250,10 +308,8 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
         "backward": staticmethod(eager_backward),
         "__doc__": f"Eager autograd path of pixelops::{name} (same kernels, no dispatcher round trip).",
     })
-    hints = typing.get_type_hints(forward)
-    params = list(inspect.signature(forward).parameters)
-    ntensors = next((i for i, p in enumerate(params) if hints.get(p) not in _TENSOR_HINTS), len(params))
-    return SimpleNamespace(op=op, backward_op=backward_op, Function=function, apply=eager_apply(function, ntensors),
+    return SimpleNamespace(op=op, backward_op=backward_op, Function=function,
+                           apply=eager_apply(function, _leading_tensors(forward)),
                            func_apply=None if func is None else func.forward)
 
 

@@ -168,8 +168,11 @@ def _backward_vmap(info, in_dims, fns, g3, grad_loss, reduction):
     return out.view(size, n, c, s), 0
 
 
-_func_apply = func_function(OP, _loss_and_grad, _setup_context, _backward,
-                            lambda g3, grad_loss, reduction: backward_kernel(g3, grad_loss, reduction),
+def _scaled_grad(g3: torch.Tensor, grad_loss: torch.Tensor, reduction: int) -> torch.Tensor:
+    return backward_kernel(g3, grad_loss, reduction)
+
+
+_func_apply = func_function(OP, _loss_and_grad, _setup_context, _backward, _scaled_grad,
                             FuncRules(vmap=_vmap, backward_vmap=_backward_vmap)).forward
 
 

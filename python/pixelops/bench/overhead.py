@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import pixelops
 
 from .case import Case, rel_error
+from .per_sample import per_sample_grads
 
 
 def _case(name, shape, device, make, torch_fn, ours_fn, ref_fn):
@@ -52,4 +53,14 @@ def cases(device):
                                        ("cross_entropy", "8x10", ce_args, ce_t, ce_o, ref_ce)):
         out.append(_case(f"{op} fwd", shape, device, nograd(make), t, o, ref))
         out.append(_case(f"{op} f+b", shape, device, make, _fwd_bwd(t), _fwd_bwd(o), _fwd_bwd(ref)))
+    # per-sample gradients, vmap(grad(...)): torch.func's machinery around pixelops' autograd.Functions, where
+    # F.conv2d has C++ rules (bench/per_sample.py times the suite's layers this way)
+    per_sample_t = per_sample_grads(lambda x, w, b: F.conv2d(x, w, b, padding=1))
+    per_sample_o = per_sample_grads(lambda x, w, b: pixelops.conv2d(x, w, b, padding=1))
+
+    def per_sample_error(args):
+        return max(rel_error(g, r) for g, r in zip(per_sample_o(args), per_sample_t([a.double() for a in args])))
+
+    out.append(Case("overhead", "conv2d per-sample", "2x4x8x8, 8x4x3x3", device, nograd(conv_args), per_sample_t,
+                    per_sample_o, per_sample_error, host_bound=True, flush_cache=False))
     return out

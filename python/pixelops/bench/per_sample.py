@@ -20,8 +20,8 @@ SHAPES = {
 }
 
 
-def _per_sample(conv):
-    """(weight, bias, examples) -> each example's gradients of sum(conv(example)^2), stacked."""
+def per_sample_grads(conv):
+    """(examples, weight, bias) -> each example's gradients of sum(conv(example)^2), stacked."""
     def loss(w, b, x):
         return conv(x[None], w, b).square().sum()
     return lambda a: vmap(grad(loss, argnums=(0, 1)), in_dims=(None, None, 0))(a[1], a[2], a[0])
@@ -33,8 +33,8 @@ def _cases(name, spec, device):
         n //= 8
     taps = k * k if mask_type is None else mask_taps(k, mask_type)
     if mask_type is None:
-        ours = _per_sample(lambda x, w, b: pixelops.conv2d(x, w, b, padding=k // 2))
-        theirs = _per_sample(lambda x, w, b: F.conv2d(x, w, b, padding=k // 2))
+        ours = per_sample_grads(lambda x, w, b: pixelops.conv2d(x, w, b, padding=k // 2))
+        theirs = per_sample_grads(lambda x, w, b: F.conv2d(x, w, b, padding=k // 2))
     else:
         mask = {}
 
@@ -44,8 +44,8 @@ def _cases(name, spec, device):
                 m = mask[(w.device, w.dtype)] = pixelops.conv_mask(k, mask_type, dtype=w.dtype, device=w.device)
             return F.conv2d(x, w * m, b, padding=k // 2)
 
-        ours = _per_sample(lambda x, w, b: pixelops.masked_conv2d(x, w, b, mask_type))
-        theirs = _per_sample(masked)
+        ours = per_sample_grads(lambda x, w, b: pixelops.masked_conv2d(x, w, b, mask_type))
+        theirs = per_sample_grads(masked)
 
     def setup():
         g = torch.Generator().manual_seed(0)
