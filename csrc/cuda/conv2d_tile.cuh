@@ -14,8 +14,8 @@ namespace pixelops::cuda::conv {
 // leave half of a 64-row tile or more empty. WeightTile (64 x 96) is for the float32 SIMT weight gradient
 // alone, whose columns are channels x taps: a 3x3 layer's 32 x 9 = 288 fill three 96-wide tiles exactly, where
 // three 128-wide ones leave a quarter of their columns idle (and 64 x 9 = 576 fill six, against four and a
-// half). Its rows of threads read 96 columns as a run of four and a run of two each; only loaders whose
-// slots keep one row or column a thread (Fetch::kKFast, grad_weight's) can stage it (Slot).
+// half). Each thread reads its six columns as a run of four and a run of two; only loaders whose slots keep
+// one row or column a thread (Fetch::kKFast, grad_weight's) can stage it (Slot).
 constexpr int kBK = 16;
 constexpr int kGemmThreads = 256;
 

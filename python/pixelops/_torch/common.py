@@ -204,25 +204,27 @@ def _packed_function(title: str, kernel: Callable, setup: Callable, backward: Ca
     (the tangents they get are one an argument too); vmap(info, in_dims, *args), in_dims one an argument."""
     n = _leading_tensors(kernel)
 
+    def rest_of(inputs):  # the arguments the _Rest holds (none where the kernel takes tensors alone)
+        return inputs[n].args if len(inputs) > n else ()
+
     def args_of(inputs):
-        return (*inputs[:n], *inputs[n].args) if len(inputs) > n else inputs
+        return (*inputs[:n], *rest_of(inputs))
 
     def setup_context(ctx, inputs, output):
-        ctx.rest = len(inputs[n].args) if len(inputs) > n else 0  # how many arguments the _Rest holds
+        ctx.rest = len(rest_of(inputs))
         setup(ctx, args_of(inputs), output)
 
-    def run_backward(ctx, *grads):  # the tensors' gradients, then None for the _Rest
+    # the tensors' gradients, then None for the _Rest; without one, as they came (for a one-input op, a lone
+    # tensor)
+    def run_backward(ctx, *grads):
         out = backward(ctx, *grads)
-        if not ctx.rest:
-            return out
-        return (*out[:n], None)
+        return (*out[:n], None) if ctx.rest else out
 
     def run_jvp(ctx, *tangents):
         return jvp(ctx, *tangents[:n], *((None,) * ctx.rest))
 
     def run_vmap(info, in_dims, *inputs):
-        rest = len(inputs[n].args) if len(inputs) > n else 0
-        return vmap(info, (*in_dims[:n], *((None,) * rest)), *args_of(inputs))
+        return vmap(info, (*in_dims[:n], *((None,) * len(rest_of(inputs)))), *args_of(inputs))
 
     apply = type(title, (torch.autograd.Function,), {
         "forward": staticmethod(lambda *inputs: kernel(*args_of(inputs))),
