@@ -126,6 +126,22 @@ def test_each_subset_of_gradients(device, cin, k, wanted):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
+# grad_bias on the CPU sums each grad_y row in blocks of 256 values, then whole vectors of 16, then one at a time:
+# rows of 16 x 16 (one block), 17 x 19 = 323 (a block, four vectors, three values) and 3 x 5 (values alone), of
+# a gradient far from zero mean, so that a value dropped or counted twice shows.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hw", [(16, 16), (17, 19), (3, 5)])
+def test_grad_bias_sums_every_value(device, dtype, hw):
+    x, w, b = _data((5, 2, *hw), (3, 1, 1), 1, dtype, device)
+    b.requires_grad_()
+    y = pixelops.conv2d(x, w, b)
+    g = 3 + torch.rand(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(hw[0]))
+    (gb,) = torch.autograd.grad(y, b, g.to(device, dtype))
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(gb.double(), g.to(device).sum((0, 2, 3)), rtol=tol, atol=0)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradient_with_zero_strides(device):
     # .sum() sends an expanded (stride 0) gradient back

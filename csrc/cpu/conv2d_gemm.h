@@ -75,6 +75,9 @@ void dot_tile(int64_t len, const double* a, int64_t lda, const double* b, int64_
 // The same with row j of B at b + row[j] (any alignment): stride-1 grad_weight reads padded planes in place.
 void dot_tile_rows(int64_t len, const float* a, int64_t lda, const float* b, const int64_t* row, float* out);
 void dot_tile_rows(int64_t len, const double* a, int64_t lda, const double* b, const int64_t* row, double* out);
+// The sum of r[0, n), accumulated in double (grad_bias).
+double row_sum(const float* r, int64_t n);
+double row_sum(const double* r, int64_t n);
 
 // Most depth of one k block: deep enough that a conv with 64 input channels and a 3x3 kernel (K = 576) is
 // one block. Every extra block is another pass of tile stores that read back and add what the last one

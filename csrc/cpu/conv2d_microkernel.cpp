@@ -229,3 +229,42 @@ PIXELOPS_CONV_DOT_TILE_ROWS(float, f32x16, 16)
 PIXELOPS_CONV_DOT_TILE_ROWS(double, f64x8, 8)
 
 }  // namespace pixelops::cpu::conv
+
+namespace pixelops::cpu::conv {
+
+// grad_bias's inner loop: the sum of n values in double. A float row goes in blocks of 256 values, summed in
+// float across four vectors (16 values a lane, exact to a few units in the last place), then widened once a
+// block into the double sums: widening every value cost more instructions than the adds, and a scalar chain
+// per lane, as before, ran at 2 values a cycle (grad_bias of mnist's first layer, 16 channels of
+// 128 x 28 x 28, took 0.24 ms where torch's sum takes 0.05).
+PIXELOPS_CONV_CLONES double row_sum(const float* __restrict r, int64_t n) {
+  f64x8 lo{}, hi{};
+  auto widen = [&](f32x16 v) {
+    lo += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), f64x8);
+    hi += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), f64x8);
+  };
+  int64_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    f32x16 acc[4] = {};
+    _Pragma("GCC unroll 16") for (int u = 0; u < 16; ++u) acc[u % 4] += *reinterpret_cast<const f32x16*>(r + i + 16 * u);
+    widen((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  }
+  f32x16 rest{};  // the whole vectors left, fewer than 16
+  for (; i + 16 <= n; i += 16) rest += *reinterpret_cast<const f32x16*>(r + i);
+  widen(rest);
+  double s = hsum(lo + hi);
+  for (; i < n; ++i) s += double(r[i]);
+  return s;
+}
+
+PIXELOPS_CONV_CLONES double row_sum(const double* __restrict r, int64_t n) {
+  f64x8 acc[4] = {};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _Pragma("GCC unroll 4") for (int u = 0; u < 4; ++u) acc[u] += *reinterpret_cast<const f64x8*>(r + i + 8 * u);
+  double s = hsum((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  for (; i < n; ++i) s += r[i];
+  return s;
+}
+
+}  // namespace pixelops::cpu::conv
