@@ -16,7 +16,9 @@
 // im2col of grad_y, reused Cg times, or the scatter, reused Mg times; mnist_c2's 32->64 grad_input: 14.1 ms
 // flipped, 12.1 ms scattered.)
 // grad_weight: dot products of grad_y rows with im2col rows along the pixels, summed over images in
-// per-thread accumulators. Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
+// per-thread accumulators; grad_bias from the grad_y rows they copy (in place of a pass over grad_y of its own,
+// which in a training step read grad_y from memory again: mnist's first layer's backward, batch 128, 1.05 ->
+// 0.68 ms there). Fused ReLU: grad_y is masked by y > 0 once, into a contiguous copy.
 // Direct paths (used where they fit, see direct_fits / grad_weight_direct_fits): the forward (so also
 // grad_input's phases, which then serve every conv with >= 8 input channels) and grad_weight skip
 // im2col: each image is copied once into zero-padded phase planes (PhaseGrid), where every tap is a fixed
@@ -582,16 +584,27 @@ int64_t weight_image_ranges(const Geometry& q) {
 // A thread's sums over tasks [begin, end) of `ranges` tasks a group, group-major: the rows of the groups those
 // tasks touch, and nothing more (per-sample gradients have a group per example, and sums sized for every
 // group, zeroed and added up per thread, cost as much as the products of one example), added into total.
+// Where grad_bias is wanted (bias_total), also each channel's sum of grad_y, in double, taken from the grad_y
+// rows the weight gradient has just copied (so grad_y is read once for both, not again by a pass of its own).
 template <class T>
 struct GroupSums {
-  int64_t g0, rows;  // first group, and Mg*K values a group
+  int64_t g0, rows, Mg;  // first group, Mg*K values a group, channels a group
   std::vector<T> v;
-  GroupSums(const Geometry& q, int64_t begin, int64_t end, int64_t ranges)
-      : g0(begin / ranges), rows(q.Mg * q.K()), v(size_t(((end - 1) / ranges - g0 + 1) * rows), T(0)) {}
+  std::vector<double> bias;  // Mg a group, where bias_total
+  GroupSums(const Geometry& q, int64_t begin, int64_t end, int64_t ranges, const double* bias_total)
+      : g0(begin / ranges), rows(q.Mg * q.K()), Mg(q.Mg), v(size_t(((end - 1) / ranges - g0 + 1) * rows), T(0)),
+        bias(bias_total ? size_t(((end - 1) / ranges - g0 + 1) * q.Mg) : 0, 0.0) {}
   T* of(int64_t g) { return v.data() + (g - g0) * rows; }
-  void add_to(T* total) const {
+  // adds the sum of a copied grad_y row (zeros past its values are harmless) to channel m of group g
+  void add_bias(int64_t g, int64_t m, const T* row, int64_t n) {
+    if (!bias.empty()) bias[size_t((g - g0) * Mg + m)] += conv::row_sum(row, n);
+  }
+  void add_to(T* total, double* bias_total) const {
 #pragma omp critical(pixelops_conv2d_grad_w)
-    for (size_t i = 0; i < v.size(); ++i) total[g0 * rows + int64_t(i)] += v[i];
+    {
+      for (size_t i = 0; i < v.size(); ++i) total[g0 * rows + int64_t(i)] += v[i];
+      for (size_t i = 0; i < bias.size(); ++i) bias_total[g0 * Mg + int64_t(i)] += bias[i];
+    }
   }
 };
 
@@ -600,7 +613,7 @@ struct GroupSums {
 // grad_y rows are copied as they are, im2col rows are built by row copies; nothing is transposed. Blocks of
 // PC columns and KB im2col rows keep both operands in L2. Each thread keeps its own sums.
 template <class T>
-void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
+void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total, double* bias_total) {
   constexpr int DR = conv::DotTile::DR, DC = conv::DotTile::DC;
   // Long dot products (PC pixels per call: one horizontal sum per tile per chunk); KB im2col rows of PC
   // pixels make a block of about 384 KiB that stays in L2 while the grad_y rows stream past it.
@@ -622,7 +635,7 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
   const int64_t KB = std::clamp<int64_t>((int64_t(384) << 10) / (LD * int64_t(sizeof(T))) / DC * DC, DC, 8 * DC);
   const int64_t ranges = weight_image_ranges(q);
   parallel_for(q.G * ranges, 1, [&](int64_t task_begin, int64_t task_end) {
-    GroupSums<T> acc(q, task_begin, task_end, ranges);
+    GroupSums<T> acc(q, task_begin, task_end, ranges, bias_total);
     std::vector<T> a_buf(size_t(MgP * LD), T(0)), b_buf(size_t(KB * LD), T(0));
     alignas(64) T out[DR * DC];
     for (int64_t task = task_begin; task < task_end; ++task) {
@@ -646,6 +659,7 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
             std::copy(src, src + count, row + at);
           });
           std::fill(row + len, row + lenp, T(0));
+          acc.add_bias(g, m, row, len);
         }
         for (int64_t j0 = 0; j0 < K; j0 += KB) {
           const int64_t kb = std::min(KB, K - j0), kbp = round_up(kb, DC);
@@ -672,7 +686,7 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total) {
         }
       }
     }
-    acc.add_to(total);
+    acc.add_to(total, bias_total);
   });
 }
 
@@ -690,7 +704,7 @@ bool grad_weight_direct_fits(const Geometry& q) {
 }
 
 template <class T>
-void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
+void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total, double* bias_total) {
   constexpr int DR = conv::DotTile::DR, DC = conv::DotTile::DC;
   constexpr int64_t L = conv::kLanes<T>;
   const int64_t M = q.G * q.Mg, P = q.P(), K = q.K(), nt = q.taps();
@@ -716,7 +730,7 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
   for (int64_t k = 0; k < K; ++k) row[k] = grid.offset(q, k / nt, q.t0 + k % nt, S);
   const int64_t chunks = (q.N + chunk - 1) / chunk;
   parallel_for(q.G * chunks, 1, [&](int64_t task_begin, int64_t task_end) {
-    GroupSums<T> acc(q, task_begin, task_end, chunks);
+    GroupSums<T> acc(q, task_begin, task_end, chunks, bias_total);
     // Everything read below is written first. planes: fill writes each image's grids whole (neighbours
     // overlap on shared padding rows, zeros in both), and the rest of each plane, past the chunk's last grid,
     // is cleared where it may hold an earlier chunk's images. grad_y rows: each image's IP values whole, zeros
@@ -738,15 +752,18 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
         for (int64_t m = 0; m < q.Mg; ++m) std::fill(rows + m * LD + nimg * IP, rows + m * LD + len, T(0));
         rows_past = nimg;
       }
-      for (int64_t i = 0; i < nimg; ++i) {
-        const int64_t n = n0 + i;
+      for (int64_t i = 0; i < nimg; ++i)
         for (int64_t c = 0; c < q.Cg; ++c)
-          grid.fill(q, x + n * q.xn + (g * q.Cg + c) * q.xc, planes + c * CS + i * IP, S);
-        for (int64_t m = 0; m < q.Mg; ++m) {
+          grid.fill(q, x + (n0 + i) * q.xn + (g * q.Cg + c) * q.xc, planes + c * CS + i * IP, S);
+      // a channel's row for all the chunk's images, then its sum while it is in cache (one row_sum a channel:
+      // one a copied image row cost about as much as a pass over grad_y of its own)
+      for (int64_t m = 0; m < q.Mg; ++m) {
+        for (int64_t i = 0; i < nimg; ++i) {
           T* o = rows + m * LD + i * IP;
-          conv::copy_rows(gy + (n * M + g * q.Mg + m) * P, q.OW, 1, o, Wp, q.OH, q.OW, 0, Wp - q.OW);
+          conv::copy_rows(gy + ((n0 + i) * M + g * q.Mg + m) * P, q.OW, 1, o, Wp, q.OH, q.OW, 0, Wp - q.OW);
           std::fill(o + q.OH * Wp, o + IP, T(0));
         }
+        acc.add_bias(g, m, rows + m * LD, nimg * IP);
       }
       T* accg = acc.of(g);
       for (int64_t m0 = 0; m0 < q.Mg; m0 += DR)
@@ -757,7 +774,7 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total) {
             for (int j = 0; j < nc; ++j) accg[(m0 + r) * K + k0 + j] += out[r * DC + j];
         }
     }
-    acc.add_to(total);
+    acc.add_to(total, bias_total);
   });
 }
 
@@ -845,10 +862,15 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       gy = gy_copy;
     }
 
-    if (grad_b.data) {
-      // In double (row_sum), a channel a task: channels split over the threads wherever they hold enough
-      // values (a first layer has 16 channels of a few hundred thousand each).
-      T* gb = grad_b.ptr<T>();
+    // grad_bias: in double (row_sum), from the grad_y rows the weight gradient copies where it runs (GroupSums),
+    // else by a pass of its own, a channel a task (channels split over the threads wherever they hold enough
+    // values: a first layer has 16 channels of a few hundred thousand each).
+    const int64_t K = q.K();
+    const bool want_weight = grad_w.data && grad_w.numel() > 0;
+    const bool bias_with_weight = grad_b.data && want_weight && K > 0 && P > 0 && q.N > 0;
+    std::vector<double> bias_total(size_t(bias_with_weight ? M : 0), 0.0);
+    T* gb = grad_b.data ? grad_b.ptr<T>() : nullptr;
+    if (gb && !bias_with_weight) {
       parallel_for(M, std::max<int64_t>(1, 32768 / std::max<int64_t>(q.N * P, 1)), [&](int64_t b, int64_t e) {
         for (int64_t m = b; m < e; ++m) {
           double s = 0;
@@ -866,16 +888,18 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         grad_input_scatter<T>(q, gy, w, grad_x.ptr<T>());
     }
 
-    if (grad_w.data && grad_w.numel() > 0) {
+    if (want_weight) {
       // grad_w[g] (Mg x Cg*taps) = sum over images of grad_y[n, g] (Mg x P) times im2col(x[n, g])^T (P x Cg*taps).
-      const int64_t K = q.K();
       std::vector<T> total(size_t(M * std::max<int64_t>(K, 1)), T(0));
       if (K > 0 && P > 0 && q.N > 0) {
+        double* bt = bias_with_weight ? bias_total.data() : nullptr;
         if (grad_weight_direct_fits<T>(q))
-          grad_weight_direct<T>(q, x.ptr<T>(), gy, total.data());
+          grad_weight_direct<T>(q, x.ptr<T>(), gy, total.data(), bt);
         else
-          grad_weight_dot<T>(q, x.ptr<T>(), gy, total.data());
+          grad_weight_dot<T>(q, x.ptr<T>(), gy, total.data(), bt);
       }
+      if (bias_with_weight)
+        for (int64_t m = 0; m < M; ++m) gb[m * grad_b.stride[0]] = T(bias_total[size_t(m)]);
       // Scatter into grad_w's (M, Cg, KH, KW) layout; masked taps get exact zeros. (Row by row, without a
       // division per value: per-sample gradients make grad_w as large as B layers', 590K values for 32
       // examples of a 32 -> 64 3x3 layer, where the per-value index arithmetic took 1 ms.)
