@@ -41,8 +41,25 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     sync, skipped while a CUDA graph is being captured); with inplace_backward=True the logits may already be
     overwritten by then.
     """
+    checks = _checks
     if is_tensor(input):  # torch.autocast's policy: cross-entropy in float32 (pixelops/_torch/autocast.py)
         input, target, weight = torch_ops("autocast").float32(input, target, weight)
+        if not torch_ops("common").compiling():  # (traced calls keep no cache in the graph)
+            checks = _checks_cached
+    ignore_index, red, label_smoothing, probs = checks(input, target, weight, ignore_index, reduction,
+                                                       label_smoothing)
+
+    if isinstance(input, np.ndarray):
+        if inplace_backward:
+            raise ValueError(f"pixelops.{OP}: inplace_backward=True needs torch tensors (numpy arrays have no backward)")
+        return _numpy_forward(input, target, weight, ignore_index, red, label_smoothing, probs)
+    return torch_ops(OP).cross_entropy(input, target, weight, ignore_index, red, label_smoothing,
+                                       bool(inplace_backward))
+
+
+def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
+    """The argument checks, each raising the clear error; returns (ignore_index, reduction code, label_smoothing,
+    whether target holds class probabilities)."""
     check_float(input, "input", OP)
     check_array(target, "target", OP)
     if weight is not None:
@@ -92,13 +109,35 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
         if weight.dtype != input.dtype:
             raise TypeError(f"pixelops.{OP}: 'weight' must have input's dtype {dtype_name(input)}, "
                             f"got {dtype_name(weight)}")
+    return ignore_index, red, label_smoothing, probs
 
-    if isinstance(input, np.ndarray):
-        if inplace_backward:
-            raise ValueError(f"pixelops.{OP}: inplace_backward=True needs torch tensors (numpy arrays have no backward)")
-        return _numpy_forward(input, target, weight, ignore_index, red, label_smoothing, probs)
-    return torch_ops(OP).cross_entropy(input, target, weight, ignore_index, red, label_smoothing,
-                                       bool(inplace_backward))
+
+# _checks' answers for eager tensor calls, by call signature (types, shapes, dtypes and devices of the tensors,
+# and the other arguments): a call repeats the checks only for a signature it has not met (they were most of a
+# small call's host time: 17 us for the forward of an 8 x 10 loss on a 2-core CPU, against torch's 4.5).
+_CHECKED: dict = {}
+_CHECKED_MAX = 512
+
+
+def _signature(t):
+    return None if t is None else (type(t), t.shape, t.dtype, t.device)
+
+
+def _checks_cached(input, target, weight, ignore_index, reduction, label_smoothing):
+    if not (is_tensor(input) and is_tensor(target)):
+        return _checks(input, target, weight, ignore_index, reduction, label_smoothing)
+    try:
+        key = (_signature(input), _signature(target), _signature(weight), type(ignore_index), ignore_index,
+               type(reduction), reduction, type(label_smoothing), label_smoothing)
+        hit = _CHECKED.get(key)
+    except (AttributeError, TypeError):  # an unhashable or odd argument: the checks say what is wrong
+        return _checks(input, target, weight, ignore_index, reduction, label_smoothing)
+    if hit is None:
+        hit = _checks(input, target, weight, ignore_index, reduction, label_smoothing)
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = hit
+    return hit
 
 
 def _same_tensor_device(x, target, weight) -> bool:
