@@ -637,6 +637,8 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total, doubl
   parallel_for(q.G * ranges, 1, [&](int64_t task_begin, int64_t task_end) {
     GroupSums<T> acc(q, task_begin, task_end, ranges, bias_total);
     std::vector<T> a_buf(size_t(MgP * LD), T(0)), b_buf(size_t(KB * LD), T(0));
+    std::vector<int64_t> b_rows(static_cast<size_t>(KB));  // where the im2col rows start in b_buf
+    for (int64_t j = 0; j < KB; ++j) b_rows[size_t(j)] = j * LD;
     alignas(64) T out[DR * DC];
     for (int64_t task = task_begin; task < task_end; ++task) {
       const int64_t g = task / ranges, r = task % ranges;
@@ -678,7 +680,7 @@ void grad_weight_dot(const Geometry& q, const T* x, const T* gy, T* total, doubl
           }
           for (int64_t m0 = 0; m0 < q.Mg; m0 += DR)
             for (int64_t jj = 0; jj < kb; jj += DC) {
-              conv::dot_tile(lenp, a_buf.data() + m0 * LD, LD, b_buf.data() + jj * LD, LD, out);
+              conv::dot_tile_rows(lenp, a_buf.data() + m0 * LD, LD, b_buf.data(), b_rows.data() + jj, out);
               const int rows = int(std::min<int64_t>(DR, q.Mg - m0)), cols = int(std::min<int64_t>(DC, kb - jj));
               for (int r = 0; r < rows; ++r)
                 for (int j = 0; j < cols; ++j) accg[(m0 + r) * K + j0 + jj + j] += out[r * DC + j];

@@ -70,9 +70,7 @@ void im2col_rows(const ImRow<double>* rows, int64_t nrows, const ImRun* runs, in
 // Dot-product tile for grad_weight (conv2d_microkernel.cpp): DR rows of A against DC rows of B.
 struct DotTile { static constexpr int DR = 4, DC = 6; };
 template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width of dot_tile's rows
-void dot_tile(int64_t len, const float* a, int64_t lda, const float* b, int64_t ldb, float* out);
-void dot_tile(int64_t len, const double* a, int64_t lda, const double* b, int64_t ldb, double* out);
-// The same with row j of B at b + row[j] (any alignment): stride-1 grad_weight reads padded planes in place.
+// Row j of B at b + row[j] (any alignment).
 void dot_tile_rows(int64_t len, const float* a, int64_t lda, const float* b, const int64_t* row, float* out);
 void dot_tile_rows(int64_t len, const double* a, int64_t lda, const double* b, const int64_t* row, double* out);
 // The sum of r[0, n), accumulated in double (grad_bias).

@@ -179,31 +179,12 @@ PIXELOPS_CONV_IM2COL_ROWS(double, f64x8, 8)
 
 namespace pixelops::cpu::conv {
 
-// grad_weight's inner loop: a DR x DC tile of dot products of rows, vectorised along the rows (the pixels).
-//   out[r][j] = sum_p a[r*lda + p] * b[j*ldb + p]      len a multiple of the vector width; rows zero padded
-// Both operands keep pixels contiguous (grad_y rows and im2col rows), so neither needs a transposing pack.
-#define PIXELOPS_CONV_DOT_TILE(T, V, LANES)                                                                     \
-  PIXELOPS_CONV_CLONES void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* __restrict b,    \
-                                     int64_t ldb, T* __restrict out) {                                          \
-    constexpr int DR = DotTile::DR, DC = DotTile::DC;                                                           \
-    V acc[DR][DC];                                                                                              \
-    _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r)                                                        \
-      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) acc[r][j] = V{};                                     \
-    for (int64_t p = 0; p < len; p += LANES) {                                                                  \
-      V av[DR];                                                                                                 \
-      _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) av[r] = *reinterpret_cast<const V*>(a + r * lda + p); \
-      _Pragma("GCC unroll 6") for (int j = 0; j < DC; ++j) {                                                    \
-        const V bv = *reinterpret_cast<const V*>(b + j * ldb + p);                                              \
-        _Pragma("GCC unroll 4") for (int r = 0; r < DR; ++r) acc[r][j] += av[r] * bv;                           \
-      }                                                                                                         \
-    }                                                                                                           \
-    for (int r = 0; r < DR; ++r)                                                                                \
-      for (int j = 0; j < DC; ++j) out[r * DC + j] = hsum(acc[r][j]);                                           \
-  }
-
-PIXELOPS_CONV_DOT_TILE(float, f32x16, 16)
-PIXELOPS_CONV_DOT_TILE(double, f64x8, 8)
-
+// grad_weight's inner loop: a DR x DC tile of dot products of rows, vectorised along the rows (the pixels),
+// row j of B at b + row[j] (any alignment: the stride-1 weight gradient reads padded planes in place at each
+// tap's offset; grad_weight_dot passes its im2col rows' starts).
+//   out[r][j] = sum_p a[r*lda + p] * b[row[j] + p]      len a multiple of the vector width; rows zero padded
+// Both operands keep pixels contiguous (grad_y rows and im2col rows or planes), so neither needs a transposing
+// pack.
 #define PIXELOPS_CONV_DOT_TILE_ROWS(T, V, LANES)                                                                 \
   PIXELOPS_CONV_CLONES void dot_tile_rows(int64_t len, const T* __restrict a, int64_t lda, const T* __restrict b, \
                                           const int64_t* __restrict row, T* __restrict out) {                    \
