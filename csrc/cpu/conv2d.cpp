@@ -609,7 +609,7 @@ struct GroupSums {
 };
 
 // grad_weight[g] (Mg x Cg*taps) += grad_y[n, g] (Mg x P) . im2col(x[n, g])^T, summed over images. Both
-// operands keep the pixels (the reduction) contiguous, so the tiles are dot products along them (dot_tile):
+// operands keep the pixels (the reduction) contiguous, so the tiles are dot products along them (dot_tile_rows):
 // grad_y rows are copied as they are, im2col rows are built by row copies; nothing is transposed. Blocks of
 // PC columns and KB im2col rows keep both operands in L2. Each thread keeps its own sums.
 template <class T>

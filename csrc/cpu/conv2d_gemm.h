@@ -69,7 +69,7 @@ void im2col_rows(const ImRow<double>* rows, int64_t nrows, const ImRun* runs, in
 
 // Dot-product tile for grad_weight (conv2d_microkernel.cpp): DR rows of A against DC rows of B.
 struct DotTile { static constexpr int DR = 4, DC = 6; };
-template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width of dot_tile's rows
+template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width of dot_tile_rows' rows
 // Row j of B at b + row[j] (any alignment).
 void dot_tile_rows(int64_t len, const float* a, int64_t lda, const float* b, const int64_t* row, float* out);
 void dot_tile_rows(int64_t len, const double* a, int64_t lda, const double* b, const int64_t* row, double* out);

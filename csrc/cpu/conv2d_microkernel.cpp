@@ -18,7 +18,7 @@ typedef float f32x4 __attribute__((vector_size(16)));
 typedef double f64x4 __attribute__((vector_size(32)));
 typedef double f64x2 __attribute__((vector_size(16)));
 
-// Horizontal sums by halving (3 vector adds, then 2 or 1 scalar): dot_tile ends in DR x DC of them, and
+// Horizontal sums by halving (3 vector adds, then 2 or 1 scalar): dot_tile_rows ends in DR x DC of them, and
 // a lane-by-lane scalar chain there cost as much as the multiply-adds of a ~1000-pixel dot product.
 // Clones inline them into their own instruction set.
 __attribute__((always_inline)) inline float hsum(f32x16 v) {
