@@ -126,6 +126,52 @@ def test_swap_reports_what_it_left_and_why(capsys):
     assert "2 module(s) swapped, 3 left" in err and "padding_mode='reflect'" in err
 
 
+def _fusable_model():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),                 # fused
+        torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.ReLU(inplace=True),  # fused, no bias
+        torch.nn.MaxPool2d(2), torch.nn.ReLU(),                              # after a pool: left alone
+        torch.nn.Sequential(pnn.MaskedConv2d(4, 3, 3, mask_type="B"), torch.nn.ReLU()),  # nested, masked: fused
+        torch.nn.Conv2d(3, 3, 1),                                             # last: nothing to fuse
+    ).double()
+
+
+def test_swap_fuse_relu_moves_each_conv_relu_pair_into_the_conv():
+    reference = _fusable_model()
+    model = pixelops.swap(_fusable_model(), verbose=False, fuse_relu=True)
+    report = model.pixelops_swap_report
+    assert report.fused == [("0", "1"), ("2", "3"), ("6.0", "6.1")]
+    assert [type(model[i]) for i in (1, 3, 5)] == [pnn.FusedReLU, pnn.FusedReLU, pnn.ReLU]
+    assert model[0].activation == "relu" and model[7].activation is None and model[6][0].activation == "relu"
+    assert isinstance(model[1], torch.nn.ReLU) and list(model.state_dict()) == list(reference.state_dict())
+    assert "activation='relu'" in repr(model[0]) and "fused" in str(report)
+    # forward and every gradient as the unfused torch model's (inputs far from zero and near it alike)
+    x = torch.randn(2, 2, 8, 9, dtype=torch.float64, requires_grad=True)
+    y, y_ref = model(x), reference(x)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *model.parameters()], g)
+    ref = torch.autograd.grad(y_ref, [x, *reference.parameters()], g)
+    for a, r in zip(got, ref):
+        torch.testing.assert_close(a, r)
+    # swapping again changes nothing
+    pixelops.swap(model, verbose=False, fuse_relu=True)
+    assert model.pixelops_swap_report.fused == [] and model[0].activation == "relu"
+
+
+def test_swap_fuse_relu_leaves_hooked_pairs_apart():
+    model = _fusable_model()
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(i[0].min().item()))
+    pixelops.swap(model, verbose=False, fuse_relu=True)
+    assert type(model[1]) is pnn.ReLU and model[0].activation is None
+    assert ("0", "1") not in model.pixelops_swap_report.fused
+    assert any("hooks" in why for name, _, why in model.pixelops_swap_report.left if name == "1")
+    model(torch.randn(1, 2, 6, 6, dtype=torch.float64))
+    assert seen and seen[0] < 0  # the hook still sees the conv's output before the ReLU
+
+
 def test_swap_a_bare_module_and_state_dict_round_trip():
     conv = torch.nn.Conv2d(2, 3, 3)
     sd = copy.deepcopy(conv.state_dict())

@@ -73,6 +73,9 @@ template <class T> constexpr int64_t kLanes = 64 / sizeof(T);  // vector width o
 // Row j of B at b + row[j] (any alignment).
 void dot_tile_rows(int64_t len, const float* a, int64_t lda, const float* b, const int64_t* row, float* out);
 void dot_tile_rows(int64_t len, const double* a, int64_t lda, const double* b, const int64_t* row, double* out);
+// out[i] = y[i] > 0 ? g[i] : 0 for i < n (the fused ReLU's gate on grad_y).
+void relu_gate(const float* g, const float* y, float* out, int64_t n);
+void relu_gate(const double* g, const double* y, double* out, int64_t n);
 // The sum of r[0, n), accumulated in double (grad_bias).
 double row_sum(const float* r, int64_t n);
 double row_sum(const double* r, int64_t n);

@@ -248,4 +248,13 @@ PIXELOPS_CONV_CLONES double row_sum(const double* __restrict r, int64_t n) {
   return s;
 }
 
+// The fused ReLU's gate on grad_y: out = y > 0 ? g : 0 (NaN in y gates too, as the CUDA kernels' test does).
+#define PIXELOPS_CONV_RELU_GATE(T)                                                                          \
+  PIXELOPS_CONV_CLONES void relu_gate(const T* __restrict g, const T* __restrict y, T* __restrict out,     \
+                                      int64_t n) {                                                          \
+    for (int64_t i = 0; i < n; ++i) out[i] = y[i] > T(0) ? g[i] : T(0);                                     \
+  }
+PIXELOPS_CONV_RELU_GATE(float)
+PIXELOPS_CONV_RELU_GATE(double)
+
 }  // namespace pixelops::cpu::conv

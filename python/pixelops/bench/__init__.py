@@ -126,8 +126,9 @@ def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
     summary = geomeans(rows)
     if summary:
         print("geometric mean of speedups:")
+        width = max(14, *(len(name) + 2 for _, name in summary))
         for (op, name), (g, count) in summary.items():
-            print(f"  {op:<14}{name:<14}{g:.2f}x over {count} cases")
+            print(f"  {op:<14}{name:<{width}}{g:.2f}x over {count} cases")
     if json_path:
         meta = dict(device=device_description(device), torch=torch.__version__, pixelops=pixelops.__version__,
                     date=datetime.datetime.now().isoformat(timespec="seconds"), ceilings_gbs=ceilings)

@@ -1,5 +1,6 @@
 """One training step (forward, backward, Adam) of train-mnist's CNN at batch 32 and 128: the torch.nn model
-against the same model turned over to pixelops by pixelops.swap()."""
+against the same model turned over to pixelops by pixelops.swap(), and by swap(fuse_relu=True) (each conv's
+ReLU in its output write)."""
 from __future__ import annotations
 
 import copy
@@ -24,11 +25,11 @@ def _step(model, loss_fn):
     return go
 
 
-def _case(batch, device):
+def _case(batch, device, fuse_relu):
     from ..train_mnist import build_model
 
     theirs = build_model(0, device)
-    ours = pixelops.swap(copy.deepcopy(theirs), verbose=False)
+    ours = pixelops.swap(copy.deepcopy(theirs), verbose=False, fuse_relu=fuse_relu)
 
     def setup():
         return torch.rand(batch, 1, 28, 28, device=device), torch.randint(0, 10, (batch,), device=device)
@@ -40,9 +41,10 @@ def _case(batch, device):
         loss = pixelops.nn.CrossEntropyLoss()(copy.deepcopy(ours)(x), y)
         return abs(loss.item() - loss_ref.item()) / abs(loss_ref.item())
 
-    return Case("train_step", "fwd+bwd+adam", f"mnist cnn, batch {batch}", device, setup,
+    return Case("train_step", "fwd+bwd+adam" + (", relu fused" if fuse_relu else ""), f"mnist cnn, batch {batch}",
+                device, setup,
                 _step(theirs, torch.nn.CrossEntropyLoss()), _step(ours, pixelops.nn.CrossEntropyLoss()), error)
 
 
 def cases(device):
-    return [_case(32, device), _case(128, device)]
+    return [_case(batch, device, fuse) for fuse in (False, True) for batch in (32, 128)]

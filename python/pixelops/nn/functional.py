@@ -48,12 +48,14 @@ def relu(input, inplace: bool = False):
     return pixelops.relu(input, inplace)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    return pixelops.conv2d(input, weight, bias, stride, padding, dilation, groups)
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None):
+    return pixelops.conv2d(input, weight, bias, stride, padding, dilation, groups, activation=activation)
 
 
-def masked_conv2d(input, weight, bias=None, mask_type="B", stride=1, padding="same", dilation=1, groups=1):
-    return pixelops.masked_conv2d(input, weight, bias, mask_type, stride, padding, dilation, groups)
+def masked_conv2d(input, weight, bias=None, mask_type="B", stride=1, padding="same", dilation=1, groups=1, *,
+                  activation=None):
+    return pixelops.masked_conv2d(input, weight, bias, mask_type, stride, padding, dilation, groups,
+                                  activation=activation)
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,

@@ -24,7 +24,17 @@ class _Named:
         return "pixelops." + type(self).__name__
 
 
-class Conv2d(_Named, torch.nn.Conv2d):
+class _FusableActivation:
+    """`activation`: None, or "relu" where pixelops.swap(fuse_relu=True) moved the ReLU that followed the conv in
+    an nn.Sequential into the conv's output write (an instance attribute then; not in the state_dict)."""
+    activation = None
+
+    def extra_repr(self):
+        extra = super().extra_repr()
+        return extra if self.activation is None else extra + f", activation={self.activation!r}"
+
+
+class Conv2d(_Named, _FusableActivation, torch.nn.Conv2d):
     """torch.nn.Conv2d on pixelops.conv2d (padding_mode="zeros" only)."""
 
     def __init__(self, *args, **kwargs):
@@ -32,10 +42,11 @@ class Conv2d(_Named, torch.nn.Conv2d):
         _zeros_padding_only(self, "Conv2d")
 
     def forward(self, input):
-        return PF.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return PF.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                         activation=self.activation)
 
 
-class MaskedConv2d(_Named, torch.nn.Conv2d):
+class MaskedConv2d(_Named, _FusableActivation, torch.nn.Conv2d):
     """PixelCNN's masked convolution: torch.nn.Conv2d's arguments plus `mask_type` ("A": each output pixel
     sees the pixels strictly before it in raster order; "B": also itself). The weight keeps its full shape
     (state_dict as nn.Conv2d's); pixelops.masked_conv2d ignores the masked-out taps, which get zero gradient.
@@ -55,7 +66,7 @@ class MaskedConv2d(_Named, torch.nn.Conv2d):
 
     def forward(self, input):
         return PF.masked_conv2d(input, self.weight, self.bias, self.mask_type, self.stride, self.padding,
-                                self.dilation, self.groups)
+                                self.dilation, self.groups, activation=self.activation)
 
 
 class ReLU(_Named, torch.nn.ReLU):
@@ -63,6 +74,17 @@ class ReLU(_Named, torch.nn.ReLU):
 
     def forward(self, input):
         return PF.relu(input, inplace=self.inplace)
+
+
+class FusedReLU(ReLU):
+    """A ReLU that pixelops.swap(fuse_relu=True) moved into the convolution before it: it passes its input on
+    as it is (already rectified by the conv). Still an nn.ReLU, with the same (empty) state_dict."""
+
+    def extra_repr(self):
+        return "fused into the convolution before it"
+
+    def forward(self, input):
+        return input
 
 
 class CrossEntropyLoss(_Named, torch.nn.CrossEntropyLoss):

@@ -4,7 +4,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+import torch
+
 from .dropins import TABLE
+from .modules import Conv2d, FusedReLU, MaskedConv2d, ReLU
 
 _BY_TYPE = {row.torch_module: row for row in TABLE}
 _TORCH_TYPES = tuple(_BY_TYPE)
@@ -14,15 +17,18 @@ _TORCH_TYPES = tuple(_BY_TYPE)
 class SwapReport:
     swapped: list = field(default_factory=list)   # (module name, what it was, what it is now)
     left: list = field(default_factory=list)      # (module name, what it is, why it was left)
+    fused: list = field(default_factory=list)     # (conv name, ReLU name): the ReLU runs in the conv's output write
 
     def __str__(self):
-        lines = [f"pixelops.swap: {len(self.swapped)} module(s) swapped, {len(self.left)} left"]
+        head = f"pixelops.swap: {len(self.swapped)} module(s) swapped, {len(self.left)} left"
+        lines = [head + (f", {len(self.fused)} ReLU(s) fused" if self.fused else "")]
         lines += [f"  swapped {name}: {was} -> {now}" for name, was, now in self.swapped]
+        lines += [f"  fused   {relu}: into {conv} (activation='relu')" for conv, relu in self.fused]
         lines += [f"  left    {name}: {what}: {why}" for name, what, why in self.left]
         return "\n".join(lines)
 
 
-def swap(model, *, verbose: bool = True):
+def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
     """Replaces, in place, every torch.nn.Conv2d (zeros padding), ReLU and CrossEntropyLoss inside `model`
     (including `model` itself) by its pixelops.nn counterpart and returns `model`.
 
@@ -30,7 +36,13 @@ def swap(model, *, verbose: bool = True):
     the swap goes on stepping them), buffers, hooks, state_dict keys and its place in every container.
     Modules pixelops cannot run (padding_mode="reflect", dtypes without kernels, subclasses with their own
     forward) are left as they are. What was swapped and what was left, and why, is printed when `verbose`
-    and kept as `model.pixelops_swap_report` (a SwapReport)."""
+    and kept as `model.pixelops_swap_report` (a SwapReport).
+
+    fuse_relu=True also moves each ReLU that directly follows a convolution in an nn.Sequential into that
+    convolution (activation="relu": bias and ReLU in its output write, the ReLU's gradient in its backward),
+    and the ReLU becomes a FusedReLU that passes its input on: one layer and one pass over the activations
+    fewer, forward and backward. The results are the same; what changes is what hooks would see, so a pair
+    with hooks on either module is left unfused (and reported)."""
     report = SwapReport()
     for name, module in model.named_modules():
         name = name or "(model)"
@@ -50,6 +62,8 @@ def swap(model, *, verbose: bool = True):
         was = _describe(module)
         module.__class__ = row.module
         report.swapped.append((name, was, f"pixelops.nn.{row.module.__name__}"))
+    if fuse_relu:
+        _fuse_relus(model, report)
     model.pixelops_swap_report = report
     if verbose:
         print(report, file=sys.stderr)
@@ -58,3 +72,28 @@ def swap(model, *, verbose: bool = True):
 
 def _describe(module) -> str:
     return f"torch.nn.{type(module).__name__}({module.extra_repr()})"
+
+
+def _hooked(module) -> bool:
+    return any(getattr(module, name, None) for name in (
+        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+
+
+def _fuse_relus(model, report: SwapReport):
+    """fuse_relu: each (pixelops conv, pixelops ReLU) pair of consecutive children of an nn.Sequential."""
+    for seq_name, seq in model.named_modules():
+        if not isinstance(seq, torch.nn.Sequential):
+            continue
+        children = list(seq.named_children())
+        for (conv_name, conv), (relu_name, relu) in zip(children, children[1:]):
+            if type(conv) not in (Conv2d, MaskedConv2d) or conv.activation is not None or type(relu) is not ReLU:
+                continue
+            conv_name = f"{seq_name}.{conv_name}" if seq_name else conv_name
+            relu_name = f"{seq_name}.{relu_name}" if seq_name else relu_name
+            if _hooked(conv) or _hooked(relu):
+                report.left.append((relu_name, _describe(relu), f"not fused into {conv_name}: hooks on one of "
+                                    "them would see other tensors"))
+                continue
+            conv.activation = "relu"
+            relu.__class__ = FusedReLU
+            report.fused.append((conv_name, relu_name))
