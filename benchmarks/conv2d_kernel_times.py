@@ -1,6 +1,8 @@
 """Where a pixelops conv2d forward + backward spends its GPU time: each kernel's share, per suite shape.
 
-    python benchmarks/conv2d_kernel_times.py [--tf32]
+    python benchmarks/conv2d_kernel_times.py [--tf32] [--relu]
+
+--relu: each layer with its ReLU, fused in pixelops' (activation="relu"), F.relu after F.conv2d in PyTorch's.
 
 Uses torch.profiler (CUDA activity), so the kernels' own names show: gemm_kernel<ForwardGemm...>,
 <GradInputGemm...>, <GradWeightGemm...>, reduce_grad_weight, grad_bias_kernel, the direct kernels and
@@ -73,8 +75,12 @@ def kernel_ms(step, reps=REPS, device="cuda"):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--relu", action="store_true")
     args = ap.parse_args()
     torch.backends.cudnn.allow_tf32 = args.tf32
+    act = "relu" if args.relu else None
+    if args.relu:
+        print("every layer with its ReLU (pixelops: activation='relu'; torch: F.relu after F.conv2d)")
     for name, (n, cin, cout, hw, k, stride, pad, mask) in SUITE.items():
         x = torch.randn(n, cin, hw, hw, device="cuda", requires_grad=True)
         w = (torch.randn(cout, cin, k, k, device="cuda") / (cin * k * k) ** 0.5).requires_grad_()
@@ -82,8 +88,8 @@ def main():
 
         def forward():
             if mask:
-                return pixelops.masked_conv2d(x, w, b, mask, stride, pad)
-            return pixelops.conv2d(x, w, b, stride, pad)
+                return pixelops.masked_conv2d(x, w, b, mask, stride, pad, activation=act)
+            return pixelops.conv2d(x, w, b, stride, pad, activation=act)
 
         def step():
             y = forward()
@@ -99,7 +105,8 @@ def main():
         m = pixelops.conv_mask(k, mask, device="cuda") if mask else None
 
         def torch_forward():
-            return F.conv2d(x, w * m if mask else w, b, stride, pad)
+            y = F.conv2d(x, w * m if mask else w, b, stride, pad)
+            return F.relu(y) if act else y
 
         def torch_step():
             y = torch_forward()
@@ -121,23 +128,25 @@ def main():
         # kernels' call alone (outputs allocated, the extension's launches and workspaces); the rest of the
         # whole is autograd's engine and the Python between them
         print("    pixelops host ms: forward call %.3f, backward kernels' call %.3f" % host_split(
-            x, w, b, mask, stride, pad, k))
+            x, w, b, mask, stride, pad, k, act))
         cpu = sorted(((e.key, e.self_cpu_time_total / REPS) for e in events if e.self_cpu_time_total > 0),
                      key=lambda kv: -kv[1])[:8]
         print("    host us per fwd+bwd, by call: " + ", ".join(f"{k[:32]} {v:.0f}" for k, v in cpu))
 
 
-def host_split(x, w, b, mask, stride, pad, k):
+def host_split(x, w, b, mask, stride, pad, k, act):
     from pixelops._torch.conv2d import _tf32, backward_kernel
     from pixelops.ops.conv2d import mask_taps
 
     def fwd():
-        return pixelops.masked_conv2d(x, w, b, mask, stride, pad) if mask else pixelops.conv2d(x, w, b, stride, pad)
+        if mask:
+            return pixelops.masked_conv2d(x, w, b, mask, stride, pad, activation=act)
+        return pixelops.conv2d(x, w, b, stride, pad, activation=act)
 
     y = fwd().detach()
     g = torch.ones_like(y)
     ntaps = mask_taps(k, mask) if mask else k * k
-    args = (x.detach(), w.detach(), y, g, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, ntaps, False,
+    args = (x.detach(), w.detach(), y, g, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, ntaps, act is not None,
             _tf32(x, None), [True, True, True])
     return host_ms(fwd), host_ms(lambda: backward_kernel(*args))
 

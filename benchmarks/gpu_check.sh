@@ -7,6 +7,7 @@
 #   OPS=relu,conv2d TESTS="tests/test_conv2d.py" bash benchmarks/gpu_check.sh
 #   SKIP_KERNEL_TIMES=1 SKIP_HOST_TIMES=1 SKIP_TRAIN=1 NCU="res_3x3 res_s2:tf32" ...   # leave out / add sections
 #   KT_VARIANTS=PIXELOPS_CONV_TILE_N=64 ...            # per-kernel times under other settings too
+#   KT_RELU_VARIANTS=... ...                           # the same for the layers with their ReLU fused
 #   CASE_KT=per_sample ...                             # both sides' kernels of those bench rows
 #
 # Module: where python/pixelops already holds a CUDA build for this Python (built elsewhere for this GPU and
@@ -70,6 +71,9 @@ jobs() {
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile128 PIXELOPS_CONV_TILE_N=128 $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-newpaths $NEW_PATHS $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-oldpaths $OLD_PATHS $t"; done
+  # GATE_FIRST on its own: under NEW_PATHS it would take the fused-ReLU cases that keep the halo kernels off
+  # the GEMMs those paths change (GW_TILE96's)
+  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-gatefirst PIXELOPS_CONV_GATE_FIRST=1 $t"; done
 }
 : >"$LOGS/tests-rc.txt"
 jobs | xargs -P 8 -L 1 sh -c \
@@ -102,6 +106,14 @@ for tf32 in "" --tf32; do
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1
     echo "tf32=${tf32:-off} ${v:-defaults}: $(grep -o '^[a-z_0-9A-Z]* (tf32=[A-Za-z]*): [0-9.]* ms' "$log" | sed 's/ (tf32=[A-Za-z]*)//' | tr '\n' ' ')"
+  done
+  # each layer with its ReLU fused (activation="relu"), under the defaults and each of KT_RELU_VARIANTS (by
+  # default GATE_FIRST: the gate as a pass of its own, so that the halo kernels can take the backward)
+  for v in - ${KT_RELU_VARIANTS-PIXELOPS_CONV_GATE_FIRST=1}; do
+    [ "$v" = - ] && v=
+    log="$LOGS/conv2d-kernel-times-relu${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
+    env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 --relu >"$log" 2>&1
+    echo "relu, tf32=${tf32:-off} ${v:-defaults}: $(grep -o '^[a-z_0-9A-Z]* (tf32=[A-Za-z]*): [0-9.]* ms' "$log" | sed 's/ (tf32=[A-Za-z]*)//' | tr '\n' ' ')"
   done
 done
 }

@@ -193,6 +193,14 @@ void grad_bias(const Geometry& q, const T* y, const T* gy, T* gb, cudaStream_t s
   }
 }
 
+// The fused ReLU's gate on a contiguous grad_y (PIXELOPS_CONV_GATE_FIRST): out = y > 0 ? g : 0, a NaN in y
+// gating as the loaders' test does.
+template <class T>
+__global__ void relu_gate_kernel(int64_t n, const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = to_float(y[i]) > 0 ? g[i] : T{};
+}
+
 // The direct kernels' grid: x over `threads` threads of work (grid-stride beyond 2^16 blocks), y over groups.
 dim3 direct_grid(int64_t threads, int64_t groups) {
   return dim3{unsigned(std::min<int64_t>((threads + kThreads - 1) / kThreads, 1 << 16)), unsigned(groups)};
@@ -483,8 +491,13 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // GEMM on WeightTile (64 x 96) where it pads the columns less than the 128-wide tile (with_weight_tile):
 // mnist_c2's 288 columns ran at 14 TFLOP/s on the 128-wide tile, against res_3x3's 19, with a quarter of each
 // tile's multiply-adds on padding.
+// PIXELOPS_CONV_GATE_FIRST (written without a GPU, 2026-11-27, not yet timed): a fused ReLU's gate on grad_y as
+// one elementwise pass into a workspace before the backward's kernels, instead of in their loaders: the halo
+// and pointwise kernels take no gate, so a layer with activation="relu" (pixelops.swap(fuse_relu=True)) had its
+// grad_input and weight gradient on the GEMMs, against the halo's 30 TFLOP/s (float32, res_3x3) for an
+// unfused one; the pass costs about what the unfused ReLU's backward did (a read of y and grad_y, a write).
 struct NewPaths {
-  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96;
+  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first;
 };
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
@@ -493,7 +506,8 @@ const NewPaths& new_paths() {
                           kept("PIXELOPS_CONV_HALO_WIDE"),      asked("PIXELOPS_CONV_HALO_SPLIT"),
                           kept("PIXELOPS_CONV_HALO_PREROUND"),  kept("PIXELOPS_CONV_PW_GW"),
                           asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
-                          kept("PIXELOPS_CONV_GEMM_MMA"),       asked("PIXELOPS_CONV_GW_TILE96")};
+                          kept("PIXELOPS_CONV_GEMM_MMA"),       asked("PIXELOPS_CONV_GW_TILE96"),
+                          asked("PIXELOPS_CONV_GATE_FIRST")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
@@ -712,10 +726,24 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
   dispatch_float(x.dtype, "conv2d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* yp = relu ? y.ptr<T>() : nullptr;
+    const T* gyp = grad_y.ptr<T>();
+    // PIXELOPS_CONV_GATE_FIRST: the fused ReLU's gate applied to grad_y once, into a contiguous workspace, so
+    // that every kernel below reads an ungated grad_y (the halo and pointwise kernels take no gate: with one,
+    // grad_input and the weight gradient fall back to the GEMMs).
+    const int64_t gated_size = q.N * q.M * q.OH * q.OW;
+    const bool gate_first = yp && new_paths().gate_first && gated_size > 0 && grad_y.contiguous() && y.contiguous();
+    Scratch<T> gated(gate_first ? gated_size : 0, s, "conv2d_backward (ReLU gate)");
+    if (gate_first) {
+      relu_gate_kernel<T><<<grid_for(gated_size), kThreads, 0, s>>>(gated_size, yp, gyp, gated.get());
+      check_launch("conv2d_backward (ReLU gate)");
+      gyp = gated.get();
+      yp = nullptr;
+      for (int i = 0; i < 4; ++i) q.ys[i] = 0;
+    }
     if (grad_x.data && grad_x.numel() > 0) {
       expect_contiguous(grad_x, "conv2d_backward: grad_input");
       auto run = [&](auto p, const conv::Phase& f) {
-        p.q = q; p.f = f; p.w = w.ptr<T>(); p.y = yp; p.gy = grad_y.ptr<T>(); p.gx = grad_x.ptr<T>();
+        p.q = q; p.f = f; p.w = w.ptr<T>(); p.y = yp; p.gy = gyp; p.gx = grad_x.ptr<T>();
         p.M = q.Cg; p.N = q.N * f.PH * f.PW; p.K = q.Mg * f.ntaps; p.groups = int(q.G); p.kchunk = p.K;
         check_k32(p.K, "conv2d_backward (input)");
         launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
@@ -723,16 +751,16 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       // by taps in float32/float64 (float16/bfloat16 would round z before the taps are added)
       constexpr bool kTapsType = std::is_same_v<T, float> || std::is_same_v<T, double>;
       const bool direct = conv::grad_input_direct_fits(q);
-      if (kTapsType && conv::taps_fit(q, relu) && !(direct && new_paths().direct_gi))
-        grad_input_by_taps<T>(q, w.ptr<T>(), grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s);
+      if (kTapsType && conv::taps_fit(q, yp != nullptr) && !(direct && new_paths().direct_gi))
+        grad_input_by_taps<T>(q, w.ptr<T>(), gyp, grad_x.ptr<T>(), allow_tf32, s);
       else if (direct)
-        launch_grad_input_direct<T>(q, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), s);
+        launch_grad_input_direct<T>(q, w.ptr<T>(), yp, gyp, grad_x.ptr<T>(), s);
       else
         for (int rh = 0; rh < q.sh; ++rh)  // a launch per stride phase (one in all for stride 1): halo or GEMM
           for (int rw = 0; rw < q.sw; ++rw) {
             const conv::Phase f = conv::plan_phase(q, rh, rw);
             if (f.PH == 0 || f.PW == 0) continue;
-            if (halo_grad_input(q, f, w.ptr<T>(), yp, grad_y.ptr<T>(), grad_x.ptr<T>(), allow_tf32, s)) continue;
+            if (halo_grad_input(q, f, w.ptr<T>(), yp, gyp, grad_x.ptr<T>(), allow_tf32, s)) continue;
             with_tile<T>(q.Cg, q.N * f.PH * f.PW, [&](auto tile) {
               using Tl = decltype(tile);
               if (q.Mg % kBK == 0) run(conv::GradInputGemm<T, Tl, true>{}, f);
@@ -752,16 +780,16 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       bias_done = want_bias && (!direct || conv::grad_weight_direct_takes_bias(q));
       T* gb = bias_done ? grad_b.ptr<T>() : nullptr;
       if (direct)
-        grad_weight_direct<T>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, s);
-      else if (pointwise_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s) ||
-               halo_grad_weight(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s))
+        grad_weight_direct<T>(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, s);
+      else if (pointwise_grad_weight(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s) ||
+               halo_grad_weight(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s))
         ;  // ran on the pointwise GEMM or the halo kernel
       else
         with_weight_tile<T>(q.Mg, q.Cg * q.ntaps, allow_tf32, [&](auto tile) {
-          grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, grad_y.ptr<T>(), grad_w.ptr<T>(), gb, allow_tf32, s);
+          grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s);
         });
     }
-    if (want_bias && !bias_done) grad_bias<T>(q, yp, grad_y.ptr<T>(), grad_b.ptr<T>(), s);
+    if (want_bias && !bias_done) grad_bias<T>(q, yp, gyp, grad_b.ptr<T>(), s);
   });
 }
 
