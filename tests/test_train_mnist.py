@@ -20,8 +20,9 @@ def _fake_idx(tmp_path, n_train=96, n_test=40):
     return str(tmp_path)
 
 
-def test_compare_on_idx_files(tmp_path, capsys):
-    main(["--data", _fake_idx(tmp_path), "--epochs", "2", "--batch-size", "16", "--compare"])
+@pytest.mark.parametrize("fuse", [[], ["--fuse-relu"]])
+def test_compare_on_idx_files(tmp_path, capsys, fuse):
+    main(["--data", _fake_idx(tmp_path), "--epochs", "2", "--batch-size", "16", "--compare", *fuse])
     out = capsys.readouterr().out
     assert "96 train / 40 test images" in out
     assert "pixelops epoch 2:" in out and "torch    epoch 2:" in out

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--lr", type=float, default=3e-3, help="peak of the one-cycle schedule")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="train on the first N training images only (quick checks)")
+    parser.add_argument("--fuse-relu", action="store_true",
+                        help="pixelops run: each conv's ReLU in the conv (pixelops.swap(fuse_relu=True))")
 
 
 def build_model(seed: int, device: str = "cpu"):
@@ -67,7 +69,7 @@ def train(name, use_pixelops, data, args):
     model = build_model(args.seed, args.device)
     loss_fn = torch.nn.CrossEntropyLoss()
     if use_pixelops:
-        pixelops.swap(model, verbose=False)
+        pixelops.swap(model, verbose=False, fuse_relu=args.fuse_relu)
         loss_fn = pixelops.nn.CrossEntropyLoss()
     (x_train, y_train), (x_test, y_test) = data
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)

@@ -14,5 +14,5 @@ from .modules import Conv2d, CrossEntropyLoss, FusedReLU, MaskedConv2d, ReLU  # 
 from .patch import is_patched, patch, unpatch  # noqa: E402
 from .swap import SwapReport, swap  # noqa: E402
 
-__all__ = ["Conv2d", "MaskedConv2d", "ReLU", "FusedReLU", "CrossEntropyLoss", "swap", "SwapReport", "patch", "unpatch",
-           "is_patched", "TABLE"]
+__all__ = ["Conv2d", "MaskedConv2d", "ReLU", "FusedReLU", "CrossEntropyLoss", "swap", "SwapReport", "patch",
+           "unpatch", "is_patched", "TABLE"]
