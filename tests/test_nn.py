@@ -160,6 +160,20 @@ def test_swap_fuse_relu_moves_each_conv_relu_pair_into_the_conv():
     assert model.pixelops_swap_report.fused == [] and model[0].activation == "relu"
 
 
+def test_swap_fuse_relu_leaves_sequentials_with_their_own_forward_alone():
+    class Residual(torch.nn.Sequential):  # uses the conv's output twice: its ReLU cannot move into the conv
+        def forward(self, x):
+            h = self[0](x)
+            return self[1](h) + h
+
+    model = torch.nn.Sequential(Residual(torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.ReLU())).double()
+    reference = copy.deepcopy(model)
+    pixelops.swap(model, verbose=False, fuse_relu=True)
+    assert model.pixelops_swap_report.fused == [] and type(model[0][1]) is pnn.ReLU
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(model(x), reference(x))
+
+
 def test_swap_fuse_relu_leaves_hooked_pairs_apart():
     model = _fusable_model()
     seen = []

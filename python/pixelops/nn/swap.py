@@ -38,8 +38,8 @@ def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
     forward) are left as they are. What was swapped and what was left, and why, is printed when `verbose`
     and kept as `model.pixelops_swap_report` (a SwapReport).
 
-    fuse_relu=True also moves each ReLU that directly follows a convolution in an nn.Sequential into that
-    convolution (activation="relu": bias and ReLU in its output write, the ReLU's gradient in its backward),
+    fuse_relu=True also moves each ReLU that directly follows a convolution in an nn.Sequential (one that runs
+    Sequential's own forward) into that convolution (activation="relu": bias and ReLU in its output write, the ReLU's gradient in its backward),
     and the ReLU becomes a FusedReLU that passes its input on: one layer and one pass over the activations
     fewer, forward and backward. The results are the same; what changes is what hooks would see, so a pair
     with hooks on either module is left unfused (and reported)."""
@@ -82,7 +82,8 @@ def _hooked(module) -> bool:
 def _fuse_relus(model, report: SwapReport):
     """fuse_relu: each (pixelops conv, pixelops ReLU) pair of consecutive children of an nn.Sequential."""
     for seq_name, seq in model.named_modules():
-        if not isinstance(seq, torch.nn.Sequential):
+        # a Sequential's own forward only: a subclass with a forward of its own may use its children otherwise
+        if not isinstance(seq, torch.nn.Sequential) or type(seq).forward is not torch.nn.Sequential.forward:
             continue
         children = list(seq.named_children())
         for (conv_name, conv), (relu_name, relu) in zip(children, children[1:]):
