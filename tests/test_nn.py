@@ -174,6 +174,20 @@ def test_swap_fuse_relu_leaves_sequentials_with_their_own_forward_alone():
     torch.testing.assert_close(model(x), reference(x))
 
 
+def test_swap_fuse_relu_leaves_shared_modules_apart():
+    torch.manual_seed(0)
+    relu, conv = torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3, padding=1)
+    # one ReLU after two convs (the second pair must stay rectified), and a conv also used without a ReLU
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1), relu, torch.nn.Conv2d(2, 2, 3, padding=1),
+                                relu, conv, torch.nn.ReLU(), conv).double()
+    reference = copy.deepcopy(model)
+    pixelops.swap(model, verbose=False, fuse_relu=True)
+    assert model.pixelops_swap_report.fused == []
+    assert sum("more than one place" in why for *_, why in model.pixelops_swap_report.left) == 3
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(model(x), reference(x))
+
+
 def test_swap_fuse_relu_leaves_hooked_pairs_apart():
     model = _fusable_model()
     seen = []

@@ -1,6 +1,7 @@
 """pixelops.swap(model): every torch.nn module that pixelops has a drop-in for, turned into it in place."""
 from __future__ import annotations
 
+import collections
 import sys
 from dataclasses import dataclass, field
 
@@ -42,7 +43,8 @@ def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
     Sequential's own forward) into that convolution (activation="relu": bias and ReLU in its output write, the ReLU's gradient in its backward),
     and the ReLU becomes a FusedReLU that passes its input on: one layer and one pass over the activations
     fewer, forward and backward. The results are the same; what changes is what hooks would see, so a pair
-    with hooks on either module is left unfused (and reported)."""
+    with hooks on either module is left unfused (and reported), as is a pair where either module is used in
+    more than one place."""
     report = SwapReport()
     for name, module in model.named_modules():
         name = name or "(model)"
@@ -80,12 +82,15 @@ def _hooked(module) -> bool:
 
 
 def _fuse_relus(model, report: SwapReport):
-    """fuse_relu: each (pixelops conv, pixelops ReLU) pair of consecutive children of an nn.Sequential."""
+    """fuse_relu: each (pixelops conv, pixelops ReLU) pair of consecutive children of an nn.Sequential, each of
+    the two registered in one place only (a ReLU module shared by two layers, or a conv reused elsewhere, would
+    take the fusion to places without the other)."""
+    uses = collections.Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     for seq_name, seq in model.named_modules():
         # a Sequential's own forward only: a subclass with a forward of its own may use its children otherwise
         if not isinstance(seq, torch.nn.Sequential) or type(seq).forward is not torch.nn.Sequential.forward:
             continue
-        children = list(seq.named_children())
+        children = list(seq._modules.items())  # as forward runs them (a module listed twice appears twice)
         for (conv_name, conv), (relu_name, relu) in zip(children, children[1:]):
             if type(conv) not in (Conv2d, MaskedConv2d) or conv.activation is not None or type(relu) is not ReLU:
                 continue
@@ -94,6 +99,10 @@ def _fuse_relus(model, report: SwapReport):
             if _hooked(conv) or _hooked(relu):
                 report.left.append((relu_name, _describe(relu), f"not fused into {conv_name}: hooks on one of "
                                     "them would see other tensors"))
+                continue
+            if uses[id(conv)] > 1 or uses[id(relu)] > 1:
+                report.left.append((relu_name, _describe(relu), f"not fused into {conv_name}: one of them is "
+                                    "used in more than one place"))
                 continue
             conv.activation = "relu"
             relu.__class__ = FusedReLU
