@@ -136,6 +136,9 @@ section "bench (rows at the end of this output)"
 timeout 200 "$PY" -m pixelops bench --device cuda ${OPS:+--ops "$OPS"} --json "$OUT/bench-cuda.json" \
   >"$LOGS/bench-cuda.log" 2>&1
 bench_rc=$?
+# the picture of the rows, where matplotlib is installed (else: python -m pixelops plot on the JSON, here)
+"$PY" -m pixelops plot "$OUT/bench-cuda.json" --out "$OUT/bench-cuda.png" >/dev/null 2>&1 ||
+  echo "(no picture of the bench: python -m pixelops plot bench-cuda.json where matplotlib is installed)"
 # BENCH_VARIANTS: environment settings (several in one: joined by commas) to run the conv2d bench under as
 # well, so that one call gives the figures the defaults would give with them on; by default the paths that
 # stay off, all together (the kernel times above tell them apart).

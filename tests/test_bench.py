@@ -21,13 +21,40 @@ def test_unknown_op_is_refused():
         bench.collect("cpu", ["relu", "nope"])
 
 
-def test_bench_command_writes_json(tmp_path):
-    out = tmp_path / "bench.json"
+def test_bench_command_writes_json_and_a_picture(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "speedups.png"
     proc = subprocess.run([sys.executable, "-m", "pixelops", "bench", "--ops", "relu", "--repeats", "2",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--json", str(out), "--plot", str(png)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "speedup" in proc.stdout
     rows = json.loads(out.read_text())["rows"]
     assert {r["case"] for r in rows} >= {"fwd", "fwd+bwd", "per-call"}
     for r in rows:
         assert r["error"] < 1e-6 and r["torch_ms"] > 0 and r["pixelops_ms"] > 0
+    # one bar per row and per geometric mean: the picture grows with them
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 500
+        height = im.size[1]
+    again = tmp_path / "again.png"
+    proc = subprocess.run([sys.executable, "-m", "pixelops", "plot", str(out), "--out", str(again)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(again) as im:
+        assert im.size[1] == height
+    data = json.loads(out.read_text())
+    data["rows"] = data["rows"][:1]
+    out.write_text(json.dumps(data))
+    one = tmp_path / "one.png"
+    assert subprocess.run([sys.executable, "-m", "pixelops", "plot", str(out), "--out", str(one)],
+                          capture_output=True, timeout=300).returncode == 0
+    with Image.open(one) as im:
+        assert im.size[1] < height
+
+
+def test_plot_refuses_rows_without_speedups(tmp_path):
+    from pixelops.bench.plot import plot
+
+    with pytest.raises(SystemExit, match="no row"):
+        plot([dict(op="relu", case="fwd", shape="8", speedup=float("nan"))], str(tmp_path / "x.png"))

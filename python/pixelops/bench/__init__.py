@@ -89,7 +89,7 @@ def geomeans(rows):
     return {k: (math.exp(sum(map(math.log, v)) / len(v)), len(v)) for k, v in groups.items() if len(v) > 1}
 
 
-def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
+def run(device: str = "cpu", ops=None, json_path=None, repeats=None, plot_path=None):
     import torch
 
     import pixelops
@@ -129,10 +129,16 @@ def run(device: str = "cpu", ops=None, json_path=None, repeats=None):
         width = max(14, *(len(name) + 2 for _, name in summary))
         for (op, name), (g, count) in summary.items():
             print(f"  {op:<14}{name:<{width}}{g:.2f}x over {count} cases")
+    meta = dict(device=device_description(device), torch=torch.__version__, pixelops=pixelops.__version__,
+                date=datetime.datetime.now().isoformat(timespec="seconds"), ceilings_gbs=ceilings)
     if json_path:
-        meta = dict(device=device_description(device), torch=torch.__version__, pixelops=pixelops.__version__,
-                    date=datetime.datetime.now().isoformat(timespec="seconds"), ceilings_gbs=ceilings)
         with open(json_path, "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)
         print(f"wrote {json_path}")
+    if plot_path:
+        from .plot import plot
+
+        plot(rows, plot_path, f"pixelops {meta['pixelops']} against torch {meta['torch']} on {meta['device']}, "
+                              f"{meta['date']}")
+        print(f"wrote {plot_path}")
     return rows
