@@ -52,6 +52,10 @@ if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
     PIXELOPS_CONV_GW_TILE96=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
+  # and with the paths that run on their own (ALONE, below), all together
+  PIXELOPS_CONV_GATE_FIRST=1 PIXELOPS_CONV_GI_ONE_LAUNCH=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 \
+    "$PY" "$REPO/benchmarks/cuda_smoke.py" >"$LOGS/memcheck-alone.log" 2>&1 &
+  san_pid="$san_pid $!"
 fi
 
 section "CUDA tests"
@@ -63,6 +67,7 @@ TESTS=${TESTS:-$(cd "$REPO" && grep -lE 'cuda|DEVICES' tests/test_*.py | grep -v
 # they replaced stay tested).
 NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GW_TILE96=1
 OLD_PATHS=PIXELOPS_CONV_HALO_FLAT=0,PIXELOPS_CONV_HALO_WIDE=0,PIXELOPS_CONV_PW_GW=0,PIXELOPS_CONV_HALO_PREROUND=0,PIXELOPS_CONV_GEMM_MMA=0
+ALONE="PIXELOPS_CONV_GATE_FIRST=1 PIXELOPS_CONV_GI_ONE_LAUNCH=1"
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
@@ -71,9 +76,11 @@ jobs() {
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile128 PIXELOPS_CONV_TILE_N=128 $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-newpaths $NEW_PATHS $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-oldpaths $OLD_PATHS $t"; done
-  # GATE_FIRST on its own: under NEW_PATHS it would take the fused-ReLU cases that keep the halo kernels off
-  # the GEMMs those paths change (GW_TILE96's)
-  for t in $CONV_TESTS; do echo "$(basename "$t" .py)-gatefirst PIXELOPS_CONV_GATE_FIRST=1 $t"; done
+  # the paths that run on their own (ALONE): under NEW_PATHS, GATE_FIRST would take the fused-ReLU cases that
+  # keep the halo kernels off GW_TILE96's GEMM, and HALO_PHASES the phases GI_ONE_LAUNCH puts in one launch
+  for v in $ALONE; do
+    for t in $CONV_TESTS; do echo "$(basename "$t" .py)-$(echo "${v%%=*}" | tr 'A-Z_' 'a-z-') $v $t"; done
+  done
 }
 : >"$LOGS/tests-rc.txt"
 jobs | xargs -P 8 -L 1 sh -c \
@@ -88,8 +95,8 @@ for f in "$LOGS"/test_*.log; do
 done
 
 if [ -n "$san_pid" ]; then
-  wait "$san_pid"; echo "memcheck rc=$? (124: timed out)"
-  grep -E 'ERROR SUMMARY|Invalid|FAIL|smoke:' "$LOGS/memcheck.log" | head -20
+  for pid in $san_pid; do wait "$pid"; echo "memcheck rc=$? (124: timed out)"; done
+  grep -E 'ERROR SUMMARY|Invalid|FAIL|smoke:' "$LOGS"/memcheck*.log | head -20
 fi
 
 # (Before the bench: on a short lease, the per-kernel times that decide the new paths come back first.)
@@ -101,7 +108,7 @@ section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; def
 # README, the table of them), and GW_TILE96 alone (under NEW_PATHS, GW_SIMT takes mnist_c2's weight gradient
 # off the GEMM whose tile it changes).
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS PIXELOPS_CONV_GW_TILE96=1}; do
+  for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS PIXELOPS_CONV_GW_TILE96=1 PIXELOPS_CONV_GI_ONE_LAUNCH=1}; do
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1

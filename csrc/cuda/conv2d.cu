@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
@@ -305,6 +306,28 @@ void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
   check_launch(what);
 }
 
+// Several float32 problems of one type in one launch (gemm_set_kernel), on mma.sync under TF32 (the default
+// TF32 product; a set is not made for WMMA's) or SIMT: grid x over the widest member's column tiles.
+template <class P>
+void launch_gemm_set(const conv::GemmSet<P>& set, bool tf32, cudaStream_t s, const char* what) {
+  using Tl = typename P::Tl;
+  static_assert(sizeof(conv::GemmSet<P>) <= 4000, "a launch's parameters stay within 4 KB");
+  int64_t gx = 0, gy = 0;
+  for (int i = 0; i < set.count; ++i) {
+    gx = std::max(gx, (set.p[i].N + Tl::BN - 1) / Tl::BN);
+    gy = std::max(gy, (set.p[i].M + Tl::BM - 1) / Tl::BM);
+  }
+  const int64_t gz = int64_t(set.count) * set.per;
+  if (gx == 0 || gy == 0) return;
+  if (gx > 0x7fffffff || gy > 65535 || gz > 65535)
+    throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
+                     std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
+  const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
+  if (tf32) conv::gemm_set_kernel<P, conv::Tf32SyncMma<Tl>><<<grid, conv::kGemmThreads, 0, s>>>(set);
+  else conv::gemm_set_kernel<P, conv::SimtMma<float, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(set);
+  check_launch(what);
+}
+
 // Forward and grad_input decode their k (channel, tap) in 32 bits, with room for a tile past the end.
 void check_k32(int64_t K, const char* what) {
   if (K > 0x7fffff00)
@@ -496,8 +519,13 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // and pointwise kernels take no gate, so a layer with activation="relu" (pixelops.swap(fuse_relu=True)) had its
 // grad_input and weight gradient on the GEMMs, against the halo's 30 TFLOP/s (float32, res_3x3) for an
 // unfused one; the pass costs about what the unfused ReLU's backward did (a read of y and grad_y, a write).
+// PIXELOPS_CONV_GI_ONE_LAUNCH (written without a GPU, 2026-11-27, not yet timed): a strided layer's grad_input
+// GEMMs, one per stride phase, in one launch (gemm_set_kernel) instead of a launch each: res_s2's four ran
+// 196 blocks each on the H100's 264 block slots, one partial wave after another (its grad_input GEMMs: 0.140
+// ms under TF32, 26 TFLOP/s).
 struct NewPaths {
-  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first;
+  bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first,
+      gi_one_launch;
 };
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
@@ -507,7 +535,7 @@ const NewPaths& new_paths() {
                           kept("PIXELOPS_CONV_HALO_PREROUND"),  kept("PIXELOPS_CONV_PW_GW"),
                           asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
                           kept("PIXELOPS_CONV_GEMM_MMA"),       asked("PIXELOPS_CONV_GW_TILE96"),
-                          asked("PIXELOPS_CONV_GATE_FIRST")};
+                          asked("PIXELOPS_CONV_GATE_FIRST"),    asked("PIXELOPS_CONV_GI_ONE_LAUNCH")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
@@ -742,11 +770,15 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     }
     if (grad_x.data && grad_x.numel() > 0) {
       expect_contiguous(grad_x, "conv2d_backward: grad_input");
-      auto run = [&](auto p, const conv::Phase& f) {
+      // phase f's grad_input GEMM, as a problem of p's type
+      auto gi_problem = [&](auto p, const conv::Phase& f) {
         p.q = q; p.f = f; p.w = w.ptr<T>(); p.y = yp; p.gy = gyp; p.gx = grad_x.ptr<T>();
         p.M = q.Cg; p.N = q.N * f.PH * f.PW; p.K = q.Mg * f.ntaps; p.groups = int(q.G); p.kchunk = p.K;
         check_k32(p.K, "conv2d_backward (input)");
-        launch_gemm<T>(p, allow_tf32, s, "conv2d_backward (input)");
+        return p;
+      };
+      auto run = [&](auto p, const conv::Phase& f) {
+        launch_gemm<T>(gi_problem(p, f), allow_tf32, s, "conv2d_backward (input)");
       };
       // by taps in float32/float64 (float16/bfloat16 would round z before the taps are added)
       constexpr bool kTapsType = std::is_same_v<T, float> || std::is_same_v<T, double>;
@@ -755,18 +787,53 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
         grad_input_by_taps<T>(q, w.ptr<T>(), gyp, grad_x.ptr<T>(), allow_tf32, s);
       else if (direct)
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, gyp, grad_x.ptr<T>(), s);
-      else
-        for (int rh = 0; rh < q.sh; ++rh)  // a launch per stride phase (one in all for stride 1): halo or GEMM
+      else {
+        // a launch per stride phase (one in all for stride 1): halo or GEMM; the GEMMs of a strided layer's
+        // phases in one launch where new_paths().gi_one_launch
+        std::vector<conv::Phase> gemm_phases;
+        for (int rh = 0; rh < q.sh; ++rh)
           for (int rw = 0; rw < q.sw; ++rw) {
             const conv::Phase f = conv::plan_phase(q, rh, rw);
             if (f.PH == 0 || f.PW == 0) continue;
             if (halo_grad_input(q, f, w.ptr<T>(), yp, gyp, grad_x.ptr<T>(), allow_tf32, s)) continue;
+            gemm_phases.push_back(f);
+          }
+        auto launch_each = [&] {
+          for (const auto& f : gemm_phases)
             with_tile<T>(q.Cg, q.N * f.PH * f.PW, [&](auto tile) {
               using Tl = decltype(tile);
               if (q.Mg % kBK == 0) run(conv::GradInputGemm<T, Tl, true>{}, f);
               else run(conv::GradInputGemm<T, Tl, false>{}, f);
             });
+        };
+        if constexpr (std::is_same_v<T, float>) {  // (the set kernels are float32's alone)
+          using Set = conv::GemmSet<conv::GradInputGemm<T, conv::WideTile>>;
+          if (!new_paths().gi_one_launch || !gemm_mma_sync() || gemm_phases.size() < 2 ||
+              gemm_phases.size() > size_t(Set::kMost)) {
+            launch_each();
+          } else {
+            // the phase with the most taps first: its blocks, the longest, start first
+            std::stable_sort(gemm_phases.begin(), gemm_phases.end(),
+                             [](const conv::Phase& a, const conv::Phase& b) { return a.ntaps > b.ntaps; });
+            int64_t widest = 0;
+            for (const auto& f : gemm_phases) widest = std::max(widest, q.N * f.PH * f.PW);
+            with_tile<T>(q.Cg, widest, [&](auto tile) {
+              using Tl = decltype(tile);
+              auto launch_set = [&](auto proto) {
+                conv::GemmSet<decltype(proto)> set;
+                set.count = int(gemm_phases.size());
+                set.per = int(q.G);
+                for (int i = 0; i < set.count; ++i) set.p[i] = gi_problem(proto, gemm_phases[size_t(i)]);
+                launch_gemm_set(set, allow_tf32, s, "conv2d_backward (input, phases in one launch)");
+              };
+              if (q.Mg % kBK == 0) launch_set(conv::GradInputGemm<T, Tl, true>{});
+              else launch_set(conv::GradInputGemm<T, Tl, false>{});
+            });
           }
+        } else {
+          launch_each();
+        }
+      }
     }
     // grad_bias rides along with the weight gradient where there is one: one more column of its partial sums
     // (the few-channel kernel's column of ones, where it fits; the others' blocks sum shares of grad_y's rows

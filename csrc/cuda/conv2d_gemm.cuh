@@ -168,8 +168,12 @@ template <class H, class Tl> using HalfMma = WmmaMma<H, H, 16, Tl>;  // H: __hal
 // shared by a 4-byte cp.async through a 3- or 4-stage ring was as fast or slower on every suite shape, fp32 and
 // TF32 (up to 13% per forward + backward), once the loaders were cheap; two shared buffers with one barrier per
 // K step were 5% slower on the forwards. So this is the one mechanism.
-template <class P, class Mma>
-__global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
+//
+// gemm_block is one block's work: the tile at (blockIdx.x, blockIdx.y) of group and K split z_of() (read
+// again where the row sums need it, rather than kept live through the loop: see there), for gemm_kernel (one
+// problem a launch) and gemm_set_kernel (several).
+template <class P, class Mma, class ZOf>
+__device__ __forceinline__ void gemm_block(const P& p, ZOf&& z_of) {
   using A = typename P::Acc;
   using Tl = typename P::Tl;
   using SA = Slot<P::kFetchA, Tl::BM>;
@@ -179,7 +183,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
   __shared__ __align__(32) Stage Bs[kBK][Mma::kLdB];
   __shared__ __align__(32) unsigned char scratch[Mma::kScratch > 0 ? Mma::kScratch : 32];
   const int tid = threadIdx.x;
-  const int g = int(blockIdx.z) / p.splits, split = int(blockIdx.z) % p.splits;
+  const int g = z_of() / p.splits, split = z_of() % p.splits;
   const int64_t m0 = int64_t(blockIdx.y) * Tl::BM, n0 = int64_t(blockIdx.x) * Tl::BN;
   const int64_t kbeg = int64_t(split) * p.kchunk;
   const int64_t kend = p.splits == 1 ? p.K : (kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K);
@@ -211,7 +215,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
     if (p.bias) {
       const RowSumPlan r = row_sum_plan(int(blockIdx.x), int(gridDim.x), Tl::BM, kGemmThreads);
       if (r.rows) {
-        const int gs = int(blockIdx.z) / p.splits, ss = int(blockIdx.z) % p.splits;
+        const int gs = z_of() / p.splits, ss = z_of() % p.splits;
         const int64_t ms = int64_t(blockIdx.y) * Tl::BM, ks = int64_t(ss) * p.kchunk;
         const int64_t ke = p.splits == 1 ? p.K : (ks + p.kchunk < p.K ? ks + p.kchunk : p.K);
         const A v = row_sum_part<A>(r, ks, ke, int(threadIdx.x), [&](int row, int64_t k) {
@@ -223,6 +227,35 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
       }
     }
   }
+}
+
+template <class P, class Mma>
+__global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
+  gemm_block<P, Mma>(p, [] { return int(blockIdx.z); });
+}
+
+// Several problems of one type in one launch (a strided layer's grad_input, a GEMM per stride phase, where
+// PIXELOPS_CONV_GI_ONE_LAUNCH=1): grid z over members x groups x K splits, member-major, so that the blocks of
+// the first member (the phase with the most taps, by the host's order) start first; x over the widest member's
+// column tiles (a block past its own member's exits). One launch of all the phases' blocks keeps the SMs
+// busy where a launch per phase ran each as a partial wave: res_s2's phases had 196 blocks each, for the 264
+// block slots of an H100, and ran one after another. The problems stay in the launch's parameter space
+// (__grid_constant__: read where they are, not copied per thread).
+template <class P>
+struct GemmSet {
+  static constexpr int kMost = 4;
+  P p[kMost];
+  int count = 0;
+  int per = 1;  // blocks along z a member: groups x K splits
+};
+
+template <class P, class Mma>
+__global__ void __launch_bounds__(kGemmThreads, 2) gemm_set_kernel(const __grid_constant__ GemmSet<P> set) {
+  static_assert(!P::kRowSums, "row sums read gridDim.x, which is the widest member's here");
+  const int member = int(blockIdx.z) / set.per;
+  const P& p = set.p[member];
+  if (int64_t(blockIdx.x) * P::Tl::BN >= p.N) return;
+  gemm_block<P, Mma>(p, [&] { return int(blockIdx.z) - member * set.per; });
 }
 
 }  // namespace pixelops::cuda::conv
