@@ -209,10 +209,6 @@ namespace pixelops::cpu::conv {
 PIXELOPS_CONV_DOT_TILE_ROWS(float, f32x16, 16)
 PIXELOPS_CONV_DOT_TILE_ROWS(double, f64x8, 8)
 
-}  // namespace pixelops::cpu::conv
-
-namespace pixelops::cpu::conv {
-
 // grad_bias's inner loop: the sum of n values in double. A float row goes in blocks of 256 values, summed in
 // float across four vectors (16 values a lane, exact to a few units in the last place), then widened once a
 // block into the double sums: widening every value cost more instructions than the adds, and a scalar chain

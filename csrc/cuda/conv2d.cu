@@ -292,16 +292,20 @@ int resident_blocks(bool tf32) {
   return blocks;
 }
 
+// A GEMM launch's grid of gx x gy x gz tiles, refused where it passes CUDA's limits.
+dim3 gemm_grid(int64_t gx, int64_t gy, int64_t gz, const char* what) {
+  if (gx > 0x7fffffff || gy > 65535 || gz > 65535)
+    throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
+                     std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
+  return dim3{unsigned(gx), unsigned(gy), unsigned(gz)};
+}
+
 template <class T, class P>
 void launch_gemm(const P& p, bool tf32, cudaStream_t s, const char* what) {
   using Tl = typename P::Tl;
   if (p.M == 0 || p.N == 0) return;
-  const int64_t gx = (p.N + Tl::BN - 1) / Tl::BN, gy = (p.M + Tl::BM - 1) / Tl::BM;
-  const int64_t gz = int64_t(p.groups) * p.splits;
-  if (gx > 0x7fffffff || gy > 65535 || gz > 65535)
-    throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
-                     std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
-  const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
+  const dim3 grid = gemm_grid((p.N + Tl::BN - 1) / Tl::BN, (p.M + Tl::BM - 1) / Tl::BM,
+                              int64_t(p.groups) * p.splits, what);
   with_gemm_kernel<T, P>(tf32, [&](auto kernel) { kernel<<<grid, conv::kGemmThreads, 0, s>>>(p); });
   check_launch(what);
 }
@@ -317,12 +321,8 @@ void launch_gemm_set(const conv::GemmSet<P>& set, bool tf32, cudaStream_t s, con
     gx = std::max(gx, (set.p[i].N + Tl::BN - 1) / Tl::BN);
     gy = std::max(gy, (set.p[i].M + Tl::BM - 1) / Tl::BM);
   }
-  const int64_t gz = int64_t(set.count) * set.per;
   if (gx == 0 || gy == 0) return;
-  if (gx > 0x7fffffff || gy > 65535 || gz > 65535)
-    throw ValueError(std::string(what) + ": the problem is too large for one launch (" + std::to_string(gx) + " x " +
-                     std::to_string(gy) + " x " + std::to_string(gz) + " tiles)");
-  const dim3 grid{unsigned(gx), unsigned(gy), unsigned(gz)};
+  const dim3 grid = gemm_grid(gx, gy, int64_t(set.count) * set.per, what);
   if (tf32) conv::gemm_set_kernel<P, conv::Tf32SyncMma<Tl>><<<grid, conv::kGemmThreads, 0, s>>>(set);
   else conv::gemm_set_kernel<P, conv::SimtMma<float, Tl>><<<grid, conv::kGemmThreads, 0, s>>>(set);
   check_launch(what);
@@ -807,9 +807,8 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
             });
         };
         if constexpr (std::is_same_v<T, float>) {  // (the set kernels are float32's alone)
-          using Set = conv::GemmSet<conv::GradInputGemm<T, conv::WideTile>>;
           if (!new_paths().gi_one_launch || !gemm_mma_sync() || gemm_phases.size() < 2 ||
-              gemm_phases.size() > size_t(Set::kMost)) {
+              gemm_phases.size() > size_t(conv::kGemmSetMost)) {
             launch_each();
           } else {
             // the phase with the most taps first: its blocks, the longest, start first

@@ -241,10 +241,10 @@ __global__ void __launch_bounds__(kGemmThreads, 2) gemm_kernel(P p) {
 // busy where a launch per phase ran each as a partial wave: res_s2's phases had 196 blocks each, for the 264
 // block slots of an H100, and ran one after another. The problems stay in the launch's parameter space
 // (__grid_constant__: read where they are, not copied per thread).
+constexpr int kGemmSetMost = 4;  // problems a set holds (a stride of 2 x 2 has four phases)
 template <class P>
 struct GemmSet {
-  static constexpr int kMost = 4;
-  P p[kMost];
+  P p[kGemmSetMost];
   int count = 0;
   int per = 1;  // blocks along z a member: groups x K splits
 };

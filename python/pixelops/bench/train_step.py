@@ -41,8 +41,8 @@ def _case(batch, device, fuse_relu):
         loss = pixelops.nn.CrossEntropyLoss()(copy.deepcopy(ours)(x), y)
         return abs(loss.item() - loss_ref.item()) / abs(loss_ref.item())
 
-    return Case("train_step", "fwd+bwd+adam" + (", relu fused" if fuse_relu else ""), f"mnist cnn, batch {batch}",
-                device, setup,
+    name = "fwd+bwd+adam" + (", relu fused" if fuse_relu else "")
+    return Case("train_step", name, f"mnist cnn, batch {batch}", device, setup,
                 _step(theirs, torch.nn.CrossEntropyLoss()), _step(ours, pixelops.nn.CrossEntropyLoss()), error)
 
 

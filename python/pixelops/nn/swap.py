@@ -40,11 +40,11 @@ def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
     and kept as `model.pixelops_swap_report` (a SwapReport).
 
     fuse_relu=True also moves each ReLU that directly follows a convolution in an nn.Sequential (one that runs
-    Sequential's own forward) into that convolution (activation="relu": bias and ReLU in its output write, the ReLU's gradient in its backward),
-    and the ReLU becomes a FusedReLU that passes its input on: one layer and one pass over the activations
-    fewer, forward and backward. The results are the same; what changes is what hooks would see, so a pair
-    with hooks on either module is left unfused (and reported), as is a pair where either module is used in
-    more than one place."""
+    Sequential's own forward) into that convolution (activation="relu": bias and ReLU in its output write, the
+    ReLU's gradient in its backward), and the ReLU becomes a FusedReLU that passes its input on: one layer and
+    one pass over the activations fewer, forward and backward. The results are the same; what changes is what
+    hooks would see, so a pair with hooks on either module is left unfused (and reported), as is a pair where
+    either module is used in more than one place."""
     report = SwapReport()
     for name, module in model.named_modules():
         name = name or "(model)"

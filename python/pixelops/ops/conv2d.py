@@ -12,6 +12,7 @@ import numpy as np
 from .. import _C
 from .._arrays import ABSENT, check_array, check_float, check_same_device, check_same_dtype, view
 from .._torch_loader import torch_ops
+from .checked import CheckedCalls
 
 ACTIVATIONS = (None, "relu")
 MASK_TYPES = ("A", "B")
@@ -145,8 +146,7 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
 # every time instead: a call with an unhashable option (a list), a tuple holding anything but ints, or an
 # argument without the shape, dtype and device of an array (the checks then name it). The key is one flat
 # tuple built inline: this runs on every call.
-_SETUPS: dict = {}
-_SETUPS_MAX = 512
+_SETUPS = CheckedCalls()
 
 
 def _setup_cached(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type):
@@ -162,10 +162,8 @@ def _setup_cached(input, weight, bias, stride, padding, dilation, groups, activa
     except (AttributeError, TypeError):
         return _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
     if hit is None:
-        hit = _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
-        if len(_SETUPS) >= _SETUPS_MAX:
-            _SETUPS.clear()
-        _SETUPS[key] = hit
+        hit = _SETUPS.remember(key, _setup(input, weight, bias, stride, padding, dilation, groups, activation,
+                                           allow_tf32, op, mask_type))
     return hit
 
 
