@@ -121,30 +121,26 @@ __host__ __device__ __forceinline__ void halo_gw_load_tile(const HaloGradWeight&
   const Geometry& q = h.q;
   const int64_t n0 = tile * kGwPix, npix = h.pixels(), opix = q.OH * q.OW, row0 = int64_t(mt) * kGwRows;
   const float* gyg = p.gy + (g * q.Mg + row0) * q.gs[1];
-  if (p.gy_vec) {  // a row's 32 pieces across a warp (opix % 4 == 0: a piece never straddles two images)
-    for (int e = tid; e < kGwRows * (kGwPix / 4); e += kHaloThreads) {
-      const int r = e / (kGwPix / 4), v = e % (kGwPix / 4);
-      const int64_t n = n0 + 4 * v;
-      const bool valid = row0 + r < q.Mg && n < npix;
-      const float* src = p.gy;
-      if (valid) {
-        const int64_t img = q.by_opix(n);
-        src = gyg + img * q.gs[0] + r * q.gs[1] + (n - img * opix);
-      }
-      copy16(st + r * kGwLd + 4 * v, src, valid ? 4 : 0);
-    }
-  } else {
-    for (int e = tid; e < kGwRows * kGwPix; e += kHaloThreads) {
-      const int r = e / kGwPix, k = e % kGwPix;
-      const int64_t n = n0 + k;
-      const bool valid = row0 + r < q.Mg && n < npix;
-      const float* src = p.gy;
-      if (valid) {
-        const int64_t img = q.by_opix(n);
-        src = gyg + img * q.gs[0] + r * q.gs[1] + (n - img * opix);
-      }
-      copy4(st + r * kGwLd + k, src, valid);
-    }
+  // A thread copies the same pixels (a piece of 4, or one) of every 8th (or 2nd) row: where they sit in their
+  // image is worked out once, and each row adds a channel stride (a division and 64-bit index math a copy
+  // had made the copies about as many instructions as the product).
+  constexpr int kPer = kHaloThreads / kGwPix;  // threads a row, one pixel each, in element copies
+  const int kp = p.gy_vec ? 4 * (tid % (kGwPix / 4)) : tid % kGwPix;  // the thread's pixel(s) in the tile
+  const int64_t n = n0 + kp;
+  const float* col = nullptr;  // grad_y's pixel n in row 0 of the tile, null past the last pixel
+  if (n < npix) {
+    const int64_t img = q.by_opix(n);
+    col = gyg + img * q.gs[0] + (n - img * opix);
+  }
+  // rows r0, r0 + rstep, ... (those below `rows` are inside Mg)
+  const int r0 = p.gy_vec ? tid / (kGwPix / 4) : tid / kGwPix, rstep = p.gy_vec ? kHaloThreads / (kGwPix / 4) : kPer;
+  const int rows = col ? int(std::min<int64_t>(kGwRows, q.Mg - row0)) : 0;
+#pragma unroll 1
+  for (int r = r0; r < kGwRows; r += rstep) {
+    const bool valid = r < rows;
+    const float* src = valid ? col + r * q.gs[1] : p.gy;
+    if (p.gy_vec) copy16(st + r * kGwLd + kp, src, valid ? 4 : 0);  // a row's 32 pieces across a warp
+    else copy4(st + r * kGwLd + kp, src, valid);
   }
   const int64_t first_row = halo_first_row(h, n0);
   float* hs = st + kGwRows * kGwLd;
@@ -277,6 +273,46 @@ __host__ __device__ __forceinline__ void gw_simt_store(const HaloGradWeight& p, 
   }
 }
 
+// ---- GwTf32's operands, plain C++ so that the host emulation reads them as the kernel does ------------------
+// What GwTf32's tile hands mma.sync at k8 step kb for lane (gq, tig) = (lane / 4, lane % 4) of a warp of row
+// half wm (rows 32*wm + [0, 32) of the tile): A's two m16 fragments, rounded to TF32, and B's two values at
+// each of the block's nt taps, channel gq at the lane's pixels 8*kb + tig and + 4, each at the tap's shift
+// offb[tt] in bytes (gw_tap_bytes), rounded to TF32 unless kPreround (halo_round_stage rounded them in shared
+// memory); 0 past the nt taps. kAll: all kGwMaxNt taps are the block's (nt == kGwMaxNt), and no load is
+// predicated. Every B load is independent of the products, so the tile issues all of them before its MMAs;
+// with the shifts in bytes, each is one shared load from a register and a uniform register.
+template <bool kPreround, bool kAll>
+__host__ __device__ __forceinline__ void gw_tf32_operands(const HaloGradWeight& p, const float* st, int wm, int lane,
+                                                          int kb, int nt, const int (&offb)[kGwMaxNt], float (&a)[2][4],
+                                                          float (&b)[kGwMaxNt][2]) {
+  const int gq = lane / 4, tig = lane % 4;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float* ar = st + (32 * wm + 16 * i + gq) * kGwLd + 8 * kb + tig;
+    a[i][0] = tf32_round(ar[0]);
+    a[i][1] = tf32_round(ar[8 * kGwLd]);
+    a[i][2] = tf32_round(ar[4]);
+    a[i][3] = tf32_round(ar[8 * kGwLd + 4]);
+  }
+  const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + p.h.kc * p.h.CS);
+  const char* hb = reinterpret_cast<const char*>(st + kGwRows * kGwLd + gq * p.h.CS);  // channel gq's halo
+  const char* p0 = hb + 4 * corners[8 * kb + tig];
+  const char* p1 = hb + 4 * corners[8 * kb + tig + 4];
+#pragma unroll
+  for (int tt = 0; tt < kGwMaxNt; ++tt) {
+    const bool tap = kAll || tt < nt;
+    const float b0 = tap ? *reinterpret_cast<const float*>(p0 + offb[tt]) : 0.f;
+    const float b1 = tap ? *reinterpret_cast<const float*>(p1 + offb[tt]) : 0.f;
+    b[tt][0] = kPreround ? b0 : tf32_round(b0);
+    b[tt][1] = kPreround ? b1 : tf32_round(b1);
+  }
+}
+// The taps' shifts in bytes for gw_tf32_operands: taps j0 + tt, tt < nt; 0 past them.
+__host__ __device__ __forceinline__ void gw_tap_bytes(const HaloConv& h, int j0, int nt, int (&offb)[kGwMaxNt]) {
+#pragma unroll
+  for (int tt = 0; tt < kGwMaxNt; ++tt) offb[tt] = tt < nt ? 4 * h.tap_off[j0 + tt] : 0;
+}
+
 #ifdef __CUDACC__
 // The TF32 product (see the top of the file); its B fragments rounded as they are read, or, where kPreround, in
 // shared memory once a tile (halo_round_stage).
@@ -284,33 +320,41 @@ template <bool kPreround>
 struct GwTf32T {
   static constexpr bool kRoundHalo = kPreround;
   float acc[2][kGwMaxNt][4] = {};
-  __device__ __forceinline__ void tile(const HaloGradWeight& p, const float* st, int mt, int tid, int j0, int nt) {
-    const HaloConv& h = p.h;
-    const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4, wm = warp % 2, wk = warp / 2;
-    const float* hb = st + kGwRows * kGwLd + gq * h.CS;  // this lane's channel (B column gq)
-    const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
-#pragma unroll
+  // Warp (wm, wk) takes k8 steps wk, wk + 4, ... of the tile: per step its operands (gw_tf32_operands, every
+  // load first), then two MMAs a tap, in the same order on each accumulator as a tap at a time would (the sums
+  // are the same to the bit). A 3x3 layer's blocks have all kGwMaxNt taps: their steps load and multiply
+  // unpredicated. (SASS for sm_90: a k8 step is 78 instructions for 18 HMMA, 106 with fewer taps, where
+  // loading each tap's B just before its MMAs, under a branch, took 216.)
+  __device__ __forceinline__ void tile(const HaloGradWeight& p, const float* st, int, int tid, int j0, int nt) {
+    const int warp = tid / 32, lane = tid % 32, wm = warp % 2, wk = warp / 2;
+    int offb[kGwMaxNt];
+    gw_tap_bytes(p.h, j0, nt, offb);
+    if (nt == kGwMaxNt) steps<true>(p, st, wm, wk, lane, nt, offb);
+    else steps<false>(p, st, wm, wk, lane, nt, offb);
+  }
+  template <bool kAll>
+  __device__ __forceinline__ void steps(const HaloGradWeight& p, const float* st, int wm, int wk, int lane, int nt,
+                                        const int (&offb)[kGwMaxNt]) {
+#pragma unroll 1
     for (int kb = wk; kb < kGwPix / 8; kb += 4) {
-      uint32_t a[2][4];
+      float a[2][4], b[kGwMaxNt][2];
+      gw_tf32_operands<kPreround, kAll>(p, st, wm, lane, kb, nt, offb, a, b);
+      mmas<kAll>(a, b, nt);
+    }
+  }
+  template <bool kAll>
+  __device__ __forceinline__ void mmas(const float (&a)[2][4], const float (&b)[kGwMaxNt][2], int nt) {
+    uint32_t ua[2][4];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float* ar = st + (32 * wm + 16 * i + gq) * kGwLd + 8 * kb + tig;
-        a[i][0] = __float_as_uint(tf32_round(ar[0]));
-        a[i][1] = __float_as_uint(tf32_round(ar[8 * kGwLd]));
-        a[i][2] = __float_as_uint(tf32_round(ar[4]));
-        a[i][3] = __float_as_uint(tf32_round(ar[8 * kGwLd + 4]));
-      }
-      const int c0 = corners[8 * kb + tig], c1 = corners[8 * kb + tig + 4];
+    for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int tt = 0; tt < kGwMaxNt; ++tt) {
-        if (tt < nt) {
-          const int off = h.tap_off[j0 + tt];
-          const float b0 = hb[c0 + off], b1 = hb[c1 + off];
-          const uint32_t b[2] = {__float_as_uint(kPreround ? b0 : tf32_round(b0)),
-                                 __float_as_uint(kPreround ? b1 : tf32_round(b1))};
-          mma_tf32(acc[0][tt], a[0], b);
-          mma_tf32(acc[1][tt], a[1], b);
-        }
+      for (int r = 0; r < 4; ++r) ua[i][r] = __float_as_uint(a[i][r]);
+#pragma unroll
+    for (int tt = 0; tt < kGwMaxNt; ++tt) {
+      if (kAll || tt < nt) {
+        const uint32_t ub[2] = {__float_as_uint(b[tt][0]), __float_as_uint(b[tt][1])};
+        mma_tf32(acc[0][tt], ua[0], ub);
+        mma_tf32(acc[1][tt], ua[1], ub);
       }
     }
   }

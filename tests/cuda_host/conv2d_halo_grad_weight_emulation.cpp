@@ -1,9 +1,9 @@
 // The halo weight gradient (csrc/cuda/conv2d_halo_grad_weight.cuh) run on the host, both products: the same
-// setup, tile staging and final reduction as halo_grad_weight_kernel; for GwTf32 the fragment addresses, each
-// mma.sync.m16n8k8 emulated from its documented fragment layout, against a naive sum of the TF32-rounded
-// operands in float64; for GwSimt its per-thread product itself (gw_simt_tile) and the butterfly of shuffles,
-// against the naive sum of the float32 operands; GwTf32 with the halo rounded once a tile too (every B value it
-// reads must then be a TF32 value). With bias, grad_bias's column: each block's share of the rows' sums over
+// setup, tile staging and final reduction as halo_grad_weight_kernel; for GwTf32 each lane's operands read by
+// the kernel's own code (gw_tf32_operands: every value must come out a TF32 value), each mma.sync.m16n8k8
+// emulated from its documented fragment layout, against a naive sum of the TF32-rounded operands in float64;
+// for GwSimt its per-thread product itself (gw_simt_tile) and the butterfly of shuffles, against the naive sum
+// of the float32 operands; GwTf32 with the halo rounded once a tile too. With bias, grad_bias's column: each block's share of the rows' sums over
 // its split (bias_plan, halo_gw_bias_part), a row's threads added, against the plain sum of grad_y.
 // Strides, dilation, groups, masks (tap groups), tiles that run across images, ragged rows and channels,
 // grad_y rows copied whole or element by element, x as a view.
@@ -27,7 +27,9 @@ using namespace pixelops::cuda::conv;
 static int failures = 0;
 static bool verbose = true;  // a line for every run (the fuzz mode prints only its failures)
 
-static float tf32_b(const HaloConv& h, float v) { return halo_tf32_operand(h, v, failures); }
+// A TF32 operand as gw_tf32_operands hands it over: a TF32 value already (rounded there, or by
+// halo_round_stage where preround).
+static float tf32_value(float v) { return tf32_checked(v, failures); }
 
 // GwSimt's part of a block: warp by warp, lane by lane, as the kernel runs them (acc: [warp][lane]).
 static float simt_acc[kHaloThreads / 32][32][kGwSimtRows][kGwMaxNt];
@@ -87,25 +89,29 @@ static void emulate(const HaloGradWeight& p) {
             cur = 1 - cur;
             continue;
           }
-          const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
+          int offb[kGwMaxNt];
+          gw_tap_bytes(h, j0, nt, offb);
           for (int warp = 0; warp < kHaloThreads / 32; ++warp) {
             const int wm = warp % 2, wk = warp / 2;
             for (int kb = wk; kb < kGwPix / 8; kb += 4) {
               double A[2][16][8], B[kGwMaxNt][8][8];
-              for (int lane = 0; lane < 32; ++lane) {  // the fragments, lane by lane as the kernel loads them
+              for (int lane = 0; lane < 32; ++lane) {  // each lane's operands, read by the kernel's own code
                 const int gq = lane / 4, tig = lane % 4;
-                for (int i = 0; i < 2; ++i) {
-                  const float* ar = st + (32 * wm + 16 * i + gq) * kGwLd + 8 * kb + tig;
-                  A[i][gq][tig] = tf32_round(ar[0]);
-                  A[i][gq + 8][tig] = tf32_round(ar[8 * kGwLd]);
-                  A[i][gq][tig + 4] = tf32_round(ar[4]);
-                  A[i][gq + 8][tig + 4] = tf32_round(ar[8 * kGwLd + 4]);
+                float a[2][4], b[kGwMaxNt][2];
+                const bool all = nt == kGwMaxNt;  // as the kernel picks the variant
+                if (h.preround && all) gw_tf32_operands<true, true>(p, st, wm, lane, kb, nt, offb, a, b);
+                else if (h.preround) gw_tf32_operands<true, false>(p, st, wm, lane, kb, nt, offb, a, b);
+                else if (all) gw_tf32_operands<false, true>(p, st, wm, lane, kb, nt, offb, a, b);
+                else gw_tf32_operands<false, false>(p, st, wm, lane, kb, nt, offb, a, b);
+                for (int i = 0; i < 2; ++i) {  // mma.m16n8k8's A registers: (gq, tig), (gq + 8, tig), then k + 4
+                  A[i][gq][tig] = tf32_value(a[i][0]);
+                  A[i][gq + 8][tig] = tf32_value(a[i][1]);
+                  A[i][gq][tig + 4] = tf32_value(a[i][2]);
+                  A[i][gq + 8][tig + 4] = tf32_value(a[i][3]);
                 }
-                const float* hb = st + kGwRows * kGwLd + gq * h.CS;
-                const int c0 = corners[8 * kb + tig], c1 = corners[8 * kb + tig + 4];
-                for (int tt = 0; tt < nt; ++tt) {
-                  B[tt][tig][gq] = tf32_b(h, hb[c0 + h.tap_off[j0 + tt]]);
-                  B[tt][tig + 4][gq] = tf32_b(h, hb[c1 + h.tap_off[j0 + tt]]);
+                for (int tt = 0; tt < nt; ++tt) {  // B registers: (k tig, column gq), (k tig + 4, column gq)
+                  B[tt][tig][gq] = tf32_value(b[tt][0]);
+                  B[tt][tig + 4][gq] = tf32_value(b[tt][1]);
                 }
               }
               for (int lane = 0; lane < 32; ++lane) {
