@@ -32,6 +32,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/conv2d_halo.cuh"
 
@@ -278,10 +279,10 @@ __host__ __device__ __forceinline__ void gw_simt_store(const HaloGradWeight& p, 
 // half wm (rows 32*wm + [0, 32) of the tile): A's two m16 fragments, rounded to TF32, and B's two values at
 // each of the block's nt taps, channel gq at the lane's pixels 8*kb + tig and + 4, each at the tap's shift
 // offb[tt] in bytes (gw_tap_bytes), rounded to TF32 unless kPreround (halo_round_stage rounded them in shared
-// memory); 0 past the nt taps. kAll: all kGwMaxNt taps are the block's (nt == kGwMaxNt), and no load is
-// predicated. Every B load is independent of the products, so the tile issues all of them before its MMAs;
-// with the shifts in bytes, each is one shared load from a register and a uniform register.
-template <bool kPreround, bool kAll>
+// memory); 0 past the nt taps. kNt: nt where it is known when compiling (gw_with_taps), else 0. Every B load
+// is independent of the products, so the tile issues all of them before its MMAs; with the shifts in bytes,
+// each is one shared load from a register and a uniform register.
+template <bool kPreround, int kNt>
 __host__ __device__ __forceinline__ void gw_tf32_operands(const HaloGradWeight& p, const float* st, int wm, int lane,
                                                           int kb, int nt, const int (&offb)[kGwMaxNt], float (&a)[2][4],
                                                           float (&b)[kGwMaxNt][2]) {
@@ -300,12 +301,22 @@ __host__ __device__ __forceinline__ void gw_tf32_operands(const HaloGradWeight& 
   const char* p1 = hb + 4 * corners[8 * kb + tig + 4];
 #pragma unroll
   for (int tt = 0; tt < kGwMaxNt; ++tt) {
-    const bool tap = kAll || tt < nt;
+    const bool tap = kNt > 0 ? tt < kNt : tt < nt;
     const float b0 = tap ? *reinterpret_cast<const float*>(p0 + offb[tt]) : 0.f;
     const float b1 = tap ? *reinterpret_cast<const float*>(p1 + offb[tt]) : 0.f;
     b[tt][0] = kPreround ? b0 : tf32_round(b0);
     b[tt][1] = kPreround ? b1 : tf32_round(b1);
   }
+}
+// Calls f with the block's tap count as a compile-time constant where it is a common one (9: a 3x3 layer, or a
+// group of 9 taps of a larger kernel; 5: a 3x3 mask-B layer), else with 0 (nt at run time): the TF32 steps of
+// a known count neither load nor multiply past it, nor test the taps one by one (SASS for sm_90: 78
+// instructions a k8 step for 9 taps, 58 for 5, 106 for a count known only at run time).
+template <class F>
+__host__ __device__ __forceinline__ void gw_with_taps(int nt, F&& f) {
+  if (nt == kGwMaxNt) f(std::integral_constant<int, kGwMaxNt>{});
+  else if (nt == 5) f(std::integral_constant<int, 5>{});
+  else f(std::integral_constant<int, 0>{});
 }
 // The taps' shifts in bytes for gw_tf32_operands: taps j0 + tt, tt < nt; 0 past them.
 __host__ __device__ __forceinline__ void gw_tap_bytes(const HaloConv& h, int j0, int nt, int (&offb)[kGwMaxNt]) {
@@ -322,27 +333,23 @@ struct GwTf32T {
   float acc[2][kGwMaxNt][4] = {};
   // Warp (wm, wk) takes k8 steps wk, wk + 4, ... of the tile: per step its operands (gw_tf32_operands, every
   // load first), then two MMAs a tap, in the same order on each accumulator as a tap at a time would (the sums
-  // are the same to the bit). A 3x3 layer's blocks have all kGwMaxNt taps: their steps load and multiply
-  // unpredicated. (SASS for sm_90: a k8 step is 78 instructions for 18 HMMA, 106 with fewer taps, where
+  // are the same to the bit). (SASS for sm_90: with 9 taps a k8 step is 78 instructions for 18 HMMA, where
   // loading each tap's B just before its MMAs, under a branch, took 216.)
   __device__ __forceinline__ void tile(const HaloGradWeight& p, const float* st, int, int tid, int j0, int nt) {
     const int warp = tid / 32, lane = tid % 32, wm = warp % 2, wk = warp / 2;
     int offb[kGwMaxNt];
     gw_tap_bytes(p.h, j0, nt, offb);
-    if (nt == kGwMaxNt) steps<true>(p, st, wm, wk, lane, nt, offb);
-    else steps<false>(p, st, wm, wk, lane, nt, offb);
-  }
-  template <bool kAll>
-  __device__ __forceinline__ void steps(const HaloGradWeight& p, const float* st, int wm, int wk, int lane, int nt,
-                                        const int (&offb)[kGwMaxNt]) {
+    gw_with_taps(nt, [&](auto known) {
+      constexpr int kNt = decltype(known)::value;
 #pragma unroll 1
-    for (int kb = wk; kb < kGwPix / 8; kb += 4) {
-      float a[2][4], b[kGwMaxNt][2];
-      gw_tf32_operands<kPreround, kAll>(p, st, wm, lane, kb, nt, offb, a, b);
-      mmas<kAll>(a, b, nt);
-    }
+      for (int kb = wk; kb < kGwPix / 8; kb += 4) {
+        float a[2][4], b[kGwMaxNt][2];
+        gw_tf32_operands<kPreround, kNt>(p, st, wm, lane, kb, nt, offb, a, b);
+        mmas<kNt>(a, b, nt);
+      }
+    });
   }
-  template <bool kAll>
+  template <int kNt>
   __device__ __forceinline__ void mmas(const float (&a)[2][4], const float (&b)[kGwMaxNt][2], int nt) {
     uint32_t ua[2][4];
 #pragma unroll
@@ -351,7 +358,7 @@ struct GwTf32T {
       for (int r = 0; r < 4; ++r) ua[i][r] = __float_as_uint(a[i][r]);
 #pragma unroll
     for (int tt = 0; tt < kGwMaxNt; ++tt) {
-      if (kAll || tt < nt) {
+      if (kNt > 0 ? tt < kNt : tt < nt) {
         const uint32_t ub[2] = {__float_as_uint(b[tt][0]), __float_as_uint(b[tt][1])};
         mma_tf32(acc[0][tt], ua[0], ub);
         mma_tf32(acc[1][tt], ua[1], ub);

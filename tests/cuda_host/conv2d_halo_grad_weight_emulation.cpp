@@ -98,11 +98,11 @@ static void emulate(const HaloGradWeight& p) {
               for (int lane = 0; lane < 32; ++lane) {  // each lane's operands, read by the kernel's own code
                 const int gq = lane / 4, tig = lane % 4;
                 float a[2][4], b[kGwMaxNt][2];
-                const bool all = nt == kGwMaxNt;  // as the kernel picks the variant
-                if (h.preround && all) gw_tf32_operands<true, true>(p, st, wm, lane, kb, nt, offb, a, b);
-                else if (h.preround) gw_tf32_operands<true, false>(p, st, wm, lane, kb, nt, offb, a, b);
-                else if (all) gw_tf32_operands<false, true>(p, st, wm, lane, kb, nt, offb, a, b);
-                else gw_tf32_operands<false, false>(p, st, wm, lane, kb, nt, offb, a, b);
+                gw_with_taps(nt, [&](auto known) {  // the variant the kernel picks
+                  constexpr int kNt = decltype(known)::value;
+                  if (h.preround) gw_tf32_operands<true, kNt>(p, st, wm, lane, kb, nt, offb, a, b);
+                  else gw_tf32_operands<false, kNt>(p, st, wm, lane, kb, nt, offb, a, b);
+                });
                 for (int i = 0; i < 2; ++i) {  // mma.m16n8k8's A registers: (gq, tig), (gq + 8, tig), then k + 4
                   A[i][gq][tig] = tf32_value(a[i][0]);
                   A[i][gq + 8][tig] = tf32_value(a[i][1]);
