@@ -3,8 +3,9 @@
 // the kernel's own code (gw_tf32_operands: every value must come out a TF32 value), each mma.sync.m16n8k8
 // emulated from its documented fragment layout, against a naive sum of the TF32-rounded operands in float64;
 // for GwSimt its per-thread product itself (gw_simt_tile) and the butterfly of shuffles, against the naive sum
-// of the float32 operands; GwTf32 with the halo rounded once a tile too. With bias, grad_bias's column: each block's share of the rows' sums over
-// its split (bias_plan, halo_gw_bias_part), a row's threads added, against the plain sum of grad_y.
+// of the float32 operands; GwTf32 with the halo rounded once a tile too. With bias, grad_bias's column: each
+// block's share of the rows' sums over its split (bias_plan, halo_gw_bias_part), a row's threads added, against
+// the plain sum of grad_y.
 // Strides, dilation, groups, masks (tap groups), tiles that run across images, ragged rows and channels,
 // grad_y rows copied whole or element by element, x as a view.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
