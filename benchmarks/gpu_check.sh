@@ -68,7 +68,7 @@ TESTS=${TESTS:-$(cd "$REPO" && grep -lE 'cuda|DEVICES' tests/test_*.py | grep -v
 NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GW_TILE96=1
 OLD_PATHS=PIXELOPS_CONV_HALO_FLAT=0,PIXELOPS_CONV_HALO_WIDE=0,PIXELOPS_CONV_PW_GW=0,PIXELOPS_CONV_HALO_PREROUND=0,PIXELOPS_CONV_GEMM_MMA=0
 ALONE="PIXELOPS_CONV_GATE_FIRST=1 PIXELOPS_CONV_GI_ONE_LAUNCH=1"
-CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py}
+CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py tests/test_conv_random.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
   # (the 128-wide run's TF32 GEMMs on mma.sync, the default; the 64-wide run's on WMMA)
