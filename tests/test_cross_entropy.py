@@ -198,13 +198,25 @@ def test_weighted_mean_divides_by_the_kept_weights(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_empty_batch(device):
-    for target in (torch.zeros(0, dtype=torch.int64, device=device), torch.zeros(0, 5, device=device, dtype=torch.float64)):
-        x = torch.randn(0, 5, dtype=torch.float64, device=device, requires_grad=True)
+@pytest.mark.parametrize("spatial", [(), (2, 3)])
+def test_empty_batch(device, spatial):
+    # forward and backward, the incoming gradient not 1 (an empty expanded gradient has no data to read: the
+    # CPU backward once read its first value anyway, and crashed)
+    for probs in (False, True):
+        target = (torch.zeros(0, 5, *spatial, device=device, dtype=torch.float64) if probs
+                  else torch.zeros(0, *spatial, dtype=torch.int64, device=device))
         for reduction in ("mean", "sum", "none"):
-            ref = F.cross_entropy(x.detach(), target, reduction=reduction)
-            out = pixelops.cross_entropy(x, target, reduction=reduction)
+            x = torch.randn(0, 5, *spatial, dtype=torch.float64, device=device, requires_grad=True)
+            t = target.clone().requires_grad_(probs)  # probabilities get a gradient too (a mean's divides by 0)
+            x_ref, t_ref = x.detach().clone().requires_grad_(), target.clone().requires_grad_(probs)
+            ref = F.cross_entropy(x_ref, t_ref, reduction=reduction)
+            out = pixelops.cross_entropy(x, t, reduction=reduction)
             torch.testing.assert_close(out, ref, equal_nan=True)
+            out.backward(torch.full_like(out, 3.0))
+            ref.backward(torch.full_like(ref, 3.0))
+            assert x.grad.shape == x_ref.grad.shape == x.shape
+            if probs:
+                assert t.grad.shape == t_ref.grad.shape == t.shape
 
 
 @pytest.mark.parametrize("device", DEVICES)

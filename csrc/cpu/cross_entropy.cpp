@@ -412,6 +412,7 @@ void cross_entropy_backward(const Array& grad, const Array& grad_loss, const Arr
   dispatch_cpu_float(grad.dtype, "cross_entropy_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const int64_t N = grad.size[0], C = grad.size[1], S = grad.size[2];
+    if (N * C * S == 0) return;  // nothing to write, and an empty grad_loss may have no data to read
     const T* g = grad.ptr<T>();
     const T* gl = grad_loss.ptr<T>();
     T* out = grad_in.ptr<T>();

@@ -233,7 +233,7 @@ def target_grad_kernel(x: torch.Tensor, weight: Optional[torch.Tensor], grad_los
     w = NO_ARRAY if weight is None else weight.contiguous()
     gl = _per_position(grad_loss, N, S, reduction, x.dtype)
     out = torch.empty_like(x3)
-    factor = -(1.0 - eps) / (N * S if reduction == 1 else 1)
+    factor = -(1.0 - eps) / (max(N * S, 1) if reduction == 1 else 1)  # (no position at all: nothing to scale)
     _C.cross_entropy_target_backward(x3, w, gl, out, factor, stream(x))
     return out.view(x.shape)
 
