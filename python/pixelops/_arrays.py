@@ -95,9 +95,24 @@ def device_name(x) -> str:
 
 
 def check_array(x, name: str, op: str):
-    """x must be a numpy array or a torch tensor."""
-    if not (isinstance(x, np.ndarray) or is_tensor(x)):
+    """x must be a numpy array or a torch tensor; a numpy array also one the kernels can read (check_numpy)."""
+    if isinstance(x, np.ndarray):
+        check_numpy(x, name, op)
+    elif not is_tensor(x):
         raise TypeError(f"pixelops.{op}: '{name}' must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def check_numpy(x: np.ndarray, name: str, op: str):
+    """The kernels read a numpy array as values of this machine's byte order, whole elements apart (view() hands
+    them strides in elements): a byte-swapped array, or a field of a structured array (strides that are not
+    whole elements), would otherwise be read wrong or refused with a message that does not name it."""
+    if not x.dtype.isnative:
+        raise TypeError(f"pixelops.{op}: '{name}' has dtype {x.dtype.str}, whose byte order is not this "
+                        f"machine's; expected native values (x.astype(x.dtype.newbyteorder('=')))")
+    if any(s % x.itemsize for s in x.strides):
+        raise ValueError(f"pixelops.{op}: '{name}' has strides {x.strides} (bytes), not whole {x.itemsize}-byte "
+                         "elements (a field of a structured array?); expected element strides "
+                         "(np.ascontiguousarray(x))")
 
 
 def check_float(x, name: str, op: str):
@@ -105,6 +120,7 @@ def check_float(x, name: str, op: str):
     if isinstance(x, np.ndarray):
         if x.dtype.name not in CPU_FLOATS:
             raise TypeError(f"pixelops.{op}: '{name}' must have dtype float32 or float64 on cpu, got {x.dtype.name}")
+        check_numpy(x, name, op)
         return
     check_array(x, name, op)
     # Fast path first: this runs on every call, and attribute reads on a tensor are cheap, .device is not.
