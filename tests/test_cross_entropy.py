@@ -322,6 +322,21 @@ def test_inplace_backward_tells_autograd(device):
         loss.backward()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_inplace_backward_on_expanded_logits(device):
+    # one row of logits seen four times: a gradient written over them would put four rows into one; such logits
+    # get a buffer of their own (before, base's gradient came out wrong and its values overwritten)
+    base = _logits((1, 5), torch.float64, device)
+    before = base.detach().clone()
+    t = torch.tensor([0, 1, 2, 3], device=device)
+    loss = pixelops.cross_entropy(base.expand(4, 5), t, inplace_backward=True)
+    (g,) = torch.autograd.grad(loss, base)
+    ref = before.clone().requires_grad_()
+    (g_ref,) = torch.autograd.grad(F.cross_entropy(ref.expand(4, 5), t), ref)
+    torch.testing.assert_close(g, g_ref)
+    assert torch.equal(base.detach(), before)
+
+
 def test_inplace_backward_on_a_leaf_raises():
     with pytest.raises(RuntimeError, match="leaf"):
         pixelops.cross_entropy(_logits((3, 4), torch.float32, "cpu"), torch.tensor([0, 1, 2]), inplace_backward=True)

@@ -32,7 +32,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     kernels: the forward pass writes the gradient as it computes the loss and backward only scales it.
 
     inplace_backward=True (tensors only) writes that gradient into input's own memory instead of a new buffer,
-    saving one logits-sized allocation. input's values are gone after the call; autograd is told, so a
+    saving one logits-sized allocation (where that memory holds each logit once: not for an expanded view, which
+    gets a buffer as without it). input's values are gone after the call; autograd is told, so a
     backward that needs them raises instead of reading gradients. Use it only when nothing else needs the
     logits. Under torch.compile the call goes through the functional custom op pixelops::cross_entropy and
     inplace_backward has no effect. Class-probability targets that require grad get their gradient too
