@@ -1,5 +1,6 @@
 """pixelops.nn modules, swap() and patch(): drop-ins that keep parameters, state_dicts and optimizers."""
 import copy
+import inspect
 
 import pytest
 import torch
@@ -24,6 +25,15 @@ def _train_steps(model, loss_fn, steps=3, lr=0.1):
 
 
 # ---- modules ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Conv2d", "ReLU", "CrossEntropyLoss"])
+def test_constructor_arguments_are_torchs(name):
+    # names, order and defaults: code (or a config system reading signatures) that builds torch's module with
+    # keywords or positions builds pixelops' the same way
+    def params(cls):
+        return [(p.name, p.default, p.kind) for p in inspect.signature(cls.__init__).parameters.values()]
+    assert params(getattr(pnn, name)) == params(getattr(torch.nn, name))
+
 
 def test_modules_are_torch_subclasses_with_torch_state_dict_keys():
     pairs = [

@@ -37,8 +37,11 @@ class _FusableActivation:
 class Conv2d(_Named, _FusableActivation, torch.nn.Conv2d):
     """torch.nn.Conv2d on pixelops.conv2d (padding_mode="zeros" only)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    # torch.nn.Conv2d's arguments, spelled out so that inspect.signature and help() show them
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
         _zeros_padding_only(self, "Conv2d")
 
     def forward(self, input):
