@@ -274,3 +274,21 @@ def test_patched_training_matches_torch():
     with pixelops.patch():
         ours = _train_steps(small_cnn(), F.cross_entropy)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("probs", [False, True])
+def test_cross_entropy_loss_takes_half_logits_on_cpu(dtype, probs):
+    # as torch.nn.CrossEntropyLoss does (a bfloat16 model's logits): computed in float32, the loss rounded back
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 5, generator=gen).to(dtype).requires_grad_()
+    t = torch.softmax(torch.randn(6, 5, generator=gen), 1).to(dtype) if probs else torch.randint(0, 5, (6,), generator=gen)
+    w = (torch.rand(5, generator=gen) + 0.5).to(dtype)
+    loss = pnn.CrossEntropyLoss(weight=w, label_smoothing=0.1)(x, t)
+    loss.backward()
+    xr = x.detach().double().requires_grad_()
+    ref = F.cross_entropy(xr, t.double() if probs else t, weight=w.double(), label_smoothing=0.1)
+    ref.backward()
+    assert loss.dtype == dtype and x.grad.dtype == dtype
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=2e-2, atol=2e-3)
