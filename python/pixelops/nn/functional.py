@@ -62,9 +62,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                   reduction="mean", label_smoothing=0.0):
     if size_average is not None or reduce is not None:  # torch's deprecated spelling of `reduction`
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
-    if input.dtype in _LOW and input.is_cpu:
-        # No half kernels on the CPU (a bfloat16 model's logits, or autocast's): in float32, as torch accumulates
-        # them, the loss rounded back to the logits' dtype
+    if input.dtype in _LOW and input.is_cpu and not torch.is_autocast_enabled("cpu"):
+        # No half kernels on the CPU (a bfloat16 model's logits): in float32, as torch accumulates them, the loss
+        # rounded back to the logits' dtype. (Under autocast the op's own policy takes them: a float32 loss.)
         def up(t):
             return t.float() if t is not None and t.is_floating_point() else t
         return pixelops.cross_entropy(up(input), up(target), weight=up(weight), ignore_index=ignore_index,
