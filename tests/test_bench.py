@@ -58,3 +58,26 @@ def test_plot_refuses_rows_without_speedups(tmp_path):
 
     with pytest.raises(SystemExit, match="no row"):
         plot([dict(op="relu", case="fwd", shape="8", speedup=float("nan"))], str(tmp_path / "x.png"))
+
+
+def test_command_checks_its_files_before_the_run(tmp_path, monkeypatch):
+    # an output that cannot be written ends the command before any timing, not in a traceback after it
+    from pixelops.__main__ import main
+
+    monkeypatch.setattr(bench, "run", lambda **kw: pytest.fail("the bench ran"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="bench --json .*cannot make the folder"):
+        main(["bench", "--ops", "relu", "--json", str(blocker / "out.json")])
+    with pytest.raises(SystemExit, match="bench --plot .*cannot write there"):
+        main(["bench", "--ops", "relu", "--plot", str(tmp_path)])  # a folder, not a file
+    with pytest.raises(SystemExit, match="plot: no such file"):
+        main(["plot", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x.png")])
+    (tmp_path / "other.json").write_text('{"rows_of": []}')
+    with pytest.raises(SystemExit, match="is not a bench JSON"):
+        main(["plot", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.png")])
+    # a missing folder is made
+    called = {}
+    monkeypatch.setattr(bench, "run", lambda **kw: called.update(kw))
+    main(["bench", "--ops", "relu", "--json", str(tmp_path / "new" / "dir" / "out.json")])
+    assert (tmp_path / "new" / "dir").is_dir() and called["json_path"].endswith("out.json")

@@ -2,20 +2,53 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+
+def _output(path: str, what: str) -> str:
+    """path, checked before a run that ends by writing it: its folder made if missing, and a clear exit where
+    it cannot be written (rather than a traceback after minutes of benchmarking)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"{what} {path}: cannot make the folder {folder} ({e.strerror})") from None
+    if not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise SystemExit(f"{what} {path}: cannot write there")
+    return path
+
+
+def _matplotlib(what: str):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"{what} needs matplotlib: pip install matplotlib (or the demo extra, '.[demo]')") from None
 
 
 def _bench(args):
     from .bench import run
 
     ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
+    if args.json:
+        _output(args.json, "bench --json")
+    if args.plot:
+        _matplotlib("bench --plot")
+        _output(args.plot, "bench --plot")
     run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats, plot_path=args.plot)
 
 
 def _plot(args):
     from .bench.plot import plot_json
 
-    print(f"wrote {plot_json(args.json, args.out)}")
+    _matplotlib("plot")
+    _output(args.out, "plot --out")
+    try:
+        print(f"wrote {plot_json(args.json, args.out)}")
+    except FileNotFoundError:
+        raise SystemExit(f"plot: no such file: {args.json}") from None
+    except (ValueError, KeyError, TypeError) as e:  # not JSON, or not the bench's rows
+        raise SystemExit(f"plot: {args.json} is not a bench JSON (python -m pixelops bench --json): {e!r}") from None
 
 
 def _pixelcnn(args):
