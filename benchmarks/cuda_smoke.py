@@ -78,6 +78,8 @@ def main():
     conv_case("fp64", 2, 5, 7, (9, 11), 3, 1, 1, dtype=torch.float64)
     conv_case("tf32", 2, 19, 35, (12, 11), 3, 1, 1, tf32=True)  # forward and grad_input from the halo
     conv_case("tf32 s2 mask B grouped", 3, 24, 80, (11, 13), 3, 2, 1, groups=2, tf32=True, mask="B")
+    # the TF32 halo weight gradient at a mask B's 5 taps, its count known when compiling (gw_with_taps)
+    conv_case("tf32 mask B", 2, 16, 24, (10, 9), 3, 1, 1, tf32=True, mask="B")
     conv_case("tf32 2x2 tiny images", 9, 40, 24, (3, 2), 2, 1, 0, tf32=True)
     conv_case("tf32 1x1", 2, 72, 24, (7, 9), 1, 1, 0, tf32=True)  # flat mode (PIXELOPS_CONV_HALO_FLAT)
     conv_case("tf32 1x1 whole pieces", 3, 72, 24, (8, 9), 1, 1, 0, tf32=True)  # and the pointwise grad_weight
