@@ -197,6 +197,22 @@ __host__ __device__ __forceinline__ void halo_gw_store_bias(const HaloGradWeight
   if (m < q.Mg) p.ws[(split * q.M + g * q.Mg + m) * p.ncol() + q.Cg * q.ntaps] = v;
 }
 
+// Calls f with the block's tap count as a compile-time constant where it is a common one (9: a 3x3 layer, or a
+// group of 9 taps of a larger kernel; 5: a 3x3 mask-B layer), else with 0 (nt at run time): the TF32 steps of
+// a known count neither load nor multiply past it, nor test the taps one by one (SASS for sm_90: 78
+// instructions a k8 step for 9 taps, 62 for 5, 108 for a count known only at run time).
+template <class F>
+__host__ __device__ __forceinline__ void gw_with_taps(int nt, F&& f) {
+  if (nt == kGwMaxNt) f(std::integral_constant<int, kGwMaxNt>{});
+  else if (nt == 5) f(std::integral_constant<int, 5>{});
+  else f(std::integral_constant<int, 0>{});
+}
+// The taps' shifts in bytes for gw_tf32_operands: taps j0 + tt, tt < nt; 0 past them.
+__host__ __device__ __forceinline__ void gw_tap_bytes(const HaloConv& h, int j0, int nt, int (&offb)[kGwMaxNt]) {
+#pragma unroll
+  for (int tt = 0; tt < kGwMaxNt; ++tt) offb[tt] = tt < nt ? 4 * h.tap_off[j0 + tt] : 0;
+}
+
 // ---- GwSimt's product, plain C++ so that the host emulation runs it as the kernel does ----------------------
 constexpr int kGwSimtRows = 8;  // rows a warp
 
@@ -225,34 +241,45 @@ __host__ __device__ __forceinline__ bool gw_simt_rows(const HaloGradWeight& p, i
 }
 
 // Adds stage st's tile to lane (c, p) = (lane % 8, lane / 8) of warp `warp`: rows 8*warp + r, channel c, taps
-// j0 + tt (tt < nt) over the pixels 32*i + 8*p + [0, 8) of the tile, two at a time.
-__host__ __device__ __forceinline__ void gw_simt_tile(const HaloGradWeight& p, const float* st, int warp, int lane,
-                                                      int j0, int nt, float (&acc)[kGwSimtRows][kGwMaxNt]) {
+// j0 + tt (tt < nt) over the pixels 32*i + 8*p + [0, 8) of the tile, two at a time. With the tap count known
+// when compiling (gw_with_taps) and the taps' shifts in bytes, each x value is one shared load from a register
+// and a uniform register and no tap is tested (SASS for sm_90, 9 taps: a loop of two steps was 477 instructions
+// for 288 FFMA with a branch a tap and the index math of each load).
+template <int kNt>
+__host__ __device__ __forceinline__ void gw_simt_steps(const HaloGradWeight& p, const float* st, int warp, int lane,
+                                                       int nt, const int (&offb)[kGwMaxNt],
+                                                       float (&acc)[kGwSimtRows][kGwMaxNt]) {
   const HaloConv& h = p.h;
   const int c = lane % 8, pg = lane / 8;
   const float* gyw = st + kGwSimtRows * warp * kGwLd + 8 * pg;
-  const float* hb = st + kGwRows * kGwLd + c * h.CS;
+  const char* hb = reinterpret_cast<const char*>(st + kGwRows * kGwLd + c * h.CS);
   const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS) + 8 * pg;
-  int off[kGwMaxNt];
-#pragma unroll
-  for (int tt = 0; tt < kGwMaxNt; ++tt) off[tt] = tt < nt ? h.tap_off[j0 + tt] : 0;
 #pragma unroll 2
   for (int k = 0; k < kGwPix / 4; k += 2) {  // k: the pair's place among the lane's 32 pixels
     const int px = 32 * (k / 8) + k % 8;      // its pixel in the tile, less 8 * pg
     int c0, c1;
     gw_load2(corners + px, c0, c1);
+    const char* p0 = hb + 4 * c0;
+    const char* p1 = hb + 4 * c1;
     float g0[kGwSimtRows], g1[kGwSimtRows];
 #pragma unroll
     for (int r = 0; r < kGwSimtRows; ++r) gw_load2(gyw + r * kGwLd + px, g0[r], g1[r]);
 #pragma unroll
     for (int tt = 0; tt < kGwMaxNt; ++tt) {
-      if (tt < nt) {
-        const float x0 = hb[c0 + off[tt]], x1 = hb[c1 + off[tt]];
+      if (kNt > 0 ? tt < kNt : tt < nt) {
+        const float x0 = *reinterpret_cast<const float*>(p0 + offb[tt]);
+        const float x1 = *reinterpret_cast<const float*>(p1 + offb[tt]);
 #pragma unroll
         for (int r = 0; r < kGwSimtRows; ++r) acc[r][tt] = fmaf(g1[r], x1, fmaf(g0[r], x0, acc[r][tt]));
       }
     }
   }
+}
+__host__ __device__ __forceinline__ void gw_simt_tile(const HaloGradWeight& p, const float* st, int warp, int lane,
+                                                      int j0, int nt, float (&acc)[kGwSimtRows][kGwMaxNt]) {
+  int offb[kGwMaxNt];
+  gw_tap_bytes(p.h, j0, nt, offb);
+  gw_with_taps(nt, [&](auto known) { gw_simt_steps<decltype(known)::value>(p, st, warp, lane, nt, offb, acc); });
 }
 
 // Lane (c, p)'s share of the block's partial sums, `sum` being its channel's total over the four p lanes:
@@ -308,22 +335,6 @@ __host__ __device__ __forceinline__ void gw_tf32_operands(const HaloGradWeight& 
     b[tt][1] = kPreround ? b1 : tf32_round(b1);
   }
 }
-// Calls f with the block's tap count as a compile-time constant where it is a common one (9: a 3x3 layer, or a
-// group of 9 taps of a larger kernel; 5: a 3x3 mask-B layer), else with 0 (nt at run time): the TF32 steps of
-// a known count neither load nor multiply past it, nor test the taps one by one (SASS for sm_90: 78
-// instructions a k8 step for 9 taps, 62 for 5, 108 for a count known only at run time).
-template <class F>
-__host__ __device__ __forceinline__ void gw_with_taps(int nt, F&& f) {
-  if (nt == kGwMaxNt) f(std::integral_constant<int, kGwMaxNt>{});
-  else if (nt == 5) f(std::integral_constant<int, 5>{});
-  else f(std::integral_constant<int, 0>{});
-}
-// The taps' shifts in bytes for gw_tf32_operands: taps j0 + tt, tt < nt; 0 past them.
-__host__ __device__ __forceinline__ void gw_tap_bytes(const HaloConv& h, int j0, int nt, int (&offb)[kGwMaxNt]) {
-#pragma unroll
-  for (int tt = 0; tt < kGwMaxNt; ++tt) offb[tt] = tt < nt ? 4 * h.tap_off[j0 + tt] : 0;
-}
-
 #ifdef __CUDACC__
 // The TF32 product (see the top of the file); its B fragments rounded as they are read, or, where kPreround, in
 // shared memory once a tile (halo_round_stage).
