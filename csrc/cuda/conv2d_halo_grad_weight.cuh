@@ -198,16 +198,16 @@ __host__ __device__ __forceinline__ void halo_gw_store_bias(const HaloGradWeight
 }
 
 // Calls f with the block's tap count as a compile-time constant where it is a common one (9: a 3x3 layer, or a
-// group of 9 taps of a larger kernel; 5: a 3x3 mask-B layer), else with 0 (nt at run time): the TF32 steps of
-// a known count neither load nor multiply past it, nor test the taps one by one (SASS for sm_90: 78
-// instructions a k8 step for 9 taps, 62 for 5, 108 for a count known only at run time).
+// group of 9 taps of a larger kernel; 5: a 3x3 mask-B layer), else with 0 (nt at run time): the products' steps
+// (GwTf32's, GwSimt's) of a known count neither load nor multiply past it, nor test the taps one by one (SASS
+// for sm_90: a TF32 k8 step is 78 instructions for 9 taps, 62 for 5, 108 for a count known only at run time).
 template <class F>
 __host__ __device__ __forceinline__ void gw_with_taps(int nt, F&& f) {
   if (nt == kGwMaxNt) f(std::integral_constant<int, kGwMaxNt>{});
   else if (nt == 5) f(std::integral_constant<int, 5>{});
   else f(std::integral_constant<int, 0>{});
 }
-// The taps' shifts in bytes for gw_tf32_operands: taps j0 + tt, tt < nt; 0 past them.
+// The taps' shifts in bytes for the products (gw_tf32_operands, gw_simt_steps): taps j0 + tt, tt < nt; 0 past them.
 __host__ __device__ __forceinline__ void gw_tap_bytes(const HaloConv& h, int j0, int nt, int (&offb)[kGwMaxNt]) {
 #pragma unroll
   for (int tt = 0; tt < kGwMaxNt; ++tt) offb[tt] = tt < nt ? 4 * h.tap_off[j0 + tt] : 0;
