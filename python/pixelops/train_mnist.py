@@ -128,6 +128,10 @@ def run(args):
 
     if args.epochs < 1 or args.batch_size < 1:
         raise SystemExit("train-mnist: --epochs and --batch-size must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"train-mnist: --limit must be at least 1 (training images), got {args.limit}")
+    if not args.lr > 0:
+        raise SystemExit(f"train-mnist: --lr must be a positive number, got {args.lr}")
     if args.device == "cuda" and not pixelops.available_backends()["cuda"]:
         raise SystemExit("train-mnist --device cuda: no CUDA GPU here, or this pixelops build has no CUDA kernels")
     try:
