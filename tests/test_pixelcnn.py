@@ -334,3 +334,16 @@ def test_pixelcnn_command_writes_both_pictures(tmp_path, capsys):
         img = Image.open(tmp_path / name)
         assert img.size[0] > 100 and len(np.unique(np.asarray(img))) > 2
     assert 0 < result["nll"] < 784 * np.log(2) and result["agree"] >= 0.99
+
+
+def test_pixelcnn_command_checks_its_arguments_before_training(tmp_path, monkeypatch):
+    from pixelops.__main__ import main
+    from pixelops.pixelcnn import demo
+
+    monkeypatch.setattr(demo, "run", lambda **kw: pytest.fail("the demo ran"))
+    with pytest.raises(SystemExit, match="--epochs must be at least 1"):  # (0 and -2 had sampled untrained)
+        main(["pixelcnn", "--epochs", "0", "--out", str(tmp_path)])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="pixelcnn --out .*cannot make the folder"):  # (a traceback)
+        main(["pixelcnn", "--out", str(blocker / "pictures")])

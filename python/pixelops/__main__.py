@@ -54,6 +54,9 @@ def _plot(args):
 def _pixelcnn(args):
     from .pixelcnn.demo import run
 
+    if args.epochs < 1:
+        raise SystemExit(f"pixelcnn: --epochs must be at least 1, got {args.epochs}")
+    _output(os.path.join(args.out, "samples.png"), "pixelcnn --out")  # the pictures' folder, before training
     run(data=args.data, epochs=args.epochs, device=args.device, out=args.out)
 
 
