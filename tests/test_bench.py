@@ -76,6 +76,10 @@ def test_command_checks_its_files_before_the_run(tmp_path, monkeypatch):
     (tmp_path / "other.json").write_text('{"rows_of": []}')
     with pytest.raises(SystemExit, match="is not a bench JSON"):
         main(["plot", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="--repeats must be at least 1"):  # (-3 ended in a StatisticsError)
+        main(["bench", "--ops", "relu", "--repeats", "-3"])
+    with pytest.raises(SystemExit, match="name at least one op"):  # (',' ran every op)
+        main(["bench", "--ops", ","])
     # a missing folder is made
     called = {}
     monkeypatch.setattr(bench, "run", lambda **kw: called.update(kw))

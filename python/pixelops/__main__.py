@@ -29,7 +29,11 @@ def _matplotlib(what: str):
 def _bench(args):
     from .bench import run
 
-    ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops is not None else None
+    if ops == []:
+        raise SystemExit(f"bench --ops {args.ops!r}: name at least one op (or leave --ops out for all)")
+    if args.repeats is not None and args.repeats < 1:
+        raise SystemExit(f"bench --repeats must be at least 1, got {args.repeats}")
     if args.json:
         _output(args.json, "bench --json")
     if args.plot:
