@@ -56,7 +56,7 @@ def plot(rows, path: str, title: str = "") -> str:
     ax.set_xlabel("speedup over PyTorch (PyTorch time / pixelops time; log scale, right of 1 pixelops is faster)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # (the axis label is wider than the axes)
     plt.close(fig)
     return path
 
