@@ -19,13 +19,6 @@ def _output(path: str, what: str) -> str:
     return path
 
 
-def _matplotlib(what: str):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise SystemExit(f"{what} needs matplotlib: pip install matplotlib (or the demo extra, '.[demo]')") from None
-
-
 def _bench(args):
     from .bench import run
 
@@ -37,15 +30,17 @@ def _bench(args):
     if args.json:
         _output(args.json, "bench --json")
     if args.plot:
-        _matplotlib("bench --plot")
+        from .bench.plot import require_matplotlib
+
+        require_matplotlib("bench --plot")
         _output(args.plot, "bench --plot")
     run(device=args.device, ops=ops, json_path=args.json, repeats=args.repeats, plot_path=args.plot)
 
 
 def _plot(args):
-    from .bench.plot import plot_json
+    from .bench.plot import plot_json, require_matplotlib
 
-    _matplotlib("plot")
+    require_matplotlib("plot")
     _output(args.out, "plot --out")
     try:
         print(f"wrote {plot_json(args.json, args.out)}")

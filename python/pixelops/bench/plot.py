@@ -17,15 +17,19 @@ def _label(row) -> str:
     return f"{row['op']} {row['case']}  {suite or row['shape']}"
 
 
-def plot(rows, path: str, title: str = "") -> str:
-    """Writes the picture of `rows` (the dicts `run` returns or writes as JSON) to `path`; returns path."""
+def require_matplotlib(what: str = "bench --plot"):
+    """matplotlib, or a clear exit naming the command that needed it (the CLI asks before a run, plot() again)."""
     try:
         import matplotlib
-
-        matplotlib.use("Agg")  # files only: no display needed
-        import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("bench --plot needs matplotlib: pip install matplotlib") from None
+        raise SystemExit(f"{what} needs matplotlib: pip install matplotlib (or the demo extra, '.[demo]')") from None
+    return matplotlib
+
+
+def plot(rows, path: str, title: str = "") -> str:
+    """Writes the picture of `rows` (the dicts `run` returns or writes as JSON) to `path`; returns path."""
+    require_matplotlib().use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullLocator
 
     from . import geomeans
