@@ -27,7 +27,7 @@ def check(name, got, ref, tol):
 
 
 def conv_case(name, n, cin, cout, hw, k, stride, pad, groups=1, dtype=torch.float32, tf32=False, mask=None,
-              relu=False):
+              relu=False, strided_grad=False):
     g = torch.Generator().manual_seed(len(name))
     x = torch.randn(n, cin, *hw, generator=g, dtype=torch.float64)
     w = torch.randn(cout, cin // groups, k, k, generator=g, dtype=torch.float64) / (cin * k * k) ** 0.5
@@ -44,7 +44,13 @@ def conv_case(name, n, cin, cout, hw, k, stride, pad, groups=1, dtype=torch.floa
         out = pixelops.masked_conv2d(cx, cw, cb, mask, stride, pad, 1, groups, activation=act, allow_tf32=tf32)
     else:
         out = pixelops.conv2d(cx, cw, cb, stride, pad, 1, groups, activation=act, allow_tf32=tf32)
-    out.backward(go.to(DEV, dtype))
+    gy = go.to(DEV, dtype)
+    if strided_grad:  # grad_y as the first columns of a wider tensor: the halo weight gradient and the
+        # fused ReLU's gate pass take only contiguous planes, so the GEMMs run with the gate in their loaders
+        wide = torch.randn(*gy.shape[:-1], gy.shape[-1] + 3, generator=g, dtype=torch.float64).to(DEV, dtype)
+        wide[..., : gy.shape[-1]] = gy
+        gy = wide[..., : gy.shape[-1]]
+    out.backward(gy)
     tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
     if tf32:
         tol = 2e-3
@@ -95,13 +101,15 @@ def main():
     conv_case("mask B 3x3", 2, 16, 16, (12, 11), 3, 1, 1, mask="B")
     # grad_input with 24 rows over 312 pixels: the 32 x 128 tile; 1 -> 20 channels: grad_input by taps
     conv_case("32-row tile", 2, 24, 40, (13, 12), 3, 1, 1)
-    # float32 halo weight gradient where PIXELOPS_CONV_HALO_GW_SIMT=1: two m tiles (the second part empty),
-    # a ragged channel chunk, and a mask
+    # the float32 halo weight gradient (GwSimt): two m tiles (the second part empty), a ragged channel chunk,
+    # and a mask
     conv_case("fp32 halo grad_weight", 2, 12, 70, (11, 10), 3, 1, 1)
     conv_case("fp32 halo grad_weight mask B", 3, 16, 40, (9, 13), 3, 1, 1, mask="B")
-    # 32 x 9 = 288 weight-gradient columns over 70 rows on the float32 GEMM (the fused ReLU keeps the halo
-    # kernels off it): three 96-wide column tiles where PIXELOPS_CONV_GW_TILE96=1
-    conv_case("fp32 grad_weight 288 columns", 2, 32, 70, (9, 10), 3, 1, 1, relu=True)
+    # 32 x 9 = 288 weight-gradient columns over 70 rows on the float32 GEMM (a strided grad_y keeps the halo
+    # kernels off it) with the fused ReLU's gate in its loaders: three 96-wide column tiles (PIXELOPS_CONV_GW_TILE96)
+    conv_case("fp32 grad_weight 288 columns", 2, 32, 70, (9, 10), 3, 1, 1, relu=True, strided_grad=True)
+    # the same with the gate applied first (PIXELOPS_CONV_GATE_FIRST), then the halo weight gradient
+    conv_case("fp32 gate first", 2, 32, 70, (9, 10), 3, 1, 1, relu=True)
     # 17-32 rows: the float32 halo's wide layout (PIXELOPS_CONV_HALO_WIDE) (forward 24 rows, grad_input 28)
     conv_case("fp32 halo wide", 3, 28, 24, (10, 11), 3, 1, 1)
     # strided grad_input by phase where PIXELOPS_CONV_HALO_PHASES=1 (the 3x3's one-tap phase: GEMM or flat mode)

@@ -47,14 +47,12 @@ section "smoke: every CUDA kernel once (and again under compute-sanitizer, besid
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 san_pid=
 if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
-  # with the paths that are not the default on, so that memcheck sees them too
-  PIXELOPS_CONV_HALO_GW_SIMT=1 PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 \
-    PIXELOPS_CONV_GW_TILE96=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
+  # under the defaults, and with the paths that are not the default on, so that memcheck sees them too
+  timeout 200 "$SAN" --tool memcheck --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" \
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
-  # and with the paths that run on their own (ALONE, below), all together
-  PIXELOPS_CONV_GATE_FIRST=1 PIXELOPS_CONV_GI_ONE_LAUNCH=1 timeout 200 "$SAN" --tool memcheck --print-limit 20 \
-    "$PY" "$REPO/benchmarks/cuda_smoke.py" >"$LOGS/memcheck-alone.log" 2>&1 &
+  PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 timeout 200 "$SAN" --tool memcheck \
+    --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" >"$LOGS/memcheck-new-paths.log" 2>&1 &
   san_pid="$san_pid $!"
 fi
 
@@ -65,9 +63,8 @@ TESTS=${TESTS:-$(cd "$REPO" && grep -lE 'cuda|DEVICES' tests/test_*.py | grep -v
 # run again with each GEMM tile width forced (by default the width is picked per problem size), with the paths
 # that are off by default on (NEW_PATHS), and with the paths that timing turned on off (OLD_PATHS: the kernels
 # they replaced stay tested).
-NEW_PATHS=PIXELOPS_CONV_HALO_GW_SIMT=1,PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_GW_TILE96=1
-OLD_PATHS=PIXELOPS_CONV_HALO_FLAT=0,PIXELOPS_CONV_HALO_WIDE=0,PIXELOPS_CONV_PW_GW=0,PIXELOPS_CONV_HALO_PREROUND=0,PIXELOPS_CONV_GEMM_MMA=0
-ALONE="PIXELOPS_CONV_GATE_FIRST=1 PIXELOPS_CONV_GI_ONE_LAUNCH=1"
+NEW_PATHS=PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1
+OLD_PATHS=PIXELOPS_CONV_HALO_FLAT=0,PIXELOPS_CONV_HALO_WIDE=0,PIXELOPS_CONV_PW_GW=0,PIXELOPS_CONV_HALO_PREROUND=0,PIXELOPS_CONV_GEMM_MMA=0,PIXELOPS_CONV_HALO_GW_SIMT=0,PIXELOPS_CONV_GW_TILE96=0,PIXELOPS_CONV_GATE_FIRST=0,PIXELOPS_CONV_GI_ONE_LAUNCH=0
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py tests/test_conv_random.py}
 jobs() {
   for t in $TESTS; do echo "$(basename "$t" .py) PIXELOPS_CONV_TILE_N= $t"; done
@@ -76,11 +73,6 @@ jobs() {
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-tile128 PIXELOPS_CONV_TILE_N=128 $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-newpaths $NEW_PATHS $t"; done
   for t in $CONV_TESTS; do echo "$(basename "$t" .py)-oldpaths $OLD_PATHS $t"; done
-  # the paths that run on their own (ALONE): under NEW_PATHS, GATE_FIRST would take the fused-ReLU cases that
-  # keep the halo kernels off GW_TILE96's GEMM, and HALO_PHASES the phases GI_ONE_LAUNCH puts in one launch
-  for v in $ALONE; do
-    for t in $CONV_TESTS; do echo "$(basename "$t" .py)-$(echo "${v%%=*}" | tr 'A-Z_' 'a-z-') $v $t"; done
-  done
 }
 : >"$LOGS/tests-rc.txt"
 jobs | xargs -P 8 -L 1 sh -c \
@@ -105,18 +97,17 @@ section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; def
 # KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
 # "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the paths that timing turned on, all
 # off (OLD_PATHS: is each still faster than what it replaced?), the paths that stay off, all on (NEW_PATHS:
-# README, the table of them), and GW_TILE96 alone (under NEW_PATHS, GW_SIMT takes mnist_c2's weight gradient
-# off the GEMM whose tile it changes).
+# README, the table of them).
 for tf32 in "" --tf32; do
-  for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS PIXELOPS_CONV_GW_TILE96=1 PIXELOPS_CONV_GI_ONE_LAUNCH=1}; do
+  for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS}; do
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 >"$log" 2>&1
     echo "tf32=${tf32:-off} ${v:-defaults}: $(grep -o '^[a-z_0-9A-Z]* (tf32=[A-Za-z]*): [0-9.]* ms' "$log" | sed 's/ (tf32=[A-Za-z]*)//' | tr '\n' ' ')"
   done
   # each layer with its ReLU fused (activation="relu"), under the defaults and each of KT_RELU_VARIANTS (by
-  # default GATE_FIRST: the gate as a pass of its own, so that the halo kernels can take the backward)
-  for v in - ${KT_RELU_VARIANTS-PIXELOPS_CONV_GATE_FIRST=1}; do
+  # default GATE_FIRST off: the gate in the GEMMs' loaders, which keeps the halo kernels off the backward)
+  for v in - ${KT_RELU_VARIANTS-PIXELOPS_CONV_GATE_FIRST=0}; do
     [ "$v" = - ] && v=
     log="$LOGS/conv2d-kernel-times-relu${tf32:+-tf32}${v:+-${v//[^A-Za-z0-9]/_}}.log"
     env ${v//,/ } timeout 60 "$PY" "$REPO/benchmarks/conv2d_kernel_times.py" $tf32 --relu >"$log" 2>&1

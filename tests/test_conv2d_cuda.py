@@ -112,15 +112,21 @@ def test_grad_weight_is_deterministic():
 
 
 # float32 weight gradients on the SIMT GEMM whose columns (channels x taps) pad unevenly into tiles, over 70
-# rows (two row tiles, the second ragged): 32 x 9 = 288 and mask B's 56 x 5 = 280 (with PIXELOPS_CONV_GW_TILE96=1
-# on three 96-wide tiles, the last ragged for 280), 40 x 9 = 360 and mask B's 64 x 5 = 320 (128-wide tiles
-# either way). With the fused ReLU the halo kernels refuse them, so the GEMM runs; without it, whatever the
-# settings pick.
+# rows (two row tiles, the second ragged): 32 x 9 = 288 and mask B's 56 x 5 = 280 (on three 96-wide tiles,
+# PIXELOPS_CONV_GW_TILE96, the last ragged for 280), 40 x 9 = 360 and mask B's 64 x 5 = 320 (128-wide tiles
+# either way). grad_y as the first columns of a wider tensor keeps the halo weight gradient (contiguous planes
+# only) off them, so the GEMM runs, with the fused ReLU's gate in its loaders; a contiguous grad_y goes to the
+# halo kernel (GwSimt), the gate applied first.
+@pytest.mark.parametrize("strided_grad", [True, False])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("cin,mask", [(32, None), (56, "B"), (40, None), (64, "B")])
-def test_float32_weight_gradient_column_tiles(cin, mask, relu):
+def test_float32_weight_gradient_column_tiles(cin, mask, relu, strided_grad):
     x, w = _randn(3, cin, 11, 13, seed=30, dtype=torch.float32), _randn(70, cin, 3, 3, seed=31, dtype=torch.float32)
     b, g = _randn(70, seed=32, dtype=torch.float32), _randn(3, 70, 11, 13, seed=33, dtype=torch.float32)
+    if strided_grad:
+        wide = _randn(3, 70, 11, 16, seed=34, dtype=torch.float32)
+        wide[..., :13] = g
+        g = wide[..., :13]
     m = pixelops.conv_mask(3, mask, dtype=torch.float32, device="cuda") if mask else torch.ones_like(w[0, 0])
     kw = dict(mask=mask) if mask else dict(padding=1)
     got = _run(x, w, b, g, relu, allow_tf32=False, **kw)
@@ -170,9 +176,9 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
 
 # The shared-memory halo kernels (conv2d_halo.cuh, conv2d_halo_grad_weight.cuh). Under TF32 the float32
 # forward, and grad_input at stride 1 and grad_weight without a ReLU gate, run from the halo on mma.sync; in
-# float32 without TF32 the forward and stride-1 grad_input of layers with more than 32 output rows run on its FMA
-# product (HaloSimt), and with PIXELOPS_CONV_HALO_GW_SIMT=1 (a run of benchmarks/gpu_check.sh) so does
-# grad_weight (GwSimt), by default (PIXELOPS_CONV_HALO_WIDE) layers of 17 to 32 rows, with
+# float32 without TF32 the forward, stride-1 grad_input and grad_weight of layers with more than 32 output rows
+# run on its FMA product (HaloSimt, GwSimt; PIXELOPS_CONV_HALO_GW_SIMT=0 puts grad_weight back on the GEMM),
+# by default (PIXELOPS_CONV_HALO_WIDE) layers of 17 to 32 rows, with
 # PIXELOPS_CONV_HALO_PHASES=1 a strided layer's grad_input, a launch per stride phase (a phase of one tap on the
 # GEMM unless in flat mode); the others on the GEMMs. Tiles of 128 pixels that run across image rows and images,
 # ragged channel chunks and output rows, strides and dilation (forward), masks, groups, a strided halo that

@@ -9,12 +9,12 @@
 // Layers with few input channels a group skip the GEMM (conv2d_direct.cuh): the forward and grad_weight when
 // Cg * ntaps <= 64, in full precision. Their grad_input (Cg <= 4) is a 1x1 GEMM into per-tap planes and a gather
 // (conv2d_taps.cuh) where grad_y needs no ReLU gate and there are at least 16 output channels, else a direct
-// kernel. A strided grad_input runs one GEMM per stride phase.
+// kernel. A strided grad_input runs one GEMM per stride phase, the phases in one launch.
 // The float32 forward, and the grad_input of a stride-1 convolution without a ReLU gate, run from a
 // shared-memory halo instead (conv2d_halo.cuh), on mma.sync under TF32 and on FMAs otherwise (there for more
-// than 32 rows); under TF32 so does grad_weight without a ReLU gate (conv2d_halo_grad_weight.cuh; its float32
-// product only where PIXELOPS_CONV_HALO_GW_SIMT=1, slower on an H100); wherever two stages fit in shared
-// memory and there are two taps or more. A 1x1 layer's float32 weight gradient runs on a GEMM of its own
+// than 32 rows), and so does grad_weight without a ReLU gate (conv2d_halo_grad_weight.cuh); wherever two stages
+// fit in shared memory and there are two taps or more. A fused ReLU's gate is applied to a contiguous grad_y
+// first, in a pass of its own, so that it does not keep the backward off those kernels. A 1x1 layer's float32 weight gradient runs on a GEMM of its own
 // (conv2d_pointwise_grad_weight.cuh; PIXELOPS_CONV_PW_GW=0 turns it off).
 // grad_weight splits its long K (all pixels of all images) over blocks and adds the partial sums in a
 // second, deterministic pass. grad_bias rides along as one more column of those partial sums (grad_y's row
@@ -476,13 +476,15 @@ bool halo_enabled(bool tf32) {
 // halo took mnist_c2's fp32 grad_input, 32 rows, from 0.39 to about 0.46 ms).
 bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 || rows > 32); }
 
-// Paths written without a GPU at hand, each timed on an H100 against the kernels it replaces (2026-11-26;
-// benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways; README: the table of them), each
-// variable read once. Those that were faster are on unless their variable is 0: FLAT, WIDE, PREROUND, PW_GW,
-// GEMM_MMA. Those that were slower are off unless it is 1: GW_SIMT (faster on mnist_c2's 32-channel input,
-// slower on the 64-channel layers), SPLIT (res_s2's forward 0.14 -> 0.18 ms), PHASES (res_s2's grad_input no
-// faster than the mma.sync GEMM) and DIRECT_GI (0.06 ms against the taps' 0.04-0.05). Why each was written:
-// PIXELOPS_CONV_HALO_GW_SIMT, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM;
+// Paths written without a GPU at hand, each timed on an H100 against the kernels it replaces (2026-11-26 and
+// 2026-11-27; benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways; README: the table of
+// them), each variable read once. Those that were faster are on unless their variable is 0: FLAT, WIDE,
+// PREROUND, PW_GW, GEMM_MMA, GW_SIMT, GW_TILE96, GATE_FIRST, GI_ONE_LAUNCH. Those that were slower are off unless
+// it is 1: SPLIT (res_s2's forward 0.14 -> 0.18 ms), PHASES (res_s2's grad_input no faster than the mma.sync
+// GEMM) and DIRECT_GI (0.06 ms against the taps' 0.04-0.05). Why each was written:
+// PIXELOPS_CONV_HALO_GW_SIMT, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM
+// (first slower on the 64-channel layers; after its taps' loads were restructured, 2026-11-27: mnist_c2 0.410
+// against the GEMM's 0.547 ms, res_3x3 0.335 against 0.390, pcnn_maskB 0.120 against 0.139);
 // PIXELOPS_CONV_HALO_FLAT, the forward and grad_input of 1x1 stride-1 layers in flat mode (conv2d_halo.cuh),
 // TF32 and float32, instead of the GEMMs (res_1x1's float32 grad_input: 0.238 ms there, 14 TFLOP/s);
 // PIXELOPS_CONV_HALO_WIDE, the forward and stride-1 grad_input of 32 rows or fewer in the halo's wide layout
@@ -510,19 +512,19 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // m16n16k8 TF32 fragments compiled to generic loads and to HMMA.1684, twice the MMA instructions of HMMA.1688
 // for the same work (SASS, sm_90; res_1x1's TF32 forward, grad_input and weight gradient on those GEMMs: 0.103,
 // 0.181 and 0.127 ms on an H100, 18-32 TFLOP/s against the halo's 73).
-// PIXELOPS_CONV_GW_TILE96 (written without a GPU, 2026-11-26, not yet timed): the float32 weight gradient's
-// GEMM on WeightTile (64 x 96) where it pads the columns less than the 128-wide tile (with_weight_tile):
-// mnist_c2's 288 columns ran at 14 TFLOP/s on the 128-wide tile, against res_3x3's 19, with a quarter of each
-// tile's multiply-adds on padding.
-// PIXELOPS_CONV_GATE_FIRST (written without a GPU, 2026-11-27, not yet timed): a fused ReLU's gate on grad_y as
-// one elementwise pass into a workspace before the backward's kernels, instead of in their loaders: the halo
+// PIXELOPS_CONV_GW_TILE96: the float32 weight gradient's GEMM on WeightTile (64 x 96) where it pads the
+// columns less than the 128-wide tile (with_weight_tile): mnist_c2's 288 columns ran at 14 TFLOP/s on the
+// 128-wide tile, against res_3x3's 19, with a quarter of each tile's multiply-adds on padding (0.472 against
+// 0.547 ms on 96-wide tiles; GW_SIMT now takes that layer, the GEMM keeps strided and gated ones).
+// PIXELOPS_CONV_GATE_FIRST: a fused ReLU's gate on grad_y as one elementwise pass into a workspace before the backward's kernels, instead of in their loaders: the halo
 // and pointwise kernels take no gate, so a layer with activation="relu" (pixelops.swap(fuse_relu=True)) had its
 // grad_input and weight gradient on the GEMMs, against the halo's 30 TFLOP/s (float32, res_3x3) for an
 // unfused one; the pass costs about what the unfused ReLU's backward did (a read of y and grad_y, a write).
-// PIXELOPS_CONV_GI_ONE_LAUNCH (written without a GPU, 2026-11-27, not yet timed): a strided layer's grad_input
-// GEMMs, one per stride phase, in one launch (gemm_set_kernel) instead of a launch each: res_s2's four ran
-// 196 blocks each on the H100's 264 block slots, one partial wave after another (its grad_input GEMMs: 0.140
-// ms under TF32, 26 TFLOP/s).
+// On the H100 a fused layer's forward + backward kernels went from 1.58 to 1.16 ms (mnist_c2, float32), 1.21
+// to 0.53 (TF32), 1.18 to 0.93 (res_3x3).
+// PIXELOPS_CONV_GI_ONE_LAUNCH: a strided layer's grad_input GEMMs, one per stride phase, in one launch
+// (gemm_set_kernel) instead of a launch each: res_s2's four ran 196 blocks each on the H100's 264 block slots,
+// one partial wave after another (its grad_input: 0.239 -> 0.187 ms in float32, 0.140 -> 0.127 under TF32).
 struct NewPaths {
   bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first,
       gi_one_launch;
@@ -530,12 +532,12 @@ struct NewPaths {
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
   auto kept = [](const char* name) { return !env_off(name); };      // on unless turned off
-  static const NewPaths p{asked("PIXELOPS_CONV_HALO_GW_SIMT"), kept("PIXELOPS_CONV_HALO_FLAT"),
+  static const NewPaths p{kept("PIXELOPS_CONV_HALO_GW_SIMT"),  kept("PIXELOPS_CONV_HALO_FLAT"),
                           kept("PIXELOPS_CONV_HALO_WIDE"),      asked("PIXELOPS_CONV_HALO_SPLIT"),
                           kept("PIXELOPS_CONV_HALO_PREROUND"),  kept("PIXELOPS_CONV_PW_GW"),
                           asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
-                          kept("PIXELOPS_CONV_GEMM_MMA"),       asked("PIXELOPS_CONV_GW_TILE96"),
-                          asked("PIXELOPS_CONV_GATE_FIRST"),    asked("PIXELOPS_CONV_GI_ONE_LAUNCH")};
+                          kept("PIXELOPS_CONV_GEMM_MMA"),       kept("PIXELOPS_CONV_GW_TILE96"),
+                          kept("PIXELOPS_CONV_GATE_FIRST"),     kept("PIXELOPS_CONV_GI_ONE_LAUNCH")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
