@@ -115,6 +115,10 @@ def main():
     # strided grad_input by phase where PIXELOPS_CONV_HALO_PHASES=1 (the 3x3's one-tap phase: GEMM or flat mode)
     conv_case("fp32 s2 phases", 2, 40, 24, (13, 12), 3, 2, 1)
     conv_case("tf32 5x5 s2 phases", 2, 20, 16, (11, 13), 5, 2, 2, tf32=True)
+    # a stride-2 weight gradient over two blocks' shared memory: the halo at one block an SM where
+    # PIXELOPS_CONV_HALO_GW_ONE_BLOCK=1 (TF32, and float32 with 40 rows), else the GEMM
+    conv_case("tf32 s2 56-wide grad_weight", 1, 16, 40, (20, 56), 3, 2, 1, tf32=True)
+    conv_case("fp32 s2 56-wide grad_weight", 1, 16, 40, (20, 56), 3, 2, 1)
     conv_case("taps", 2, 1, 20, (13, 12), 5, 2, 2)
 
     model = pixelops.PixelCNN(levels=4, channels=16, layers=2, head_channels=16)

@@ -207,6 +207,9 @@ HALO = [
     ((2, 36, 9, 8), (24, 1, 1), dict(groups=2), None, "every other"),
     ((2, 80, 9, 8), (24, 1, 1), dict(stride=2), None, "every other"),
     ((2, 64, 9, 56), (16, 3, 3), dict(stride=2, padding=1), None, "contiguous"),  # over the default budget
+    # the weight gradient's two stages over two blocks' budget: on the halo at one block an SM with
+    # PIXELOPS_CONV_HALO_GW_ONE_BLOCK=1 (40 rows: GwSimt in float32), else on the GEMM
+    ((1, 16, 20, 56), (40, 3, 3), dict(stride=2, padding=1), None, "every other"),
     # strided grad_input by phase (PIXELOPS_CONV_HALO_PHASES=1): 5x5 stride 2 (phases of 9, 6, 6 and 4 taps),
     # 3x3 (4, 2, 2 and a 1-tap phase), strides 2 x 1 with groups, a masked 5x5
     ((2, 40, 11, 13), (24, 5, 5), dict(stride=2, padding=2), None, "contiguous"),

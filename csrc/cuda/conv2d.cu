@@ -525,9 +525,14 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_GI_ONE_LAUNCH: a strided layer's grad_input GEMMs, one per stride phase, in one launch
 // (gemm_set_kernel) instead of a launch each: res_s2's four ran 196 blocks each on the H100's 264 block slots,
 // one partial wave after another (its grad_input: 0.239 -> 0.187 ms in float32, 0.140 -> 0.127 under TF32).
+// PIXELOPS_CONV_HALO_GW_ONE_BLOCK (written without a GPU, 2026-11-27, not yet timed): the halo weight gradient
+// also for layers whose two stages need more shared memory than two blocks an SM leave (kGwSmem), at one block
+// an SM, instead of the GEMM: res_s2's stride-2 halo is 13 slots of 60 floats a channel, a stage 59 KB. Timed
+// so on an H100 before GwTf32's restructuring it was slower (0.18 ms against the GEMM's 0.15), and the
+// restructuring took res_3x3's from 0.239 to 0.172 ms.
 struct NewPaths {
   bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first,
-      gi_one_launch;
+      gi_one_launch, gw_one_block;
 };
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
@@ -537,7 +542,8 @@ const NewPaths& new_paths() {
                           kept("PIXELOPS_CONV_HALO_PREROUND"),  kept("PIXELOPS_CONV_PW_GW"),
                           asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
                           kept("PIXELOPS_CONV_GEMM_MMA"),       kept("PIXELOPS_CONV_GW_TILE96"),
-                          kept("PIXELOPS_CONV_GATE_FIRST"),     kept("PIXELOPS_CONV_GI_ONE_LAUNCH")};
+                          kept("PIXELOPS_CONV_GATE_FIRST"),     kept("PIXELOPS_CONV_GI_ONE_LAUNCH"),
+                          asked("PIXELOPS_CONV_HALO_GW_ONE_BLOCK")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
@@ -664,13 +670,17 @@ bool halo_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T*
                       cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloGradWeight p;
+    const size_t two_blocks = std::min(conv::kGwSmem, size_t(smem_optin()));
+    const size_t budget = new_paths().gw_one_block ? size_t(smem_optin()) : two_blocks;
     if (y || !halo_takes(q.Mg, tf32) || (!tf32 && !new_paths().gw_simt) ||
-        !conv::halo_gw_setup(p, q, x, gy, std::min(conv::kGwSmem, size_t(smem_optin())), !tf32))
+        !conv::halo_gw_setup(p, q, x, gy, budget, !tf32))
       return false;
     p.bias = gb != nullptr;
-    // one wave of two blocks an SM (what the registers and shared memory allow), rounding down
+    // one wave of two blocks an SM (what the registers and shared memory allow; one where the stages need
+    // more), rounding down
     const int64_t per_split = int64_t(p.h.mtiles) * q.G * p.h.nchunks * p.tgroups;
-    conv::halo_gw_split(p, 2 * int64_t(sm_count()) / per_split);
+    const int64_t per_sm = p.smem_bytes() > two_blocks ? 1 : 2;
+    conv::halo_gw_split(p, per_sm * int64_t(sm_count()) / per_split);
     p.h.preround = !p.simt && new_paths().preround;
     const dim3 grid{unsigned(p.splits), unsigned(p.h.mtiles), unsigned(q.G * p.h.nchunks * p.tgroups)};
     const size_t smem = p.smem_bytes();

@@ -161,9 +161,13 @@ struct Case {
   int64_t gy_pad;     // floats between grad_y planes (1: misaligned planes, so element copies)
 };
 
+// An H100's shared memory a block (cudaDevAttrMaxSharedMemoryPerBlockOptin): the budget at one block an SM
+// (PIXELOPS_CONV_HALO_GW_ONE_BLOCK), where kGwSmem is two blocks'.
+constexpr size_t kOneBlockSmem = 227 * 1024;
+
 // skipped: where given, a layer halo_gw_setup refuses is counted there instead of failing (the fuzz mode).
 static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround = false, bool bias = true,
-                     int* skipped = nullptr) {
+                     int* skipped = nullptr, size_t budget = kGwSmem) {
   Geometry q = case_geometry(c);
   std::normal_distribution<float> nd;
   const int64_t row = c.W * c.xstep;
@@ -177,7 +181,7 @@ static void run_case(const Case& c, std::mt19937& rng, bool simt, bool preround 
   for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = gs[i]; }
   set_divisors(q);
   HaloGradWeight p;
-  if (!halo_gw_setup(p, q, x.data(), gy.data(), kGwSmem, simt)) {
+  if (!halo_gw_setup(p, q, x.data(), gy.data(), budget, simt)) {
     if (skipped) { ++*skipped; return; }
     std::printf("FAIL: case does not fit the halo path\n");
     ++failures;
@@ -265,7 +269,8 @@ static int fuzz(long count, unsigned seed) {
       c.splits = uni(1, int(tiles) + 2);  // past the tiles too (halo_gw_split clamps)
       break;
     }
-    for (int v = 0; v < 3; ++v) run_case(c, rng, v == 1, v == 2, uni(0, 1) == 1, &skipped);
+    const size_t budget = uni(0, 2) == 0 ? kOneBlockSmem : kGwSmem;  // a third at one block an SM
+    for (int v = 0; v < 3; ++v) run_case(c, rng, v == 1, v == 2, uni(0, 1) == 1, &skipped, budget);
   };
   auto report = [&](long i) {
     std::printf("FAIL case %ld: {%lld, %lld, %lld, %lld, %lld, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %lld, %lld, "
@@ -296,9 +301,14 @@ int main(int argc, char** argv) {
   for (bool simt : {false, true})
     for (const Case& c : cases) run_case(c, rng, simt);
   for (const Case& c : cases) run_case(c, rng, false, true, false);  // TF32, the halo rounded once a tile; no bias
-  // layers it does not take: one tap; a halo too large for two stages at two blocks an SM (res_s2's)
+  // a stride-2 layer of 56-wide images: its two stages need more than two blocks an SM leave (kGwSmem), so it
+  // runs only at one block an SM (PIXELOPS_CONV_HALO_GW_ONE_BLOCK), each product
+  const Case wide_s2{1, 8, 20, 56, 16, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 2, 0};
+  for (int v = 0; v < 3; ++v) run_case(wide_s2, rng, v == 1, v == 2, true, nullptr, kOneBlockSmem);
+  // layers it does not take: one tap; a halo too large for two stages at two blocks an SM (res_s2's, and the
+  // layer above), which at one block an SM it takes
   for (const Case& c : {Case{2, 16, 8, 8, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0},
-                        Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0}}) {
+                        Case{32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0}, wide_s2}) {
     Geometry q = case_geometry(c);
     const int64_t xs[4] = {q.C * q.H * q.W, q.H * q.W, q.W, 1}, gs[4] = {q.M * q.OH * q.OW, q.OH * q.OW, q.OW, 1};
     for (int i = 0; i < 4; ++i) { q.xs[i] = xs[i]; q.gs[i] = gs[i]; }
@@ -308,6 +318,17 @@ int main(int argc, char** argv) {
     if (halo_gw_setup(p, q, dummy, dummy, kGwSmem) || halo_gw_setup(p, q, dummy, dummy, kGwSmem, true)) {
       std::printf("FAIL: %dx%d stride %d taken\n", c.KH, c.KW, c.sh);
       ++failures;
+    }
+    if (c.ntaps > 1) {
+      for (bool simt : {false, true}) {
+        const bool fits = halo_gw_setup(p, q, dummy, dummy, kOneBlockSmem, simt);
+        std::printf("%dx%d stride %d, %lld-wide images, %s: at one block an SM %s (%zu bytes)\n", c.KH, c.KW, c.sh,
+                    (long long)c.W, simt ? "GwSimt" : "GwTf32", fits ? "fits" : "no", fits ? p.smem_bytes() : 0);
+        if (!fits || p.smem_bytes() <= kGwSmem || p.smem_bytes() > kOneBlockSmem) {
+          std::printf("FAIL: one-block budget\n");
+          ++failures;
+        }
+      }
     }
   }
   if (failures) { std::printf("%d failed\n", failures); return 1; }
