@@ -111,6 +111,40 @@ def test_inplace_on_leaf_requiring_grad_raises_like_torch():
         pixelops.relu(a, inplace=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_inplace_on_a_tensor_another_graph_saved_fails_its_backward(device):
+    # x needs no gradient, but w * x saved it: after an in-place ReLU, w's gradient would use the new values;
+    # torch's version check must catch that, as after torch.relu_
+    w = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(6, dtype=torch.float64, device=device)
+    z = (w * x).sum()
+    pixelops.relu(x, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+
+
+def test_inplace_second_derivative_like_torch():
+    # a gradient penalty's create_graph=True through an in-place ReLU (a swapped nn.ReLU(inplace=True))
+    base = torch.randn(9, dtype=torch.float64)
+    leaves = [base.clone().requires_grad_() for _ in range(2)]
+    grads = []
+    for relu_, leaf in zip((lambda t: pixelops.relu(t, inplace=True), torch.relu_), leaves):
+        (g,) = torch.autograd.grad((relu_(leaf * 1.5) ** 3).sum(), leaf, create_graph=True)
+        grads.append(torch.autograd.grad((g * g).sum(), leaf)[0])
+    torch.testing.assert_close(grads[0], grads[1])
+    assert grads[1].abs().sum() > 0
+
+
+def test_inplace_refused_where_torch_refuses():
+    with pytest.raises(RuntimeError, match="share memory"):  # an expanded view: one element, three places
+        pixelops.relu(torch.randn(2).expand(3, 2), inplace=True)
+    with torch.inference_mode():
+        t = torch.randn(5)
+        assert pixelops.relu(t, inplace=True) is t  # allowed there
+    with pytest.raises(RuntimeError, match="inference"):
+        pixelops.relu(t, inplace=True)
+
+
 def test_not_inplace_leaves_input_alone():
     x = torch.randn(100)
     before = x.clone()

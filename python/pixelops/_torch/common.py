@@ -79,6 +79,20 @@ def custom_op(name: str, kernel: Callable, fake: Callable, *, mutates_args=(), s
     return op
 
 
+def no_internal_overlap(t: torch.Tensor) -> bool:
+    """Whether no two of t's elements share memory (sufficient test: each dimension, smallest stride first, steps
+    past everything the smaller ones reach). An expanded view fails it: a result written over it would put
+    several elements' values into one place."""
+    if t.is_contiguous():
+        return True
+    extent = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1):
+        if stride < extent:
+            return False
+        extent = stride * size
+    return True
+
+
 _TENSOR_HINTS = (torch.Tensor, Optional[torch.Tensor])
 _functorch_active = torch._C._are_functorch_transforms_active
 _unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", None)
@@ -275,7 +289,8 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
     autograd.Function sharing the same kernels, setup_context and backward formula.
 
     Returns a namespace with .op, .backward_op, .Function and .apply (Function.apply for eager calls, without
-    its Python preamble: eager_apply). Non-tensor arguments of `forward` come after the tensors and get no
+    its Python preamble: eager_apply), and .differentiable_backward: the backward as a call that a further
+    backward can go through (create_graph=True), for Functions of the op's own written elsewhere. Non-tensor arguments of `forward` come after the tensors and get no
     gradient (backward returns None for them).
 
     With `func_rules` (FuncRules), also .func_apply: the op under torch.func transforms (functorch_active)."""
@@ -311,9 +326,11 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
         "__doc__": f"Eager autograd path of pixelops::{name} (same kernels, no dispatcher round trip).",
     })
     return SimpleNamespace(op=op, backward_op=backward_op, Function=function,
+                           differentiable_backward=differentiable_backward,
                            apply=eager_apply(function, _leading_tensors(forward)),
                            func_apply=None if func is None else func.forward)
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "custom_op", "differentiable_op",
+           "no_internal_overlap",
            "eager_apply", "functorch_active", "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]

@@ -14,7 +14,7 @@ import torch
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, layout
 from .common import (_C, FuncRules, batch_first, compiling, eager_apply, func_function, functorch_active,
-                     vmap_by_loop)
+                     no_internal_overlap, vmap_by_loop)
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
@@ -23,18 +23,6 @@ def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
         return x.view(N, C, S), True
     except RuntimeError:
         return x.reshape(N, C, S), False
-
-
-def _no_overlap(t: torch.Tensor) -> bool:
-    """Whether no two of t's elements share memory (sufficient test: each dimension, smallest stride first, steps
-    past everything the smaller ones reach). An expanded view fails it: a gradient written over such logits
-    would put several rows' values into one place."""
-    extent = 1
-    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1):
-        if stride < extent:
-            return False
-        extent = stride * size
-    return True
 
 
 def _bad_target_check(status: torch.Tensor, C: int, ignore_index: int):
@@ -59,7 +47,7 @@ def forward_kernel(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch
     g3 = None
     in_place = False
     if need_grad:
-        in_place = inplace and is_view and _no_overlap(x3)  # else a buffer of its own, as without inplace
+        in_place = inplace and is_view and no_internal_overlap(x3)  # else a buffer of its own, as without inplace
         g3 = x3 if in_place else torch.empty_like(x3)
     status = torch.zeros(8, dtype=torch.int64, device=x.device) if x.is_cuda else None  # see cross_entropy.cu
     _C.cross_entropy_forward(x3, t, w, loss, NO_ARRAY if g3 is None else g3,

@@ -5,7 +5,7 @@ import torch
 
 from .._arrays import stream
 from .common import (_C, FuncRules, batch_first, check_float_tensor, compiling, differentiable_op, functorch_active,
-                     launch)
+                     launch, no_internal_overlap)
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +70,10 @@ relu_op, relu_backward_op, ReluFunction = _relu.op, _relu.backward_op, _relu.Fun
 _relu_apply = _relu.apply
 
 
+_relu_backward = _relu.differentiable_backward
+_increment_version = torch._C._increment_version
+
+
 class ReluInplaceFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -79,10 +83,22 @@ class ReluInplaceFunction(torch.autograd.Function):
         return x
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        return backward_kernel(y, grad)
+        # through the op's backward Function where the graph is kept (create_graph=True: a gradient penalty's
+        # second derivative), else the kernel alone
+        return (_relu_backward if torch.is_grad_enabled() else backward_kernel)(y, grad)
+
+
+def _check_writable(x: torch.Tensor):
+    """What torch's in-place ops refuse: a tensor whose elements share memory (an expanded view: every copy
+    would get one element's result), and an inference tensor outside inference mode."""
+    if not no_internal_overlap(x):
+        raise RuntimeError("pixelops.relu: inplace=True on 'input' whose elements share memory (an expanded "
+                           "view?): more than one element would be written to one place; clone it first")
+    if x.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError("pixelops.relu: inplace=True on an inference tensor (made under torch.inference_mode) "
+                           "outside inference mode is not allowed, as in PyTorch; clone it first")
 
 
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -93,8 +109,12 @@ def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
         return x.copy_(y) if inplace else y
     needs_grad = x.requires_grad and torch.is_grad_enabled()
     if inplace:
+        _check_writable(x)
         if needs_grad:
             return ReluInplaceFunction.apply(x)
         launch(_C.relu_forward, x, x)
+        # x changed under autograd's feet: a graph that saved it (w * x, say) must fail its version check in
+        # backward rather than use the new values, as after torch's own in-place ops
+        _increment_version((x,))
         return x
     return _relu_apply(x) if needs_grad else forward_kernel(x)
