@@ -21,6 +21,7 @@ from torch.autograd import DeviceType
 
 import pixelops
 from pixelops.bench.conv2d import SUITE
+from pixelops.ops.conv2d import mask_taps
 
 
 def short(name):
@@ -120,6 +121,13 @@ def main():
         print(f"    GPU ms, torch / pixelops: forward {fwd_ms[1]:.3f} / {fwd_ms[0]:.3f} = "
               f"{fwd_ms[1] / fwd_ms[0]:.2f}x, forward + backward {torch_total:.3f} / {total:.3f} = "
               f"{torch_total / total:.2f}x")
+        # the same times as rates, against the device's ceilings (benchmarks/gemm_ceiling.py): a pass is 2 x N x
+        # Cout x OH x OW x Cin x active taps flops (the forward, grad_input and the weight gradient alike)
+        flops = 2 * n * cout * ((hw + 2 * pad - k) // stride + 1) ** 2 * cin * (mask_taps(k, mask) if mask else k * k)
+        gw_ms = sum(ms for key, ms in totals.items() if re.search("GradWeightGemm|grad_weight_(kernel|direct)", key))
+        print(f"    pixelops TFLOP/s: forward {flops / fwd_ms[0] / 1e9:.1f}, backward "
+              f"{2 * flops / max(total - fwd_ms[0], 1e-9) / 1e9:.1f}, the weight gradient's kernel "
+              f"{flops / max(gw_ms, 1e-9) / 1e9:.1f}")
 
         # host time of one call (the launches return before the GPU is done): where it exceeds the kernels'
         # time, a call that waits for its result is bound by the host
@@ -136,7 +144,6 @@ def main():
 
 def host_split(x, w, b, mask, stride, pad, k, act):
     from pixelops._torch.conv2d import _tf32, backward_kernel
-    from pixelops.ops.conv2d import mask_taps
 
     def fwd():
         if mask:
