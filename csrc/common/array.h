@@ -51,8 +51,10 @@ struct Array {
     for (int i = 0; i < ndim; ++i) n *= size[i];
     return n;
   }
-  // Dense row-major layout (size-1 dimensions may carry any stride).
+  // Dense row-major layout (size-1 dimensions may carry any stride; an empty array is dense whatever its
+  // strides: numpy gives a batch of 0 strides of 0).
   bool contiguous() const {
+    if (numel() == 0) return true;
     int64_t expected = 1;
     for (int i = ndim - 1; i >= 0; --i) {
       if (size[i] != 1 && stride[i] != expected) return false;

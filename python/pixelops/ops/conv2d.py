@@ -144,8 +144,8 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
 # The options are keyed with their types, so that a value the checks refuse never matches one they accepted
 # (True == 1 and 1.0 == 1 in a dict), and a tuple option must hold plain ints to be keyed at all. Checked
 # every time instead: a call with an unhashable option (a list), a tuple holding anything but ints, or an
-# argument without the shape, dtype and device of an array (the checks then name it). The key is one flat
-# tuple built inline: this runs on every call.
+# argument without the shape, dtype and device of an array (the checks then name it), and numpy calls. The key
+# is one flat tuple built inline: this runs on every call.
 _SETUPS = CheckedCalls()
 
 
@@ -171,8 +171,10 @@ def _numpy_run(input, weight, bias, stride, padding, dilation, groups, activatio
     unbatched = input.ndim == 3
     if unbatched:
         input = input[None]
-    params, shape = _setup_cached(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32,
-                                  op, mask_type)
+    # checked every call: the cache's key holds shapes and dtypes, not the strides check_numpy reads (a field of
+    # a structured array has a contiguous twin of the same shape and dtype)
+    params, shape = _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op,
+                           mask_type)
     (sh, sw), pads, (dh, dw), groups, ntaps, relu, _ = params
     out = np.empty(shape, dtype=input.dtype)
     _C.conv2d_forward(view(input), view(weight), view(bias) if bias is not None else ABSENT, view(out),
