@@ -54,3 +54,26 @@ def test_compiled_graph_holds_pixelops_ops_and_patch_compiles():
     torch.testing.assert_close(out, ref)
     graph = "\n".join(seen)
     assert "pixelops.conv2d" in graph and "pixelops.relu" in graph, graph
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_jit_trace_records_the_ops(grad):
+    # torch.jit.trace records the ops it sees: a kernel called straight from Python would leave the traced graph
+    # an empty output tensor (garbage on the next call); under tracing the ops go through pixelops:: custom ops
+    model = pixelops.swap(small_cnn(), verbose=False)
+    x, y = batch()
+    with torch.set_grad_enabled(grad):
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+        assert "pixelops::conv2d" in str(traced.inlined_graph) and "pixelops::relu" in str(traced.inlined_graph)
+        x2 = torch.randn_like(x)
+        loss = pixelops.cross_entropy(traced(x2), y)
+        ref = pixelops.cross_entropy(model(x2), y)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    if grad:
+        loss.backward()
+        traced_grads = _grads(model)
+        ref.backward()
+        for g, e in zip(traced_grads, _grads(model)):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    loss_trace = torch.jit.trace(lambda a, t: pixelops.cross_entropy(a, t), (x2[:, 0, 0].detach(), y[:8]))
+    torch.testing.assert_close(loss_trace(x2[:, 0, 1], y), torch.nn.functional.cross_entropy(x2[:, 0, 1], y))

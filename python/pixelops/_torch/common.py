@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable, Optional
@@ -30,20 +31,29 @@ from .._arrays import CPU_FLOATS, CUDA_FLOATS, check_float, register_torch, stre
 
 register_torch()  # from here on the extension reads tensors directly
 
+# torch.jit.trace warns at every shape read into a Python int, since a traced graph keeps such values as
+# constants; pixelops' checks read shapes that way, but the ops they trace (custom ops, compiling()) take no
+# argument made from them, so a trace stays valid for other shapes. Those warnings, and only pixelops' own, are
+# not shown.
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"pixelops\.")
+
 LIB = "pixelops"
 
 _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack
+_jit_tracing = torch._C._get_tracing_state
 _grad_enabled = torch.is_grad_enabled
 
 
 def compiling() -> bool:
     """True where a call must go through the torch.library custom op rather than straight to the kernels:
     under torch.compile (Dynamo), and under any dispatch mode (FakeTensorMode, make_fx/AOTAutograd tracing,
-    the schema checks of opcheck, functionalization), whose tensors may have no data a kernel could read.
+    the schema checks of opcheck, functionalization), whose tensors may have no data a kernel could read; and
+    under torch.jit.trace, which records only the ops it sees: a kernel call outside them would leave the
+    traced graph an empty output tensor and nothing that fills it.
 
-    is_compiling() comes first: Dynamo folds it to True, so it never traces the dispatch-stack query."""
-    return _is_compiling() or _dispatch_modes() > 0
+    is_compiling() comes first: Dynamo folds it to True, so it never traces the other queries."""
+    return _is_compiling() or _dispatch_modes() > 0 or _jit_tracing() is not None
 
 
 _CPU_FLOATS = frozenset(getattr(torch, n) for n in CPU_FLOATS)
