@@ -81,11 +81,31 @@ def test_relu_and_cross_entropy_modules_match_torch():
     torch.testing.assert_close(pnn.ReLU()(x), torch.relu(x))
 
 
-def test_conv_module_refuses_other_padding_modes():
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [(1, 2), "same"])
+def test_conv_module_padding_modes_match_torch(mode, padding):
+    torch.manual_seed(4)
+    ref = torch.nn.Conv2d(3, 5, (3, 4), padding=padding, padding_mode=mode, dtype=torch.float64)
+    ours = pnn.Conv2d(3, 5, (3, 4), padding=padding, padding_mode=mode, dtype=torch.float64)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), ref(x))
+    # read at each call, as torch's: set after construction, it holds
+    ref.padding_mode = ours.padding_mode = "zeros"
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_masked_conv_module_refuses_what_a_mask_cannot_take():
     with pytest.raises(ValueError, match="padding_mode='reflect'"):
-        pnn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")
+        pnn.MaskedConv2d(1, 1, 3, padding_mode="reflect")
+    m = pnn.MaskedConv2d(1, 1, 3)
+    m.padding_mode = "reflect"  # set later: refused at the call, not silently zero-padded
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        m(torch.randn(1, 1, 5, 5))
     with pytest.raises(ValueError, match="'mask_type'"):
         pnn.MaskedConv2d(1, 1, 3, mask_type="C")
+    with pytest.raises(ValueError, match="odd 'kernel_size'"):  # at construction, not at the first forward
+        pnn.MaskedConv2d(1, 1, (3, 2))
 
 
 # ---- swap ----------------------------------------------------------------------------------------------
@@ -117,7 +137,7 @@ def test_swap_reports_what_it_left_and_why(capsys):
         pass
 
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"),
+        torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"),  # swapped: padded by F.pad first
         MyConv(2, 2, 1),
         torch.nn.Conv2d(2, 2, 1).half(),  # no float16 kernels on the CPU
         torch.nn.ReLU(),
@@ -126,14 +146,14 @@ def test_swap_reports_what_it_left_and_why(capsys):
     )
     pixelops.swap(model)
     report = model.pixelops_swap_report
-    assert [name for name, *_ in report.swapped] == ["3", "4"]
+    assert [name for name, *_ in report.swapped] == ["0", "3", "4"]
     left = {name: why for name, _, why in report.left}
-    assert "padding_mode='reflect'" in left["0"]
+    assert set(left) == {"1", "2"}
     assert "subclass" in left["1"]
     assert "float16" in left["2"]
-    assert type(model[0]) is torch.nn.Conv2d and type(model[1]) is MyConv
+    assert type(model[0]) is pnn.Conv2d and type(model[1]) is MyConv
     err = capsys.readouterr().err
-    assert "2 module(s) swapped, 3 left" in err and "padding_mode='reflect'" in err
+    assert "3 module(s) swapped, 2 left" in err and "float16" in err
 
 
 def _fusable_model():
@@ -182,6 +202,17 @@ def test_swap_fuse_relu_leaves_sequentials_with_their_own_forward_alone():
     assert model.pixelops_swap_report.fused == [] and type(model[0][1]) is pnn.ReLU
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     torch.testing.assert_close(model(x), reference(x))
+
+
+def test_swap_fuse_relu_leaves_a_sequential_with_a_forward_of_its_own_instance_alone():
+    seq = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.ReLU()).double()
+    seq.forward = lambda x: seq[1](seq[0](x)) + seq[0](x)  # the conv's output used past the ReLU too
+    reference = copy.deepcopy(seq)
+    reference.forward = lambda x: reference[1](reference[0](x)) + reference[0](x)
+    pixelops.swap(seq, verbose=False, fuse_relu=True)
+    assert seq.pixelops_swap_report.fused == []
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(seq(x), reference(x))
 
 
 def test_swap_fuse_relu_leaves_shared_modules_apart():
@@ -267,6 +298,37 @@ def test_patch_restores_after_exception_and_without_with():
     pixelops.patch()
     pixelops.unpatch()
     assert (F.conv2d, F.relu, F.cross_entropy) == originals
+
+
+def test_unpatch_ends_every_patch_made_before_it():
+    originals = (F.conv2d, F.relu, F.cross_entropy)
+    with pixelops.patch():
+        pixelops.unpatch()
+    assert (F.conv2d, F.relu, F.cross_entropy) == originals
+    with pixelops.patch():  # the block above left the count right: patching still works
+        assert pixelops.nn.is_patched() and F.relu is not originals[1]
+    assert not pixelops.nn.is_patched()
+    stale = pixelops.patch()
+    pixelops.unpatch()
+    current = pixelops.patch()
+    stale.restore()  # ended by unpatch(): must not undo `current`
+    assert pixelops.nn.is_patched() and F.relu is not originals[1]
+    current.restore()
+    assert (F.conv2d, F.relu, F.cross_entropy) == originals
+
+
+def test_patch_leaves_a_function_set_over_it_in_place():
+    original = F.relu
+
+    def theirs(*args, **kwargs):
+        return original(*args, **kwargs)
+
+    try:
+        with pixelops.patch():
+            F.relu = theirs  # someone else's patch, made while pixelops' is in force
+        assert F.relu is theirs
+    finally:
+        F.relu = original
 
 
 def test_patched_training_matches_torch():

@@ -32,12 +32,6 @@ def _params_reason(module) -> Optional[str]:
     return None
 
 
-def _conv_reason(module) -> Optional[str]:
-    if module.padding_mode != "zeros":
-        return f"padding_mode={module.padding_mode!r}: pixelops convolves with zero padding only"
-    return _params_reason(module)
-
-
 def _conv_tensors(input, weight, bias=None, *args, **kwargs):
     return input, weight, bias
 
@@ -65,7 +59,7 @@ def _under_cpu_autocast():
 
 
 TABLE = (
-    DropIn(torch.nn.Conv2d, modules.Conv2d, _conv_reason, "conv2d", PF.conv2d, _conv_tensors,
+    DropIn(torch.nn.Conv2d, modules.Conv2d, _params_reason, "conv2d", PF.conv2d, _conv_tensors,
            _under_cpu_autocast),
     DropIn(torch.nn.ReLU, modules.ReLU, _params_reason, "relu", PF.relu, _relu_tensors, _always),
     DropIn(torch.nn.CrossEntropyLoss, modules.CrossEntropyLoss, _params_reason, "cross_entropy",

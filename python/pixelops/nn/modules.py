@@ -11,10 +11,11 @@ import torch
 from . import functional as PF
 
 
-def _zeros_padding_only(module, cls_name):
+def _zeros_padding_only(module):
     if module.padding_mode != "zeros":
-        raise ValueError(f"pixelops.nn.{cls_name}: padding_mode={module.padding_mode!r} is not supported; "
-                         "pixelops convolves with zero padding only (keep torch.nn.Conv2d for this layer)")
+        raise ValueError(f"pixelops.nn.MaskedConv2d: padding_mode={module.padding_mode!r} is not supported: "
+                         "a causal mask needs zero padding (any other mode brings pixels from below and to "
+                         "the right into the padding above and to the left)")
 
 
 class _Named:
@@ -35,17 +36,24 @@ class _FusableActivation:
 
 
 class Conv2d(_Named, _FusableActivation, torch.nn.Conv2d):
-    """torch.nn.Conv2d on pixelops.conv2d (padding_mode="zeros" only)."""
+    """torch.nn.Conv2d on pixelops.conv2d. Other padding modes than "zeros" ("reflect", "replicate",
+    "circular") pad the input with torch.nn.functional.pad first, as torch.nn.Conv2d does, then convolve
+    unpadded."""
 
     # torch.nn.Conv2d's arguments, spelled out so that inspect.signature and help() show them
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
-        _zeros_padding_only(self, "Conv2d")
 
     def forward(self, input):
-        return PF.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+        # (read at each call, as torch's forward does: a padding_mode set after construction holds too)
+        if self.padding_mode != "zeros":
+            input = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        else:
+            padding = self.padding
+        return PF.conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
                          activation=self.activation)
 
 
@@ -59,15 +67,19 @@ class MaskedConv2d(_Named, _FusableActivation, torch.nn.Conv2d):
                  bias=True, padding_mode="zeros", device=None, dtype=None, *, mask_type="B"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
-        _zeros_padding_only(self, "MaskedConv2d")
+        _zeros_padding_only(self)
         if mask_type not in ("A", "B"):
             raise ValueError(f"pixelops.nn.MaskedConv2d: 'mask_type' must be 'A' or 'B', got {mask_type!r}")
+        if any(k % 2 == 0 for k in self.kernel_size):
+            raise ValueError(f"pixelops.nn.MaskedConv2d: masked convolutions need an odd 'kernel_size', got "
+                             f"{self.kernel_size}")
         self.mask_type = mask_type
 
     def extra_repr(self):
         return super().extra_repr() + f", mask_type={self.mask_type!r}"
 
     def forward(self, input):
+        _zeros_padding_only(self)  # (read at each call: a padding_mode set after construction too)
         return PF.masked_conv2d(input, self.weight, self.bias, self.mask_type, self.stride, self.padding,
                                 self.dilation, self.groups, activation=self.activation)
 

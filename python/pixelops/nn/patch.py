@@ -20,7 +20,10 @@ from .dropins import TABLE
 
 _lock = threading.Lock()
 _depth = 0
-_originals: dict = {}
+_installed: dict = {}  # functional name -> (torch's original, the patched function put in its place)
+# Bumped by unpatch(): a patch made before it has nothing left to restore (its restore() and the end of its
+# `with` block do nothing), so it cannot undo a patch made after.
+_generation = 0
 # Set while a patched call runs pixelops: a torch functional reached from inside pixelops is torch's own.
 _inside = threading.local()
 
@@ -58,9 +61,11 @@ class patch:
             if _depth == 0:
                 for row in TABLE:
                     original = getattr(F, row.functional)
-                    _originals[row.functional] = original
-                    setattr(F, row.functional, _patched(row, original))
+                    patched = _patched(row, original)
+                    _installed[row.functional] = (original, patched)
+                    setattr(F, row.functional, patched)
             _depth += 1
+            self._generation = _generation
         self._active = True
 
     def restore(self):
@@ -69,11 +74,11 @@ class patch:
             if not self._active:
                 return
             self._active = False
+            if self._generation != _generation:  # unpatch() ended it already
+                return
             _depth -= 1
             if _depth == 0:
-                for name, original in _originals.items():
-                    setattr(F, name, original)
-                _originals.clear()
+                _put_back()
 
     def __enter__(self):
         return self
@@ -82,14 +87,22 @@ class patch:
         self.restore()
 
 
+def _put_back():
+    """torch's functions back where pixelops' are still in place (a function someone else set there since, over
+    pixelops', is theirs to keep)."""
+    for name, (original, patched) in _installed.items():
+        if getattr(F, name) is patched:
+            setattr(F, name, original)
+    _installed.clear()
+
+
 def unpatch():
     """Undoes every pixelops.patch() still in force."""
-    global _depth
+    global _depth, _generation
     with _lock:
-        for name, original in _originals.items():
-            setattr(F, name, original)
-        _originals.clear()
+        _put_back()
         _depth = 0
+        _generation += 1
 
 
 def is_patched() -> bool:

@@ -30,21 +30,23 @@ class SwapReport:
 
 
 def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
-    """Replaces, in place, every torch.nn.Conv2d (zeros padding), ReLU and CrossEntropyLoss inside `model`
+    """Replaces, in place, every torch.nn.Conv2d, ReLU and CrossEntropyLoss inside `model`
     (including `model` itself) by its pixelops.nn counterpart and returns `model`.
 
     Each module changes class in place, so it keeps its very Parameter objects (an optimizer built before
     the swap goes on stepping them), buffers, hooks, state_dict keys and its place in every container.
-    Modules pixelops cannot run (padding_mode="reflect", dtypes without kernels, subclasses with their own
-    forward) are left as they are. What was swapped and what was left, and why, is printed when `verbose`
+    Modules pixelops cannot run (dtypes without kernels, subclasses with their own forward) are left as they
+    are. What was swapped and what was left, and why, is printed when `verbose`
     and kept as `model.pixelops_swap_report` (a SwapReport).
 
     fuse_relu=True also moves each ReLU that directly follows a convolution in an nn.Sequential (one that runs
     Sequential's own forward) into that convolution (activation="relu": bias and ReLU in its output write, the
     ReLU's gradient in its backward), and the ReLU becomes a FusedReLU that passes its input on: one layer and
-    one pass over the activations fewer, forward and backward. The results are the same; what changes is what
-    hooks would see, so a pair with hooks on either module is left unfused (and reported), as is a pair where
-    either module is used in more than one place."""
+    one pass over the activations fewer, forward and backward. The model's results are the same; what changes
+    is what the conv module itself returns: its output with the ReLU applied, wherever it is called (on its own,
+    in a slice of the Sequential such as model[:1], or seen by a hook added later). So a pair with hooks on
+    either module is left unfused (and reported), as is a pair where either module is used in more than one
+    place."""
     report = SwapReport()
     for name, module in model.named_modules():
         name = name or "(model)"
@@ -73,7 +75,8 @@ def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
 
 
 def _describe(module) -> str:
-    return f"torch.nn.{type(module).__name__}({module.extra_repr()})"
+    where = "pixelops.nn" if type(module).__module__.startswith("pixelops.") else "torch.nn"
+    return f"{where}.{type(module).__name__}({module.extra_repr()})"
 
 
 def _hooked(module) -> bool:
@@ -87,8 +90,10 @@ def _fuse_relus(model, report: SwapReport):
     take the fusion to places without the other)."""
     uses = collections.Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     for seq_name, seq in model.named_modules():
-        # a Sequential's own forward only: a subclass with a forward of its own may use its children otherwise
-        if not isinstance(seq, torch.nn.Sequential) or type(seq).forward is not torch.nn.Sequential.forward:
+        # a Sequential's own forward only: a subclass with a forward of its own, or one given a forward on the
+        # instance, may use its children otherwise
+        if (not isinstance(seq, torch.nn.Sequential) or type(seq).forward is not torch.nn.Sequential.forward
+                or "forward" in vars(seq)):
             continue
         children = list(seq._modules.items())  # as forward runs them (a module listed twice appears twice)
         for (conv_name, conv), (relu_name, relu) in zip(children, children[1:]):
