@@ -354,3 +354,26 @@ def test_cross_entropy_loss_takes_half_logits_on_cpu(dtype, probs):
     assert loss.dtype == dtype and x.grad.dtype == dtype
     torch.testing.assert_close(loss.double(), ref, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(x.grad.double(), xr.grad, rtol=2e-2, atol=2e-3)
+
+
+def test_modules_run_torch_where_pixelops_has_no_kernels():
+    # a swapped model keeps taking what it took before the swap: calls pixelops has no kernels for run torch's
+    # own forward (the drop-in table's rule, as under patch())
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).half()  # CPU float16, outside autocast
+    reference = copy.deepcopy(conv)
+    conv.__class__ = pnn.Conv2d
+    conv.activation = "relu"  # as fuse_relu leaves it
+    x = torch.randn(2, 3, 6, 6).half()
+    assert torch.equal(conv(x), torch.relu(reference(x)))
+    masked = pnn.MaskedConv2d(3, 4, 3).half()
+    mask = pixelops.conv_mask(3, "B", dtype=torch.float16)
+    assert torch.equal(masked(x), F.conv2d(x, masked.weight * mask, masked.bias, padding=1))
+    assert torch.equal(pnn.ReLU()(torch.tensor([-3, 2])), torch.tensor([0, 2]))  # integers
+    meta = pnn.Conv2d(3, 4, 3).to("meta")
+    assert meta(torch.empty(1, 3, 5, 5, device="meta")).shape == (1, 4, 3, 3)
+    logits, probs = torch.randn(4, 5), torch.softmax(torch.randn(4, 5, dtype=torch.float64), 1)
+    torch.testing.assert_close(pnn.CrossEntropyLoss()(logits, probs), torch.nn.CrossEntropyLoss()(logits, probs))
+    with pixelops.patch():  # no input channels: torch's answer, not pixelops' refusal
+        empty = F.conv2d(torch.randn(1, 0, 5, 5), torch.randn(2, 0, 1, 1))
+    assert empty.shape == F.conv2d(torch.randn(1, 0, 5, 5), torch.randn(2, 0, 1, 1)).shape

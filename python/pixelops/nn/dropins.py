@@ -33,6 +33,9 @@ def _params_reason(module) -> Optional[str]:
 
 
 def _conv_tensors(input, weight, bias=None, *args, **kwargs):
+    # (a weight with an empty dimension, no input channels say, is torch's: it gives the bias everywhere)
+    if 0 in getattr(weight, "shape", ()):
+        return None
     return input, weight, bias
 
 

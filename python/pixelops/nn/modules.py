@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+import pixelops
+
 from . import functional as PF
 
 
@@ -16,6 +18,24 @@ def _zeros_padding_only(module):
         raise ValueError(f"pixelops.nn.MaskedConv2d: padding_mode={module.padding_mode!r} is not supported: "
                          "a causal mask needs zero padding (any other mode brings pixels from below and to "
                          "the right into the padding above and to the left)")
+
+
+_rows: dict = {}
+
+
+def _pixelops_takes(torch_module: type, *args) -> bool:
+    """Whether pixelops has kernels for this call of a module of torch_module's kind: the drop-in table's rule,
+    the one patch() applies to the functionals (dtypes and devices with kernels, class-index or same-dtype
+    probability targets, no empty weight). Anything else runs torch's own forward, as it did before a swap.
+    (Every module call asks: about half a microsecond on a 2-core CPU.)"""
+    row = _rows.get(torch_module)
+    if row is None:
+        from .dropins import TABLE  # (dropins imports this module)
+
+        _rows.update((r.torch_module, r) for r in TABLE)
+        row = _rows[torch_module]
+    tensors = row.tensors(*args)
+    return tensors is not None and PF.runs_on_pixelops(*tensors, half_on_cpu=row.half_on_cpu)
 
 
 class _Named:
@@ -47,13 +67,17 @@ class Conv2d(_Named, _FusableActivation, torch.nn.Conv2d):
                          padding_mode, device, dtype)
 
     def forward(self, input):
+        weight, bias = self.weight, self.bias  # (each a lookup through nn.Module.__getattr__: read once)
+        if not _pixelops_takes(torch.nn.Conv2d, input, weight, bias):
+            out = torch.nn.Conv2d.forward(self, input)
+            return torch.relu(out) if self.activation == "relu" else out
         # (read at each call, as torch's forward does: a padding_mode set after construction holds too)
         if self.padding_mode != "zeros":
             input = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
         else:
             padding = self.padding
-        return PF.conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+        return PF.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups,
                          activation=self.activation)
 
 
@@ -80,14 +104,22 @@ class MaskedConv2d(_Named, _FusableActivation, torch.nn.Conv2d):
 
     def forward(self, input):
         _zeros_padding_only(self)  # (read at each call: a padding_mode set after construction too)
-        return PF.masked_conv2d(input, self.weight, self.bias, self.mask_type, self.stride, self.padding,
-                                self.dilation, self.groups, activation=self.activation)
+        weight, bias = self.weight, self.bias
+        if not _pixelops_takes(torch.nn.Conv2d, input, weight, bias):  # torch's F.conv2d(x, w * mask)
+            mask = pixelops.conv_mask(self.kernel_size, self.mask_type, dtype=weight.dtype, device=weight.device)
+            out = torch.nn.functional.conv2d(input, weight * mask, bias, self.stride, self.padding, self.dilation,
+                                             self.groups)
+            return torch.relu(out) if self.activation == "relu" else out
+        return PF.masked_conv2d(input, weight, bias, self.mask_type, self.stride, self.padding, self.dilation,
+                                self.groups, activation=self.activation)
 
 
 class ReLU(_Named, torch.nn.ReLU):
     """torch.nn.ReLU on pixelops.relu."""
 
     def forward(self, input):
+        if not _pixelops_takes(torch.nn.ReLU, input):
+            return torch.nn.ReLU.forward(self, input)
         return PF.relu(input, inplace=self.inplace)
 
 
@@ -106,5 +138,8 @@ class CrossEntropyLoss(_Named, torch.nn.CrossEntropyLoss):
     """torch.nn.CrossEntropyLoss on pixelops.cross_entropy."""
 
     def forward(self, input, target):
-        return PF.cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+        weight = self.weight
+        if not _pixelops_takes(torch.nn.CrossEntropyLoss, input, target, weight):
+            return torch.nn.CrossEntropyLoss.forward(self, input, target)
+        return PF.cross_entropy(input, target, weight=weight, ignore_index=self.ignore_index,
                                 reduction=self.reduction, label_smoothing=self.label_smoothing)
