@@ -674,3 +674,49 @@ def test_bench_cases_check_out():
         args = case.setup()
         assert case.error(args) < 1e-5, case.name
         assert case.bytes and case.ceiling == "copy"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 5, 7)])  # rows, and the tile path of a spatial input
+def test_infinite_weight_of_a_class_no_target_names(device, shape):
+    # inverse class frequencies give an absent class weight 1/0 = inf: without label smoothing that weight
+    # never enters the loss (torch's is finite), where 0 * inf had turned the loss and the gradient NaN
+    x = torch.randn(*shape, dtype=torch.float64, device=device, requires_grad=True)
+    target = torch.randint(0, 2, shape[:1] + shape[2:], device=device) * 2  # classes 0 and 2 only
+    weight = torch.tensor([1.0, float("inf"), 2.0], dtype=torch.float64, device=device)
+    for reduction in ("mean", "sum", "none"):
+        ours = pixelops.cross_entropy(x, target, weight, reduction=reduction)
+        ref = F.cross_entropy(x, target, weight, reduction=reduction)
+        g = torch.randn_like(ref)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+def test_refused_where_a_result_would_be_silently_wrong():
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 1])
+    probs = torch.softmax(torch.randn(4, 3, dtype=torch.float64), 1)
+    # class weights that require grad: pixelops computes no gradient for them (torch: for probabilities)
+    w = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    for target in (t, probs):
+        with pytest.raises(RuntimeError, match="'weight' requires grad"):
+            pixelops.cross_entropy(x, target, w)
+    with torch.no_grad():
+        torch.testing.assert_close(pixelops.cross_entropy(x, t, w), F.cross_entropy(x, t, w))
+    # a second derivative (create_graph=True): the gradient would come back a constant
+    (g,) = torch.autograd.grad(pixelops.cross_entropy(x * 1, t), x, create_graph=False)
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(pixelops.cross_entropy(x * 1, t), x, create_graph=True)
+    # inplace_backward on a view of a leaf would write the gradient over the parameter itself
+    for view in (x[:], x.view(4, 3), x.t().t()):
+        with pytest.raises(RuntimeError, match="leaf"):
+            pixelops.cross_entropy(view, t, inplace_backward=True)
+    assert not torch.equal(x, g)  # still the logits
+
+
+def test_arguments_torch_refuses():
+    x, t = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    with pytest.raises(TypeError, match="'ignore_index' must be an integer"):
+        pixelops.cross_entropy(x, t, ignore_index=True)  # (not class 1)
+    with pytest.raises(ValueError, match="'ignore_index' is not supported with class-probability"):
+        pixelops.cross_entropy(x, torch.softmax(torch.randn(4, 3), 1), ignore_index=1)

@@ -161,7 +161,7 @@ inline double exp_nonpos(double x) {
                                        int64_t L, const T* __restrict k, T kw) {                              \
     for (int64_t c = 0; c < C; ++c) {                                                                         \
       T* gr = g + c * gc;                                                                                     \
-      const T sub = kw * (w ? w[c] : T(1));                                                                   \
+      const T sub = kw == T(0) ? T(0) : kw * (w ? w[c] : T(1)); /* (an inf weight: no 0 * inf) */         \
       _Pragma("omp simd") for (int64_t l = 0; l < L; ++l) gr[l] = gr[l] * k[l] - sub;                        \
     }                                                                                                         \
   }
@@ -199,6 +199,11 @@ struct Shared {
   double* rows;    // per-row losses, row r = n * S + s
 };
 
+// Label smoothing's share of B, (eps / C) sum_c w_c, or nothing without smoothing: an infinite weight on a
+// class no target names (inverse frequencies of an absent class) must not turn every loss into 0 * inf = NaN,
+// as it does not in PyTorch.
+inline double smoothing_term(double eps, double smoothed) { return eps != 0.0 ? smoothed : 0.0; }
+
 // Class-index targets: rows contiguous over C (xc == 1, gc == 1).
 template <class T, class I>
 void index_rows(const Shared<T>& sh, const I* tgt, int64_t begin, int64_t end) {
@@ -218,7 +223,7 @@ void index_rows(const Shared<T>& sh, const I* tgt, int64_t begin, int64_t end) {
     const T m = row_max(x, C);
     // Everything read from x before row_sum_exp: with inplace_backward g is x, and that pass overwrites it.
     const double wt = sh.w ? double(sh.w[t]) : 1.0;
-    const double B = (1.0 - eps) * wt + smooth * sh.W;
+    const double B = (1.0 - eps) * wt + smoothing_term(eps, smooth * sh.W);
     double ax = (1.0 - eps) * wt * (double(x[t]) - double(m));
     if (eps != 0.0) ax += smooth * double(row_wsum(x, sh.w, C, m));
     const double sum = row_sum_exp(x, g, C, m);
@@ -261,7 +266,7 @@ void index_tile(const Shared<T>& sh, const I* tgt, int64_t n, int64_t s0, int64_
       continue;
     }
     const double wt = sh.w ? double(sh.w[t]) : 1.0;
-    const double B = (1.0 - eps) * wt + smooth * sh.W;
+    const double B = (1.0 - eps) * wt + smoothing_term(eps, smooth * sh.W);
     sh.rows[r] = B * std::log(double(sum[l])) - ax[l];
     k[l] = T(sh.gscale * B / double(sum[l]));
   }

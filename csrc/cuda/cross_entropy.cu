@@ -246,7 +246,9 @@ __global__ void __launch_bounds__(G > 32 ? G : 256) ce_rows(Params P) {
         if constexpr (Probs) {
           a = (W ? A(to_float(W[c * p.wc])) : A(1)) * ((A(1) - eps) * A(to_float(q[c * p.tc])) + smooth);
         } else {
-          a = smooth * (W ? A(to_float(W[c * p.wc])) : A(1)) + (c == st.t ? (A(1) - eps) * wt : A(0));
+          // (without smoothing no other class's weight enters: an inf one must not give 0 * inf = NaN)
+          a = (p.eps != 0.0 ? smooth * (W ? A(to_float(W[c * p.wc])) : A(1)) : A(0)) +
+              (c == st.t ? (A(1) - eps) * wt : A(0));
         }
         g[c * p.gc] = to_storage<T>(k * fast_exp(v - m) - gscale * a);
       }
@@ -343,7 +345,9 @@ __global__ void __launch_bounds__(32 * K) ce_positions(Params P) {
         if constexpr (Probs) {
           a = (W ? A(to_float(W[c * p.wc])) : A(1)) * ((A(1) - eps) * A(to_float(q[c * p.tc])) + smooth);
         } else {
-          a = smooth * (W ? A(to_float(W[c * p.wc])) : A(1)) + (c == st.t ? (A(1) - eps) * wt : A(0));
+          // (without smoothing no other class's weight enters: an inf one must not give 0 * inf = NaN)
+          a = (p.eps != 0.0 ? smooth * (W ? A(to_float(W[c * p.wc])) : A(1)) : A(0)) +
+              (c == st.t ? (A(1) - eps) * wt : A(0));
         }
         g[c * p.gc] = to_storage<T>(k * fast_exp(v - m) - gscale * a);
       }

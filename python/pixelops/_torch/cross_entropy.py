@@ -198,8 +198,11 @@ class CrossEntropyFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
+        if torch.is_grad_enabled():  # a backward with create_graph=True: its result would be a constant
+            raise RuntimeError(f"pixelops.{OP}: second derivatives (a backward with create_graph=True, as a "
+                               "gradient penalty takes) are not supported; use torch.nn.functional.cross_entropy "
+                               "for that loss")
         grad_x = grad_target = None
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad(ctx, grad_loss)
@@ -246,6 +249,9 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
     grad_on = torch.is_grad_enabled()
     needs_grad = x.requires_grad and grad_on
     target_grad = target.requires_grad and grad_on  # only class probabilities can require grad
+    if weight is not None and weight.requires_grad and grad_on:
+        raise RuntimeError(f"pixelops.{OP}: 'weight' requires grad, but pixelops computes no gradient for the "
+                           "class weights; detach it (or use torch.nn.functional.cross_entropy)")
     traced = compiling()
     if traced or functorch_active():  # torch.compile, or torch.func's wrapper tensors
         if target_grad:
@@ -257,7 +263,9 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
         return loss
     if not (needs_grad or target_grad):
         return forward_kernel(x, target, weight, ignore_index, reduction, eps, False)[0]
-    if inplace and needs_grad and x.is_leaf:
-        raise RuntimeError(f"pixelops.{OP}: inplace_backward=True would overwrite a leaf tensor that requires grad; "
-                           "use it on computed logits (the output of a layer)")
+    # (where the gradient would be written over a leaf's memory: a leaf, or a view of one, but not an expanded
+    # view, which gets a buffer of its own)
+    if inplace and needs_grad and (x._base if x._is_view() else x).is_leaf and no_internal_overlap(x):
+        raise RuntimeError(f"pixelops.{OP}: inplace_backward=True would overwrite a leaf tensor that requires grad "
+                           "(or a view of one); use it on computed logits (the output of a layer)")
     return _cross_entropy_apply(x, target, weight, ignore_index, reduction, eps, inplace)

@@ -44,8 +44,9 @@ def _relu_tensors(input, *args, **kwargs):
 
 
 def _cross_entropy_tensors(input, target, weight=None, *args, **kwargs):
-    # pixelops takes class indices (int64, uint8) and class probabilities, but no gradient for the latter.
-    if not isinstance(target, torch.Tensor) or target.requires_grad:
+    # pixelops takes class indices (int64, uint8) and class probabilities, but no gradient for the latter, nor
+    # for class weights.
+    if not isinstance(target, torch.Tensor) or target.requires_grad or getattr(weight, "requires_grad", False):
         return None
     if target.is_floating_point():
         return (input, target, weight) if target.dtype == getattr(input, "dtype", None) else None

@@ -72,6 +72,8 @@ def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
     if red is None:
         raise ValueError(f"pixelops.{OP}: 'reduction' must be 'none', 'mean' or 'sum', got {reduction!r}")
     try:
+        if isinstance(ignore_index, (bool, np.bool_)):  # (operator.index takes True as 1; torch refuses it)
+            raise TypeError
         ignore_index = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"pixelops.{OP}: 'ignore_index' must be an integer, got {type(ignore_index).__name__}") from None
@@ -96,6 +98,9 @@ def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
         if tuple(target.shape) != shape:
             raise ValueError(f"pixelops.{OP}: class-probability 'target' must have input's shape {shape}, "
                              f"got {tuple(target.shape)}")
+        if ignore_index != -100:  # (as torch: there is no class index to ignore)
+            raise ValueError(f"pixelops.{OP}: 'ignore_index' is not supported with class-probability targets, "
+                             f"got ignore_index={ignore_index}")
     else:
         if not _is_index_dtype(target):
             raise TypeError(f"pixelops.{OP}: 'target' must hold class indices (int64 or uint8) or class "
