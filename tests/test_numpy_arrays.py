@@ -78,3 +78,10 @@ def test_numpy_views_read_as_copies(op, name, kind):
 
     ours, ref = CALLS[op, name](make), CALLS[op, name](copy)
     np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_numpy_subclasses_and_too_many_dimensions_are_refused_by_name():
+    with pytest.raises(TypeError, match=r"pixelops\.cross_entropy: 'input' must be a numpy array, got matrix"):
+        pixelops.cross_entropy(np.matrix(LOGITS), TARGET)  # (before: an internal "(N, C, S) view" error)
+    with pytest.raises(ValueError, match=r"pixelops\.relu: 'input' has 9 dimensions; pixelops takes at most 8"):
+        pixelops.relu(np.ones((1,) * 8 + (3,)))

@@ -221,3 +221,13 @@ def test_cuda_tensor_without_cuda_build_message(monkeypatch):
     monkeypatch.setattr(pixelops._torch.common, "_CUDA_FLOATS", frozenset())
     with pytest.raises(RuntimeError, match="'input' is a CUDA tensor, but this pixelops build has no CUDA kernels"):
         pixelops.relu(fake)
+
+
+def test_sparse_and_too_many_dimensions_are_refused_by_name():
+    # (before: "Cannot access data pointer" from the extension, and a message naming neither op nor argument)
+    with pytest.raises(TypeError, match=r"pixelops\.relu: 'input' is a sparse_coo tensor"):
+        pixelops.relu(torch.randn(3, 3).to_sparse())
+    with pytest.raises(ValueError, match=r"pixelops\.relu: 'input' has 9 dimensions"):
+        pixelops.relu(torch.randn((1,) * 8 + (3,)))
+    with pytest.raises(TypeError, match=r"pixelops\.cross_entropy: 'input' is a sparse_coo tensor"):
+        pixelops.cross_entropy(torch.randn(3, 3).to_sparse(), torch.tensor([0, 1, 2]))

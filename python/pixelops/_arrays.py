@@ -94,18 +94,36 @@ def device_name(x) -> str:
     return "cpu" if isinstance(x, np.ndarray) else str(x.device)
 
 
+MAX_DIMS = 8  # the most dimensions the kernels' array descriptions hold (csrc/common/array.h: kMaxDims)
+
+
 def check_array(x, name: str, op: str):
-    """x must be a numpy array or a torch tensor; a numpy array also one the kernels can read (check_numpy)."""
+    """x must be a numpy array or a dense torch tensor of at most MAX_DIMS dimensions; a numpy array also one the
+    kernels can read (check_numpy)."""
     if isinstance(x, np.ndarray):
         check_numpy(x, name, op)
-    elif not is_tensor(x):
+        return
+    if not is_tensor(x):
         raise TypeError(f"pixelops.{op}: '{name}' must be a numpy array or a torch tensor, got {type(x).__name__}")
+    if x.layout is not _torch().strided:
+        raise TypeError(f"pixelops.{op}: '{name}' is a {str(x.layout).replace('torch.', '')} tensor; pixelops "
+                        "takes dense (strided) tensors (x.to_dense())")
+    _check_ndim(x, name, op)
+
+
+def _check_ndim(x, name: str, op: str):
+    if x.ndim > MAX_DIMS:
+        raise ValueError(f"pixelops.{op}: '{name}' has {x.ndim} dimensions; pixelops takes at most {MAX_DIMS}")
 
 
 def check_numpy(x: np.ndarray, name: str, op: str):
     """The kernels read a numpy array as values of this machine's byte order, whole elements apart (view() hands
     them strides in elements): a byte-swapped array, or a field of a structured array (strides that are not
-    whole elements), would otherwise be read wrong or refused with a message that does not name it."""
+    whole elements), would otherwise be read wrong or refused with a message that does not name it. Subclasses
+    (np.matrix) reshape by rules of their own, so they are refused too."""
+    if type(x) is not np.ndarray:
+        raise TypeError(f"pixelops.{op}: '{name}' must be a numpy array, got {type(x).__name__} (np.asarray(x))")
+    _check_ndim(x, name, op)
     if not x.dtype.isnative:
         raise TypeError(f"pixelops.{op}: '{name}' has dtype {x.dtype.str}, whose byte order is not this "
                         f"machine's; expected native values (x.astype(x.dtype.newbyteorder('=')))")

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import _C
-from .._arrays import CPU_FLOATS, CUDA_FLOATS, check_float, register_torch, stream
+from .._arrays import CPU_FLOATS, CUDA_FLOATS, MAX_DIMS, check_float, register_torch, stream
 
 register_torch()  # from here on the extension reads tensors directly
 
@@ -56,6 +56,7 @@ def compiling() -> bool:
     return _is_compiling() or _dispatch_modes() > 0 or _jit_tracing() is not None
 
 
+_STRIDED = torch.strided
 _CPU_FLOATS = frozenset(getattr(torch, n) for n in CPU_FLOATS)
 _CUDA_FLOATS = frozenset(getattr(torch, n) for n in CUDA_FLOATS) if _C.built_with_cuda else frozenset()
 
@@ -64,7 +65,8 @@ def check_float_tensor(x, name: str, op: str):
     """check_float for the torch side: the common case (a float tensor on a device with kernels) is
     recognised in a few attribute reads, since this runs on every eager call; anything else takes the full
     check, which raises the clear error."""
-    if isinstance(x, torch.Tensor) and x.dtype in (_CPU_FLOATS if x.is_cpu else _CUDA_FLOATS if x.is_cuda else ()):
+    if (isinstance(x, torch.Tensor) and x.dtype in (_CPU_FLOATS if x.is_cpu else _CUDA_FLOATS if x.is_cuda else ())
+            and x.layout is _STRIDED and x.ndim <= MAX_DIMS):
         return
     check_float(x, name, op)
 
