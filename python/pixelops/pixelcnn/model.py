@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,8 +28,21 @@ class _Conv(nn.Module):
         return layers.masked_conv(x, self.weight, self.bias, self.mask_type, relu)
 
 
+def as_int(value, name: str, where: str) -> int:
+    """value as a Python int, taking numpy integers as the ops do; a bool or anything else is a TypeError (True
+    would otherwise pass as 1, and a float reach torch.empty)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: '{name}' must be an int, got {value!r}")
+    return int(value)
+
+
+def capturing(t: torch.Tensor) -> bool:
+    """Whether t's CUDA stream is capturing a graph: no value can be read back then."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def _check_kernel(name, k):
-    if not isinstance(k, int) or k < 1 or k % 2 == 0:
+    if k < 1 or k % 2 == 0:
         raise ValueError(f"PixelCNN: '{name}' must be an odd positive int (a masked kernel needs a centre), got {k!r}")
 
 
@@ -43,15 +57,19 @@ class PixelCNN(nn.Module):
     def __init__(self, in_channels=1, levels=2, channels=64, layers=7, first_kernel=7, kernel=3, head_channels=64,
                  *, residual=False):
         super().__init__()
+        in_channels, levels, channels, layers, first_kernel, kernel, head_channels = (
+            as_int(v, name, "PixelCNN") for name, v in (
+                ("in_channels", in_channels), ("levels", levels), ("channels", channels), ("layers", layers),
+                ("first_kernel", first_kernel), ("kernel", kernel), ("head_channels", head_channels)))
         if in_channels != 1:
-            raise ValueError(f"PixelCNN: in_channels must be 1 (one-channel images; channel-wise masks for colour "
+            raise ValueError(f"PixelCNN: 'in_channels' must be 1 (one-channel images; channel-wise masks for colour "
                              f"are not implemented), got {in_channels!r}")
-        if not isinstance(levels, int) or not 2 <= levels <= 256:
+        if not 2 <= levels <= 256:
             raise ValueError(f"PixelCNN: 'levels' must be an int from 2 to 256, got {levels!r}")
         for name, v in (("channels", channels), ("head_channels", head_channels)):
-            if not isinstance(v, int) or v < 1:
+            if v < 1:
                 raise ValueError(f"PixelCNN: '{name}' must be a positive int, got {v!r}")
-        if not isinstance(layers, int) or layers < 0:
+        if layers < 0:
             raise ValueError(f"PixelCNN: 'layers' must be a non-negative int, got {layers!r}")
         _check_kernel("first_kernel", first_kernel)
         _check_kernel("kernel", kernel)
@@ -65,6 +83,17 @@ class PixelCNN(nn.Module):
     # ---- data ----------------------------------------------------------------------------------------------
     def quantise(self, x: torch.Tensor) -> torch.Tensor:
         """Level indices (int64, (N, H, W)) of images x in [0, 1] of shape (N, 1, H, W)."""
+        k = self._levels_unchecked(x)
+        # NaN survives clamp and round and then becomes an arbitrary int64 (INT64_MIN on x86): an out-of-range
+        # target in loss and log_prob. On CUDA the check is a host sync; loss and log_prob quantise after their
+        # forward is queued, just before cross_entropy's own sync (its target check), so it costs them little.
+        # Skipped while a CUDA graph is captured, where nothing has run yet.
+        if not capturing(x) and bool(torch.isnan(x).any()):
+            raise ValueError("PixelCNN: 'x' holds NaN; expected images with values in [0, 1]")
+        return k
+
+    def _levels_unchecked(self, x: torch.Tensor) -> torch.Tensor:
+        """quantise without its NaN check (a NaN pixel's level is then arbitrary)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"PixelCNN: 'x' must be a torch tensor, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != 1:
@@ -78,7 +107,11 @@ class PixelCNN(nn.Module):
     # ---- model ---------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, levels, H, W) of each pixel given the pixels before it in raster order."""
-        h = self.levels_to_images(self.quantise(x)).to(x.device)
+        h = self.levels_to_images(self._levels_unchecked(x)).to(x.device)
+        # A NaN pixel stays NaN, as through torch's own layers (its quantised level would be arbitrary), and the
+        # logits it reaches come out NaN: no value is read back, so no host sync on CUDA (sampling's naive
+        # method runs this once a pixel). loss and log_prob raise for NaN images (quantise).
+        h = torch.where(torch.isnan(x), x.to(h.dtype), h)
         return self._logits(h)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -108,7 +141,9 @@ class PixelCNN(nn.Module):
         The uniforms come from a counter-based generator keyed by (seed, image, pixel) and the draw is an
         inverse CDF, so one seed gives the same images with either method, on CPU or CUDA. seed=None draws
         one from torch's global generator. Inpainting: where observed_mask is 1 the pixel is copied from
-        observed (n, 1, H, W) in [0, 1] and later pixels condition on it.
+        observed (n, 1, H, W) in [0, 1] and later pixels condition on it. "naive" samples through the model's
+        forward, a subclass's own included. Logits with no distribution at a pixel (a NaN or +inf logit, or
+        all -inf) raise ValueError with either method.
         """
         from . import sampling
 
