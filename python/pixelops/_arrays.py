@@ -86,6 +86,14 @@ CPU_FLOATS = ("float32", "float64")
 CUDA_FLOATS = ("float32", "float16", "bfloat16", "float64")
 
 
+def as_int(value, name: str, where: str) -> int:
+    """value as a Python int, taking numpy integers too; a bool (True would pass as 1) or anything else is a
+    TypeError naming the argument. `where` starts the message ("pixelops.conv2d", "PixelCNN")."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: '{name}' must be an int, got {value!r}")
+    return int(value)
+
+
 def dtype_name(x) -> str:
     return str(x.dtype).replace("torch.", "")
 

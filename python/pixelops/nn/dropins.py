@@ -22,6 +22,12 @@ class DropIn:
     tensors: Callable                            # a call's arguments -> tensors that must suit pixelops (None: never)
     half_on_cpu: Callable[[], bool]              # whether CPU float16/bfloat16 arguments can go to pixelops now
 
+    def takes(self, *args, **kwargs) -> bool:
+        """Whether pixelops runs this call (the functional's arguments), else torch's own function or forward
+        does: patch() and the modules both ask here."""
+        tensors = self.tensors(*args, **kwargs)
+        return tensors is not None and PF.runs_on_pixelops(*tensors, half_on_cpu=self.half_on_cpu)
+
 
 def _params_reason(module) -> Optional[str]:
     tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))

@@ -34,8 +34,7 @@ def _pixelops_takes(torch_module: type, *args) -> bool:
 
         _rows.update((r.torch_module, r) for r in TABLE)
         row = _rows[torch_module]
-    tensors = row.tensors(*args)
-    return tensors is not None and PF.runs_on_pixelops(*tensors, half_on_cpu=row.half_on_cpu)
+    return row.takes(*args)
 
 
 class _Named:

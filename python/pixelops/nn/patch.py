@@ -29,13 +29,11 @@ _inside = threading.local()
 
 
 def _patched(row, original):
-    supports, run, half_on_cpu = row.tensors, row.function, row.half_on_cpu
-    from .functional import runs_on_pixelops
+    takes, run = row.takes, row.function
 
     @functools.wraps(original)
     def call(*args, **kwargs):
-        tensors = supports(*args, **kwargs)
-        if tensors is None or not runs_on_pixelops(*tensors, half_on_cpu=half_on_cpu):
+        if not takes(*args, **kwargs):
             return original(*args, **kwargs)
         if is_compiling():  # Dynamo traces this function: no thread-local state in the graph
             return run(*args, **kwargs)

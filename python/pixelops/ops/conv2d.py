@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from .._arrays import ABSENT, check_array, check_float, check_same_device, check_same_dtype, view
+from .._arrays import ABSENT, as_int, check_array, check_float, check_same_device, check_same_dtype, view
 from .._torch_loader import torch_ops
 from .checked import CheckedCalls
 
@@ -68,12 +68,6 @@ def _is_torch_dtype(dtype) -> bool:
     return type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype"
 
 
-def _check_int(value, name: str, op: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"pixelops.{op}: '{name}' must be an int, got {value!r}")
-    return int(value)
-
-
 def _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type=None):
     """Checks every argument; returns (params, output shape) with params the kernels' tuple
     (stride, padding4, dilation, groups, ntaps, relu, allow_tf32)."""
@@ -89,7 +83,7 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
     if weight.ndim != 4:
         raise ValueError(f"pixelops.{op}: 'weight' must be 4-D (out_channels, in_channels/groups, kH, kW), "
                          f"got shape {tuple(weight.shape)}")
-    groups = _check_int(groups, "groups", op)
+    groups = as_int(groups, "groups", f"pixelops.{op}")
     if groups < 1:
         raise ValueError(f"pixelops.{op}: 'groups' must be at least 1, got {groups}")
     n, c, h, w = (int(s) for s in input.shape)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
+from .._arrays import as_int
 from . import layers
 
 
@@ -26,14 +26,6 @@ class _Conv(nn.Module):
         if self.mask_type is None:
             return layers.conv1x1(x, self.weight, self.bias, relu)
         return layers.masked_conv(x, self.weight, self.bias, self.mask_type, relu)
-
-
-def as_int(value, name: str, where: str) -> int:
-    """value as a Python int, taking numpy integers as the ops do; a bool or anything else is a TypeError (True
-    would otherwise pass as 1, and a float reach torch.empty)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{where}: '{name}' must be an int, got {value!r}")
-    return int(value)
 
 
 def capturing(t: torch.Tensor) -> bool:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .. import _C
-from .._arrays import ABSENT, stream, view
+from .._arrays import ABSENT, as_int, stream, view
 from . import pack
-from .model import as_int, capturing
+from .model import capturing
 
 METHODS = ("auto", "naive", "fused")
 
