@@ -377,3 +377,29 @@ def test_modules_run_torch_where_pixelops_has_no_kernels():
     with pixelops.patch():  # no input channels: torch's answer, not pixelops' refusal
         empty = F.conv2d(torch.randn(1, 0, 5, 5), torch.randn(2, 0, 1, 1))
     assert empty.shape == F.conv2d(torch.randn(1, 0, 5, 5), torch.randn(2, 0, 1, 1)).shape
+
+
+def test_swap_leaves_a_module_with_a_forward_set_on_the_instance():
+    # a wrapper set on the instance calls the forward it wrapped (torch's): swapping the class under it would
+    # only mislead the report, and fusing its ReLU into it would drop the ReLU
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).double()
+    wrapped = model[0].forward
+    model[0].forward = lambda x: wrapped(x)
+    reference = copy.deepcopy(model)
+    pixelops.swap(model, verbose=False, fuse_relu=True)
+    left = {name: why for name, _, why in model.pixelops_swap_report.left}
+    assert "instance" in left["0"] and type(model[0]) is torch.nn.Conv2d
+    assert model.pixelops_swap_report.fused == []
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(model(x), reference(x))
+
+
+def test_fx_symbolic_trace_of_a_swapped_model():
+    # FX's proxies are not tensors: the modules hand them to torch's forward (the traced graph then holds
+    # torch's ops), where the drop-in rule asked a proxy for its shape and failed
+    model = pixelops.swap(small_cnn(), verbose=False)
+    traced = torch.fx.symbolic_trace(model)
+    x, _ = batch()
+    torch.testing.assert_close(traced(x), model(x), rtol=1e-5, atol=1e-6)
+    with pixelops.patch():
+        torch.testing.assert_close(torch.fx.symbolic_trace(small_cnn())(x), small_cnn()(x), rtol=1e-5, atol=1e-6)

@@ -39,8 +39,9 @@ def _params_reason(module) -> Optional[str]:
 
 
 def _conv_tensors(input, weight, bias=None, *args, **kwargs):
-    # (a weight with an empty dimension, no input channels say, is torch's: it gives the bias everywhere)
-    if 0 in getattr(weight, "shape", ()):
+    # (a weight with an empty dimension, no input channels say, is torch's: it gives the bias everywhere; and
+    # anything but a tensor, an fx Proxy say, is asked no shape: runs_on_pixelops sends it to torch)
+    if isinstance(weight, torch.Tensor) and 0 in weight.shape:
         return None
     return input, weight, bias
 

@@ -45,8 +45,9 @@ def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
     one pass over the activations fewer, forward and backward. The model's results are the same; what changes
     is what the conv module itself returns: its output with the ReLU applied, wherever it is called (on its own,
     in a slice of the Sequential such as model[:1], or seen by a hook added later). So a pair with hooks on
-    either module is left unfused (and reported), as is a pair where either module is used in more than one
-    place."""
+    either module is left unfused (and reported), as is a pair where either module is registered in more than
+    one place in `model`. What swap cannot see is yours to rule out: the conv or the ReLU called from outside
+    `model` (another model sharing it) or by a forward that reaches into the Sequential (model.body[1](...))."""
     report = SwapReport()
     for name, module in model.named_modules():
         name = name or "(model)"
@@ -59,7 +60,8 @@ def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
                                     f"a subclass of torch.nn.{base.__name__} with its own code; swap only "
                                     f"replaces torch.nn.{base.__name__} itself"))
             continue
-        reason = row.why_not(module)
+        # a forward set on the instance (a wrapper, a logging hook) would go on calling what it wrapped
+        reason = "a forward of its own set on the instance" if "forward" in vars(module) else row.why_not(module)
         if reason is not None:
             report.left.append((name, _describe(module), reason))
             continue

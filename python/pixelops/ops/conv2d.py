@@ -56,12 +56,12 @@ def conv_mask(kernel_size, mask_type: str = "B", *, dtype=None, device=None):
     """
     kh, kw = _pair(kernel_size, "kernel_size", "conv_mask")
     keep = mask_taps((kh, kw), mask_type, "conv_mask")
-    flat = (np.arange(kh * kw) < keep).reshape(kh, kw)
     if dtype is not None and not _is_torch_dtype(dtype):
-        return flat.astype(np.dtype(dtype))
+        return (np.arange(kh * kw) < keep).reshape(kh, kw).astype(np.dtype(dtype))
     import torch
 
-    return torch.tensor(flat, dtype=dtype or torch.float32, device=device)
+    # made by torch itself: under torch.compile a numpy array becomes a tensor, and torch.tensor() of one warns
+    return (torch.arange(kh * kw, device=device) < keep).reshape(kh, kw).to(dtype or torch.float32)
 
 
 def _is_torch_dtype(dtype) -> bool:
