@@ -302,3 +302,34 @@ def test_bad_input_after_good_calls(call, error, words):
     for kw in good:
         torch.testing.assert_close(pixelops.conv2d(x, w, b, **kw), F.conv2d(x, w, b, **{
             k: v for k, v in kw.items() if k != "allow_tf32"}), rtol=1e-5, atol=1e-5)
+
+
+def test_huge_strides_and_paddings():
+    # a stride past the input gives one output pixel: it ran in time proportional to the stride (8 s at 2**31);
+    # beyond 32 bits the kernels' indices would overflow, so the checks name the argument there
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    for stride in (2 ** 27, (5, 2 ** 31 - 1)):
+        y = pixelops.conv2d(x, w, stride=stride)
+        ref = F.conv2d(x, w, stride=stride)
+        torch.testing.assert_close(y, ref)
+        g = torch.randn_like(ref)
+        for a, r in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
+            torch.testing.assert_close(a, r)
+    for kw, name in ((dict(stride=2 ** 40), "stride"), (dict(dilation=2 ** 31), "dilation"),
+                     (dict(padding=10 ** 20), "padding")):
+        with pytest.raises(ValueError, match=f"'{name}' must be at most 2\\*\\*31 - 1"):
+            pixelops.conv2d(x, w, **kw)
+
+
+def test_a_sparse_input_after_a_dense_call_of_the_same_shape():
+    # the cache of checked calls keyed shapes, dtypes and devices, not layouts: a sparse tensor then reached
+    # the kernel ("Cannot access data pointer")
+    x, w = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3)
+    pixelops.conv2d(x, w)
+    with pytest.raises(TypeError, match="'input' is a sparse_coo tensor"):
+        pixelops.conv2d(x.to_sparse(), w)
+    logits, t = torch.randn(3, 4), torch.tensor([0, 1, 2])
+    pixelops.cross_entropy(logits, t)
+    with pytest.raises(TypeError, match="'input' is a sparse_coo tensor"):
+        pixelops.cross_entropy(logits.to_sparse(), t)

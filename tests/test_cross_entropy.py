@@ -720,3 +720,12 @@ def test_arguments_torch_refuses():
         pixelops.cross_entropy(x, t, ignore_index=True)  # (not class 1)
     with pytest.raises(ValueError, match="'ignore_index' is not supported with class-probability"):
         pixelops.cross_entropy(x, torch.softmax(torch.randn(4, 3), 1), ignore_index=1)
+
+
+def test_argument_types_and_ranges_torch_refuses_or_the_kernels_cannot_hold():
+    x, t = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    for bad in ("0.1", True):  # float() read both
+        with pytest.raises(TypeError, match="'label_smoothing' must be a number"):
+            pixelops.cross_entropy(x, t, label_smoothing=bad)
+    with pytest.raises(ValueError, match="'ignore_index' must fit in 64 bits"):  # (was pybind's TypeError)
+        pixelops.cross_entropy(x, t, ignore_index=2 ** 63)

@@ -120,3 +120,9 @@ def test_bad_input(call, error, words):
     x, w, b = _data((2, 4, 6, 6), (6, 3, 3), 1, torch.float32, "cpu")
     with pytest.raises(error, match=words):
         call(x, w, b)
+
+
+def test_conv_mask_refuses_a_device_with_a_numpy_dtype():
+    # a numpy dtype gives a numpy array: a device asked for alongside was silently ignored
+    with pytest.raises(ValueError, match="'device'"):
+        pixelops.conv_mask(3, "B", dtype=np.float32, device="meta")

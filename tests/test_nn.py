@@ -403,3 +403,8 @@ def test_fx_symbolic_trace_of_a_swapped_model():
     torch.testing.assert_close(traced(x), model(x), rtol=1e-5, atol=1e-6)
     with pixelops.patch():
         torch.testing.assert_close(torch.fx.symbolic_trace(small_cnn())(x), small_cnn()(x), rtol=1e-5, atol=1e-6)
+
+
+def test_swap_names_a_model_that_is_not_a_module():
+    with pytest.raises(TypeError, match="'model' must be a torch.nn.Module, got NoneType"):
+        pixelops.swap(None)

@@ -480,3 +480,8 @@ def test_pixelcnn_command_checks_its_arguments_before_training(tmp_path, monkeyp
     blocker.write_text("")
     with pytest.raises(SystemExit, match="pixelcnn --out .*cannot make the folder"):  # (a traceback)
         main(["pixelcnn", "--out", str(blocker / "pictures")])
+
+
+def test_residual_must_be_a_bool():
+    with pytest.raises(TypeError, match="'residual' must be True or False"):  # 'no' switched the skips on
+        pixelops.PixelCNN(residual="no")

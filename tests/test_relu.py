@@ -185,9 +185,10 @@ def test_integer_and_other_dtypes_rejected(dtype):
         pixelops.relu(x)
 
 
-def test_half_on_cpu_rejected():
+def test_numpy_half_and_integers_rejected():
+    # (CPU half tensors are computed in float32: test_cpu_half_as_autocast_hands_it_on; numpy has no such path)
     with pytest.raises(TypeError, match="'input'.*float16"):
-        pixelops.relu(torch.randn(4).half())
+        pixelops.relu(np.ones(4, dtype=np.float16))
     with pytest.raises(TypeError, match="'input'"):
         pixelops.relu(np.ones(3, dtype=np.int64))
 
@@ -231,3 +232,19 @@ def test_sparse_and_too_many_dimensions_are_refused_by_name():
         pixelops.relu(torch.randn((1,) * 8 + (3,)))
     with pytest.raises(TypeError, match=r"pixelops\.cross_entropy: 'input' is a sparse_coo tensor"):
         pixelops.cross_entropy(torch.randn(3, 3).to_sparse(), torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_half_as_autocast_hands_it_on(dtype):
+    # under CPU autocast pixelops.conv2d returns bfloat16: pixelops.relu refused it, so the ops did not chain
+    x = torch.randn(6, 7).to(dtype).requires_grad_()
+    y = pixelops.relu(x)
+    assert y.dtype == dtype and torch.equal(y, torch.relu(x))
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(g, (x > 0).to(dtype))
+    z = x.detach().clone()
+    assert pixelops.relu(z, inplace=True) is z and torch.equal(z, torch.relu(x.detach()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        w = torch.randn(3, 2, 3, 3)
+        out = pixelops.relu(pixelops.conv2d(torch.randn(1, 2, 5, 5), w, padding=1))
+    assert out.dtype == torch.bfloat16 and (out >= 0).all()

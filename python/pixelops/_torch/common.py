@@ -61,14 +61,18 @@ _CPU_FLOATS = frozenset(getattr(torch, n) for n in CPU_FLOATS)
 _CUDA_FLOATS = frozenset(getattr(torch, n) for n in CUDA_FLOATS) if _C.built_with_cuda else frozenset()
 
 
+def has_kernels(x) -> bool:
+    """Whether x is a tensor the kernels take as it is (a dense float tensor of a dtype its device has kernels
+    for), in a few attribute reads: this runs on every eager call."""
+    return (isinstance(x, torch.Tensor) and x.dtype in (_CPU_FLOATS if x.is_cpu else _CUDA_FLOATS if x.is_cuda else ())
+            and x.layout is _STRIDED and x.ndim <= MAX_DIMS)
+
+
 def check_float_tensor(x, name: str, op: str):
-    """check_float for the torch side: the common case (a float tensor on a device with kernels) is
-    recognised in a few attribute reads, since this runs on every eager call; anything else takes the full
-    check, which raises the clear error."""
-    if (isinstance(x, torch.Tensor) and x.dtype in (_CPU_FLOATS if x.is_cpu else _CUDA_FLOATS if x.is_cuda else ())
-            and x.layout is _STRIDED and x.ndim <= MAX_DIMS):
-        return
-    check_float(x, name, op)
+    """check_float for the torch side: the common case (has_kernels) passes at once; anything else takes the
+    full check, which raises the clear error."""
+    if not has_kernels(x):
+        check_float(x, name, op)
 
 
 def launch(kernel, *tensors, lead=None):
@@ -343,6 +347,6 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
                            func_apply=None if func is None else func.forward)
 
 
-__all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "custom_op", "differentiable_op",
+__all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "has_kernels", "custom_op", "differentiable_op",
            "no_internal_overlap",
            "eager_apply", "functorch_active", "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]

@@ -5,7 +5,7 @@ import torch
 
 from .._arrays import stream
 from .common import (_C, FuncRules, batch_first, check_float_tensor, compiling, differentiable_op, functorch_active,
-                     launch, no_internal_overlap)
+                     has_kernels, launch, no_internal_overlap)
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
@@ -101,8 +101,17 @@ def _check_writable(x: torch.Tensor):
                            "outside inference mode is not allowed, as in PyTorch; clone it first")
 
 
+_CPU_HALVES = (torch.float16, torch.bfloat16)
+
+
 def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    check_float_tensor(x, "input", "relu")
+    if not has_kernels(x):
+        if isinstance(x, torch.Tensor) and x.is_cpu and x.dtype in _CPU_HALVES and x.layout is torch.strided:
+            # no half kernels on the CPU (CPU autocast hands conv2d's bfloat16 output on): max(x, 0) in float32
+            # is exact after rounding back
+            y = relu(x.float(), False).to(x.dtype)
+            return x.copy_(y) if inplace else y
+        check_float_tensor(x, "input", "relu")  # raises the clear error
     traced = compiling()
     if traced or functorch_active():  # torch.compile, or torch.func's wrapper tensors
         y = relu_op(x) if traced else _relu.func_apply(x)

@@ -41,11 +41,7 @@ def runs_on_pixelops(*tensors, half_on_cpu=False) -> bool:
 
 
 def relu(input, inplace: bool = False):
-    # No half kernels on the CPU (autocast hands ReLU bfloat16 there): relu in float32 is exact after rounding.
-    if input.dtype in _LOW and input.is_cpu:
-        out = pixelops.relu(input.float()).to(input.dtype)
-        return input.copy_(out) if inplace else out
-    return pixelops.relu(input, inplace)
+    return pixelops.relu(input, inplace)  # (CPU float16/bfloat16 too: the op computes them in float32)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None):

@@ -48,6 +48,8 @@ def swap(model, *, verbose: bool = True, fuse_relu: bool = False):
     either module is left unfused (and reported), as is a pair where either module is registered in more than
     one place in `model`. What swap cannot see is yours to rule out: the conv or the ReLU called from outside
     `model` (another model sharing it) or by a forward that reaches into the Sequential (model.body[1](...))."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"pixelops.swap: 'model' must be a torch.nn.Module, got {type(model).__name__}")
     report = SwapReport()
     for name, module in model.named_modules():
         name = name or "(model)"

@@ -15,6 +15,7 @@ from .._torch_loader import torch_ops
 from .checked import CheckedCalls
 
 ACTIVATIONS = (None, "relu")
+_INT32_MAX = 2 ** 31 - 1
 MASK_TYPES = ("A", "B")
 
 
@@ -57,6 +58,9 @@ def conv_mask(kernel_size, mask_type: str = "B", *, dtype=None, device=None):
     kh, kw = _pair(kernel_size, "kernel_size", "conv_mask")
     keep = mask_taps((kh, kw), mask_type, "conv_mask")
     if dtype is not None and not _is_torch_dtype(dtype):
+        if device is not None:
+            raise ValueError(f"pixelops.conv_mask: 'device' ({device!r}) goes with a torch dtype; a numpy dtype "
+                             f"({dtype!r}) gives a numpy array")
         return (np.arange(kh * kw) < keep).reshape(kh, kw).astype(np.dtype(dtype))
     import torch
 
@@ -105,6 +109,9 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
         raise ValueError(f"pixelops.{op}: 'stride' must be at least 1, got {stride!r}")
     if dh < 1 or dw < 1:
         raise ValueError(f"pixelops.{op}: 'dilation' must be at least 1, got {dilation!r}")
+    for name, pair in (("stride", (sh, sw)), ("dilation", (dh, dw))):
+        if max(pair) > _INT32_MAX:  # (the kernels index with 32-bit ints)
+            raise ValueError(f"pixelops.{op}: '{name}' must be at most 2**31 - 1, got {pair}")
     span_h, span_w = dh * (kh - 1), dw * (kw - 1)
     if isinstance(padding, str):
         if padding == "valid":
@@ -120,12 +127,17 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
         ph, pw = _pair(padding, "padding", op)
         if ph < 0 or pw < 0:
             raise ValueError(f"pixelops.{op}: 'padding' must not be negative, got {padding!r}")
+        if max(ph, pw) > _INT32_MAX:
+            raise ValueError(f"pixelops.{op}: 'padding' must be at most 2**31 - 1, got {padding!r}")
         pads = (ph, ph, pw, pw)
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     if hp < span_h + 1 or wp < span_w + 1:
         raise ValueError(f"pixelops.{op}: the kernel ({kh}x{kw}, dilation {dh}x{dw}) is larger than the padded "
                          f"input ({hp}x{wp}); 'weight' too large for 'input'")
     oh, ow = (hp - span_h - 1) // sh + 1, (wp - span_w - 1) // sw + 1
+    # A stride past the padded input gives one output row (column), as the smallest such stride does; the
+    # kernels get that one, since some of their loops run over the stride's phases (a stride of 2**31 took 8 s).
+    sh, sw = (min(sh, hp) if oh == 1 else sh), (min(sw, wp) if ow == 1 else sw)
     ntaps = kh * kw if mask_type is None else mask_taps((kh, kw), mask_type, op)
     if allow_tf32 is not None and not isinstance(allow_tf32, bool):
         raise TypeError(f"pixelops.{op}: 'allow_tf32' must be None, True or False, got {allow_tf32!r}")
@@ -133,8 +145,8 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
     return params, (n, cout, oh, ow)
 
 
-# Setups already checked, by call signature: a layer called again with the same shapes, dtypes, devices and
-# options skips the checks, which cost about half of a small eager call (some 7 us of 15 on a 2-core CPU).
+# Setups already checked, by call signature: a layer called again with the same shapes, dtypes, devices, layouts
+# and options skips the checks, which cost about half of a small eager call (some 7 us of 15 on a 2-core CPU).
 # The options are keyed with their types, so that a value the checks refuse never matches one they accepted
 # (True == 1 and 1.0 == 1 in a dict), and a tuple option must hold plain ints to be keyed at all. Checked
 # every time instead: a call with an unhashable option (a list), a tuple holding anything but ints, or an
@@ -150,8 +162,8 @@ def _setup_cached(input, weight, bias, stride, padding, dilation, groups, activa
                                       for v in a):
             raise TypeError
         key = (op, stride, padding, dilation, groups, activation, allow_tf32, mask_type, kinds,
-               input.shape, input.dtype, input.device, weight.shape, weight.dtype, weight.device,
-               None if bias is None else (bias.shape, bias.dtype, bias.device))
+               input.shape, input.dtype, input.device, input.layout, weight.shape, weight.dtype, weight.device,
+               weight.layout, None if bias is None else (bias.shape, bias.dtype, bias.device, bias.layout))
         hit = _SETUPS.get(key)
     except (AttributeError, TypeError):
         return _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)

@@ -28,8 +28,9 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     one target is ignored, on both devices, as PyTorch on the CPU; PyTorch's CUDA kernel returns 0 there).
 
     numpy arrays in, numpy array out (CPU, float32/float64); torch tensors in, a tensor out (CPU: float32,
-    float64; CUDA: float32, float16, bfloat16 with float32 arithmetic), differentiable through pixelops' own
-    kernels: the forward pass writes the gradient as it computes the loss and backward only scales it.
+    float64; CUDA: float32, float16, bfloat16 with float32 arithmetic, float64), differentiable through
+    pixelops' own kernels: the forward pass writes the gradient as it computes the loss and backward only scales
+    it. The class weights get no gradient (a weight that requires grad is refused).
 
     inplace_backward=True (tensors only) writes that gradient into input's own memory instead of a new buffer,
     saving one logits-sized allocation (where that memory holds each logit once: not for an expanded view, which
@@ -37,7 +38,9 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     backward that needs them raises instead of reading gradients. Use it only when nothing else needs the
     logits. Under torch.compile the call goes through the functional custom op pixelops::cross_entropy and
     inplace_backward has no effect. Class-probability targets that require grad get their gradient too
-    (eagerly; not under torch.compile). Not supported: double backward.
+    (eagerly; not under torch.compile). Not supported: double backward (a backward with create_graph=True
+    raises). Unlike torch's, no size_average / reduce arguments (pixelops.nn.functional.cross_entropy takes
+    them, in torch's places).
 
     On CUDA a class index out of range is flagged by the kernel and raised as IndexError after it (a host
     sync, skipped while a CUDA graph is being captured); with inplace_backward=True the logits may already be
@@ -77,7 +80,11 @@ def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
         ignore_index = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"pixelops.{OP}: 'ignore_index' must be an integer, got {type(ignore_index).__name__}") from None
+    if not -2 ** 63 <= ignore_index < 2 ** 63:  # (the kernels compare it with 64-bit class indices)
+        raise ValueError(f"pixelops.{OP}: 'ignore_index' must fit in 64 bits, got {ignore_index}")
     try:
+        if isinstance(label_smoothing, (str, bytes, bool)):  # (float() reads '0.1' and True; torch refuses them)
+            raise TypeError
         label_smoothing = float(label_smoothing)
     except (TypeError, ValueError):
         raise TypeError(f"pixelops.{OP}: 'label_smoothing' must be a number, got {label_smoothing!r}") from None
@@ -126,7 +133,7 @@ _CHECKED = CheckedCalls()
 
 
 def _signature(t):
-    return None if t is None else (type(t), t.shape, t.dtype, t.device)
+    return None if t is None else (type(t), t.shape, t.dtype, t.device, t.layout)
 
 
 def _checks_cached(input, target, weight, ignore_index, reduction, label_smoothing):

@@ -12,7 +12,8 @@ def relu(input, inplace: bool = False):
     """max(input, 0) element-wise, as ``torch.nn.functional.relu``.
 
     numpy array in, numpy array out (CPU, float32/float64); torch tensor in, torch tensor out (CPU: float32,
-    float64; CUDA: float32, float16, bfloat16, float64), differentiable through pixelops' backward kernel.
+    float64, and float16/bfloat16 computed in float32, as CPU autocast's conv outputs come; CUDA: float32,
+    float16, bfloat16, float64), differentiable through pixelops' backward kernel.
     ``inplace=True`` writes the result into ``input`` and returns it. Any strides are accepted.
     """
     if not isinstance(input, np.ndarray):

@@ -66,6 +66,8 @@ class PixelCNN(nn.Module):
         _check_kernel("first_kernel", first_kernel)
         _check_kernel("kernel", kernel)
         self.in_channels, self.levels, self.channels, self.n_layers = in_channels, levels, channels, layers
+        if not isinstance(residual, bool):  # (any truthy value, 'no' included, would switch the skips on)
+            raise TypeError(f"PixelCNN: 'residual' must be True or False, got {residual!r}")
         self.first_kernel, self.kernel, self.head_channels, self.residual = first_kernel, kernel, head_channels, residual
         self.first = _Conv(in_channels, channels, first_kernel, "A")
         self.body = nn.ModuleList(_Conv(channels, channels, kernel, "B") for _ in range(layers))
