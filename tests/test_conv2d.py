@@ -333,3 +333,16 @@ def test_a_sparse_input_after_a_dense_call_of_the_same_shape():
     pixelops.cross_entropy(logits, t)
     with pytest.raises(TypeError, match="'input' is a sparse_coo tensor"):
         pixelops.cross_entropy(logits.to_sparse(), t)
+
+
+def test_a_choice_of_the_wrong_type_is_a_type_error():
+    # the README's rule: TypeError for types, ValueError for values (activation=1 was a ValueError)
+    x, w = torch.randn(1, 1, 5, 5), torch.randn(1, 1, 3, 3)
+    for call, exc in ((lambda: pixelops.conv2d(x, w, activation=1), TypeError),
+                      (lambda: pixelops.conv2d(x, w, activation="gelu"), ValueError),
+                      (lambda: pixelops.masked_conv2d(x, w, mask_type=1), TypeError),
+                      (lambda: pixelops.masked_conv2d(x, w, mask_type="C"), ValueError),
+                      (lambda: pixelops.cross_entropy(x[0, 0], torch.tensor([0] * 5), reduction=1), TypeError),
+                      (lambda: pixelops.cross_entropy(x[0, 0], torch.tensor([0] * 5), reduction="avg"), ValueError)):
+        with pytest.raises(exc, match="must be"):
+            call()

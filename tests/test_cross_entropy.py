@@ -458,7 +458,7 @@ def test_ignore_index_in_range_is_not_an_error_and_negative_targets_are():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(reduction="avg"), ValueError, "'reduction' must be 'none', 'mean' or 'sum', got 'avg'"),
-    (dict(reduction=None), ValueError, "'reduction'"),
+    (dict(reduction=None), TypeError, "'reduction'"),  # (a wrong type: TypeError, as the README's rule)
     (dict(label_smoothing=1.5), ValueError, "'label_smoothing' must be between 0.0 and 1.0"),
     (dict(label_smoothing=-0.1), ValueError, "'label_smoothing'"),
     (dict(label_smoothing="x"), TypeError, "'label_smoothing' must be a number"),

@@ -86,6 +86,17 @@ CPU_FLOATS = ("float32", "float64")
 CUDA_FLOATS = ("float32", "float16", "bfloat16", "float64")
 
 
+def check_choice(value, choices, name: str, where: str):
+    """value must be one of `choices` (strings, and None where it is one): else a TypeError where value is not of
+    their kind (activation=1), a ValueError where it is (activation='gelu'), naming the argument."""
+    if value in choices:
+        return
+    listed = [repr(c) for c in choices]
+    expected = ", ".join(listed[:-1]) + " or " + listed[-1] if len(listed) > 1 else listed[0]
+    kind = ValueError if isinstance(value, str) or (value is None and None in choices) else TypeError
+    raise kind(f"{where}: '{name}' must be {expected}, got {value!r}")
+
+
 def as_int(value, name: str, where: str) -> int:
     """value as a Python int, taking numpy integers too; a bool (True would pass as 1) or anything else is a
     TypeError naming the argument. `where` starts the message ("pixelops.conv2d", "PixelCNN")."""

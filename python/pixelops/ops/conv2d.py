@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from .._arrays import ABSENT, as_int, check_array, check_float, check_same_device, check_same_dtype, view
+from .._arrays import (ABSENT, as_int, check_array, check_choice, check_float, check_same_device, check_same_dtype,
+                       view)
 from .._torch_loader import torch_ops
 from .checked import CheckedCalls
 
@@ -40,8 +41,7 @@ def mask_taps(kernel_size, mask_type: str = "B", op: str = "conv_mask") -> int:
     """How many taps a PixelCNN mask keeps, in row-major order: the rows above the centre, then the centre
     row up to the centre (mask "B" keeps the centre, "A" does not)."""
     kh, kw = _pair(kernel_size, "kernel_size", op)
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"pixelops.{op}: 'mask_type' must be 'A' or 'B', got {mask_type!r}")
+    check_choice(mask_type, MASK_TYPES, "mask_type", f"pixelops.{op}")
     if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"pixelops.{op}: masked convolutions need an odd kernel size, got {kh}x{kw} "
                          "(the weight's last two dimensions)")
@@ -101,8 +101,7 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
         raise ValueError(f"pixelops.{op}: 'weight' must have no empty dimension, got shape {tuple(weight.shape)}")
     if bias is not None and (bias.ndim != 1 or int(bias.shape[0]) != cout):
         raise ValueError(f"pixelops.{op}: 'bias' must have shape ({cout},), got {tuple(bias.shape)}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"pixelops.{op}: 'activation' must be None or 'relu', got {activation!r}")
+    check_choice(activation, ACTIVATIONS, "activation", f"pixelops.{op}")
     sh, sw = _pair(stride, "stride", op)
     dh, dw = _pair(dilation, "dilation", op)
     if sh < 1 or sw < 1:
@@ -227,7 +226,6 @@ def masked_conv2d(input, weight, bias=None, mask_type="B", stride=1, padding="sa
     itself for mask type "B". Masked taps are skipped, not multiplied by zero (a 3x3 mask-B conv does 5/9 of
     the work); the gradient reaching them is exactly zero. Odd kernel sizes only.
     """
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"pixelops.masked_conv2d: 'mask_type' must be 'A' or 'B', got {mask_type!r}")
+    check_choice(mask_type, MASK_TYPES, "mask_type", "pixelops.masked_conv2d")
     return _run(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, "masked_conv2d",
                 mask_type)

@@ -6,7 +6,7 @@ import operator
 import numpy as np
 
 from .. import _C
-from .._arrays import ABSENT, check_array, check_float, check_same_device, dtype_name, is_tensor, view
+from .._arrays import ABSENT, check_array, check_choice, check_float, check_same_device, dtype_name, is_tensor, view
 from .._torch_loader import torch_ops
 from .checked import CheckedCalls
 
@@ -73,7 +73,7 @@ def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
         check_same_device(OP, input=input, target=target, weight=weight)
     red = REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
     if red is None:
-        raise ValueError(f"pixelops.{OP}: 'reduction' must be 'none', 'mean' or 'sum', got {reduction!r}")
+        check_choice(reduction, tuple(REDUCTIONS), "reduction", f"pixelops.{OP}")
     try:
         if isinstance(ignore_index, (bool, np.bool_)):  # (operator.index takes True as 1; torch refuses it)
             raise TypeError
