@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from ._commands import require_cuda
+
 
 def _check_output(option: str, value: str, inside=(), formats=None) -> list:
     """The files `option value` will write (value itself, or the names `inside` the folder value), checked
@@ -48,13 +50,6 @@ def _make_outputs(option: str, paths):
             raise SystemExit(f"{option} {path}: cannot write there ({e.strerror})") from None
 
 
-def _require_cuda(command: str, device: str):
-    from . import available_backends
-
-    if device == "cuda" and not available_backends()["cuda"]:
-        raise SystemExit(f"{command} --device cuda: no CUDA GPU here, or this pixelops build has no CUDA kernels")
-
-
 def _bench(args):
     from . import bench
 
@@ -64,7 +59,7 @@ def _bench(args):
     bench.check_ops(ops)
     if args.repeats is not None and not 1 <= args.repeats <= bench.MAX_REPEATS:
         raise SystemExit(f"bench --repeats must be at least 1 and at most {bench.MAX_REPEATS}, got {args.repeats}")
-    _require_cuda("bench", args.device)
+    require_cuda("bench", args.device)
     outputs = []
     if args.json is not None:
         outputs.append(("bench --json", _check_output("bench --json", args.json)))
@@ -105,7 +100,7 @@ def _pixelcnn(args):
 
     if args.epochs < 1:
         raise SystemExit(f"pixelcnn: --epochs must be at least 1, got {args.epochs}")
-    _require_cuda("pixelcnn", args.device)
+    require_cuda("pixelcnn", args.device)
     pictures = _check_output("pixelcnn --out", args.out, inside=demo.PICTURES)
     digits = load_mnist_or_exit("pixelcnn", args.data)  # checked before the pictures' folder is made
     _make_outputs("pixelcnn --out", pictures)

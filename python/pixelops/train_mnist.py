@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from ._commands import require_cuda
+
 FIRST_STEPS = 20  # steps whose losses --compare prints side by side
 # --seed at most: 32 bits, which torch's generators (up to 2**64 - 1; seed + 1 is used too) and numpy's take
 MAX_SEED = 2**32 - 1
@@ -127,8 +129,6 @@ def load(args):
 def run(args):
     import torch
 
-    import pixelops
-
     if args.epochs < 1 or args.batch_size < 1:
         raise SystemExit("train-mnist: --epochs and --batch-size must be at least 1")
     if args.limit is not None and args.limit < 1:
@@ -137,8 +137,7 @@ def run(args):
         raise SystemExit(f"train-mnist: --lr must be a positive finite number, got {args.lr}")
     if not 0 <= args.seed <= MAX_SEED:
         raise SystemExit(f"train-mnist: --seed must be from 0 to {MAX_SEED}, got {args.seed}")
-    if args.device == "cuda" and not pixelops.available_backends()["cuda"]:
-        raise SystemExit("train-mnist --device cuda: no CUDA GPU here, or this pixelops build has no CUDA kernels")
+    require_cuda("train-mnist", args.device)
     data = load(args)
     (x_train, _), (x_test, _) = data
     print(f"MNIST: {len(x_train)} train / {len(x_test)} test images on {args.device} "

@@ -306,8 +306,8 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
 
     Returns a namespace with .op, .backward_op, .Function and .apply (Function.apply for eager calls, without
     its Python preamble: eager_apply), and .differentiable_backward: the backward as a call that a further
-    backward can go through (create_graph=True), for Functions of the op's own written elsewhere. Non-tensor arguments of `forward` come after the tensors and get no
-    gradient (backward returns None for them).
+    backward can go through (create_graph=True), for Functions of the op's own written elsewhere. Non-tensor
+    arguments of `forward` come after the tensors and get no gradient (backward returns None for them).
 
     With `func_rules` (FuncRules), also .func_apply: the op under torch.func transforms (functorch_active)."""
     op = custom_op(name, forward, forward_fake)

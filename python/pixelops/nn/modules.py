@@ -11,6 +11,7 @@ import torch
 import pixelops
 
 from .._arrays import check_choice
+from ..ops.conv2d import MASK_TYPES
 from . import functional as PF
 
 
@@ -92,7 +93,7 @@ class MaskedConv2d(_Named, _FusableActivation, torch.nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
         _zeros_padding_only(self)
-        check_choice(mask_type, ("A", "B"), "mask_type", "pixelops.nn.MaskedConv2d")
+        check_choice(mask_type, MASK_TYPES, "mask_type", "pixelops.nn.MaskedConv2d")
         if any(k % 2 == 0 for k in self.kernel_size):
             raise ValueError(f"pixelops.nn.MaskedConv2d: masked convolutions need an odd 'kernel_size', got "
                              f"{self.kernel_size}")

