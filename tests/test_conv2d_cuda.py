@@ -180,10 +180,11 @@ def test_tf32_exactly_when_allowed(allow_tf32, cudnn_tf32, tf32):
 # run on its FMA product (HaloSimt, GwSimt; PIXELOPS_CONV_HALO_GW_SIMT=0 puts grad_weight back on the GEMM),
 # by default (PIXELOPS_CONV_HALO_WIDE) layers of 17 to 32 rows, with
 # PIXELOPS_CONV_HALO_PHASES=1 a strided layer's grad_input, a launch per stride phase (a phase of one tap on the
-# GEMM unless in flat mode); the others on the GEMMs. Tiles of 128 pixels that run across image rows and images,
-# ragged channel chunks and output rows, strides and dilation (forward), masks, groups, a strided halo that
-# needs the larger shared-memory budget; x contiguous (rows copied 16 bytes at a time where they are 16-byte
-# aligned), every other column of a wider tensor, or the first columns of one.
+# GEMM unless in flat mode); the others on the GEMMs. Tiles of 128 pixels (TF32: 96 where those take fewer
+# waves, as in all of these but the last, less than one; PIXELOPS_CONV_HALO_NARROW=0 keeps 128) that run across
+# image rows and images, ragged channel chunks and output rows, strides and dilation (forward), masks, groups,
+# a strided halo that needs the larger shared-memory budget; x contiguous (rows copied 16 bytes at a time where
+# they are 16-byte aligned), every other column of a wider tensor, or the first columns of one.
 HALO = [
     ((3, 16, 9, 11), (70, 3, 3), dict(padding=1), None, "contiguous"),
     ((2, 16, 8, 12), (24, 3, 3), dict(padding=1), None, "contiguous"),
@@ -216,6 +217,10 @@ HALO = [
     ((2, 48, 12, 11), (36, 3, 3), dict(stride=2, padding=1), None, "every other"),
     ((3, 72, 9, 10), (24, 3, 3), dict(stride=(2, 1), padding=1, groups=2), None, "contiguous"),
     ((2, 40, 12, 13), (20, 5, 5), dict(stride=2, padding=2), "A", "contiguous"),
+    # pcnn_maskB's layer: several waves of 128-pixel tiles, which it keeps
+    ((64, 64, 28, 28), (64, 3, 3), dict(padding=1), "B", "contiguous"),
+    # res_s2's forward at a quarter of its batch: 98 tiles of 128 pixels, 131 of 96 under TF32 (narrow tiles)
+    ((8, 64, 56, 56), (128, 3, 3), dict(stride=2, padding=1), None, "contiguous"),
 ]
 
 

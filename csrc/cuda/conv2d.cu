@@ -249,6 +249,8 @@ int device_attribute() {
 }
 
 int sm_count() { return std::max(device_attribute<cudaDevAttrMultiProcessorCount>(), 1); }
+// The shared memory of one SM (228 KB on Hopper), which the blocks resident on it share.
+int smem_per_sm() { return device_attribute<cudaDevAttrMaxSharedMemoryPerMultiprocessor>(); }
 
 // Calls f(kernel) with the GEMM kernel that runs problem p: float16 and bfloat16 on tensor cores, float32 on
 // TF32 tensor cores when asked, else SIMT. One choice, shared by the launch and by the occupancy query behind
@@ -479,9 +481,10 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // Paths written without a GPU at hand, each timed on an H100 against the kernels it replaces (2026-11-26 and
 // 2026-11-27; benchmarks/gpu_check.sh runs the CUDA tests and the kernel times both ways; README: the table of
 // them), each variable read once. Those that were faster are on unless their variable is 0: FLAT, WIDE,
-// PREROUND, PW_GW, GEMM_MMA, GW_SIMT, GW_TILE96, GATE_FIRST, GI_ONE_LAUNCH. Those that were slower are off unless
-// it is 1: SPLIT (res_s2's forward 0.14 -> 0.18 ms), PHASES (res_s2's grad_input no faster than the mma.sync
-// GEMM) and DIRECT_GI (0.06 ms against the taps' 0.04-0.05). Why each was written:
+// PREROUND, PW_GW, GEMM_MMA, GW_SIMT, GW_TILE96, GATE_FIRST, GI_ONE_LAUNCH, NARROW. Those that were slower are
+// off unless it is 1: SPLIT (res_s2's forward 0.14 -> 0.18 ms), PHASES (res_s2's grad_input no faster than the
+// mma.sync GEMM), DIRECT_GI (0.06 ms against the taps' 0.04-0.05) and GW_ONE_BLOCK (res_s2's weight gradient
+// 0.156 against the GEMM's 0.154 ms under TF32, 0.264 against 0.205 in float32). Why each was written:
 // PIXELOPS_CONV_HALO_GW_SIMT, float32's weight gradient on the halo (GwSimt) instead of the float32 GEMM
 // (first slower on the 64-channel layers; after its taps' loads were restructured, 2026-11-27: mnist_c2 0.410
 // against the GEMM's 0.547 ms, res_3x3 0.335 against 0.390, pcnn_maskB 0.120 against 0.139);
@@ -525,14 +528,17 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_GI_ONE_LAUNCH: a strided layer's grad_input GEMMs, one per stride phase, in one launch
 // (gemm_set_kernel) instead of a launch each: res_s2's four ran 196 blocks each on the H100's 264 block slots,
 // one partial wave after another (its grad_input: 0.239 -> 0.187 ms in float32, 0.140 -> 0.127 under TF32).
-// PIXELOPS_CONV_HALO_GW_ONE_BLOCK (written without a GPU, 2026-11-27, not yet timed): the halo weight gradient
+// PIXELOPS_CONV_HALO_GW_ONE_BLOCK: the halo weight gradient
 // also for layers whose two stages need more shared memory than two blocks an SM leave (kGwSmem), at one block
 // an SM, instead of the GEMM: res_s2's stride-2 halo is 13 slots of 60 floats a channel, a stage 59 KB. Timed
 // so on an H100 before GwTf32's restructuring it was slower (0.18 ms against the GEMM's 0.15), and the
 // restructuring took res_3x3's from 0.239 to 0.172 ms.
+// PIXELOPS_CONV_HALO_NARROW: the TF32 halo forward and grad_input on 64 x 96 tiles where those take fewer waves
+// of blocks (conv2d_halo.cuh, halo_pick_narrow): res_s2's forward, 392 tiles of 128 pixels at two blocks an SM,
+// was 1.48 waves of the H100's 264 slots, and 0.75x cuDNN's GPU time (0.098 -> 0.078 ms with it).
 struct NewPaths {
   bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first,
-      gi_one_launch, gw_one_block;
+      gi_one_launch, gw_one_block, narrow;
 };
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
@@ -543,7 +549,7 @@ const NewPaths& new_paths() {
                           asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
                           kept("PIXELOPS_CONV_GEMM_MMA"),       kept("PIXELOPS_CONV_GW_TILE96"),
                           kept("PIXELOPS_CONV_GATE_FIRST"),     kept("PIXELOPS_CONV_GI_ONE_LAUNCH"),
-                          asked("PIXELOPS_CONV_HALO_GW_ONE_BLOCK")};
+                          asked("PIXELOPS_CONV_HALO_GW_ONE_BLOCK"), kept("PIXELOPS_CONV_HALO_NARROW")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
@@ -555,15 +561,19 @@ bool halo_wide_takes(int64_t rows, bool tf32) {
 }
 
 // The product and layout of a halo launch (forward or grad_input) for a problem of `rows` output rows: TF32's
-// mma.sync or float32's FMAs, the wide layout, the halo rounded once a chunk, and flat mode and split columns
-// asked for (halo_setup keeps them where the layer allows). False where the halo kernels leave the problem to
-// the GEMMs.
+// mma.sync or float32's FMAs, the wide layout, the halo rounded once a chunk, flat mode and split columns asked
+// for (halo_setup keeps them where the layer allows), and the device's size where narrow tiles may be picked.
+// False where the halo kernels leave the problem to the GEMMs.
 bool halo_plan(conv::HaloConv& h, int64_t rows, bool tf32) {
   h.simt = !tf32;
   h.flat = new_paths().flat;
   h.preround = tf32 && new_paths().preround;
   h.split = new_paths().split;
   h.wide = halo_wide_takes(rows, tf32);
+  if (new_paths().narrow) {
+    h.sms = sm_count();
+    h.sm_smem = size_t(smem_per_sm());
+  }
   return halo_takes(rows, tf32) || h.wide;
 }
 
@@ -571,18 +581,25 @@ bool halo_plan(conv::HaloConv& h, int64_t rows, bool tf32) {
 // 99 KB on other Ampere parts).
 int smem_optin() { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(); }
 
-// Shared memory a halo block may take (PIXELOPS_HALO_SMEM_KB, a tuning knob; default kHaloMaxSmem), within what
-// the device allows: it sets how many chunks are in flight, and with them how many blocks share an SM.
-size_t halo_smem_budget() {
+// Shared memory a halo block of the forward or grad_input may take, within what the device allows: it sets how
+// many chunks are in flight, and with them how many blocks share an SM. By default what leaves as many blocks
+// an SM as the product's registers do: three of the TF32 one (kHaloMaxSmem), two of the float32 one
+// (kHaloMostSmem: 80 registers would spill it), whose third stage that buys took pcnn_maskB's forward and
+// grad_input from 0.155 to 0.146 ms on an H100 (2026-11-27; the other float32 layers the same). The tuning knob
+// PIXELOPS_HALO_SMEM_KB sets it for both.
+size_t halo_smem_budget(bool simt) {
   static const size_t asked = [] {
     const char* e = std::getenv("PIXELOPS_HALO_SMEM_KB");
     const long kb = e ? std::atol(e) : 0;
-    return kb > 0 ? size_t(kb) * 1024 : conv::kHaloMaxSmem;
+    return kb > 0 ? size_t(kb) * 1024 : 0;
   }();
-  return std::min(asked, size_t(smem_optin()));
+  const size_t budget = asked ? asked : simt ? conv::kHaloMostSmem : conv::kHaloMaxSmem;
+  return std::min(budget, size_t(smem_optin()));
 }
 // Where two stages do not fit that budget (large strided halos), a block may take up to half an SM's worth.
-size_t halo_smem_most() { return std::max(halo_smem_budget(), std::min(conv::kHaloMostSmem, size_t(smem_optin()))); }
+size_t halo_smem_most(bool simt) {
+  return std::max(halo_smem_budget(simt), std::min(conv::kHaloMostSmem, size_t(smem_optin())));
+}
 
 // Launches Kernel(p) with `smem` bytes of dynamic shared memory. More than 48 KB needs the kernel's opt-in (to
 // all the device allows), once per kernel and device: `opted` is the kernel's record of the devices done.
@@ -623,6 +640,7 @@ void run_halo(conv::HaloConv& h, cudaStream_t s, const char* what) {
   check_launch(what);
   if (h.simt && h.wide) launch_halo_kernel<conv::HaloSimtWide>(h, s);
   else if (h.simt) launch_halo_kernel<conv::HaloSimt>(h, s);
+  else if (h.narrow) launch_halo_kernel<conv::HaloTf32NarrowPreround>(h, s);  // (narrow: preround, halo_narrow_allowed)
   else if (h.wide && h.preround) launch_halo_kernel<conv::HaloTf32WidePreround>(h, s);
   else if (h.wide) launch_halo_kernel<conv::HaloTf32Wide>(h, s);
   else if (h.preround) launch_halo_kernel<conv::HaloTf32Preround>(h, s);
@@ -653,7 +671,7 @@ bool halo_grad_input(const Geometry& q, const conv::Phase& f, const T* w, const 
   if constexpr (std::is_same_v<T, float>) {
     conv::HaloConv h;
     if (y || ((q.sh != 1 || q.sw != 1) && !new_paths().phases) || !halo_plan(h, q.Cg, tf32) ||
-        !conv::halo_for_grad_input(q, f, w, gy, gx, h, halo_smem_budget(), halo_smem_most()))
+        !conv::halo_for_grad_input(q, f, w, gy, gx, h, halo_smem_budget(h.simt), halo_smem_most(h.simt)))
       return false;
     run_halo(h, s, "conv2d_backward (input, halo)");
     return true;
@@ -745,7 +763,7 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
       conv::HaloConv h;
       if (halo_plan(h, q.Mg, allow_tf32) &&
           conv::halo_for_forward(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu, h,
-                                 halo_smem_budget(), halo_smem_most())) {
+                                 halo_smem_budget(h.simt), halo_smem_most(h.simt))) {
         run_halo(h, as_stream(stream), "conv2d_forward (halo)");
         return;
       }

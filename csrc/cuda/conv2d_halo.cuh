@@ -40,6 +40,14 @@
 // (halo_column: even columns, then odd ones, so that consecutive pixels read consecutive floats), and the TF32
 // product's halo rounded once a chunk in shared memory (halo_round_stage) instead of at each read.
 //
+// Narrow tiles (h.narrow, 64 rows x 96 pixels: halo_steps) for the TF32 product where they take fewer waves of
+// blocks than 128-pixel ones (halo_pick_narrow). res_s2's forward is 392 tiles of 128 pixels, and its stride-2
+// halo keeps it at two blocks an SM: on an H100's 132 SMs that is 1.48 waves, the last with one block an SM,
+// too few warps to keep the tensor cores busy, where 524 tiles of 96 fill two. Measured there (2026-11-27): its
+// TF32 forward 0.098 -> 0.078 ms. The float32 product gained nothing so (pcnn_maskB's forward and grad_input,
+// the same 1.48 waves: 0.155 -> 0.153 ms; res_s2's forward unchanged): one block of its 32 independent FMAs a
+// step keeps an SM's FMA pipes about as busy as two, so it keeps its 128-pixel tiles.
+//
 // Everything but the kernels is plain C++ over host/device functions, so tests/cuda_host runs the same index
 // math (the packing, the slots, the fragments' addresses) against a naive convolution.
 #pragma once
@@ -54,8 +62,8 @@ namespace pixelops::cuda::conv {
 
 constexpr int kHaloBM = 64, kHaloBN = 128, kHaloThreads = 256, kHaloMaxTaps = 64;
 constexpr int kHaloFrag = 4 * 32 * 4;       // floats of one k8 slice of a 64-row tile's A: 4 m16 x 32 lanes x 4
-constexpr size_t kHaloMaxSmem = 75 * 1024;  // default budget: three blocks an SM on Hopper (228 KB)
-constexpr size_t kHaloMostSmem = 113 * 1024;  // where two stages need more: two blocks an SM
+constexpr size_t kHaloMaxSmem = 75 * 1024;  // TF32's default budget: three blocks an SM on Hopper (228 KB)
+constexpr size_t kHaloMostSmem = 113 * 1024;  // float32's, and where two stages need more: two blocks an SM
 
 // One launch: the convolution as a forward (q: x (N, C, H, W) -> y (N, M, OH, OW), contiguous y), the packed
 // weights and the halo's shape.
@@ -70,6 +78,9 @@ struct HaloConv {
   bool simt = false;   // float32 FMAs (HaloSimt) instead of TF32 mma.sync (HaloTf32): weights packed for it
   bool flat = false;   // 1x1, stride 1, unpadded: each channel's 128 pixels as one run (see the top of the file)
   bool wide = false;   // the 32-row layout: tiles of 32 rows x 256 pixels (halo_simt_place, halo_tf32_place)
+  bool narrow = false; // TF32: tiles of 64 rows x 96 pixels (halo_steps); asked for, or picked by halo_pick_narrow
+  int sms = 0;         // the device's SMs where halo_setup may pick narrow tiles (0: it does not)
+  size_t sm_smem = 0;  // ... and the shared memory of one SM (bytes)
   bool whole = false;  // the halo spans all of q's kernel rows (grad_input, whose taps are flipped: a mask's
                        // unused rows come first), not just through the last tap's (a masked forward)
   bool preround = false;  // HaloTf32's halo rounded to TF32 once a chunk, in shared memory (halo_round_stage)
@@ -99,7 +110,7 @@ struct HaloConv {
   int64_t tap_w[kHaloMaxTaps] = {};
 
   __host__ __device__ int64_t pixels() const { return q.N * q.OH * q.OW; }
-  __host__ __device__ int bn() const { return wide ? 2 * kHaloBN : kHaloBN; }  // pixels a tile
+  __host__ __device__ int bn() const { return wide ? 2 * kHaloBN : narrow ? kHaloBN * 3 / 4 : kHaloBN; }  // pixels a tile
   // packed weights of a chunk (ntaps * kc * 64 in either packing)
   __host__ __device__ int chunk_floats() const { return ntaps * nkk * kHaloFrag; }
   __host__ __device__ int stage_floats() const { return chunk_floats() + kc * CS; }
@@ -178,6 +189,32 @@ inline bool halo_fits(HaloConv& h, int ntaps, size_t smem_budget = kHaloMaxSmem,
   return false;
 }
 
+// Narrow tiles (64 x 96) run on the TF32 product that reads a halo rounded once a chunk (the default), not in
+// the wide layout: the one compiled with three n8 steps a warp where the others have four (halo_steps).
+inline bool halo_narrow_allowed(const HaloConv& h) { return !h.wide && !h.simt && h.preround; }
+
+// Blocks of h's (TF32) launch an SM runs at once: three as the registers allow (80 a thread, the launch
+// bounds), or fewer where the SM's shared memory holds fewer (1 KB of it reserved a block).
+inline int64_t halo_blocks_per_sm(const HaloConv& h) {
+  const int64_t by_smem = int64_t(h.sm_smem / (h.smem_bytes() + 1024));
+  return std::max<int64_t>(1, std::min<int64_t>(3, by_smem));
+}
+// The time h's launch takes, counted in pixels of one block's tile: each wave of blocks over the device's block
+// slots takes the time of one tile, whose work is its pixels (the halo's rows each tile adds are left out).
+inline int64_t halo_wave_cost(const HaloConv& h) {
+  const int64_t tiles = (h.pixels() + h.bn() - 1) / h.bn() * h.mtiles * h.q.G;
+  const int64_t slots = halo_blocks_per_sm(h) * std::max(h.sms, 1);
+  return (tiles + slots - 1) / slots * h.bn();
+}
+// Takes narrow tiles for h (fitted with 128-pixel ones) where they cost at least a tenth less (halo_wave_cost):
+// a partial last wave of 128-pixel tiles, or fewer tiles than slots. On a tie the wider tile stays (its halo
+// rows and weight loads are fewer a pixel).
+inline void halo_pick_narrow(HaloConv& h, int ntaps, size_t smem_budget, size_t smem_most) {
+  HaloConv n = h;
+  n.narrow = true;
+  if (halo_fits(n, ntaps, smem_budget, smem_most) && 10 * halo_wave_cost(n) <= 9 * halo_wave_cost(h)) h = n;
+}
+
 // Whether the rows of x (strides xs, data at x) can be copied 16 bytes at a time: contiguous, and every row
 // start 16-byte aligned.
 inline bool halo_rows_vectorizable(const int64_t* xs, const float* x) {
@@ -208,7 +245,9 @@ inline bool halo_setup(HaloConv& h, const Geometry& t, const Geometry& q, int nt
   h.wide = h.wide && t.Mg <= kHaloBM / 2;  // (its tile has 32 rows: more would need tiles of their own)
   h.split = h.split && !h.flat && t.sw == 2;  // (element copies: a 16-byte piece would straddle the halves)
   h.vec = h.flat ? halo_flat_vectorizable(t, in) : !h.split && halo_rows_vectorizable(t.xs, in);
+  h.narrow = h.narrow && halo_narrow_allowed(h);
   if (!halo_fits(h, ntaps, smem_budget, smem_most)) return false;
+  if (!h.narrow && h.sms > 0 && halo_narrow_allowed(h)) halo_pick_narrow(h, ntaps, smem_budget, smem_most);
   h.x = in; h.y = out;
   h.w = w; h.wgs = q.Mg * q.ws[0]; h.wrs = wrs; h.wcs = wcs;
   for (int j = 0; j < ntaps; ++j) {
@@ -449,7 +488,9 @@ __host__ __device__ __forceinline__ float halo_activate(const HaloConv& h, int g
 // 8*(w % 4) and pixels 128*(w / 4) of a 32 x 256 tile.
 // Warp w's place in the TF32 product's tile: rows 32*wm + [0, 32), pixels 32*wn + [0, 32); in the wide layout
 // (32 rows x 256 pixels, for problems of 32 rows or fewer, which the 64-row tile would leave half idle) every
-// warp takes the 32 rows, at pixels 32*w.
+// warp takes the 32 rows, at pixels 32*w; in a narrow tile, pixels 24*wn + [0, 24).
+// halo_steps: a warp's n8 fragments, three in a narrow tile, else four.
+__host__ __device__ constexpr int halo_steps(bool narrow) { return narrow ? 3 : 4; }
 __host__ __device__ __forceinline__ void halo_tf32_place(bool wide, int warp, int& wm, int& wn) {
   wm = wide ? 0 : warp % 2;
   wn = wide ? warp : warp / 2;
@@ -488,22 +529,24 @@ __device__ __forceinline__ void halo_wait(int n) {
 }
 
 // The product of the TF32 kernel: warp (wm, wn) = (warp % 2, warp / 2), or (0, warp) in the wide layout where
-// kWide (halo_tf32_place), owns rows 32*wm + [0, 32) and pixels 32*wn + [0, 32) as 2 x 4 m16n8 accumulators.
-// Its B fragments are rounded to TF32 as they are read, or, where kPreround, were rounded in shared memory once
-// a chunk (halo_round_stage, h.preround).
-template <bool kPreround, bool kWide>
+// kWide (halo_tf32_place), owns rows 32*wm + [0, 32) and pixels kWn*wn + [0, kWn) as 2 x kNj m16n8
+// accumulators: 4 of 32 pixels, or 3 of 24 in a narrow tile (kNarrow, halo_steps). Its B fragments are rounded
+// to TF32 as they are read, or, where kPreround, were rounded in shared memory once a chunk (halo_round_stage,
+// h.preround).
+template <bool kPreround, bool kWide, bool kNarrow = false>
 struct HaloTf32T {
   static constexpr int kMinBlocks = 3;  // three blocks an SM: at most 80 registers
   static constexpr bool kRoundHalo = kPreround;
-  float acc[2][4][4] = {};
-  int corner[4];  // this lane's B columns (k row tig): pixels 32*wn + 8*nj + gq
+  static constexpr int kNj = halo_steps(kNarrow), kWn = 8 * kNj;
+  float acc[2][kNj][4] = {};
+  int corner[kNj];  // this lane's B columns (k row tig): pixels kWn*wn + 8*nj + gq
   __device__ HaloTf32T(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
     int wm, wn;
     halo_tf32_place(kWide, tid / 32, wm, wn);
     const int lane = tid % 32;
 #pragma unroll
-    for (int nj = 0; nj < 4; ++nj)
-      corner[nj] = (lane % 4) * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + lane / 4, first_row);
+    for (int nj = 0; nj < kNj; ++nj)
+      corner[nj] = (lane % 4) * h.CS + halo_corner(h, n0 + kWn * wn + 8 * nj + lane / 4, first_row);
   }
   // Adds chunk st's product (packed weights at st, halo at hs).
   template <int KC>
@@ -516,7 +559,7 @@ struct HaloTf32T {
       const int off = h.tap_off[j];
 #pragma unroll
       for (int kk = 0; kk < kNkk; ++kk) {
-        uint32_t a[2][4], b[4][2];
+        uint32_t a[2][4], b[kNj][2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           const float4 v = *reinterpret_cast<const float4*>(wa + (j * kNkk + kk) * kHaloFrag + i * 128);
@@ -525,7 +568,7 @@ struct HaloTf32T {
         }
         const float* hk = hs + kk * 8 * h.CS + off;
 #pragma unroll
-        for (int nj = 0; nj < 4; ++nj) {
+        for (int nj = 0; nj < kNj; ++nj) {
           const float b0 = hk[corner[nj]], b1 = hk[corner[nj] + 4 * h.CS];
           b[nj][0] = __float_as_uint(kPreround ? b0 : tf32_round(b0));
           b[nj][1] = __float_as_uint(kPreround ? b1 : tf32_round(b1));
@@ -533,11 +576,11 @@ struct HaloTf32T {
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
-          for (int nj = 0; nj < 4; ++nj) mma_tf32(acc[i][nj], a[i], b[nj]);
+          for (int nj = 0; nj < kNj; ++nj) mma_tf32(acc[i][nj], a[i], b[nj]);
       }
     }
   }
-  // Accumulator r of (i, nj): row 32*wm + 16*i + gq + 8*(r/2), pixel 32*wn + 8*nj + 2*tig + r%2. Pairs of
+  // Accumulator r of (i, nj): row 32*wm + 16*i + gq + 8*(r/2), pixel kWn*wn + 8*nj + 2*tig + r%2. Pairs of
   // pixels go out as one 8-byte store where they share an image row run (even pixels an image: n is even).
   __device__ __forceinline__ void store(const HaloConv& h, int g, int mt, int64_t n0, int tid) {
     const int lane = tid % 32, gq = lane / 4, tig = lane % 4;
@@ -545,8 +588,8 @@ struct HaloTf32T {
     halo_tf32_place(kWide, tid / 32, wm, wn);
     const int64_t npix = h.pixels();
 #pragma unroll
-    for (int nj = 0; nj < 4; ++nj) {
-      const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig;
+    for (int nj = 0; nj < kNj; ++nj) {
+      const int64_t n = n0 + kWn * wn + 8 * nj + 2 * tig;
       if (n >= npix) continue;
       const bool pair = h.pairs && n + 1 < npix, second = n + 1 < npix;
       const int64_t p0 = halo_pixel_offset(h, n), p1 = pair || !second ? p0 + 1 : halo_pixel_offset(h, n + 1);
@@ -576,13 +619,14 @@ template <bool kWide>
 struct HaloSimtT {
   static constexpr int kMinBlocks = 2;  // 80 registers spilled; two blocks an SM give it 128
   static constexpr bool kRoundHalo = false;
-  float acc[8][4] = {};
-  int corner[4];
+  static constexpr int kPix = 4;  // a lane's pixels, 32 apart
+  float acc[8][kPix] = {};
+  int corner[kPix];
   __device__ HaloSimtT(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
     int row0, pix0;
     halo_simt_place(kWide, tid, row0, pix0);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) corner[i] = halo_corner(h, n0 + pix0 + 32 * i, first_row);
+    for (int i = 0; i < kPix; ++i) corner[i] = halo_corner(h, n0 + pix0 + 32 * i, first_row);
   }
   template <int KC>
   __device__ __forceinline__ void chunk(const HaloConv& h, const float* st, const float* hs, int tid) {
@@ -596,13 +640,13 @@ struct HaloSimtT {
         const float4 a0 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM);
         const float4 a1 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM + 4);
         const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-        float b[4];
+        float b[kPix];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) b[i] = hj[c * h.CS + corner[i]];
+        for (int i = 0; i < kPix; ++i) b[i] = hj[c * h.CS + corner[i]];
 #pragma unroll
         for (int r = 0; r < 8; ++r)
 #pragma unroll
-          for (int i = 0; i < 4; ++i) acc[r][i] = fmaf(a[r], b[i], acc[r][i]);
+          for (int i = 0; i < kPix; ++i) acc[r][i] = fmaf(a[r], b[i], acc[r][i]);
       }
     }
   }
@@ -611,16 +655,16 @@ struct HaloSimtT {
     const int64_t npix = h.pixels();
     int row0, pix0;
     halo_simt_place(kWide, tid, row0, pix0);
-    int64_t p[4];
+    int64_t p[kPix];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) p[i] = n0 + pix0 + 32 * i < npix ? halo_pixel_offset(h, n0 + pix0 + 32 * i) : -1;
+    for (int i = 0; i < kPix; ++i) p[i] = n0 + pix0 + 32 * i < npix ? halo_pixel_offset(h, n0 + pix0 + 32 * i) : -1;
 #pragma unroll
     for (int r = 0; r < 8; ++r) {
       const int64_t m = int64_t(mt) * kHaloBM + row0 + r;
       if (m >= h.q.Mg) continue;
       float* yr = h.y + (g * h.q.Mg + m) * halo_plane(h);
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < kPix; ++i)
         if (p[i] >= 0) yr[p[i]] = halo_activate(h, g, m, acc[r][i]);
     }
   }
@@ -632,6 +676,7 @@ using HaloTf32 = HaloTf32T<false, false>;
 using HaloTf32Preround = HaloTf32T<true, false>;
 using HaloTf32Wide = HaloTf32T<false, true>;
 using HaloTf32WidePreround = HaloTf32T<true, true>;
+using HaloTf32NarrowPreround = HaloTf32T<true, false, true>;
 
 // The halo convolution, its product by Math (HaloTf32T, HaloSimt or HaloSimtWide), over tiles of h.bn() pixels.
 template <int KC, class Math>

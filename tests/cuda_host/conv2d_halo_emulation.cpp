@@ -78,6 +78,7 @@ static void emulate(HaloConv h) {
   const int64_t npix = h.pixels();
   for_each_block(h, [&](int g, int mt, int64_t n0, int64_t first_row, auto&& load) {
         static double acc[kHaloThreads][2][4][4];
+        const int nsteps = halo_steps(h.narrow), wpix = 8 * nsteps;  // a warp's n8 fragments and pixels
         for (auto& t : acc) for (auto& a : t) for (auto& b : a) for (auto& c : b) c = 0;
         for (int cc = 0; cc < h.nchunks; ++cc) {
           float* st = load(cc);
@@ -98,15 +99,15 @@ static void emulate(HaloConv h) {
                     for (int r = 0; r < 4; ++r)
                       A[i][gq + 8 * (r % 2)][tig + 4 * (r / 2)] = wa[(j * h.nkk + kk) * kHaloFrag + i * 128 + r];
                   const int64_t hk = int64_t(kk) * 8 * h.CS + h.tap_off[j];
-                  for (int nj = 0; nj < 4; ++nj) {
-                    const int corner = tig * h.CS + halo_corner(h, n0 + 32 * wn + 8 * nj + gq, first_row);
+                  for (int nj = 0; nj < nsteps; ++nj) {
+                    const int corner = tig * h.CS + halo_corner(h, n0 + wpix * wn + 8 * nj + gq, first_row);
                     B[nj][tig][gq] = tf32_b(h, halo_at(h, hs, hk + corner));
                     B[nj][tig + 4][gq] = tf32_b(h, halo_at(h, hs, hk + corner + 4 * h.CS));
                   }
                 }
                 for (int lane = 0; lane < 32; ++lane) {
                   for (int i = 0; i < 2; ++i)
-                    for (int nj = 0; nj < 4; ++nj)
+                    for (int nj = 0; nj < nsteps; ++nj)
                       for (int r = 0; r < 4; ++r) acc[warp * 32 + lane][i][nj][r] += mma_m16n8k8_d(A[i], B[nj], lane, r);
                 }
               }
@@ -116,10 +117,10 @@ static void emulate(HaloConv h) {
           const int warp = tid / 32, lane = tid % 32, gq = lane / 4, tig = lane % 4;
           int wm, wn;
           halo_tf32_place(h.wide, warp, wm, wn);
-          for (int nj = 0; nj < 4; ++nj)
+          for (int nj = 0; nj < nsteps; ++nj)
             for (int i = 0; i < 2; ++i)
               for (int r = 0; r < 4; ++r) {
-                const int64_t n = n0 + 32 * wn + 8 * nj + 2 * tig + r % 2;
+                const int64_t n = n0 + wpix * wn + 8 * nj + 2 * tig + r % 2;
                 const int64_t m = int64_t(mt) * kHaloBM + 32 * wm + 16 * i + gq + 8 * (r / 2);
                 if (n < npix && m < h.q.Mg) h.y[halo_out_offset(h, g, m, n)] = halo_activate(h, g, m, float(acc[tid][i][nj][r]));
               }
@@ -136,6 +137,7 @@ struct Case {
   bool flat = false;  // flat mode asked for (kept for 1x1 stride-1 unpadded layers only)
   bool wide = false;  // the wide layout (32 rows x 256 pixels)
   bool split = false;  // split columns asked for (kept for column stride 2 only)
+  bool narrow = false; // 64 x 96 tiles asked for (kept for the prerounded TF32 product, not wide)
 };
 
 static Geometry geometry(const Case& c) {
@@ -211,6 +213,9 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
     h.flat = c.flat;
     h.wide = c.wide;
     h.split = c.split;
+    h.narrow = c.narrow;
+    h.simt = simt;
+    h.preround = preround && !simt;
     const size_t budget = fuzzing ? fuzz_budget : kBudget, most = fuzzing ? fuzz_most : 0;
     const bool fits = f ? halo_for_grad_input(q, *f, w.data(), in.data(), y.data(), h, budget, most)
                         : halo_for_forward(q, in.data(), w.data(), c.bias ? b.data() : nullptr, y.data(), c.relu, h,
@@ -240,8 +245,10 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
       std::printf("FAIL: phased output %s where it should not be\n", h.phased ? "on" : "off");
       ++failures;
     }
-    h.simt = simt;
-    h.preround = preround && !simt;
+    if (h.narrow != (c.narrow && !h.wide && !simt && preround)) {  // (wide as halo_setup kept it)
+      std::printf("FAIL: narrow tiles %s where they should not be\n", h.narrow ? "kept" : "dropped");
+      ++failures;
+    }
     if (simt) emulate_simt(h);
     else emulate(h);
     return true;
@@ -308,9 +315,9 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
           if (!(err <= 4e-6 * (1 + mag))) ++bad;
           if (!std::isnan(worst) && !(err <= worst)) worst = err;  // a NaN stays
         }
-  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s%s%s%s: %s (worst %.3g of %.3g)\n",
+  std::printf("%s %s N%lld C%lld %lldx%lld M%lld k%dx%d taps%d s%d,%d p%d,%d d%d,%d G%d kc%d rows%d stages%d%s%s%s%s%s%s: %s (worst %.3g of %.3g)\n",
               simt ? "simt" : "tf32", c.grad_input ? "grad_input" : "forward", (long long)c.N, (long long)c.C, (long long)c.H, (long long)c.W,
-              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "", h.flat ? " flat" : "", h.wide ? " wide" : "", h.preround ? " preround" : "", h.split ? " split" : "",
+              (long long)c.M, c.KH, c.KW, c.ntaps, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, h.kc, h.rows, h.stages, h.vec ? " vec" : "", h.flat ? " flat" : "", h.wide ? " wide" : "", h.preround ? " preround" : "", h.split ? " split" : "", h.narrow ? " narrow" : "",
               bad ? "FAIL" : "ok", worst, scale);
   if (bad) ++failures;
 }
@@ -347,6 +354,7 @@ static Case random_case(std::mt19937& rng) {
     c.rowpad = pick(0, 3) == 0 ? pick(1, 5) : 0;
     c.wide = mg <= 32 && pick(0, 1);
     c.split = pick(0, 2) == 0;
+    c.narrow = pick(0, 2) == 0;
     const int64_t oh = (c.H + 2 * c.ph - int64_t(c.KH - 1) * c.dh - 1), ow = (c.W + 2 * c.pw - int64_t(c.KW - 1) * c.dw - 1);
     if (c.ntaps < 1 || oh < 0 || ow < 0) continue;
     if (c.N * c.H * c.W * (c.C + c.M) * c.ntaps > 400000) continue;  // keep the reference quick
@@ -437,6 +445,48 @@ int main(int argc, char** argv) {
     for (const bool simt : {false, true}) run_case(c, simt, rng);
   // the TF32 product with its halo rounded once a chunk (PIXELOPS_CONV_HALO_PREROUND, the default)
   for (const Case& c : cases) run_case(c, false, rng, true);
+  // narrow tiles (64 x 96, PIXELOPS_CONV_HALO_NARROW) asked for: the prerounded TF32 product takes them (the
+  // wide cases drop them), the float32 one does not
+  for (Case c : cases) {
+    c.narrow = true;
+    run_case(c, false, rng, true);
+    run_case(c, true, rng);
+  }
+  // where halo_setup picks narrow tiles by itself (an H100: 132 SMs of 228 KB): res_s2's TF32 forward (392 tiles
+  // of 128 pixels at two blocks an SM, which its stride-2 halo's larger budget leaves: 1.48 waves), not
+  // pcnn_maskB's (392 tiles in 396 slots of three blocks an SM) nor res_3x3's (784 tiles: 1.98 waves); never the
+  // float32 product
+  {
+    struct Pick { const char* name; Case c; bool simt, narrow; };
+    const Pick picks[] = {
+        {"pcnn_maskB float32", {64, 64, 28, 28, 64, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1}, true, false},
+        {"pcnn_maskB TF32 grad_input", {64, 64, 28, 28, 64, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false, false, true, 1}, false, false},
+        {"pcnn_maskB TF32", {64, 64, 28, 28, 64, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1}, false, false},
+        {"res_s2 TF32", {32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false, true, false, 1}, false, true},
+        {"res_s2 float32", {32, 64, 56, 56, 128, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false, true, false, 1}, true, false},
+        {"a layer of 30 tiles, TF32", {2, 16, 40, 48, 64, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1}, false, true},
+        {"res_3x3 float32", {32, 64, 56, 56, 64, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1}, true, false},
+        {"res_3x3 TF32", {32, 64, 56, 56, 64, 3, 3, 9, 1, 1, 1, 1, 1, 1, 1, false, true, false, 1}, false, false},
+    };
+    alignas(16) static float buf[64];
+    for (const Pick& p : picks) {
+      Geometry q = geometry(p.c);
+      q.gs[3] = q.xs[3] = 1; q.gs[2] = q.OW; q.xs[2] = q.W;  // contiguous x and grad_y
+      q.xs[1] = q.H * q.W; q.xs[0] = q.C * q.xs[1];
+      q.gs[1] = q.OH * q.OW; q.gs[0] = q.M * q.gs[1];
+      HaloConv h;
+      h.simt = p.simt;
+      h.preround = !p.simt;
+      h.sms = 132;
+      h.sm_smem = 228 * 1024;
+      const bool fits = p.c.grad_input ? halo_for_grad_input(q, plan_phase(q, 0, 0), buf, buf, buf, h, kHaloMaxSmem, kHaloMostSmem)
+                                       : halo_for_forward(q, buf, buf, nullptr, buf, false, h, kHaloMaxSmem, kHaloMostSmem);
+      const bool ok = fits && h.narrow == p.narrow;
+      std::printf("%s %s: %s tiles (%lld blocks an SM, cost %lld)\n", ok ? "ok  " : "FAIL", p.name,
+                  h.narrow ? "narrow" : "128-pixel", (long long)halo_blocks_per_sm(h), (long long)halo_wave_cost(h));
+      if (!ok) ++failures;
+    }
+  }
   // a strided grad_input's phase of one tap, not flat: left to the GEMM (3x3 stride 2, padding 1: phase (1, 1))
   {
     const Case c{2, 16, 9, 9, 16, 3, 3, 9, 2, 2, 1, 1, 1, 1, 1, false, false, true, 1};
