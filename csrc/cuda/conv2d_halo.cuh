@@ -619,14 +619,13 @@ template <bool kWide>
 struct HaloSimtT {
   static constexpr int kMinBlocks = 2;  // 80 registers spilled; two blocks an SM give it 128
   static constexpr bool kRoundHalo = false;
-  static constexpr int kPix = 4;  // a lane's pixels, 32 apart
-  float acc[8][kPix] = {};
-  int corner[kPix];
+  float acc[8][4] = {};
+  int corner[4];
   __device__ HaloSimtT(const HaloConv& h, int64_t n0, int64_t first_row, int tid) {
     int row0, pix0;
     halo_simt_place(kWide, tid, row0, pix0);
 #pragma unroll
-    for (int i = 0; i < kPix; ++i) corner[i] = halo_corner(h, n0 + pix0 + 32 * i, first_row);
+    for (int i = 0; i < 4; ++i) corner[i] = halo_corner(h, n0 + pix0 + 32 * i, first_row);
   }
   template <int KC>
   __device__ __forceinline__ void chunk(const HaloConv& h, const float* st, const float* hs, int tid) {
@@ -640,13 +639,13 @@ struct HaloSimtT {
         const float4 a0 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM);
         const float4 a1 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM + 4);
         const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-        float b[kPix];
+        float b[4];
 #pragma unroll
-        for (int i = 0; i < kPix; ++i) b[i] = hj[c * h.CS + corner[i]];
+        for (int i = 0; i < 4; ++i) b[i] = hj[c * h.CS + corner[i]];
 #pragma unroll
         for (int r = 0; r < 8; ++r)
 #pragma unroll
-          for (int i = 0; i < kPix; ++i) acc[r][i] = fmaf(a[r], b[i], acc[r][i]);
+          for (int i = 0; i < 4; ++i) acc[r][i] = fmaf(a[r], b[i], acc[r][i]);
       }
     }
   }
@@ -655,16 +654,16 @@ struct HaloSimtT {
     const int64_t npix = h.pixels();
     int row0, pix0;
     halo_simt_place(kWide, tid, row0, pix0);
-    int64_t p[kPix];
+    int64_t p[4];
 #pragma unroll
-    for (int i = 0; i < kPix; ++i) p[i] = n0 + pix0 + 32 * i < npix ? halo_pixel_offset(h, n0 + pix0 + 32 * i) : -1;
+    for (int i = 0; i < 4; ++i) p[i] = n0 + pix0 + 32 * i < npix ? halo_pixel_offset(h, n0 + pix0 + 32 * i) : -1;
 #pragma unroll
     for (int r = 0; r < 8; ++r) {
       const int64_t m = int64_t(mt) * kHaloBM + row0 + r;
       if (m >= h.q.Mg) continue;
       float* yr = h.y + (g * h.q.Mg + m) * halo_plane(h);
 #pragma unroll
-      for (int i = 0; i < kPix; ++i)
+      for (int i = 0; i < 4; ++i)
         if (p[i] >= 0) yr[p[i]] = halo_activate(h, g, m, acc[r][i]);
     }
   }

@@ -482,8 +482,9 @@ int main(int argc, char** argv) {
       const bool fits = p.c.grad_input ? halo_for_grad_input(q, plan_phase(q, 0, 0), buf, buf, buf, h, kHaloMaxSmem, kHaloMostSmem)
                                        : halo_for_forward(q, buf, buf, nullptr, buf, false, h, kHaloMaxSmem, kHaloMostSmem);
       const bool ok = fits && h.narrow == p.narrow;
-      std::printf("%s %s: %s tiles (%lld blocks an SM, cost %lld)\n", ok ? "ok  " : "FAIL", p.name,
-                  h.narrow ? "narrow" : "128-pixel", (long long)halo_blocks_per_sm(h), (long long)halo_wave_cost(h));
+      std::printf("%s %s: %s tiles", ok ? "ok  " : "FAIL", p.name, h.narrow ? "narrow" : "128-pixel");
+      if (!p.simt) std::printf(" (%lld blocks an SM, cost %lld)", (long long)halo_blocks_per_sm(h), (long long)halo_wave_cost(h));
+      std::printf("\n");
       if (!ok) ++failures;
     }
   }
