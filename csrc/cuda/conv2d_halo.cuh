@@ -60,7 +60,7 @@
 
 namespace pixelops::cuda::conv {
 
-constexpr int kHaloBM = 64, kHaloBN = 128, kHaloThreads = 256, kHaloMaxTaps = 64;
+constexpr int kHaloBM = 64, kHaloBN = 128, kHaloThreads = 256, kHaloMaxTaps = 64, kHaloMaxKc = 32;
 constexpr int kHaloFrag = 4 * 32 * 4;       // floats of one k8 slice of a 64-row tile's A: 4 m16 x 32 lanes x 4
 constexpr size_t kHaloMaxSmem = 75 * 1024;  // TF32's default budget: three blocks an SM on Hopper (228 KB)
 constexpr size_t kHaloMostSmem = 113 * 1024;  // float32's, and where two stages need more: two blocks an SM
@@ -104,6 +104,7 @@ struct HaloConv {
   FastDiv by_Rfull;
   int ntaps = 0;
   int tap_off[kHaloMaxTaps] = {};  // tap j's shift in the halo: kh*dh*RL + kw*dw
+  int chan_bytes[kHaloMaxKc] = {};  // channel c's shift in a chunk's halo in bytes (halo_channel_bytes)
   // where the packer reads tap j's weight: w + g*wgs + row*wrs + chan*wcs + tap_w[j]
   const float* w = nullptr;
   int64_t wgs = 0, wrs = 0, wcs = 0;
@@ -117,6 +118,15 @@ struct HaloConv {
   int64_t packed_floats() const { return q.G * mtiles * int64_t(nchunks) * chunk_floats(); }
   size_t smem_bytes() const { return size_t(stages) * stage_floats() * sizeof(float); }
 };
+
+// Channel c's shift in a chunk's halo, in bytes (4 * c * CS), for every c of a chunk: where the float32 product
+// reads them from the launch's parameters (halo_simt_steps), they stay in uniform registers, and each halo load
+// is one shared load at a thread's register plus a uniform one (SASS, sm_90: a tap of a 16-channel chunk, 512
+// FFMA, was 689 instructions with c * CS computed, the compiler stepping each of the four pixels' addresses
+// by CS from channel to channel; 629 so).
+inline void halo_channel_bytes(HaloConv& h) {
+  for (int c = 0; c < kHaloMaxKc; ++c) h.chan_bytes[c] = c < h.kc ? 4 * c * h.CS : 0;
+}
 
 // The halo's shape for q at kc channels a chunk: slots enough for any B = h.bn() consecutive output pixels (a
 // tile: 128, or 256 wide). Moving to the next output row moves the first slot by sh; moving to the next image
@@ -133,6 +143,7 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
     h.rows = 1; h.RL = h.bn(); h.lead = 0;
     h.CS = h.bn() + ((cs_mod - h.bn() % 32) + 32) % 32;
     h.Wload = h.nvec = 0; h.Rfull = 1;
+    halo_channel_bytes(h);
     return;
   }
   // The kernel rows an output row reads: through the last active tap's row. For a PixelCNN mask that leaves out
@@ -159,6 +170,7 @@ inline void halo_shape(HaloConv& h, int kc, int cs_mod = 8) {
   h.by_nvec = FastDiv(h.nvec);
   h.Rfull = int64_t(q.OH - 1) * q.sh + span;
   h.by_Rfull = FastDiv(h.Rfull);
+  halo_channel_bytes(h);
 }
 
 // Whether the halo path can run q (as a forward with ntaps taps): enough channels to fill a k8 slice mostly, a
@@ -501,6 +513,44 @@ __host__ __device__ __forceinline__ void halo_simt_place(bool wide, int tid, int
   pix0 = wide ? kHaloBN * (warp / 4) + lane : lane;
 }
 
+// Eight consecutive floats, 16-byte aligned (two 16-byte loads on the device).
+__host__ __device__ __forceinline__ void halo_load8(const float* p, float (&v)[8]) {
+#ifdef __CUDA_ARCH__
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+#else
+  for (int k = 0; k < 8; ++k) v[k] = p[k];
+#endif
+}
+
+// A float32 thread's product of one chunk (HaloSimtT; plain C++, so that the host emulation runs it as the
+// kernel does): for each tap j and channel c, its 8 rows' weights (wa: the packed chunk's, at the thread's row0)
+// times its 4 pixels' halo values (at corner[i], shifted by the tap's and the channel's offsets), into acc. The
+// channels' shifts come from the parameters in bytes (halo_channel_bytes), the taps' once a tap.
+template <int KC>
+__host__ __device__ __forceinline__ void halo_simt_steps(const HaloConv& h, const float* wa, const float* hs,
+                                                         const int (&corner)[4], float (&acc)[8][4]) {
+  int cb[KC];
+#pragma unroll
+  for (int c = 0; c < KC; ++c) cb[c] = h.chan_bytes[c];
+  for (int j = 0; j < h.ntaps; ++j) {
+    const char* hb[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) hb[i] = reinterpret_cast<const char*>(hs + h.tap_off[j] + corner[i]);
+#pragma unroll
+    for (int c = 0; c < KC; ++c) {
+      float a[8], b[4];
+      halo_load8(wa + (j * KC + c) * kHaloBM, a);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) b[i] = *reinterpret_cast<const float*>(hb[i] + cb[c]);
+#pragma unroll
+      for (int r = 0; r < 8; ++r)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[r][i] = fmaf(a[r], b[i], acc[r][i]);
+    }
+  }
+}
+
 #ifdef __CUDACC__
 __device__ __forceinline__ unsigned smem_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -555,8 +605,17 @@ struct HaloTf32T {
     int wm, wn;
     halo_tf32_place(kWide, tid / 32, wm, wn);
     const float* wa = st + (2 * wm) * 128 + (tid % 32) * 4;
+    // B values at the lane's columns plus a uniform shift in bytes, tap's and channels' (halo_channel_bytes):
+    // one shared load each at a register and a uniform register (with the shifts computed, SASS for sm_90 had
+    // 12 address instructions a tap of 8 HMMA)
+    const char* hb[kNj];
+#pragma unroll
+    for (int nj = 0; nj < kNj; ++nj) hb[nj] = reinterpret_cast<const char*>(hs + corner[nj]);
+    int qb[2 * kNkk];  // channel quad q's shift: channels 4*q + tig (tig is in corner)
+#pragma unroll
+    for (int q = 0; q < 2 * kNkk; ++q) qb[q] = h.chan_bytes[4 * q];
     for (int j = 0; j < h.ntaps; ++j) {
-      const int off = h.tap_off[j];
+      const int tb = 4 * h.tap_off[j];
 #pragma unroll
       for (int kk = 0; kk < kNkk; ++kk) {
         uint32_t a[2][4], b[kNj][2];
@@ -566,10 +625,11 @@ struct HaloTf32T {
           a[i][0] = __float_as_uint(v.x); a[i][1] = __float_as_uint(v.y);
           a[i][2] = __float_as_uint(v.z); a[i][3] = __float_as_uint(v.w);
         }
-        const float* hk = hs + kk * 8 * h.CS + off;
+        const int s0 = tb + qb[2 * kk], s1 = tb + qb[2 * kk + 1];
 #pragma unroll
         for (int nj = 0; nj < kNj; ++nj) {
-          const float b0 = hk[corner[nj]], b1 = hk[corner[nj] + 4 * h.CS];
+          const float b0 = *reinterpret_cast<const float*>(hb[nj] + s0);
+          const float b1 = *reinterpret_cast<const float*>(hb[nj] + s1);
           b[nj][0] = __float_as_uint(kPreround ? b0 : tf32_round(b0));
           b[nj][1] = __float_as_uint(kPreround ? b1 : tf32_round(b1));
         }
@@ -631,23 +691,7 @@ struct HaloSimtT {
   __device__ __forceinline__ void chunk(const HaloConv& h, const float* st, const float* hs, int tid) {
     int row0, pix0;
     halo_simt_place(kWide, tid, row0, pix0);
-    const float* wa = st + row0;
-    for (int j = 0; j < h.ntaps; ++j) {
-      const float* hj = hs + h.tap_off[j];
-#pragma unroll
-      for (int c = 0; c < KC; ++c) {
-        const float4 a0 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM);
-        const float4 a1 = *reinterpret_cast<const float4*>(wa + (j * KC + c) * kHaloBM + 4);
-        const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-        float b[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) b[i] = hj[c * h.CS + corner[i]];
-#pragma unroll
-        for (int r = 0; r < 8; ++r)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) acc[r][i] = fmaf(a[r], b[i], acc[r][i]);
-      }
-    }
+    halo_simt_steps<KC>(h, st + row0, hs, corner, acc);
   }
   // Row row0 + r, pixel n0 + pix0 + 32*i: a warp's stores of one row are 32 consecutive pixels.
   __device__ __forceinline__ void store(const HaloConv& h, int g, int mt, int64_t n0, int tid) {

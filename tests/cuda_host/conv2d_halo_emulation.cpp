@@ -147,7 +147,7 @@ static Geometry geometry(const Case& c) {
 }
 
 // As halo_conv_kernel with HaloSimt: thread tid owns rows row0 + [0, 8) and pixels pix0 + 32i
-// (halo_simt_place); float32 FMAs in the kernel's order.
+// (halo_simt_place), and adds each chunk with the kernel's own product (halo_simt_steps).
 static void emulate_simt(HaloConv h) {
   const int cf = h.chunk_floats();
   const int64_t npix = h.pixels();
@@ -162,13 +162,15 @@ static void emulate_simt(HaloConv h) {
             const float* wa = st + row0;
             int corner[4];
             for (int i = 0; i < 4; ++i) corner[i] = halo_corner(h, n0 + pix0 + 32 * i, first_row);
+            // every halo read in the stage's halo (halo_at fails the case otherwise), then the kernel's own product
             for (int j = 0; j < h.ntaps; ++j)
               for (int c = 0; c < h.kc; ++c)
-                for (int r = 0; r < 8; ++r)
-                  for (int i = 0; i < 4; ++i)
-                    acc[tid][r][i] = std::fma(wa[(j * h.kc + c) * kHaloBM + r],
-                                              halo_at(h, st + cf, h.tap_off[j] + int64_t(c) * h.CS + corner[i]),
-                                              acc[tid][r][i]);
+                for (int i = 0; i < 4; ++i) halo_at(h, st + cf, h.tap_off[j] + int64_t(c) * h.CS + corner[i]);
+            switch (h.kc) {
+              case 8: halo_simt_steps<8>(h, wa, st + cf, corner, acc[tid]); break;
+              case 16: halo_simt_steps<16>(h, wa, st + cf, corner, acc[tid]); break;
+              default: halo_simt_steps<32>(h, wa, st + cf, corner, acc[tid]);
+            }
           }
         }
         for (int tid = 0; tid < kHaloThreads; ++tid)
@@ -245,6 +247,12 @@ static void run_case(const Case& c, bool simt, std::mt19937& rng, bool preround 
       std::printf("FAIL: phased output %s where it should not be\n", h.phased ? "on" : "off");
       ++failures;
     }
+    for (int k = 0; k < kHaloMaxKc; ++k)  // the channels' shifts both products read (halo_channel_bytes)
+      if (h.chan_bytes[k] != (k < h.kc ? 4 * k * h.CS : 0)) {
+        std::printf("FAIL: channel %d's shift %d bytes, not %d\n", k, h.chan_bytes[k], 4 * k * h.CS);
+        ++failures;
+        break;
+      }
     if (h.narrow != (c.narrow && !h.wide && !simt && preround)) {  // (wide as halo_setup kept it)
       std::printf("FAIL: narrow tiles %s where they should not be\n", h.narrow ? "kept" : "dropped");
       ++failures;
