@@ -119,11 +119,12 @@ struct HaloConv {
   size_t smem_bytes() const { return size_t(stages) * stage_floats() * sizeof(float); }
 };
 
-// Channel c's shift in a chunk's halo, in bytes (4 * c * CS), for every c of a chunk: where the float32 product
-// reads them from the launch's parameters (halo_simt_steps), they stay in uniform registers, and each halo load
-// is one shared load at a thread's register plus a uniform one (SASS, sm_90: a tap of a 16-channel chunk, 512
-// FFMA, was 689 instructions with c * CS computed, the compiler stepping each of the four pixels' addresses
-// by CS from channel to channel; 629 so).
+// Channel c's shift in a chunk's halo, in bytes (4 * c * CS), for every c of a chunk. Both products read them
+// from the launch's parameters (halo_simt_steps, HaloTf32T::chunk), where they stay in uniform registers: each
+// halo load is one shared load at a thread's register plus a uniform one. With c * CS computed in the kernel,
+// the compiler stepped each of a thread's pixel addresses by CS from channel to channel, an instruction a load
+// (SASS for sm_90, a tap loop: float32, 16-channel chunks, 689 instructions for 512 FFMA, now 629; TF32 with
+// its halo rounded, 3.7 to 4.2 instructions a HMMA, now 2.8).
 inline void halo_channel_bytes(HaloConv& h) {
   for (int c = 0; c < kHaloMaxKc; ++c) h.chan_bytes[c] = c < h.kc ? 4 * c * h.CS : 0;
 }
@@ -605,9 +606,8 @@ struct HaloTf32T {
     int wm, wn;
     halo_tf32_place(kWide, tid / 32, wm, wn);
     const float* wa = st + (2 * wm) * 128 + (tid % 32) * 4;
-    // B values at the lane's columns plus a uniform shift in bytes, tap's and channels' (halo_channel_bytes):
-    // one shared load each at a register and a uniform register (with the shifts computed, SASS for sm_90 had
-    // 12 address instructions a tap of 8 HMMA)
+    // Each B value at the lane's column (hb) plus a uniform shift in bytes, the tap's and the channels'
+    // (halo_channel_bytes): one shared load at a register and a uniform register
     const char* hb[kNj];
 #pragma unroll
     for (int nj = 0; nj < kNj; ++nj) hb[nj] = reinterpret_cast<const char*>(hs + corner[nj]);
