@@ -301,12 +301,22 @@ __host__ __device__ __forceinline__ void gw_simt_store(const HaloGradWeight& p, 
   }
 }
 
+// GwTf32Preround's tile rounded to TF32 in shared memory once, thread tid's share (between two barriers, after
+// the tile's copies have landed): the grad_y rows (A) and the halo (B). Each value is then read by its k8
+// steps as it is: rounded at every read, grad_y's 8 A values cost a k8 step 16 of its instructions (SASS for
+// sm_90: an FSETP and an add each; 62 instructions for 10 HMMA with pcnn_maskB's 5 taps). grad_bias reads grad_y
+// from global memory, unrounded.
+__host__ __device__ __forceinline__ void gw_round_tile(const HaloGradWeight& p, float* st, int tid) {
+  halo_round_stage(st, kGwRows * kGwLd, tid);
+  halo_round_stage(st + kGwRows * kGwLd, p.h.kc * p.h.CS, tid);
+}
+
 // ---- GwTf32's operands, plain C++ so that the host emulation reads them as the kernel does ------------------
 // What GwTf32's tile hands mma.sync at k8 step kb for lane (gq, tig) = (lane / 4, lane % 4) of a warp of row
-// half wm (rows 32*wm + [0, 32) of the tile): A's two m16 fragments, rounded to TF32, and B's two values at
-// each of the block's nt taps, channel gq at the lane's pixels 8*kb + tig and + 4, each at the tap's shift
-// offb[tt] in bytes (gw_tap_bytes), rounded to TF32 unless kPreround (halo_round_stage rounded them in shared
-// memory); 0 past the nt taps. kNt: nt where it is known when compiling (gw_with_taps), else 0. Every B load
+// half wm (rows 32*wm + [0, 32) of the tile): A's two m16 fragments and B's two values at each of the block's
+// nt taps, channel gq at the lane's pixels 8*kb + tig and + 4, each at the tap's shift offb[tt] in bytes
+// (gw_tap_bytes); all rounded to TF32 here, unless kPreround (gw_round_tile rounded the tile in shared memory);
+// 0 past the nt taps. kNt: nt where it is known when compiling (gw_with_taps), else 0. Every B load
 // is independent of the products, so the tile issues all of them before its MMAs; with the shifts in bytes,
 // each is one shared load from a register and a uniform register.
 template <bool kPreround, int kNt>
@@ -317,10 +327,11 @@ __host__ __device__ __forceinline__ void gw_tf32_operands(const HaloGradWeight& 
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const float* ar = st + (32 * wm + 16 * i + gq) * kGwLd + 8 * kb + tig;
-    a[i][0] = tf32_round(ar[0]);
-    a[i][1] = tf32_round(ar[8 * kGwLd]);
-    a[i][2] = tf32_round(ar[4]);
-    a[i][3] = tf32_round(ar[8 * kGwLd + 4]);
+    const float a0 = ar[0], a1 = ar[8 * kGwLd], a2 = ar[4], a3 = ar[8 * kGwLd + 4];
+    a[i][0] = kPreround ? a0 : tf32_round(a0);
+    a[i][1] = kPreround ? a1 : tf32_round(a1);
+    a[i][2] = kPreround ? a2 : tf32_round(a2);
+    a[i][3] = kPreround ? a3 : tf32_round(a3);
   }
   const int* corners = reinterpret_cast<const int*>(st + kGwRows * kGwLd + p.h.kc * p.h.CS);
   const char* hb = reinterpret_cast<const char*>(st + kGwRows * kGwLd + gq * p.h.CS);  // channel gq's halo
@@ -336,8 +347,8 @@ __host__ __device__ __forceinline__ void gw_tf32_operands(const HaloGradWeight& 
   }
 }
 #ifdef __CUDACC__
-// The TF32 product (see the top of the file); its B fragments rounded as they are read, or, where kPreround, in
-// shared memory once a tile (halo_round_stage).
+// The TF32 product (see the top of the file); its fragments rounded as they are read, or, where kPreround, in
+// shared memory once a tile (gw_round_tile).
 template <bool kPreround>
 struct GwTf32T {
   static constexpr bool kRoundHalo = kPreround;
@@ -442,7 +453,7 @@ __global__ void __launch_bounds__(kHaloThreads, 2) halo_grad_weight_kernel(const
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     if constexpr (Math::kRoundHalo) {
       __syncthreads();
-      halo_round_stage(smem + cur * stage + kGwRows * kGwLd, h.kc * h.CS, tid);
+      gw_round_tile(p, smem + cur * stage, tid);
     }
     __syncthreads();  // tile t (copies and corners) visible to all; every warp is done with the other stage
     if (t + 1 < t1) halo_gw_load_tile(p, g, mt, cc, t + 1, smem + (1 - cur) * stage, tid, copy16, copy4);

@@ -29,7 +29,7 @@ static int failures = 0;
 static bool verbose = true;  // a line for every run (the fuzz mode prints only its failures)
 
 // A TF32 operand as gw_tf32_operands hands it over: a TF32 value already (rounded there, or by
-// halo_round_stage where preround).
+// gw_round_tile where preround).
 static float tf32_value(float v) { return tf32_checked(v, failures); }
 
 // GwSimt's part of a block: warp by warp, lane by lane, as the kernel runs them (acc: [warp][lane]).
@@ -72,7 +72,7 @@ static void emulate(const HaloGradWeight& p) {
           std::fill(st + kGwRows * kGwLd + h.kc * h.CS, st + stage, std::numeric_limits<float>::quiet_NaN());
           for (int tid = 0; tid < kHaloThreads; ++tid) halo_gw_load_tile(p, g, mt, cc, t, st, tid, copy16, copy4);
           if (p.h.preround)
-            for (int tid = 0; tid < kHaloThreads; ++tid) halo_round_stage(st + kGwRows * kGwLd, h.kc * h.CS, tid);
+            for (int tid = 0; tid < kHaloThreads; ++tid) gw_round_tile(p, st, tid);
           {  // both products read channel ch's halo at ch * CS + corner + tap shift: within the channel's CS floats
             const int* cn = reinterpret_cast<const int*>(st + kGwRows * kGwLd + h.kc * h.CS);
             int outside = 0;
