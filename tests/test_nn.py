@@ -241,6 +241,50 @@ def test_swap_fuse_relu_leaves_hooked_pairs_apart():
     assert seen and seen[0] < 0  # the hook still sees the conv's output before the ReLU
 
 
+def test_swap_fuse_relu_leaves_pairs_apart_under_a_hook_on_every_module():
+    model = _fusable_model()
+    seen = {}
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.__setitem__(id(m), o.min().item()))
+    try:
+        pixelops.swap(model, verbose=False, fuse_relu=True)
+        assert type(model[1]) is pnn.ReLU and model[0].activation is None
+        assert any("hooks" in why for name, _, why in model.pixelops_swap_report.left if name == "1")
+        model(torch.randn(1, 2, 6, 6, dtype=torch.float64))
+    finally:
+        handle.remove()
+    assert seen[id(model[0])] < 0  # the conv's own output, before the ReLU
+
+
+def test_swap_again_after_a_fused_conv_is_replaced_fuses_anew():
+    torch.manual_seed(3)
+    model = _fusable_model()
+    pixelops.swap(model, verbose=False, fuse_relu=True)
+    assert type(model[1]) is pnn.FusedReLU
+    new = torch.nn.Conv2d(2, 4, 5, padding=2, dtype=torch.float64)  # model surgery: a new first layer
+    model[0] = new
+    reference = copy.deepcopy(model)
+    reference[1] = torch.nn.ReLU()
+    pixelops.swap(model, verbose=False, fuse_relu=True)
+    assert model[0] is new and new.activation == "relu" and type(model[1]) is pnn.FusedReLU
+    assert ("0", "1") in model.pixelops_swap_report.fused
+    x = torch.randn(2, 2, 8, 6, dtype=torch.float64)
+    torch.testing.assert_close(model(x), reference(x))
+    # a FusedReLU with no fused conv before it (taken out of its model) turns back into a ReLU
+    lone = torch.nn.Sequential(pixelops.swap(_fusable_model(), verbose=False, fuse_relu=True)[1])
+    assert type(lone[0]) is pnn.FusedReLU
+    pixelops.swap(lone, verbose=False)  # (any swap: fuse_relu or not)
+    assert type(lone[0]) is pnn.ReLU
+    torch.testing.assert_close(lone(x), torch.relu(x))
+
+
+def test_swap_leaves_a_parametrized_pixelops_conv_unreported():
+    model = pixelops.swap(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3)), verbose=False)
+    torch.nn.utils.parametrizations.weight_norm(model[0])  # a subclass of pixelops' Conv2d, running pixelops
+    pixelops.swap(model, verbose=False)
+    assert isinstance(model[0], pnn.Conv2d) and not model.pixelops_swap_report.left
+
+
 def test_swap_a_bare_module_and_state_dict_round_trip():
     conv = torch.nn.Conv2d(2, 3, 3)
     sd = copy.deepcopy(conv.state_dict())
@@ -315,6 +359,23 @@ def test_unpatch_ends_every_patch_made_before_it():
     assert pixelops.nn.is_patched() and F.relu is not originals[1]
     current.restore()
     assert (F.conv2d, F.relu, F.cross_entropy) == originals
+
+
+def test_a_patched_function_kept_past_its_patch_is_torchs_again():
+    calls = []
+    real_relu = pixelops.relu
+    with pixelops.patch():
+        kept = F.relu  # a module built inside the block that stores the functional
+    pixelops.relu = lambda *a, **k: calls.append(1) or real_relu(*a, **k)
+    try:
+        x = torch.randn(3, 4, dtype=torch.float64)
+        torch.testing.assert_close(kept(x), torch.relu(x))
+        with pixelops.patch():
+            F.relu(x)  # the patch in force runs pixelops
+            kept(x)    # the ended one's function does not, even under another patch
+    finally:
+        pixelops.relu = real_relu
+    assert calls == [1]
 
 
 def test_patch_leaves_a_function_set_over_it_in_place():

@@ -28,8 +28,11 @@ _generation = 0
 _inside = threading.local()
 
 
+_NOT_INSTALLED = (None, None)
+
+
 def _patched(row, original):
-    takes, run = row.takes, row.function
+    takes, run, name = row.takes, row.function, row.functional
 
     @functools.wraps(original)
     def call(*args, **kwargs):
@@ -37,7 +40,9 @@ def _patched(row, original):
             return original(*args, **kwargs)
         if is_compiling():  # Dynamo traces this function: no thread-local state in the graph
             return run(*args, **kwargs)
-        if getattr(_inside, "active", False):
+        # torch's own function inside pixelops, and once this patch has ended: a reference to the patched function
+        # kept past its patch (a model built inside the block that stored F.relu) is torch's again
+        if getattr(_inside, "active", False) or _installed.get(name, _NOT_INSTALLED)[1] is not call:
             return original(*args, **kwargs)
         _inside.active = True
         try:
