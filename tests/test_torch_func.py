@@ -327,3 +327,69 @@ def test_class_probability_targets_needing_grad_are_refused_under_transforms():
     p = torch.softmax(torch.randn(3, 4, dtype=torch.float64), 1)
     with pytest.raises(NotImplementedError, match="torch.func"):
         grad(lambda q: pixelops.cross_entropy(z, q))(p)
+
+
+# ---- eager forward-mode AD, linearize, grad outside vmap, empty vmap batches (from a random search) ----------
+
+@pytest.mark.parametrize("op", ["conv2d", "masked_conv2d", "relu"])
+def test_eager_forward_ad_carries_the_tangent(op):
+    import torch.autograd.forward_ad as fwad
+    gen = torch.Generator().manual_seed(21)
+    x, t = (torch.randn(2, 3, 7, 6, dtype=torch.float64, generator=gen) for _ in range(2))
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=gen)
+    ours, ref = {
+        "conv2d": (lambda v: pixelops.conv2d(v, w, None, 1, 1, activation="relu"),
+                   lambda v: F.conv2d(v, w, None, 1, 1).relu()),
+        "masked_conv2d": (lambda v: pixelops.masked_conv2d(v, w, mask_type="A"),
+                          lambda v: F.conv2d(v, w * pixelops.conv_mask((3, 3), "A", dtype=w.dtype), None, 1, 1)),
+        "relu": (pixelops.relu, torch.relu),
+    }[op]
+    with fwad.dual_level():
+        got = fwad.unpack_dual(ours(fwad.make_dual(x, t)))
+        want = fwad.unpack_dual(ref(fwad.make_dual(x, t)))
+    assert got.tangent is not None  # (it was None: the eager path dropped it)
+    torch.testing.assert_close(got.primal, want.primal, **TOL)
+    torch.testing.assert_close(got.tangent, want.tangent, **TOL)
+
+
+def test_forward_ad_where_pixelops_has_no_rule_raises():
+    import torch.autograd.forward_ad as fwad
+    x = torch.randn(3, 5, dtype=torch.float64)
+    with fwad.dual_level():
+        with pytest.raises(NotImplementedError, match="pixelops.cross_entropy"):
+            pixelops.cross_entropy(fwad.make_dual(x, torch.randn_like(x)), torch.tensor([0, 4, 2]))
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    for f, name in ((lambda v: pixelops.conv2d(v, w), "pixelops.conv2d"), (pixelops.relu, "pixelops.relu")):
+        with pytest.raises(NotImplementedError, match=name):  # its tangent would come out zero
+            torch.func.linearize(f, torch.randn(1, 3, 5, 5, dtype=torch.float64))
+
+
+def test_cross_entropy_gradient_through_vmap():
+    gen = torch.Generator().manual_seed(22)
+    xs = torch.randn(4, 3, 6, dtype=torch.float64, generator=gen)
+    ts = torch.randint(0, 6, (4, 3), generator=gen)
+    for loss in (pixelops.cross_entropy, F.cross_entropy):
+        g = grad(lambda v: vmap(loss)(v, ts).sum())(xs)  # vmap inside grad: the logits report no requires_grad
+        if loss is pixelops.cross_entropy:
+            ours = g
+    torch.testing.assert_close(ours, g, **TOL)
+
+
+def test_empty_vmap_batches():
+    gen = torch.Generator().manual_seed(23)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=gen)
+    ws = torch.randn(5, 4, 3, 3, 3, dtype=torch.float64, generator=gen)
+    x0 = torch.randn(0, 3, 6, 6, dtype=torch.float64)
+    for conv in (pixelops.conv2d, F.conv2d):  # (pixelops' died of a division by zero: groups * 0)
+        jac = jacrev(lambda v: conv(v, w, None, 1, 1))(x0)
+        over_w = vmap(lambda u: conv(x0, u, None, 1, 1))(ws)
+        g = vmap(grad(lambda u, v: conv(v, u, None, 1, 1).sum()), in_dims=(0, None))(ws, x0)
+        assert jac.shape == (0, 4, 6, 6, 0, 3, 6, 6) and over_w.shape == (5, 0, 4, 6, 6)
+        assert g.shape == ws.shape and not g.any()
+    losses = vmap(pixelops.cross_entropy)(torch.randn(0, 3, 6, dtype=torch.float64), torch.zeros(0, 3).long())
+    assert losses.shape == (0,)
+    # the kernels themselves refuse groups that do not divide the channels (here 0), with a clear error
+    y = torch.empty(1, 4, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="groups"):
+        pixelops._C.conv2d_forward(torch.randn(1, 3, 6, 6, dtype=torch.float64), w, pixelops._arrays.ABSENT, y,
+                                   1, 1, 0, 0, 1, 1, 0, 9, False, False, 0)

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/conv_args.h"
 #include "common/dispatch.h"
 #include "common/parallel.h"
 #include "common/scratch.h"
@@ -783,6 +784,7 @@ void grad_weight_direct(const Geometry& q, const T* x, const T* gy, T* total, do
 // The user's convolution, from the arrays and arguments of the entry points.
 Geometry geometry_of(const Array& x, const Array& w, const Array& y, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                      int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
+  check_conv_groups(x, w, groups);
   Geometry q{};
   q.N = x.size[0];
   q.IH = x.size[2];

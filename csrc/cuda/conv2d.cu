@@ -28,6 +28,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/conv_args.h"
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
 #include "cuda/conv2d_halo.cuh"
@@ -221,6 +222,7 @@ void launch_grad_input_direct(const Geometry& q, const T* w, const T* y, const T
 
 Geometry geometry_of(const Array& x, const Array& w, const Array& out, int64_t sh, int64_t sw, int64_t ph,
                      int64_t pw, int64_t dh, int64_t dw, int64_t groups, int64_t ntaps) {
+  check_conv_groups(x, w, groups);
   if (ntaps < 0 || ntaps > w.size[2] * w.size[3])
     throw ValueError("conv2d: ntaps must be in [0, kernel_height * kernel_width], got " + std::to_string(ntaps));
   Geometry q{};

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Callable, Optional
 
 import torch
+import torch.autograd.forward_ad as _fwad
 
 from .. import _C
 from .._arrays import CPU_FLOATS, CUDA_FLOATS, MAX_DIMS, check_float, register_torch, stream
@@ -54,6 +55,21 @@ def compiling() -> bool:
 
     is_compiling() comes first: Dynamo folds it to True, so it never traces the other queries."""
     return _is_compiling() or _dispatch_modes() > 0 or _jit_tracing() is not None
+
+
+def forward_ad_active() -> bool:
+    """True inside torch.autograd.forward_ad.dual_level() (eager forward-mode AD): tangents ride on the tensors,
+    and only the ops' torch.func Functions (func_apply), which have jvp rules, carry them on. The eager
+    Functions and the kernels alone would drop them: the output's tangent would be None."""
+    return _fwad._current_level >= 0
+
+
+def no_traced_forward_ad(op: str):
+    """Raises where forward-mode AD meets tracing (torch.func.linearize traces a jvp with make_fx): the custom
+    ops have no forward-mode rule, and their tangents would come out zero."""
+    if forward_ad_active():
+        raise NotImplementedError(f"pixelops.{op}: forward-mode AD while tracing (torch.func.linearize) is not "
+                                  "supported; use torch.func.jvp, or forward_ad eagerly")
 
 
 _STRIDED = torch.strided
@@ -349,4 +365,4 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "has_kernels", "custom_op", "differentiable_op",
            "no_internal_overlap",
-           "eager_apply", "functorch_active", "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]
+           "eager_apply", "functorch_active", "forward_ad_active", "no_traced_forward_ad", "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]

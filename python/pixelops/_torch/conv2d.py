@@ -12,7 +12,8 @@ import torch
 from .._arrays import ABSENT, check_array, stream
 from ..ops.conv2d import _setup, _setup_cached
 from .autocast import low_precision
-from .common import _C, FuncRules, batch_first, compiling, differentiable_op, functorch_active
+from .common import (_C, FuncRules, batch_first, compiling, differentiable_op, forward_ad_active, functorch_active,
+                     no_traced_forward_ad)
 
 _any_autocast = torch._C._is_any_autocast_enabled
 _grad_enabled = torch.is_grad_enabled
@@ -123,6 +124,10 @@ def _fold_weight(w, dim, size):
 
 def _vmap(info, in_dims, fns, x, w, b, stride, padding, dilation, groups, ntaps, relu, tf32):
     apply, size, (xd, wd, bd) = fns.forward, info.batch_size, in_dims[:3]
+    if size == 0:  # an empty vmap batch (jacrev of an empty output): nothing to fold into images or groups
+        entry = _out_size(batch_first(x, xd, 0).shape[1:], batch_first(w, wd, 0).shape[1:], stride, padding,
+                          dilation)
+        return x.new_empty((0, *entry)), 0
     if wd is None and bd is None:  # one layer, a batch of inputs
         x = batch_first(x, xd, size)
         y = apply(x.reshape(size * x.shape[1], *x.shape[2:]), w, b, stride, padding, dilation, groups, ntaps, relu,
@@ -131,17 +136,22 @@ def _vmap(info, in_dims, fns, x, w, b, stride, padding, dilation, groups, ntaps,
     b = None if b is None else _fold_weight(b, bd, size)
     y = apply(_fold_channels(x, xd, size), _fold_weight(w, wd, size), b, stride, padding, dilation, groups * size,
               ntaps, relu, tf32)
-    return y.view(y.shape[0], size, -1, *y.shape[2:]), 1
+    return y.view(y.shape[0], size, y.shape[1] // size, *y.shape[2:]), 1  # (no -1: y may have no images)
 
 
 def _backward_vmap(info, in_dims, fns, x, w, y, grad, stride, padding, dilation, groups, ntaps, relu, tf32, needs):
     apply, size, (xd, wd, yd, gd) = fns.backward, info.batch_size, in_dims[:4]
+    if size == 0:  # an empty vmap batch: each needed gradient empty, of its entries' shape
+        xs, ws = batch_first(x, xd, 0).shape, batch_first(w, wd, 0).shape
+        shapes = (xs, ws, ws[:2])  # (grad_bias: (0, M))
+        return (tuple(x.new_empty(sh) if n else x.new_empty(0) for sh, n in zip(shapes, needs)),
+                tuple(0 if n else None for n in needs))
     xf = _fold_channels(x, xd, size)
     yf = _fold_channels(y, yd, size) if relu else xf  # without ReLU, y is a placeholder the kernels do not read
     gx, gw, gb = apply(xf, _fold_weight(w, wd, size), yf, _fold_channels(grad, gd, size), stride, padding, dilation,
                        groups * size, ntaps, relu, tf32, needs)
     # (an unneeded gradient comes back empty and unbatched)
-    return ((gx.view(gx.shape[0], size, -1, *gx.shape[2:]) if needs[0] else gx,
+    return ((gx.view(gx.shape[0], size, gx.shape[1] // size, *gx.shape[2:]) if needs[0] else gx,
              gw.view(size, -1, *gw.shape[1:]) if needs[1] else gw,
              gb.view(size, -1) if needs[2] else gb),
             (1 if needs[0] else None, 0 if needs[1] else None, 0 if needs[2] else None))
@@ -231,6 +241,7 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
     if _any_autocast():  # torch.autocast's policy: convolutions in low precision (autocast.py)
         (input, weight, bias), out_dtype = low_precision(input, weight, bias)
     if compiling():  # traced (fake) tensors: the custom op, and no cache in the graph
+        no_traced_forward_ad(op)
         (stride, pads, dilation, groups, ntaps, relu, allow_tf32), _ = _setup(
             input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
         out = conv2d_op(input, weight, bias, list(stride), list(pads), list(dilation), groups, ntaps, relu,
@@ -239,7 +250,8 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
         (stride, pads, dilation, groups, ntaps, relu, allow_tf32), shape = _setup_cached(
             input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
         tf32 = _tf32(input, allow_tf32)
-        if functorch_active():  # torch.func's wrapper tensors: the Functions with the rules (FuncRules)
+        # torch.func's wrapper tensors, or eager forward-mode AD's tangents: the Functions with the rules (FuncRules)
+        if functorch_active() or forward_ad_active():
             out = _conv2d.func_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32)
         elif _grad_enabled() and (input.requires_grad or weight.requires_grad
                                   or (bias is not None and bias.requires_grad)):

@@ -13,8 +13,8 @@ import torch
 
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, layout
-from .common import (_C, FuncRules, batch_first, compiling, eager_apply, func_function, functorch_active,
-                     no_internal_overlap, vmap_by_loop)
+from .common import (_C, FuncRules, batch_first, compiling, eager_apply, forward_ad_active, func_function,
+                     functorch_active, no_internal_overlap, no_traced_forward_ad, vmap_by_loop)
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):
@@ -137,6 +137,10 @@ def _vmap(info, in_dims, fns, x, target, weight, ignore_index, reduction, eps, n
     size = info.batch_size
     x, target = batch_first(x, in_dims[0], size), batch_first(target, in_dims[1], size)
     entry = x.shape[1:]  # one entry's logits: (C), (N, C) or (N, C, d1, ...)
+    if size == 0:  # an empty vmap batch: empty results of the entries' shapes
+        n, c, s, none_shape = layout(entry)
+        loss = x.new_empty((0, *none_shape) if reduction == 0 else (0,))
+        return (loss, x.new_empty((0, n, c, s)) if need_grad else x.new_empty(0)), (0, 0 if need_grad else None)
     if len(entry) > 1:  # the entries' rows one after the other (unbatched entries are rows already)
         x, target = x.flatten(0, 1), target.flatten(0, 1)
     loss, g3 = fns.forward(x, target, weight, ignore_index, 0, eps, need_grad)
@@ -163,6 +167,8 @@ def _backward_vmap(info, in_dims, fns, g3, grad_loss, reduction):
     size = info.batch_size
     g3, grad_loss = batch_first(g3, in_dims[0], size), batch_first(grad_loss, in_dims[1], size)
     _, n, c, s = g3.shape
+    if size == 0:  # an empty vmap batch
+        return g3.new_empty((0, n, c, s)), 0
     per_position = grad_loss.reshape(size, -1).expand(size, n * s) if reduction != 0 else grad_loss
     out = fns.backward(g3.reshape(size * n, c, s), per_position.reshape(size * n, s), 0)
     return out.view(size, n, c, s), 0
@@ -253,13 +259,19 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
         raise RuntimeError(f"pixelops.{OP}: 'weight' requires grad, but pixelops computes no gradient for the "
                            "class weights; detach it (or use torch.nn.functional.cross_entropy)")
     traced = compiling()
-    if traced or functorch_active():  # torch.compile, or torch.func's wrapper tensors
+    if traced:
+        no_traced_forward_ad(OP)
+    # torch.compile; torch.func's wrapper tensors, or eager forward-mode AD's tangents (where the Function with
+    # rules raises: cross_entropy has no forward-mode rule)
+    if traced or functorch_active() or forward_ad_active():
         if target_grad:
             where = "torch.compile" if traced else "torch.func transforms"
             raise NotImplementedError(f"pixelops.{OP}: under {where} the class-probability 'target' cannot "
                                       "require grad (detach it, or call pixelops.cross_entropy eagerly)")
+        # (under torch.func the gradient is written whenever grad mode is on: inside vmap inside grad, the
+        # vmapped logits report requires_grad False, yet grad differentiates through them)
         loss, _ = (cross_entropy_op if traced else _func_apply)(x, target, weight, ignore_index, reduction, eps,
-                                                                needs_grad)
+                                                                needs_grad or (grad_on and not traced))
         return loss
     if not (needs_grad or target_grad):
         return forward_kernel(x, target, weight, ignore_index, reduction, eps, False)[0]
