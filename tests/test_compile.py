@@ -2,6 +2,8 @@
 
 CPU compiles are slow (seconds each on 2 cores): one aot_eager compile (the whole autograd graph through the
 custom ops and their fake kernels), one inductor compile (marked slow)."""
+import os
+
 import pytest
 import torch
 
@@ -77,3 +79,38 @@ def test_jit_trace_records_the_ops(grad):
             torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
     loss_trace = torch.jit.trace(lambda a, t: pixelops.cross_entropy(a, t), (x2[:, 0, 0].detach(), y[:8]))
     torch.testing.assert_close(loss_trace(x2[:, 0, 1], y), torch.nn.functional.cross_entropy(x2[:, 0, 1], y))
+
+
+def test_first_calls_compile_in_one_graph_without_recompiling():
+    # In a fresh process (nothing called eagerly before): cross_entropy's first call compiled whole (its entry
+    # point imported a module inside the traced code: a graph break), and a conv's second identical call not
+    # compiled again (a cache the first call filled changed a global the guards read).
+    import subprocess
+    import sys
+    code = """
+import torch, pixelops
+w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+f = torch.compile(lambda x, t: pixelops.cross_entropy(pixelops.conv2d(x, w, padding=1).flatten(2).mean(2), t),
+                  backend="eager", fullgraph=True)
+x, t = torch.randn(2, 3, 6, 6, dtype=torch.float64), torch.tensor([1, 3])
+want = torch.nn.functional.cross_entropy(torch.nn.functional.conv2d(x, w, padding=1).flatten(2).mean(2), t)
+assert torch.allclose(f(x, t), want)
+torch.compiler.set_stance("fail_on_recompile")
+for _ in range(2):
+    assert torch.allclose(f(x, t), want)
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_dynamic_size_is_not_fixed_by_a_one_row_output():
+    w = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    pixelops.conv2d(torch.randn(1, 3, 3, 3), w.float())  # (pixelops imported before torch here: its torch side
+    # loads at a first eager call; see the README on torch.compile)
+    f = torch.compile(lambda x: pixelops.conv2d(x, w), backend="eager", fullgraph=True)
+    for shape in [(2, 3, 6, 6), (3, 3, 3, 4)]:  # the second: one output row (its test fixed the height at 3)
+        x = torch.randn(shape, dtype=torch.float64)
+        torch._dynamo.mark_dynamic(x, 2)
+        torch.testing.assert_close(f(x), torch.nn.functional.conv2d(x, w), rtol=1e-12, atol=1e-12)

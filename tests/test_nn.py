@@ -469,3 +469,14 @@ def test_fx_symbolic_trace_of_a_swapped_model():
 def test_swap_names_a_model_that_is_not_a_module():
     with pytest.raises(TypeError, match="'model' must be a torch.nn.Module, got NoneType"):
         pixelops.swap(None)
+
+
+def test_swapped_modules_send_arrays_of_more_than_eight_dimensions_to_torch():
+    x = torch.randn([2, 3] + [2] * 7, dtype=torch.float64)  # 9 dimensions: more than the kernels describe
+    relu = pixelops.swap(torch.nn.ReLU(), verbose=False)
+    torch.testing.assert_close(relu(x), torch.relu(x))
+    t = torch.randint(0, 3, [2] + [2] * 7)
+    loss = pixelops.swap(torch.nn.CrossEntropyLoss(), verbose=False)
+    torch.testing.assert_close(loss(x, t), F.cross_entropy(x, t))
+    with pytest.raises(ValueError, match="at most 8"):  # the ops themselves refuse them by name
+        pixelops.relu(x)

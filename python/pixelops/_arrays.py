@@ -47,6 +47,7 @@ def register_torch():
               torch.int64, torch.int32, torch.uint8, torch.bool)  # in dtype-code order
     _C.register_torch(torch.Tensor, dtypes)
     _torch_codes.update({d: code for code, d in enumerate(dtypes)})
+    _float_dtypes(False)  # (filled now, not by a first call: under torch.compile its guard would see it change)
 
 
 # What the kernels read as an absent optional array (a null pointer): a missing bias, a gradient not wanted.
@@ -181,6 +182,7 @@ _float_sets: dict = {}
 
 
 def _float_dtypes(cuda: bool) -> frozenset:
+    """torch's float dtypes with kernels (on CUDA, or the CPU's); kept once torch is registered."""
     if not _float_sets:
         torch = _torch()
         _float_sets[False] = frozenset(getattr(torch, n) for n in CPU_FLOATS)

@@ -24,6 +24,7 @@ def load_all():
     for name in OP_MODULES:
         torch_ops(name)
     torch_ops("autocast")  # the autocast policy the ops' entry points call (pixelops/_torch/autocast.py)
+    torch_ops("common")    # compiling(), which cross_entropy's entry point asks before its cache
 
 
 def torch_is_loaded() -> bool:

@@ -12,9 +12,11 @@ from typing import Optional
 import torch
 
 from .._arrays import stream
-from ..ops.cross_entropy import NO_ARRAY, OP, layout
+from ..ops.cross_entropy import NO_ARRAY, OP, _index_torch_dtypes, layout
 from .common import (_C, FuncRules, batch_first, compiling, eager_apply, forward_ad_active, func_function,
                      functorch_active, no_internal_overlap, no_traced_forward_ad, vmap_by_loop)
+
+_index_torch_dtypes()  # the checks' class-index dtypes kept now, not by a first call inside torch.compile
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):

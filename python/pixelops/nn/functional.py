@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 import pixelops
+from .._arrays import MAX_DIMS
 
 _CPU_FLOATS = (torch.float32, torch.float64)
 _CUDA_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -20,14 +21,14 @@ def kernel_dtypes(device_type: str) -> tuple:
 
 
 def runs_on_pixelops(*tensors, half_on_cpu=False) -> bool:
-    """True when every given tensor (None skipped) is a plain dense tensor on cpu/cuda whose dtype pixelops
-    has kernels for; with `half_on_cpu` (a bool, or a callable asked only when it matters), also float16 and
+    """True when every given tensor (None skipped) is a plain dense tensor of at most MAX_DIMS dimensions on
+    cpu/cuda whose dtype pixelops has kernels for; with `half_on_cpu` (a bool, or a callable asked only when it matters), also float16 and
     bfloat16 on the CPU, which the op computes in float32 (ReLU always; conv and cross-entropy under CPU
     autocast). Runs on every patched call: attribute reads only, .device is slower."""
     for t in tensors:
         if t is None:
             continue
-        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.ndim > MAX_DIMS:
             return False
         if t.is_cpu:
             if t.dtype in _CPU_FLOATS:

@@ -136,7 +136,8 @@ def _setup(input, weight, bias, stride, padding, dilation, groups, activation, a
     oh, ow = (hp - span_h - 1) // sh + 1, (wp - span_w - 1) // sw + 1
     # A stride past the padded input gives one output row (column), as the smallest such stride does; the
     # kernels get that one, since some of their loops run over the stride's phases (a stride of 2**31 took 8 s).
-    sh, sw = (min(sh, hp) if oh == 1 else sh), (min(sw, wp) if ow == 1 else sw)
+    # (No test of the output size: under torch.compile with mark_dynamic, it would fix the input size.)
+    sh, sw = min(sh, hp), min(sw, wp)
     ntaps = kh * kw if mask_type is None else mask_taps((kh, kw), mask_type, op)
     if allow_tf32 is not None and not isinstance(allow_tf32, bool):
         raise TypeError(f"pixelops.{op}: 'allow_tf32' must be None, True or False, got {allow_tf32!r}")
@@ -187,8 +188,10 @@ def _numpy_run(input, weight, bias, stride, padding, dilation, groups, activatio
     return out[0] if unbatched else out
 
 
-# pixelops._torch.conv2d.run, bound by the first tensor call (torch is imported by then; numpy users never
-# import it). Tensors take that path whole: one call from here, the per-call work of an eager layer.
+# pixelops._torch.conv2d.run, bound when that module is imported (pixelops.load_all does it as soon as torch is
+# loaded: a value that changed at a first call would make torch.compile compile the caller twice), else by the
+# first tensor call. numpy users never import torch. Tensors take that path whole: one call from here, the
+# per-call work of an eager layer.
 _tensor_run = None
 
 

@@ -170,6 +170,8 @@ _index_dtype_set: list = []
 
 
 def _index_torch_dtypes():
+    """torch's class-index dtypes; kept from the first call, or from pixelops._torch.cross_entropy's import (so
+    that torch.compile's guards never see the list change between two calls)."""
     if not _index_dtype_set:
         import torch  # a tensor reached us, so torch is loaded already
 
