@@ -111,7 +111,8 @@ struct HaloConv {
   int64_t tap_w[kHaloMaxTaps] = {};
 
   __host__ __device__ int64_t pixels() const { return q.N * q.OH * q.OW; }
-  __host__ __device__ int bn() const { return wide ? 2 * kHaloBN : narrow ? kHaloBN * 3 / 4 : kHaloBN; }  // pixels a tile
+  // pixels a tile: 128, 256 wide, 96 narrow
+  __host__ __device__ int bn() const { return wide ? 2 * kHaloBN : narrow ? kHaloBN * 3 / 4 : kHaloBN; }
   // packed weights of a chunk (ntaps * kc * 64 in either packing)
   __host__ __device__ int chunk_floats() const { return ntaps * nkk * kHaloFrag; }
   __host__ __device__ int stage_floats() const { return chunk_floats() + kc * CS; }

@@ -364,5 +364,5 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "has_kernels", "custom_op", "differentiable_op",
-           "no_internal_overlap",
-           "eager_apply", "functorch_active", "forward_ad_active", "no_traced_forward_ad", "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]
+           "no_internal_overlap", "eager_apply", "functorch_active", "forward_ad_active", "no_traced_forward_ad",
+           "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]

@@ -22,9 +22,9 @@ def kernel_dtypes(device_type: str) -> tuple:
 
 def runs_on_pixelops(*tensors, half_on_cpu=False) -> bool:
     """True when every given tensor (None skipped) is a plain dense tensor of at most MAX_DIMS dimensions on
-    cpu/cuda whose dtype pixelops has kernels for; with `half_on_cpu` (a bool, or a callable asked only when it matters), also float16 and
-    bfloat16 on the CPU, which the op computes in float32 (ReLU always; conv and cross-entropy under CPU
-    autocast). Runs on every patched call: attribute reads only, .device is slower."""
+    cpu/cuda whose dtype pixelops has kernels for; with `half_on_cpu` (a bool, or a callable asked only when it
+    matters), also float16 and bfloat16 on the CPU, which the op computes in float32 (ReLU always; conv and
+    cross-entropy under CPU autocast). Runs on every patched call: attribute reads only, .device is slower."""
     for t in tensors:
         if t is None:
             continue
