@@ -85,3 +85,12 @@ def test_numpy_subclasses_and_too_many_dimensions_are_refused_by_name():
         pixelops.cross_entropy(np.matrix(LOGITS), TARGET)  # (before: an internal "(N, C, S) view" error)
     with pytest.raises(ValueError, match=r"pixelops\.relu: 'input' has 9 dimensions; pixelops takes at most 8"):
         pixelops.relu(np.ones((1,) * 8 + (3,)))
+
+
+def test_numpy_conv_output_too_large_and_bad_mask_dtype_name_the_op():
+    with pytest.raises((ValueError, MemoryError), match=r"pixelops\.conv2d: the output.*'padding'"):
+        pixelops.conv2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 1, 1)), padding=2 ** 31 - 1)
+    for dtype in ("foo", 1.5, object, "U3"):
+        with pytest.raises(TypeError, match=r"pixelops\.conv_mask: 'dtype'"):
+            pixelops.conv_mask(3, dtype=dtype)
+    assert pixelops.conv_mask(3, dtype=np.int8).dtype == np.int8

@@ -61,7 +61,14 @@ def conv_mask(kernel_size, mask_type: str = "B", *, dtype=None, device=None):
         if device is not None:
             raise ValueError(f"pixelops.conv_mask: 'device' ({device!r}) goes with a torch dtype; a numpy dtype "
                              f"({dtype!r}) gives a numpy array")
-        return (np.arange(kh * kw) < keep).reshape(kh, kw).astype(np.dtype(dtype))
+        try:
+            np_dtype = np.dtype(dtype)
+        except TypeError:
+            np_dtype = None
+        if np_dtype is None or np_dtype.kind not in "fiub":  # (an object array of bools is no mask)
+            raise TypeError(f"pixelops.conv_mask: 'dtype' must be a numeric numpy dtype or a torch dtype, got "
+                            f"{dtype!r}")
+        return (np.arange(kh * kw) < keep).reshape(kh, kw).astype(np_dtype)
     import torch
 
     # made by torch itself: under torch.compile a numpy array becomes a tensor, and torch.tensor() of one warns
@@ -182,7 +189,11 @@ def _numpy_run(input, weight, bias, stride, padding, dilation, groups, activatio
     params, shape = _setup(input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op,
                            mask_type)
     (sh, sw), pads, (dh, dw), groups, ntaps, relu, _ = params
-    out = np.empty(shape, dtype=input.dtype)
+    try:
+        out = np.empty(shape, dtype=input.dtype)
+    except (ValueError, MemoryError) as e:  # (numpy's own message names neither the op nor the arguments)
+        raise type(e)(f"pixelops.{op}: the output, shape {shape}, is too large to allocate (check 'padding', "
+                      "'stride' and 'dilation')") from e
     _C.conv2d_forward(view(input), view(weight), view(bias) if bias is not None else ABSENT, view(out),
                       sh, sw, pads[0], pads[2], dh, dw, groups, ntaps, relu, False, 0)
     return out[0] if unbatched else out
