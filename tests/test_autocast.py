@@ -85,3 +85,28 @@ def test_autocast_inside_a_compiled_function():
     eager = loss(x, y)
     assert compiled.dtype == eager.dtype == torch.float32
     torch.testing.assert_close(compiled, eager)
+
+
+def test_fused_relu_under_cpu_float16_autocast_gates_on_the_rounded_output():
+    # CPU autocast computes in float32 and rounds after: outputs near 1e-8 round to 0 in float16, and torch's
+    # ReLU of the float16 conv passes them no gradient; the fused ReLU passed it (it gated the float32 output)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 2, 5, 4, generator=gen) * 1e-4
+    w = torch.rand(3, 2, 1, 1, generator=gen) * 1e-4
+    w[:, 1] *= -1  # each output one input channel's share less the other's: of either sign
+    w[2] *= 1e4    # one output channel of ordinary size
+    g = torch.randn(2, 3, 5, 4, generator=gen)
+    grads = []
+    for fused in (False, True):
+        xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.float16):
+            y = pixelops.conv2d(xi, wi, activation="relu") if fused else F.relu(F.conv2d(xi, wi))
+        assert y.dtype == torch.float16
+        (y.float() * g).sum().backward()
+        grads.append((y, xi.grad, wi.grad))
+    (ref, gx_ref, gw_ref), (ours, gx, gw) = grads
+    tiny = (F.conv2d(x, w)[:, :2] > 0) & (ours[:, :2] == 0)
+    assert tiny.sum() >= 10  # the case at hand: positive outputs flushed to zero by the rounding
+    torch.testing.assert_close(ours, ref, rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(gw[:2], gw_ref[:2], rtol=1e-2, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-2, atol=1e-6)

@@ -480,3 +480,20 @@ def test_swapped_modules_send_arrays_of_more_than_eight_dimensions_to_torch():
     torch.testing.assert_close(loss(x, t), F.cross_entropy(x, t))
     with pytest.raises(ValueError, match="at most 8"):  # the ops themselves refuse them by name
         pixelops.relu(x)
+
+
+def test_patched_cross_entropy_sends_class_weights_of_another_dtype_to_torch():
+    gen = torch.Generator().manual_seed(24)
+    logits = torch.randn(4, 5, generator=gen, requires_grad=True)
+    probs = torch.softmax(torch.randn(4, 5, generator=gen), 1)
+    w64 = torch.rand(5, dtype=torch.float64, generator=gen) + 0.5
+    want = F.cross_entropy(logits, probs, weight=w64)  # torch promotes: a float64 loss
+    with pixelops.patch():
+        got = F.cross_entropy(logits, probs, weight=w64)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    loss = pixelops.swap(torch.nn.CrossEntropyLoss(weight=w64), verbose=False)
+    torch.testing.assert_close(loss(logits, probs), want, rtol=1e-12, atol=0)
+    # under CPU autocast, half logits and float32 weights are one dtype to cross-entropy: pixelops takes them
+    from pixelops.nn.dropins import _cross_entropy_tensors
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _cross_entropy_tensors(logits.bfloat16(), torch.tensor([0, 1, 2, 3]), w64.float()) is not None

@@ -13,6 +13,7 @@ from .._arrays import ABSENT, check_array, stream
 from ..ops import conv2d as _entry
 from ..ops.conv2d import _setup, _setup_cached
 from .autocast import low_precision
+from .relu import relu as relu_tensor
 from .common import (_C, FuncRules, batch_first, compiling, differentiable_op, forward_ad_active, functorch_active,
                      no_traced_forward_ad)
 
@@ -241,6 +242,12 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
     out_dtype = None
     if _any_autocast():  # torch.autocast's policy: convolutions in low precision (autocast.py)
         (input, weight, bias), out_dtype = low_precision(input, weight, bias)
+    # CPU autocast computes in float32 and rounds the output after: a fused ReLU there runs after the rounding,
+    # so that its gradient's gate sees the rounded output, as torch's ReLU of a float16 conv does (a float32
+    # output of 1e-8 is 0 in float16, and passed no gradient in torch)
+    relu_after = out_dtype is not None and activation == "relu"
+    if relu_after:
+        activation = None
     if compiling():  # traced (fake) tensors: the custom op, and no cache in the graph
         no_traced_forward_ad(op)
         (stride, pads, dilation, groups, ntaps, relu, allow_tf32), _ = _setup(
@@ -261,6 +268,8 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
             out = forward_kernel(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32, shape)
     if out_dtype is not None:
         out = out.to(out_dtype)
+    if relu_after:
+        out = relu_tensor(out, False)
     return out[0] if unbatched else out
 
 

@@ -50,10 +50,21 @@ def _relu_tensors(input, *args, **kwargs):
     return (input,)
 
 
+def _ce_dtype(t):
+    """The dtype cross-entropy computes t in: under autocast (its float32 rule) half types become float32."""
+    if t.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(t.device.type):
+        return torch.float32
+    return t.dtype
+
+
 def _cross_entropy_tensors(input, target, weight=None, *args, **kwargs):
     # pixelops takes class indices (int64, uint8) and class probabilities, but no gradient for the latter, nor
     # for class weights.
     if not isinstance(target, torch.Tensor) or target.requires_grad or getattr(weight, "requires_grad", False):
+        return None
+    # class weights of another dtype than the logits, as cross-entropy computes them (autocast makes half types
+    # float32 and leaves float64 alone): torch promotes them (probability targets) or says what is wrong
+    if isinstance(weight, torch.Tensor) and isinstance(input, torch.Tensor) and _ce_dtype(weight) != _ce_dtype(input):
         return None
     if target.is_floating_point():
         return (input, target, weight) if target.dtype == getattr(input, "dtype", None) else None
