@@ -64,12 +64,16 @@ def forward_ad_active() -> bool:
     return _fwad._current_level >= 0
 
 
-def no_traced_forward_ad(op: str):
-    """Raises where forward-mode AD meets tracing (torch.func.linearize traces a jvp with make_fx): the custom
+def traced_call(op: str) -> bool:
+    """compiling(), as an op's entry point asks it: whether the call goes through the custom op. Where
+    forward-mode AD meets tracing (torch.func.linearize traces a jvp with make_fx) it raises instead: the custom
     ops have no forward-mode rule, and their tangents would come out zero."""
+    if not compiling():
+        return False
     if forward_ad_active():
         raise NotImplementedError(f"pixelops.{op}: forward-mode AD while tracing (torch.func.linearize) is not "
                                   "supported; use torch.func.jvp, or forward_ad eagerly")
+    return True
 
 
 _STRIDED = torch.strided
@@ -364,5 +368,5 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "has_kernels", "custom_op", "differentiable_op",
-           "no_internal_overlap", "eager_apply", "functorch_active", "forward_ad_active", "no_traced_forward_ad",
+           "no_internal_overlap", "eager_apply", "functorch_active", "forward_ad_active", "traced_call",
            "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]

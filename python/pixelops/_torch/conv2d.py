@@ -14,8 +14,7 @@ from ..ops import conv2d as _entry
 from ..ops.conv2d import _setup, _setup_cached
 from .autocast import low_precision
 from .relu import relu as relu_tensor
-from .common import (_C, FuncRules, batch_first, compiling, differentiable_op, forward_ad_active, functorch_active,
-                     no_traced_forward_ad)
+from .common import _C, FuncRules, batch_first, differentiable_op, forward_ad_active, functorch_active, traced_call
 
 _any_autocast = torch._C._is_any_autocast_enabled
 _grad_enabled = torch.is_grad_enabled
@@ -248,8 +247,7 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
     relu_after = out_dtype is not None and activation == "relu"
     if relu_after:
         activation = None
-    if compiling():  # traced (fake) tensors: the custom op, and no cache in the graph
-        no_traced_forward_ad(op)
+    if traced_call(op):  # traced (fake) tensors: the custom op, and no cache in the graph
         (stride, pads, dilation, groups, ntaps, relu, allow_tf32), _ = _setup(
             input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
         out = conv2d_op(input, weight, bias, list(stride), list(pads), list(dilation), groups, ntaps, relu,

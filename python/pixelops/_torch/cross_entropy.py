@@ -13,8 +13,8 @@ import torch
 
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, _index_torch_dtypes, layout
-from .common import (_C, FuncRules, batch_first, compiling, eager_apply, forward_ad_active, func_function,
-                     functorch_active, no_internal_overlap, no_traced_forward_ad, vmap_by_loop)
+from .common import (_C, FuncRules, batch_first, eager_apply, forward_ad_active, func_function,
+                     functorch_active, no_internal_overlap, traced_call, vmap_by_loop)
 
 _index_torch_dtypes()  # the checks' class-index dtypes kept now, not by a first call inside torch.compile
 
@@ -260,9 +260,7 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
     if weight is not None and weight.requires_grad and grad_on:
         raise RuntimeError(f"pixelops.{OP}: 'weight' requires grad, but pixelops computes no gradient for the "
                            "class weights; detach it (or use torch.nn.functional.cross_entropy)")
-    traced = compiling()
-    if traced:
-        no_traced_forward_ad(OP)
+    traced = traced_call(OP)
     # torch.compile; torch.func's wrapper tensors, or eager forward-mode AD's tangents (where the Function with
     # rules raises: cross_entropy has no forward-mode rule)
     if traced or functorch_active() or forward_ad_active():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from .._arrays import stream
-from .common import (_C, FuncRules, batch_first, check_float_tensor, compiling, differentiable_op, forward_ad_active,
-                     functorch_active, has_kernels, launch, no_internal_overlap, no_traced_forward_ad)
+from .common import (_C, FuncRules, batch_first, check_float_tensor, differentiable_op, forward_ad_active,
+                     functorch_active, has_kernels, launch, no_internal_overlap, traced_call)
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
@@ -112,9 +112,7 @@ def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
             y = relu(x.float(), False).to(x.dtype)
             return x.copy_(y) if inplace else y
         check_float_tensor(x, "input", "relu")  # raises the clear error
-    traced = compiling()
-    if traced:
-        no_traced_forward_ad("relu")
+    traced = traced_call("relu")
     # torch.compile; torch.func's wrapper tensors, or eager forward-mode AD's tangents (the Function with rules)
     if traced or functorch_active() or forward_ad_active():
         y = relu_op(x) if traced else _relu.func_apply(x)
