@@ -31,6 +31,7 @@
 #include "common/conv_args.h"
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
+#include "cuda/conv2d_grad_input_tiled.cuh"
 #include "cuda/conv2d_halo.cuh"
 #include "cuda/conv2d_halo_grad_weight.cuh"
 #include "cuda/conv2d_pointwise_grad_weight.cuh"
@@ -538,9 +539,12 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_HALO_NARROW: the TF32 halo forward and grad_input on 64 x 96 tiles where those take fewer waves
 // of blocks (conv2d_halo.cuh, halo_pick_narrow): res_s2's forward, 392 tiles of 128 pixels at two blocks an SM,
 // was 1.48 waves of the H100's 264 slots, and 0.75x cuDNN's GPU time (0.098 -> 0.078 ms with it).
+// PIXELOPS_CONV_GI_TILED: the grad_input of few-channel layers (Cg <= 4, stride 1) on grad_input_tiled, grad_y
+// staged in shared memory a tile at a time (conv2d_grad_input_tiled.cuh), one launch, instead of by taps (three
+// launches and a workspace: pcnn_maskA's 0.037 ms on an H100, 4 TFLOP/s) or grad_input_direct. Not yet timed.
 struct NewPaths {
   bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first,
-      gi_one_launch, gw_one_block, narrow;
+      gi_one_launch, gw_one_block, narrow, gi_tiled;
 };
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
@@ -551,7 +555,8 @@ const NewPaths& new_paths() {
                           asked("PIXELOPS_CONV_HALO_PHASES"),   asked("PIXELOPS_CONV_DIRECT_GI"),
                           kept("PIXELOPS_CONV_GEMM_MMA"),       kept("PIXELOPS_CONV_GW_TILE96"),
                           kept("PIXELOPS_CONV_GATE_FIRST"),     kept("PIXELOPS_CONV_GI_ONE_LAUNCH"),
-                          asked("PIXELOPS_CONV_HALO_GW_ONE_BLOCK"), kept("PIXELOPS_CONV_HALO_NARROW")};
+                          asked("PIXELOPS_CONV_HALO_GW_ONE_BLOCK"), kept("PIXELOPS_CONV_HALO_NARROW"),
+                          asked("PIXELOPS_CONV_GI_TILED")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
@@ -663,6 +668,34 @@ void grad_input_by_taps(const Geometry& q, const T* w, const T* gy, T* gx, bool 
   forward_gemm<T>(zq, gy, wp, nullptr, z, false, tf32, s);
   conv::gather_taps_kernel<T><<<grid_for(gsize), kThreads, 0, s>>>(q, z, gx, gsize);
   check_launch("conv2d_backward (input, gather)");
+}
+
+// grad_input on grad_input_tiled (conv2d_grad_input_tiled.cuh: few input channels a group, stride 1, float32,
+// no ReLU gate) where new_paths().gi_tiled; false where it does not run. One launch, no workspace.
+template <class T>
+bool tiled_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, float>) {
+    conv::GiTiled<float> p;
+    // (two stages within 100 KB: two blocks an SM at the least)
+    if (y || !new_paths().gi_tiled ||
+        !conv::grad_input_tiled_setup(p, q, w, gy, gx, std::min(size_t(100) << 10, size_t(smem_optin()))))
+      return false;
+    const dim3 grid{unsigned(p.blocks()), unsigned(q.G)};
+    auto launch = [&](auto kw) {
+      constexpr int KW = decltype(kw)::value;
+      const size_t smem = p.smem_bytes();
+      if (p.cg == 1) launch_with_smem<conv::grad_input_tiled<KW, 1>>(grid, conv::kGtThreads, smem, s, p);
+      else if (p.cg == 2) launch_with_smem<conv::grad_input_tiled<KW, 2>>(grid, conv::kGtThreads, smem, s, p);
+      else launch_with_smem<conv::grad_input_tiled<KW, 4>>(grid, conv::kGtThreads, smem, s, p);
+    };
+    if (q.KW == 3) launch(std::integral_constant<int, 3>{});
+    else if (q.KW == 5) launch(std::integral_constant<int, 5>{});
+    else launch(std::integral_constant<int, 7>{});
+    check_launch("conv2d_backward (input, tiled)");
+    return true;
+  } else {
+    return false;
+  }
 }
 
 // Phase f of grad_input (all of it at stride 1) on the halo kernel where it applies (float32, TF32 or SIMT, no
@@ -815,7 +848,9 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       // by taps in float32/float64 (float16/bfloat16 would round z before the taps are added)
       constexpr bool kTapsType = std::is_same_v<T, float> || std::is_same_v<T, double>;
       const bool direct = conv::grad_input_direct_fits(q);
-      if (kTapsType && conv::taps_fit(q, yp != nullptr) && !(direct && new_paths().direct_gi))
+      if (tiled_grad_input<T>(q, w.ptr<T>(), yp, gyp, grad_x.ptr<T>(), s))
+        ;  // ran on the tiled kernel (PIXELOPS_CONV_GI_TILED)
+      else if (kTapsType && conv::taps_fit(q, yp != nullptr) && !(direct && new_paths().direct_gi))
         grad_input_by_taps<T>(q, w.ptr<T>(), gyp, grad_x.ptr<T>(), allow_tf32, s);
       else if (direct)
         launch_grad_input_direct<T>(q, w.ptr<T>(), yp, gyp, grad_x.ptr<T>(), s);

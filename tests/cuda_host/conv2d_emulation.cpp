@@ -2,7 +2,7 @@
 // loaders and epilogues (forward, grad_input, grad_weight; generic and tap-major K), driven the way
 // gemm_kernel drives them (tiles, K steps, slots, SIMT product), the direct kernels (forward, grad_input,
 // grad_weight), grad_input by taps
-// (conv2d_taps.cuh) and FastDiv.
+// (conv2d_taps.cuh), grad_input_tiled (conv2d_grad_input_tiled.cuh) and FastDiv.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_emulation.cpp && ./a.out
 #include <cmath>
@@ -16,6 +16,7 @@
 
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_direct.cuh"
+#include "cuda/conv2d_grad_input_tiled.cuh"
 #include "cuda/conv2d_mma.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/conv2d_taps.cuh"
@@ -133,6 +134,48 @@ static void expect_close(const char* what, const Case& c, const std::vector<doub
                 c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, (long long)c.G, c.relu ? "true" : "false",
                 c.nobias ? "true" : "false", c.lx, c.lw, c.lg, c.ly, c.gw_splits, c.run_chunks, c.run_extra,
                 where.c_str());
+}
+
+// As grad_input_tiled (conv2d_grad_input_tiled.cuh) runs, block by block; within a block each step between two
+// barriers runs for all threads before the next. Every stage starts as NaN before its chunk is copied in, so a
+// read of anything the copies did not write shows in the result.
+static void emulate_grad_input_tiled(const Case& c, const Geometry& q, const double* wp, const double* gyp,
+                                     const std::vector<double>& ref_gx) {
+  GiTiled<double> p;
+  std::vector<double> got(ref_gx.size(), NAN);
+  if (c.relu || !grad_input_tiled_setup(p, q, wp, gyp, got.data(), size_t(1) << 30)) {
+    refuse("grad_input (tiled)");
+    return;
+  }
+  auto copy4 = [](double* d, const double* s, bool valid) { *d = valid ? *s : 0.0; };
+  auto run = [&](auto kw, auto cg) {
+    constexpr int KW = decltype(kw)::value, CG = decltype(cg)::value;
+    std::vector<double> stage(size_t(p.stage_floats()));
+    static double acc[kGtThreads][CG][kGtP];
+    for (int64_t g = 0; g < q.G; ++g)
+      for (int64_t b = 0; b < p.blocks(); ++b) {
+        const GtTile t = gt_tile(p, b);
+        for (auto& a : acc) for (auto& row : a) for (double& v : row) v = 0.0;
+        for (int cc = 0; cc < p.nchunks; ++cc) {
+          std::fill(stage.begin(), stage.end(), NAN);
+          for (int tid = 0; tid < kGtThreads; ++tid)
+            gt_load_chunk<CG>(p, g, t, gt_columns(p, t, tid % 32), cc, stage.data(), tid, copy4);
+          for (int tid = 0; tid < kGtThreads; ++tid) gt_chunk<KW, CG>(p, stage.data(), tid, acc[tid]);
+        }
+        std::fill(stage.begin(), stage.end(), NAN);
+        for (int tid = 0; tid < kGtThreads; ++tid) gt_put<CG>(stage.data(), tid, acc[tid]);
+        for (int tid = 0; tid < kGtThreads; ++tid) gt_store<CG>(p, g, t, stage.data(), tid, acc[tid]);
+      }
+  };
+  auto by_cg = [&](auto kw) {
+    if (p.cg == 1) run(kw, std::integral_constant<int, 1>{});
+    else if (p.cg == 2) run(kw, std::integral_constant<int, 2>{});
+    else run(kw, std::integral_constant<int, 4>{});
+  };
+  if (q.KW == 3) by_cg(std::integral_constant<int, 3>{});
+  else if (q.KW == 5) by_cg(std::integral_constant<int, 5>{});
+  else by_cg(std::integral_constant<int, 7>{});
+  expect_close("grad_input (tiled)", c, got, ref_gx);
 }
 
 template <class Tl>
@@ -323,6 +366,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
       for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = gather_taps(q, z.data(), i);
       expect_close("grad_input (taps)", c, got, ref_gx);
     }
+    // grad_input_tiled (few channels a group, stride 1, no ReLU gate; its own tile, so once a case)
+    if constexpr (std::is_same_v<Tl, NarrowTile>) emulate_grad_input_tiled(c, q, wp, gyp, ref_gx);
   }
   // grad_weight, split over K in three (gw_splits; then reduce_grad_weight's sums: masked taps 0); again with
   // grad_bias as one more column, A's row sums shared out over the column tiles
@@ -523,6 +568,10 @@ static Case draw_case(std::mt19937& rng) {
     const int kk = c.KH * c.KW, tw = pick(0, 3), odd = c.KH % 2 && c.KW % 2;
     c.ntaps = tw == 0 ? kk : tw == 3 || !odd ? pick(1, kk) : c.KH / 2 * c.KW + c.KW / 2 + (tw == 1);
     c.relu = pick(0, 1); c.nobias = pick(0, 3) == 0;
+    if (Cg <= 4 && pick(0, 2) == 0) {  // a third of the few-channel cases in grad_input_tiled's reach
+      c.sh = c.sw = c.dw = 1; c.KW = 2 * pick(1, 3) + 1; c.relu = false; c.W = pick(1, 75);
+      c.ntaps = tw == 0 ? c.KH * c.KW : pick(1, c.KH * c.KW);
+    }
     // half the cases contiguous, the others in any layout (broadcast for grad_y alone, as torch expands it)
     if (pick(0, 1)) c.lx = pick(0, 2), c.lw = pick(0, 2), c.lg = pick(0, 3), c.ly = pick(0, 2);
     c.gw_splits = pick(1, 8); c.run_chunks = pick(1, 3); c.run_extra = pick(0, 1) ? 0 : pick(1, 40);
@@ -605,6 +654,12 @@ int main(int argc, char** argv) {
       {2, 1, 10, 11, 32, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, false},  // mask A without ReLU: grad_input by taps
       {1, 4, 9, 9, 32, 3, 3, 5, 1, 1, 2, 2, 2, 2, 2, false},     // taps: mask B, dilation 2, 2 groups of 16
       {2, 2, 9, 13, 140, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, true},   // direct grad_weight over 2 blocks of 64 rows
+      // grad_input_tiled: tiles across and down images (edges inside a tile), chunks past the channels, a
+      // mask's short last row, dilated rows, each kernel width and CG, uneven padding
+      {2, 1, 30, 70, 37, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, false},   // mask A, 3 tiles a row, 37 channels
+      {1, 6, 17, 33, 33, 5, 5, 12, 1, 1, 2, 1, 2, 1, 3, false},   // 2 channels a group, mask B 5x5, dilation 2x1
+      {2, 9, 12, 40, 21, 3, 3, 4, 1, 1, 0, 2, 1, 1, 3, false},    // 3 channels a group (CG 4), mask A 3x3
+      {1, 4, 9, 5, 16, 3, 7, 21, 1, 1, 1, 3, 3, 1, 1, false},     // 4 channels, a 3x7 kernel, dilation 3 down
   };
   for (const Case& c : cases) {
     std::printf("-- 64 x 64 tiles\n");
