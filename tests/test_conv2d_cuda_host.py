@@ -1,6 +1,6 @@
 """The conv2d CUDA kernels' index math (loaders, epilogues, direct kernel; the halo kernels' packing,
-slots and mma fragments; the pointwise weight gradient's staging and fragments), run on the host against naive loops: tests/cuda_host/*_emulation.cpp compiled as
-plain C++. Runs without a GPU, so CI checks what the
+slots and mma fragments; the pointwise weight gradient's staging and fragments), run on the host against naive loops,
+and the bookkeeping of the CUDA workspaces' arena: tests/cuda_host/*_emulation.cpp compiled as plain C++. Runs without a GPU, so CI checks what the
 CUDA tests can only check where a GPU is lent."""
 import os
 import shutil
@@ -14,11 +14,12 @@ CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shu
 
 
 SOURCES = ["conv2d_emulation.cpp", "conv2d_halo_emulation.cpp", "conv2d_halo_grad_weight_emulation.cpp",
-           "conv2d_pointwise_grad_weight_emulation.cpp"]
+           "conv2d_pointwise_grad_weight_emulation.cpp", "workspace_arena_emulation.cpp"]
 # Random cases a run of each emulation's fuzz mode (`prog fuzz <count> <seed>`) takes: a few seconds each here.
 # Offline runs of thousands of cases a seed found nothing; these keep a fixed sample of the same draws in CI.
 FUZZ_CASES = {"conv2d_emulation.cpp": 100, "conv2d_halo_emulation.cpp": 300,
-              "conv2d_halo_grad_weight_emulation.cpp": 60, "conv2d_pointwise_grad_weight_emulation.cpp": 20}
+              "conv2d_halo_grad_weight_emulation.cpp": 60, "conv2d_pointwise_grad_weight_emulation.cpp": 20,
+              "workspace_arena_emulation.cpp": 200}
 needs_compiler = pytest.mark.skipif(CXX is None or not os.path.isdir(os.path.join(ROOT, "csrc")),
                                     reason="needs a C++17 compiler and the source tree")
 

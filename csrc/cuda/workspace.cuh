@@ -15,22 +15,31 @@ namespace pixelops::cuda {
 
 constexpr uint64_t kWorkspaceKeepBytes = uint64_t(256) << 20;
 
-void* workspace_alloc(size_t bytes, cudaStream_t s, const char* what);
+// A workspace of `bytes` on stream s, and its return (stream-ordered). By default from the pool; where
+// PIXELOPS_WORKSPACE_ARENA=1 (not yet timed), from an arena of the stream's own where it fits: see workspace.cu.
+// `arena` says which, for the return.
+void* workspace_take(size_t bytes, cudaStream_t s, const char* what, bool& arena);
+void workspace_give(void* p, size_t bytes, cudaStream_t s, bool arena);
 
-// n elements of T on stream s, returned to the pool (stream-ordered) when it goes out of scope.
+// n elements of T on stream s, returned (stream-ordered) when it goes out of scope. Scratches of one call nest:
+// each goes out of scope before any made before it (the arena hands its memory out last in, first out).
 template <class T>
 class Scratch {
  public:
   Scratch(int64_t n, cudaStream_t s, const char* what)
-      : p_(n > 0 ? static_cast<T*>(workspace_alloc(size_t(n) * sizeof(T), s, what)) : nullptr), s_(s) {}
+      : bytes_(n > 0 ? size_t(n) * sizeof(T) : 0),
+        p_(n > 0 ? static_cast<T*>(workspace_take(bytes_, s, what, arena_)) : nullptr),
+        s_(s) {}
   ~Scratch() {
-    if (p_) cudaFreeAsync(p_, s_);
+    if (p_) workspace_give(p_, bytes_, s_, arena_);
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   T* get() const { return p_; }
 
  private:
+  size_t bytes_;
+  bool arena_ = false;
   T* p_;
   cudaStream_t s_;
 };
