@@ -98,7 +98,7 @@ def main():
         conv_case("fp16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.float16)
         conv_case("bf16", 2, 16, 24, (10, 9), 3, 1, 1, dtype=torch.bfloat16)
     conv_case("mask A 7x7", 2, 1, 16, (12, 11), 7, 1, 3, mask="A")
-    # few channels, three tiles across and three channel chunks (grad_input_tiled, PIXELOPS_CONV_GI_TILED=1)
+    # few channels, three tiles across, three grad_y chunks, two output blocks (PIXELOPS_CONV_FEW_TILED=1)
     conv_case("3-channel 5x5 wide image", 2, 3, 40, (20, 70), 5, 1, 2)
     conv_case("mask B 3x3", 2, 16, 16, (12, 11), 3, 1, 1, mask="B")
     # grad_input with 24 rows over 312 pixels: the 32 x 128 tile; 1 -> 20 channels: grad_input by taps

@@ -52,7 +52,7 @@ if [ -x "$SAN" ] && [ -z "${NO_SANITIZER:-}" ]; then
     >"$LOGS/memcheck.log" 2>&1 &
   san_pid=$!
   PIXELOPS_CONV_HALO_SPLIT=1 PIXELOPS_CONV_HALO_PHASES=1 PIXELOPS_CONV_DIRECT_GI=1 PIXELOPS_CONV_HALO_GW_ONE_BLOCK=1 \
-    PIXELOPS_CONV_GI_TILED=1 PIXELOPS_WORKSPACE_ARENA=1 \
+    PIXELOPS_CONV_FEW_TILED=1 PIXELOPS_WORKSPACE_ARENA=1 \
     timeout 200 "$SAN" --tool memcheck \
     --print-limit 20 "$PY" "$REPO/benchmarks/cuda_smoke.py" >"$LOGS/memcheck-new-paths.log" 2>&1 &
   san_pid="$san_pid $!"
@@ -65,7 +65,7 @@ TESTS=${TESTS:-$(cd "$REPO" && grep -lE 'cuda|DEVICES' tests/test_*.py | grep -v
 # run again with each GEMM tile width forced (by default the width is picked per problem size), with the paths
 # that are off by default on (NEW_PATHS), and with the paths that timing turned on off (OLD_PATHS: the kernels
 # they replaced stay tested).
-NEW_PATHS=PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_HALO_GW_ONE_BLOCK=1,PIXELOPS_CONV_GI_TILED=1,PIXELOPS_WORKSPACE_ARENA=1
+NEW_PATHS=PIXELOPS_CONV_HALO_SPLIT=1,PIXELOPS_CONV_HALO_PHASES=1,PIXELOPS_CONV_DIRECT_GI=1,PIXELOPS_CONV_HALO_GW_ONE_BLOCK=1,PIXELOPS_CONV_FEW_TILED=1,PIXELOPS_WORKSPACE_ARENA=1
 OLD_PATHS=PIXELOPS_CONV_HALO_FLAT=0,PIXELOPS_CONV_HALO_WIDE=0,PIXELOPS_CONV_PW_GW=0,PIXELOPS_CONV_HALO_PREROUND=0,PIXELOPS_CONV_GEMM_MMA=0,PIXELOPS_CONV_HALO_GW_SIMT=0,PIXELOPS_CONV_GW_TILE96=0,PIXELOPS_CONV_GATE_FIRST=0,PIXELOPS_CONV_GI_ONE_LAUNCH=0,PIXELOPS_CONV_HALO_NARROW=0
 CONV_TESTS=${CONV_TESTS-tests/test_conv2d.py tests/test_conv2d_cuda.py tests/test_masked_conv2d.py tests/test_conv_random.py}
 jobs() {

@@ -98,25 +98,26 @@ def test_grad_input_by_taps(x_shape, w_shape, kw, mask, dtype, relu):
     if dtype == torch.float32 and not relu:  # TF32 in the GEMM when allowed: close, and not bit-equal to fp32
         tf32 = run(True)[1]
         assert (tf32.double() - ref[1]).norm() / ref[1].norm() < 2e-3
-        # (PIXELOPS_CONV_DIRECT_GI=1, or PIXELOPS_CONV_GI_TILED=1 where the tiled kernel takes the layer: float32
+        # (PIXELOPS_CONV_DIRECT_GI=1, or PIXELOPS_CONV_FEW_TILED=1 where the tiled kernel takes the layer: float32
         # either way)
         fp32_kernel = (os.environ.get("PIXELOPS_CONV_DIRECT_GI") == "1"
-                       or (os.environ.get("PIXELOPS_CONV_GI_TILED") == "1" and _tiled_takes(x_shape, w_shape, kw)))
+                       or (os.environ.get("PIXELOPS_CONV_FEW_TILED") == "1" and _tiled_takes(x_shape, w_shape, kw)))
         assert torch.equal(tf32, got[1]) == fp32_kernel
 
 
 def _tiled_takes(x_shape, w_shape, kw):
-    """Whether grad_input_tiled (PIXELOPS_CONV_GI_TILED=1) takes a layer without a fused ReLU: stride 1, dilation 1
-    along rows, 3, 5 or 7 taps wide, at most 4 input channels a group."""
+    """Whether the few-channel tiled kernels (PIXELOPS_CONV_FEW_TILED=1) take a layer (grad_input: without a fused
+    ReLU): stride 1, dilation 1 along rows, 3, 5 or 7 taps wide, at most 4 input channels a group."""
     dilation = kw.get("dilation", 1)
     return (kw.get("stride", 1) == 1 and (dilation if isinstance(dilation, int) else dilation[1]) == 1
             and w_shape[-1] in (3, 5, 7) and x_shape[1] // kw.get("groups", 1) <= 4)
 
 
-# grad_input_tiled's reach (few input channels a group, stride 1; PIXELOPS_CONV_GI_TILED=1, else by taps or the
-# direct kernel): tiles across and down the image with edges inside them, channel chunks past the last channel,
-# a mask's short last kernel row, dilated rows, 1 to 4 channels a group, uneven padding, a grad_y that is a view
-# (strided rows). float32 against torch in float64.
+# The few-channel tiled kernels' reach (few input channels a group, stride 1; PIXELOPS_CONV_FEW_TILED=1, else
+# forward_direct, and grad_input by taps or the direct kernel): tiles across and down the image with edges inside
+# them, grad_y's channel chunks and the forward's channel blocks past the last channel, a mask's short last
+# kernel row, dilated rows, 1 to 4 channels a group, uneven padding, an input and a grad_y that are views
+# (strided rows), bias, fused ReLU. float32 against torch in float64.
 TILED = [
     ((2, 1, 30, 70), (37, 7, 7), dict(padding=3), "A", False),
     ((1, 6, 17, 33), (33, 5, 5), dict(padding=(2, 1), dilation=(2, 1), groups=3), "B", True),
@@ -125,22 +126,30 @@ TILED = [
 ]
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("x_shape,w_shape,kw,mask,view", TILED)
-def test_grad_input_few_channels_tiled(x_shape, w_shape, kw, mask, view):
+def test_few_channels_tiled(x_shape, w_shape, kw, mask, view, relu):
     groups = kw.get("groups", 1)
-    x = _randn(*x_shape, seed=31, dtype=torch.float32)
+    x = _randn(*x_shape[:3], 2 * x_shape[3], seed=31, dtype=torch.float32)
+    x = x[..., ::2] if view else x[..., :x_shape[3]].contiguous()
     w = _randn(w_shape[0], x_shape[1] // groups, *w_shape[1:], seed=32, dtype=torch.float32)
+    b = _randn(w_shape[0], seed=34, dtype=torch.float32)
     y_shape = F.conv2d(x, w, None, **kw).shape
     g = _randn(*y_shape[:3], 2 * y_shape[3], seed=33, dtype=torch.float32)
     g = g[..., ::2] if view else g[..., :y_shape[3]].contiguous()
     xg = x.clone().requires_grad_()
-    conv = (lambda a, b: pixelops.masked_conv2d(a, b, None, mask, **kw)) if mask else \
-        (lambda a, b: pixelops.conv2d(a, b, None, **kw))
-    got, = torch.autograd.grad(conv(xg, w), xg, g)
+    act = "relu" if relu else None
+    conv = (lambda a: pixelops.masked_conv2d(a, w, b, mask, activation=act, **kw)) if mask else \
+        (lambda a: pixelops.conv2d(a, w, b, activation=act, **kw))
+    y = conv(xg)
+    got = (y, *torch.autograd.grad(y, xg, g))
     m = pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float64, device="cuda") if mask else 1.0
     xr = x.double().requires_grad_()
-    ref, = torch.autograd.grad(F.conv2d(xr, w.double() * m, None, **kw), xr, g.double())
-    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4)
+    y_ref = F.conv2d(xr, w.double() * m, b.double(), **kw)
+    y_ref = torch.relu(y_ref) if relu else y_ref
+    ref = (y_ref, *torch.autograd.grad(y_ref, xr, g.double()))
+    for a, r, name in zip(got, ref, ("output", "grad_input")):
+        torch.testing.assert_close(a.double(), r.detach(), rtol=1e-4, atol=1e-4, msg=lambda msg: f"{name}: {msg}")
 
 
 def test_grad_weight_is_deterministic():

@@ -31,7 +31,7 @@
 #include "common/conv_args.h"
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_gemm.cuh"
-#include "cuda/conv2d_grad_input_tiled.cuh"
+#include "cuda/conv2d_few_channels.cuh"
 #include "cuda/conv2d_halo.cuh"
 #include "cuda/conv2d_halo_grad_weight.cuh"
 #include "cuda/conv2d_pointwise_grad_weight.cuh"
@@ -539,12 +539,14 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_HALO_NARROW: the TF32 halo forward and grad_input on 64 x 96 tiles where those take fewer waves
 // of blocks (conv2d_halo.cuh, halo_pick_narrow): res_s2's forward, 392 tiles of 128 pixels at two blocks an SM,
 // was 1.48 waves of the H100's 264 slots, and 0.75x cuDNN's GPU time (0.098 -> 0.078 ms with it).
-// PIXELOPS_CONV_GI_TILED: the grad_input of few-channel layers (Cg <= 4, stride 1) on grad_input_tiled, grad_y
-// staged in shared memory a tile at a time (conv2d_grad_input_tiled.cuh), one launch, instead of by taps (three
-// launches and a workspace: pcnn_maskA's 0.037 ms on an H100, 4 TFLOP/s) or grad_input_direct. Not yet timed.
+// PIXELOPS_CONV_FEW_TILED: the float32 forward and grad_input of few-channel layers (Cg <= 4, stride 1) on
+// forward_tiled and grad_input_tiled (conv2d_few_channels.cuh: a tile and its halo staged in shared memory),
+// instead of forward_direct (about 7 instructions a multiply-add: mnist_c1's forward 18 us on an H100, 6
+// TFLOP/s) and grad_input by taps (three launches and a workspace: pcnn_maskA's 0.037 ms, 4 TFLOP/s) or
+// grad_input_direct. Not yet timed.
 struct NewPaths {
   bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first,
-      gi_one_launch, gw_one_block, narrow, gi_tiled;
+      gi_one_launch, gw_one_block, narrow, few_tiled;
 };
 const NewPaths& new_paths() {
   auto asked = [](const char* name) { return env_is(name, "1"); };  // off unless asked for
@@ -556,7 +558,7 @@ const NewPaths& new_paths() {
                           kept("PIXELOPS_CONV_GEMM_MMA"),       kept("PIXELOPS_CONV_GW_TILE96"),
                           kept("PIXELOPS_CONV_GATE_FIRST"),     kept("PIXELOPS_CONV_GI_ONE_LAUNCH"),
                           asked("PIXELOPS_CONV_HALO_GW_ONE_BLOCK"), kept("PIXELOPS_CONV_HALO_NARROW"),
-                          asked("PIXELOPS_CONV_GI_TILED")};
+                          asked("PIXELOPS_CONV_FEW_TILED")};
   return p;
 }
 bool gemm_mma_sync() { return new_paths().gemm_mma; }
@@ -670,27 +672,49 @@ void grad_input_by_taps(const Geometry& q, const T* w, const T* gy, T* gx, bool 
   check_launch("conv2d_backward (input, gather)");
 }
 
-// grad_input on grad_input_tiled (conv2d_grad_input_tiled.cuh: few input channels a group, stride 1, float32,
-// no ReLU gate) where new_paths().gi_tiled; false where it does not run. One launch, no workspace.
+// Few-channel layers on the tiled kernels (conv2d_few_channels.cuh: Cg <= 4, stride 1, float32) where
+// new_paths().few_tiled: one launch each, no workspace. Launches Pick<KW, CG>::kernel, the kernel compiled for
+// q's kernel width and p.s.cg.
+template <template <int, int> class Pick, class P>
+void few_channels_launch(const P& p, int KW, dim3 grid, cudaStream_t s) {
+  auto by_cg = [&](auto kw) {
+    constexpr int K = decltype(kw)::value;
+    const size_t smem = p.smem_bytes();
+    if (p.s.cg == 1) launch_with_smem<Pick<K, 1>::kernel>(grid, conv::kFcThreads, smem, s, p);
+    else if (p.s.cg == 2) launch_with_smem<Pick<K, 2>::kernel>(grid, conv::kFcThreads, smem, s, p);
+    else launch_with_smem<Pick<K, 4>::kernel>(grid, conv::kFcThreads, smem, s, p);
+  };
+  if (KW == 3) by_cg(std::integral_constant<int, 3>{});
+  else if (KW == 5) by_cg(std::integral_constant<int, 5>{});
+  else by_cg(std::integral_constant<int, 7>{});
+}
+template <int KW, int CG> struct PickForwardTiled { static constexpr auto kernel = conv::forward_tiled<KW, CG>; };
+template <int KW, int CG> struct PickGradInputTiled { static constexpr auto kernel = conv::grad_input_tiled<KW, CG>; };
+// (shared memory within 100 KB: two blocks an SM at the least)
+size_t few_channels_smem() { return std::min(size_t(100) << 10, size_t(smem_optin())); }
+
+template <class T>
+bool tiled_forward(const Geometry& q, const T* x, const T* w, const T* b, T* y, bool relu, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, float>) {
+    conv::FwTiled<float> p;
+    if (!new_paths().few_tiled || !conv::forward_tiled_setup(p, q, x, w, b, y, relu, few_channels_smem())) return false;
+    const dim3 grid{unsigned(p.blocks()), unsigned(q.G), unsigned(p.mblocks)};
+    few_channels_launch<PickForwardTiled>(p, q.KW, grid, s);
+    check_launch("conv2d_forward (tiled)");
+    return true;
+  } else {
+    return false;
+  }
+}
+
 template <class T>
 bool tiled_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T* gx, cudaStream_t s) {
   if constexpr (std::is_same_v<T, float>) {
     conv::GiTiled<float> p;
-    // (two stages within 100 KB: two blocks an SM at the least)
-    if (y || !new_paths().gi_tiled ||
-        !conv::grad_input_tiled_setup(p, q, w, gy, gx, std::min(size_t(100) << 10, size_t(smem_optin()))))
+    if (y || !new_paths().few_tiled || !conv::grad_input_tiled_setup(p, q, w, gy, gx, few_channels_smem()))
       return false;
     const dim3 grid{unsigned(p.blocks()), unsigned(q.G)};
-    auto launch = [&](auto kw) {
-      constexpr int KW = decltype(kw)::value;
-      const size_t smem = p.smem_bytes();
-      if (p.cg == 1) launch_with_smem<conv::grad_input_tiled<KW, 1>>(grid, conv::kGtThreads, smem, s, p);
-      else if (p.cg == 2) launch_with_smem<conv::grad_input_tiled<KW, 2>>(grid, conv::kGtThreads, smem, s, p);
-      else launch_with_smem<conv::grad_input_tiled<KW, 4>>(grid, conv::kGtThreads, smem, s, p);
-    };
-    if (q.KW == 3) launch(std::integral_constant<int, 3>{});
-    else if (q.KW == 5) launch(std::integral_constant<int, 5>{});
-    else launch(std::integral_constant<int, 7>{});
+    few_channels_launch<PickGradInputTiled>(p, q.KW, grid, s);
     check_launch("conv2d_backward (input, tiled)");
     return true;
   } else {
@@ -787,6 +811,9 @@ void conv2d_forward(const Array& x, const Array& w, const Array& bias, const Arr
   q.bs = bias.data ? bias.stride[0] : 0;
   dispatch_float(x.dtype, "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
+    if (tiled_forward<T>(q, x.ptr<T>(), w.ptr<T>(), bias.data ? bias.ptr<T>() : nullptr, y.ptr<T>(), relu,
+                         as_stream(stream)))
+      return;
     if (conv::forward_direct_fits(q)) {
       const dim3 grid = direct_grid(conv::forward_direct_units(q) * 32, q.G);  // a warp a unit
       conv::forward_direct<T><<<grid, kThreads, 0, as_stream(stream)>>>(
@@ -849,7 +876,7 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
       constexpr bool kTapsType = std::is_same_v<T, float> || std::is_same_v<T, double>;
       const bool direct = conv::grad_input_direct_fits(q);
       if (tiled_grad_input<T>(q, w.ptr<T>(), yp, gyp, grad_x.ptr<T>(), s))
-        ;  // ran on the tiled kernel (PIXELOPS_CONV_GI_TILED)
+        ;  // ran on the tiled kernel (PIXELOPS_CONV_FEW_TILED)
       else if (kTapsType && conv::taps_fit(q, yp != nullptr) && !(direct && new_paths().direct_gi))
         grad_input_by_taps<T>(q, w.ptr<T>(), gyp, grad_x.ptr<T>(), allow_tf32, s);
       else if (direct)

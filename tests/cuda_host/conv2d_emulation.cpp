@@ -2,7 +2,8 @@
 // loaders and epilogues (forward, grad_input, grad_weight; generic and tap-major K), driven the way
 // gemm_kernel drives them (tiles, K steps, slots, SIMT product), the direct kernels (forward, grad_input,
 // grad_weight), grad_input by taps
-// (conv2d_taps.cuh), grad_input_tiled (conv2d_grad_input_tiled.cuh) and FastDiv.
+// (conv2d_taps.cuh), the few-channel tiled forward and grad_input
+// (conv2d_few_channels.cuh) and FastDiv.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_emulation.cpp && ./a.out
 #include <cmath>
@@ -16,7 +17,7 @@
 
 #include "cuda/cuda_utils.cuh"  // first: the host stand-in beside this file defines the CUDA keywords
 #include "cuda/conv2d_direct.cuh"
-#include "cuda/conv2d_grad_input_tiled.cuh"
+#include "cuda/conv2d_few_channels.cuh"
 #include "cuda/conv2d_mma.cuh"
 #include "cuda/conv2d_problems.cuh"
 #include "cuda/conv2d_taps.cuh"
@@ -136,9 +137,46 @@ static void expect_close(const char* what, const Case& c, const std::vector<doub
                 where.c_str());
 }
 
-// As grad_input_tiled (conv2d_grad_input_tiled.cuh) runs, block by block; within a block each step between two
-// barriers runs for all threads before the next. Every stage starts as NaN before its chunk is copied in, so a
-// read of anything the copies did not write shows in the result.
+// Runs run(KW, CG) with the kernel width and CG that the few-channel tiled kernels are compiled for.
+template <class Run>
+static void few_channels_instance(int KW, int cg, Run&& run) {
+  auto by_cg = [&](auto kw) {
+    if (cg == 1) run(kw, std::integral_constant<int, 1>{});
+    else if (cg == 2) run(kw, std::integral_constant<int, 2>{});
+    else run(kw, std::integral_constant<int, 4>{});
+  };
+  if (KW == 3) by_cg(std::integral_constant<int, 3>{});
+  else if (KW == 5) by_cg(std::integral_constant<int, 5>{});
+  else by_cg(std::integral_constant<int, 7>{});
+}
+static void copy4_host(double* d, const double* s, bool valid) { *d = valid ? *s : 0.0; }
+
+// As forward_tiled and grad_input_tiled (conv2d_few_channels.cuh) run, block by block; within a block each
+// step between two barriers runs for all threads before the next. Shared memory starts as NaN before each
+// copy, so that a read of anything the copies did not write shows in the result.
+static void emulate_forward_tiled(const Case& c, const Geometry& q, const double* xp, const double* wp,
+                                  const double* bp, const std::vector<double>& ref_y) {
+  FwTiled<double> p;
+  std::vector<double> got(ref_y.size(), NAN);
+  if (!forward_tiled_setup(p, q, xp, wp, bp, got.data(), c.relu, size_t(1) << 30)) {
+    refuse("forward (tiled)");
+    return;
+  }
+  std::vector<double> smem(p.smem_bytes() / sizeof(double));
+  few_channels_instance(q.KW, p.s.cg, [&](auto kw, auto cg) {
+    constexpr int KW = decltype(kw)::value, CG = decltype(cg)::value;
+    for (int64_t g = 0; g < q.G; ++g)
+      for (int mb = 0; mb < p.mblocks; ++mb)
+        for (int64_t b = 0; b < p.blocks(); ++b) {
+          const FcTile t = fc_tile(p.s, b);
+          std::fill(smem.begin(), smem.end(), NAN);
+          for (int tid = 0; tid < kFcThreads; ++tid) fw_stage<CG>(p, g, t, mb, smem.data(), tid, copy4_host);
+          for (int tid = 0; tid < kFcThreads; ++tid) fw_compute<KW, CG>(p, g, t, mb, smem.data(), tid);
+        }
+  });
+  expect_close("forward (tiled)", c, got, ref_y);
+}
+
 static void emulate_grad_input_tiled(const Case& c, const Geometry& q, const double* wp, const double* gyp,
                                      const std::vector<double>& ref_gx) {
   GiTiled<double> p;
@@ -147,34 +185,25 @@ static void emulate_grad_input_tiled(const Case& c, const Geometry& q, const dou
     refuse("grad_input (tiled)");
     return;
   }
-  auto copy4 = [](double* d, const double* s, bool valid) { *d = valid ? *s : 0.0; };
-  auto run = [&](auto kw, auto cg) {
+  few_channels_instance(q.KW, p.s.cg, [&](auto kw, auto cg) {
     constexpr int KW = decltype(kw)::value, CG = decltype(cg)::value;
     std::vector<double> stage(size_t(p.stage_floats()));
-    static double acc[kGtThreads][CG][kGtP];
+    static double acc[kFcThreads][CG][kFcP];
     for (int64_t g = 0; g < q.G; ++g)
       for (int64_t b = 0; b < p.blocks(); ++b) {
-        const GtTile t = gt_tile(p, b);
+        const FcTile t = fc_tile(p.s, b);
         for (auto& a : acc) for (auto& row : a) for (double& v : row) v = 0.0;
         for (int cc = 0; cc < p.nchunks; ++cc) {
           std::fill(stage.begin(), stage.end(), NAN);
-          for (int tid = 0; tid < kGtThreads; ++tid)
-            gt_load_chunk<CG>(p, g, t, gt_columns(p, t, tid % 32), cc, stage.data(), tid, copy4);
-          for (int tid = 0; tid < kGtThreads; ++tid) gt_chunk<KW, CG>(p, stage.data(), tid, acc[tid]);
+          for (int tid = 0; tid < kFcThreads; ++tid)
+            gi_load_chunk<CG>(p, g, t, gi_columns(p, t, tid % 32), cc, stage.data(), tid, copy4_host);
+          for (int tid = 0; tid < kFcThreads; ++tid) gi_chunk<KW, CG>(p, stage.data(), tid, acc[tid]);
         }
         std::fill(stage.begin(), stage.end(), NAN);
-        for (int tid = 0; tid < kGtThreads; ++tid) gt_put<CG>(stage.data(), tid, acc[tid]);
-        for (int tid = 0; tid < kGtThreads; ++tid) gt_store<CG>(p, g, t, stage.data(), tid, acc[tid]);
+        for (int tid = 0; tid < kFcThreads; ++tid) gi_put<CG>(stage.data(), tid, acc[tid]);
+        for (int tid = 0; tid < kFcThreads; ++tid) gi_store<CG>(p, g, t, stage.data(), tid, acc[tid]);
       }
-  };
-  auto by_cg = [&](auto kw) {
-    if (p.cg == 1) run(kw, std::integral_constant<int, 1>{});
-    else if (p.cg == 2) run(kw, std::integral_constant<int, 2>{});
-    else run(kw, std::integral_constant<int, 4>{});
-  };
-  if (q.KW == 3) by_cg(std::integral_constant<int, 3>{});
-  else if (q.KW == 5) by_cg(std::integral_constant<int, 5>{});
-  else by_cg(std::integral_constant<int, 7>{});
+  });
   expect_close("grad_input (tiled)", c, got, ref_gx);
 }
 
@@ -291,6 +320,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
       }
       expect_close("forward (direct)", c, got, ref_y);
     }
+    // forward_tiled (few channels a group, stride 1; its own tile, so once a case)
+    if constexpr (std::is_same_v<Tl, NarrowTile>) emulate_forward_tiled(c, q, xp, wp, bp, ref_y);
     // grad_input: GEMM in both K orders, and the direct kernel for few channels per group
     for (int variant = 0; variant < 3; ++variant) {
       if ((variant == 1 && q.Mg % kBK) || (variant == 2 && !grad_input_direct_fits(q))) {
@@ -568,7 +599,7 @@ static Case draw_case(std::mt19937& rng) {
     const int kk = c.KH * c.KW, tw = pick(0, 3), odd = c.KH % 2 && c.KW % 2;
     c.ntaps = tw == 0 ? kk : tw == 3 || !odd ? pick(1, kk) : c.KH / 2 * c.KW + c.KW / 2 + (tw == 1);
     c.relu = pick(0, 1); c.nobias = pick(0, 3) == 0;
-    if (Cg <= 4 && pick(0, 2) == 0) {  // a third of the few-channel cases in grad_input_tiled's reach
+    if (Cg <= 4 && pick(0, 2) == 0) {  // a third of the few-channel cases in the tiled kernels' reach
       c.sh = c.sw = c.dw = 1; c.KW = 2 * pick(1, 3) + 1; c.relu = false; c.W = pick(1, 75);
       c.ntaps = tw == 0 ? c.KH * c.KW : pick(1, c.KH * c.KW);
     }
@@ -654,7 +685,7 @@ int main(int argc, char** argv) {
       {2, 1, 10, 11, 32, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, false},  // mask A without ReLU: grad_input by taps
       {1, 4, 9, 9, 32, 3, 3, 5, 1, 1, 2, 2, 2, 2, 2, false},     // taps: mask B, dilation 2, 2 groups of 16
       {2, 2, 9, 13, 140, 3, 3, 9, 1, 1, 1, 1, 1, 1, 2, true},   // direct grad_weight over 2 blocks of 64 rows
-      // grad_input_tiled: tiles across and down images (edges inside a tile), chunks past the channels, a
+      // the tiled kernels: tiles across and down images (edges inside a tile), chunks past the channels, a
       // mask's short last row, dilated rows, each kernel width and CG, uneven padding
       {2, 1, 30, 70, 37, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, false},   // mask A, 3 tiles a row, 37 channels
       {1, 6, 17, 33, 33, 5, 5, 12, 1, 1, 2, 1, 2, 1, 3, false},   // 2 channels a group, mask B 5x5, dilation 2x1
