@@ -1,5 +1,7 @@
 """torch.autocast: pixelops follows PyTorch's policy (convolution in the low precision, cross-entropy in
 float32), on the functionals, the nn modules and a whole training step."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -110,3 +112,46 @@ def test_fused_relu_under_cpu_float16_autocast_gates_on_the_rounded_output():
     torch.testing.assert_close(ours, ref, rtol=1e-3, atol=1e-7)
     torch.testing.assert_close(gw[:2], gw_ref[:2], rtol=1e-2, atol=1e-12)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-2, atol=1e-6)
+
+
+@pytest.mark.parametrize("low", CPU_LOW)
+@pytest.mark.parametrize("given", CPU_LOW + [torch.float32])
+def test_autocast_dtype_errors_name_the_dtypes_passed(low, given):
+    # a tensor autocast casts meeting a float64 one, which it leaves: torch refuses the call, and so does
+    # pixelops, whose message named the dtype of its float32 work copy ("'input' has float32" for float16)
+    name = str(given).replace("torch.", "")
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 3, 5, 5, generator=gen).to(given)
+    w, w64 = torch.randn(4, 3, 3, 3, generator=gen), torch.randn(4, 3, 3, 3, generator=gen).double()
+    logits, t = torch.randn(4, 5, generator=gen).to(given), torch.randint(0, 5, (4,), generator=gen)
+    conv64, ref64 = pixelops.nn.Conv2d(3, 4, 3).double(), torch.nn.Conv2d(3, 4, 3).double()
+    cases = [  # (pixelops' call, torch's, what pixelops' message must say)
+        (lambda: pixelops.conv2d(x, w64), lambda: F.conv2d(x, w64),
+         f"pixelops.conv2d: 'weight' has dtype float64 but 'input' has {name}"),
+        (lambda: pixelops.masked_conv2d(x, w64), lambda: F.conv2d(x, w64, padding=1),
+         f"pixelops.masked_conv2d: 'weight' has dtype float64 but 'input' has {name}"),
+        (lambda: pixelops.conv2d(x, w, w64[:, 0, 0, 0]), lambda: F.conv2d(x, w, w64[:, 0, 0, 0]),
+         f"'bias' has dtype float64 but 'input' has {name}"),
+        (lambda: conv64(x), lambda: ref64(x), f"'weight' has dtype float64 but 'input' has {name}"),
+        (lambda: pixelops.cross_entropy(logits, t, torch.ones(5, dtype=torch.float64)),
+         lambda: F.cross_entropy(logits, t, torch.ones(5, dtype=torch.float64)),
+         f"pixelops.cross_entropy: 'weight' has dtype float64 but 'input' has {name}"),
+        (lambda: pixelops.cross_entropy(logits.double(), t, torch.ones(5, dtype=given)),
+         lambda: F.cross_entropy(logits.double(), t, torch.ones(5, dtype=given)),
+         f"'weight' has dtype {name} but 'input' has float64"),
+    ]
+    with torch.autocast("cpu", dtype=low):
+        for ours, ref, message in cases:
+            with pytest.raises(RuntimeError):
+                ref()
+            with pytest.raises(TypeError, match=re.escape(message) + ".*under torch.autocast"):
+                ours()
+
+
+@pytest.mark.cuda
+def test_cuda_autocast_dtype_errors_name_the_dtypes_passed():
+    # on CUDA the cast is the kernels' own dtype: the message said "'input' has float16" for a float32 input
+    x, w64 = torch.randn(1, 3, 5, 5, device="cuda"), torch.randn(4, 3, 3, 3, dtype=torch.float64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        with pytest.raises(TypeError, match="'weight' has dtype float64 but 'input' has float32; under torch.autocast"):
+            pixelops.conv2d(x, w64)

@@ -391,3 +391,139 @@ def test_empty_vmap_batches():
     with pytest.raises(ValueError, match="groups"):
         pixelops._C.conv2d_forward(torch.randn(1, 3, 6, 6, dtype=torch.float64), w, pixelops._arrays.ABSENT, y,
                                    1, 1, 0, 0, 1, 1, 0, 9, False, False, 0)
+
+
+# ---- torch.func.functionalize: each op one level below it, as functorch runs torch's own functional ops ------
+
+def _functionalize_case(name, device, gen):
+    """(ours, torch's, arguments, which arguments are differentiable) for the case `name`, in float64."""
+    def randn(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=gen).to(device)
+    x, w, b = randn(2, 4, 7, 6), randn(6, 2, 3, 3), randn(6)
+    mask = pixelops.conv_mask(3, "A", dtype=torch.float64, device=device)
+    logits, target = randn(5, 4, 3), torch.randint(0, 4, (5, 3), generator=gen).to(device)
+    return {
+        "conv2d": (lambda x_, w_, b_: pixelops.conv2d(x_, w_, b_, 2, 1, 1, 2, activation="relu"),
+                   lambda x_, w_, b_: F.conv2d(x_, w_, b_, 2, 1, 1, 2).relu(), (x, w, b), (0, 1, 2)),
+        "conv2d unbatched": (lambda x_, w_: pixelops.conv2d(x_, w_, None, 1, "same", 2, 2),
+                             lambda x_, w_: F.conv2d(x_, w_, None, 1, "same", 2, 2), (x[0], w), (0, 1)),
+        "masked_conv2d": (lambda x_, w_, b_: pixelops.masked_conv2d(x_, w_, b_, "A", groups=2),
+                          lambda x_, w_, b_: F.conv2d(x_, w_ * mask, b_, 1, 1, 1, 2), (x, w, b), (0, 1, 2)),
+        "relu": (lambda x_: pixelops.relu(x_ * 1.5), lambda x_: torch.relu(x_ * 1.5), (x,), (0,)),
+        "cross_entropy": (lambda z, t: pixelops.cross_entropy(z, t, label_smoothing=0.1),
+                          lambda z, t: F.cross_entropy(z, t, label_smoothing=0.1), (logits, target), (0,)),
+    }[name]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["conv2d", "conv2d unbatched", "masked_conv2d", "relu", "cross_entropy"])
+def test_functionalize_matches_torch(device, case):
+    # (functorch has no functionalize rule for autograd.Function: every op raised "NYI: Functionalize rule for
+    # custom_function_call")
+    from torch.func import functionalize
+    gen = torch.Generator().manual_seed(30)
+    ours, ref, args, argnums = _functionalize_case(case, device, gen)
+
+    def loss(f):
+        return lambda *a: (f(*a) + 0.25).pow(3).sum()  # not linear: the gradients depend on the values
+
+    torch.testing.assert_close(functionalize(ours)(*args), ref(*args), **TOL)
+    # .backward() through it (autograd records below functionalize), grad outside it, vmap outside it
+    grads = []
+    for f in (functionalize(loss(ours)), loss(ref)):
+        leaves = [a.clone().requires_grad_(i in argnums) for i, a in enumerate(args)]
+        f(*leaves).backward()
+        grads.append([leaves[i].grad for i in argnums])
+    for o, r in zip(*grads):
+        torch.testing.assert_close(o, r, **TOL)
+    for o, r in zip(grad(functionalize(loss(ours)), argnums=argnums)(*args), grad(loss(ref), argnums=argnums)(*args)):
+        torch.testing.assert_close(o, r, **TOL)
+    batched = [torch.stack([a, a.flip(0) if a.is_floating_point() else a]) for a in args]
+    torch.testing.assert_close(vmap(functionalize(ours))(*batched), vmap(ref)(*batched), **TOL)
+    for o, r in zip(vmap(grad(functionalize(loss(ours)), argnums=argnums))(*batched),
+                    vmap(grad(loss(ref), argnums=argnums))(*batched)):
+        torch.testing.assert_close(o, r, **TOL)
+
+
+def test_functionalize_traced_keeps_the_custom_op():
+    # make_fx(functionalize(f)) took (and takes) the custom op, which stays in the graph, eager under
+    # functionalize gives the same values
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.func import functionalize
+    x, w = torch.randn(1, 2, 5, 5, dtype=torch.float64), torch.randn(3, 2, 3, 3, dtype=torch.float64)
+
+    def f(x_, w_):
+        return pixelops.relu(pixelops.conv2d(x_, w_, None, 1, 1), inplace=True)
+
+    code = make_fx(functionalize(f))(x, w).code
+    assert "pixelops.conv2d" in code and "pixelops.relu" in code
+    torch.testing.assert_close(functionalize(f)(x, w), F.conv2d(x, w, None, 1, 1).relu(), **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_functionalize_in_place_relu_as_torch(device):
+    # relu(x, inplace=True) under functionalize writes what torch's relu_ does: the caller's tensor (an input,
+    # or a view of one, with or without views removed), an intermediate whose gradient flows on
+    from torch.func import functionalize
+    gen = torch.Generator().manual_seed(40)
+    x = torch.randn(4, 5, dtype=torch.float64, generator=gen).to(device)
+
+    def on_input(relu):
+        return lambda a: relu(a)
+
+    def on_view(relu):
+        def f(a):
+            relu(a.view(-1)[3:])  # a view of the input: its base must see the write
+            return a * 2
+        return f
+
+    def on_intermediate(relu):
+        def f(a):
+            c = a * 1.5 - 0.2
+            relu(c)
+            return (c + a).sin()
+        return f
+
+    ours, ref = (lambda a: pixelops.relu(a, inplace=True)), (lambda a: F.relu(a, inplace=True))
+    for remove in ("mutations", "mutations_and_views"):
+        for make in (on_input, on_view, on_intermediate):
+            got, want = x.clone(), x.clone()
+            out = functionalize(make(ours), remove=remove)(got)
+            torch.testing.assert_close(out, make(ref)(want), **TOL)
+            torch.testing.assert_close(got, want, **TOL)  # the caller's tensor written as torch's
+    # gradients through the write, .backward() and grad (a copy_ into the wrapper became aten::copy, which
+    # autograd cannot differentiate); a CPU bfloat16 tensor (computed in float32) too
+    for v in ((x, x.to(torch.bfloat16)) if device == "cpu" else (x,)):
+        grads = []
+        for relu in (ours, ref):
+            leaf = v.clone().requires_grad_()
+            functionalize(on_intermediate(relu))(leaf).sum().backward()
+            grads.append((leaf.grad, grad(lambda a: functionalize(on_intermediate(relu))(a).pow(2).sum())(v)))
+        for o, r in zip(*grads):
+            torch.testing.assert_close(o, r, **TOL)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):  # as torch's relu_ there
+        functionalize(on_input(ours))(x.clone().requires_grad_())
+
+
+def test_functionalize_cross_entropy_inplace_backward_leaves_the_logits():
+    # inplace_backward has no effect under functionalize (nor under torch.compile and the other transforms):
+    # the logits keep their values, and the gradient is torch's
+    from torch.func import functionalize
+    gen = torch.Generator().manual_seed(41)
+    x = torch.randn(6, 5, dtype=torch.float64, generator=gen)
+    t = torch.randint(0, 5, (6,), generator=gen)
+
+    def f(ce, **kw):
+        def loss(a):
+            z = a * 2
+            return ce(z, t, **kw), z
+        return loss
+
+    results = []
+    for g in (functionalize(f(pixelops.cross_entropy, inplace_backward=True)), f(F.cross_entropy)):
+        leaf = x.clone().requires_grad_()
+        loss, z = g(leaf)
+        loss.backward()
+        results.append((loss, z, leaf.grad))
+    for o, r in zip(*results):
+        torch.testing.assert_close(o, r, **TOL)

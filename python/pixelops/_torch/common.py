@@ -159,6 +159,54 @@ def eager_apply(function, ntensors: int) -> Callable:
 # torch's C function itself: every eager call asks.
 functorch_active = _functorch_active
 
+try:  # functorch's own helpers (private: a torch without them leaves functionalize to raise its NYI error)
+    from torch._functorch.eager_transforms import (_unwrap_all_tensors_from_functional as _unwrap_functional,
+                                                   _wrap_all_tensors_to_functional as _wrap_functional)
+    from torch._functorch.pyfunctorch import coerce_cinterpreter as _coerce_interpreter
+    _peek_interpreter = torch._C._functorch.peek_interpreter_stack
+    _FUNCTIONALIZE = torch._C._functorch.TransformType.Functionalize
+    _is_functional = torch._is_functional_tensor
+    _functionalize_replace = torch._functionalize_replace
+    _functionalize_commit_update = torch._functionalize_commit_update
+    _functionalize_sync = torch._functionalize_sync
+except (ImportError, AttributeError):
+    _FUNCTIONALIZE = None
+
+
+def functionalized(entry: Callable, *args, writes: Optional[int] = None):
+    """entry(*args) as functorch runs an ATen op under torch.func.functionalize, where that is the innermost
+    transform; None where it is not. functorch has no functionalize rule for autograd.Function (the ops'
+    Functions raise "NYI: Functionalize rule for custom_function_call"), but the ops are functional, so this
+    unwraps the functional tensors among args, calls the op's entry point again one level below (where whatever
+    lies there, plain eager, grad, vmap or another functionalize, takes its usual path) and wraps the outputs for
+    this level. Asked only where functorch_active() (or forward-mode AD) already holds: the plain eager path
+    never gets here.
+
+    An op that writes its output into an argument (relu's inplace=True) gives that argument's index as `writes`,
+    with arguments that have the entry compute out of place: the output computed below then replaces the
+    argument's value, as functionalization does for torch's own in-place ops (relu_: relu below, the wrapper's
+    value replaced and the update committed to its views), and the argument is returned. A write into the
+    unwrapped tensor would go unseen, and a copy_ into the wrapper turns into aten::copy, which autograd cannot
+    differentiate."""
+    if _FUNCTIONALIZE is None:
+        return None
+    interpreter = _peek_interpreter()
+    if interpreter is None or interpreter.key() != _FUNCTIONALIZE:
+        return None
+    interpreter = _coerce_interpreter(interpreter)
+    unwrapped = _unwrap_functional(args, reapply_views=interpreter.functionalize_add_back_views())
+    with interpreter.lower():
+        out = entry(*unwrapped)
+        if writes is not None and not _is_functional(args[writes]):  # a tensor from outside the transform
+            return args[writes].copy_(out)
+    if writes is None:
+        return _wrap_functional(out, interpreter.level())
+    written = args[writes]
+    _functionalize_replace(written, out)
+    _functionalize_commit_update(written)
+    _functionalize_sync(written)
+    return written
+
 
 def batch_first(x, dim, size: int):
     """x with its vmap dimension `dim` moved to the front, or, where x is not batched (dim None), expanded to
@@ -368,5 +416,5 @@ def differentiable_op(name: str, *, forward: Callable, forward_fake: Callable, b
 
 
 __all__ = ["LIB", "OPS", "compiling", "launch", "check_float_tensor", "has_kernels", "custom_op", "differentiable_op",
-           "no_internal_overlap", "eager_apply", "functorch_active", "forward_ad_active", "traced_call",
-           "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]
+           "no_internal_overlap", "eager_apply", "functorch_active", "functionalized", "forward_ad_active",
+           "traced_call", "batch_first", "FuncRules", "func_function", "vmap_by_loop", "_C"]

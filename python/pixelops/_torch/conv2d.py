@@ -14,9 +14,11 @@ from ..ops import conv2d as _entry
 from ..ops.conv2d import _setup, _setup_cached
 from .autocast import low_precision
 from .relu import relu as relu_tensor
-from .common import _C, FuncRules, batch_first, differentiable_op, forward_ad_active, functorch_active, traced_call
+from .common import (_C, FuncRules, batch_first, differentiable_op, forward_ad_active, functionalized, functorch_active,
+                     traced_call)
 
 _any_autocast = torch._C._is_any_autocast_enabled
+_ARGUMENTS = ("input", "weight", "bias")  # the tensors' names in messages
 _grad_enabled = torch.is_grad_enabled
 # torch.backends.cudnn.allow_tf32 (what cuDNN follows), read without the module attribute's Python property
 _cudnn_tf32 = torch._C._get_cudnn_allow_tf32
@@ -232,38 +234,42 @@ def run(input, weight, bias, stride, padding, dilation, groups, activation, allo
     """pixelops.conv2d / masked_conv2d on tensors, from pixelops.ops.conv2d: autocast's policy, the checks (once
     per call signature: _setup_cached), then the custom op (traced), the autograd Function (a gradient wanted)
     or the forward kernel alone. Kept to one Python frame and a few attribute reads before the kernel call:
-    at small sizes this is what a layer costs the host."""
+    at small sizes this is what a layer costs the host. The arguments keep what the caller passed (x, w, b and
+    fused are what the kernels get): under functionalize, run is called again with them one level below."""
     if not isinstance(input, torch.Tensor):
         check_array(input, "input", op)
-    unbatched = input.ndim == 3
+    x, w, b, fused = input, weight, bias, activation
+    unbatched = x.ndim == 3
     if unbatched:
-        input = input[None]
+        x = x[None]
     out_dtype = None
     if _any_autocast():  # torch.autocast's policy: convolutions in low precision (autocast.py)
-        (input, weight, bias), out_dtype = low_precision(input, weight, bias)
+        (x, w, b), out_dtype = low_precision(op, _ARGUMENTS, x, w, b)
     # CPU autocast computes in float32 and rounds the output after: a fused ReLU there runs after the rounding,
     # so that its gradient's gate sees the rounded output, as torch's ReLU of a float16 conv does (a float32
     # output of 1e-8 is 0 in float16, and passed no gradient in torch)
     relu_after = out_dtype is not None and activation == "relu"
     if relu_after:
-        activation = None
+        fused = None
     if traced_call(op):  # traced (fake) tensors: the custom op, and no cache in the graph
-        (stride, pads, dilation, groups, ntaps, relu, allow_tf32), _ = _setup(
-            input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
-        out = conv2d_op(input, weight, bias, list(stride), list(pads), list(dilation), groups, ntaps, relu,
-                        _tf32(input, allow_tf32))
+        (strides, pads, dilations, ngroups, ntaps, relu, allow), _ = _setup(
+            x, w, b, stride, padding, dilation, groups, fused, allow_tf32, op, mask_type)
+        out = conv2d_op(x, w, b, list(strides), list(pads), list(dilations), ngroups, ntaps, relu, _tf32(x, allow))
     else:
-        (stride, pads, dilation, groups, ntaps, relu, allow_tf32), shape = _setup_cached(
-            input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32, op, mask_type)
-        tf32 = _tf32(input, allow_tf32)
+        (strides, pads, dilations, ngroups, ntaps, relu, allow), shape = _setup_cached(
+            x, w, b, stride, padding, dilation, groups, fused, allow_tf32, op, mask_type)
+        tf32 = _tf32(x, allow)
         # torch.func's wrapper tensors, or eager forward-mode AD's tangents: the Functions with the rules (FuncRules)
         if functorch_active() or forward_ad_active():
-            out = _conv2d.func_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32)
-        elif _grad_enabled() and (input.requires_grad or weight.requires_grad
-                                  or (bias is not None and bias.requires_grad)):
-            out = _conv2d_apply(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32)
+            out = functionalized(run, input, weight, bias, stride, padding, dilation, groups, activation, allow_tf32,
+                                 op, mask_type)
+            if out is not None:  # (the call below did all of it: autocast, the unbatched input)
+                return out
+            out = _conv2d.func_apply(x, w, b, strides, pads, dilations, ngroups, ntaps, relu, tf32)
+        elif _grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
+            out = _conv2d_apply(x, w, b, strides, pads, dilations, ngroups, ntaps, relu, tf32)
         else:
-            out = forward_kernel(input, weight, bias, stride, pads, dilation, groups, ntaps, relu, tf32, shape)
+            out = forward_kernel(x, w, b, strides, pads, dilations, ngroups, ntaps, relu, tf32, shape)
     if out_dtype is not None:
         out = out.to(out_dtype)
     if relu_after:

@@ -13,7 +13,7 @@ import torch
 
 from .._arrays import stream
 from ..ops.cross_entropy import NO_ARRAY, OP, _index_torch_dtypes, layout
-from .common import (_C, FuncRules, batch_first, eager_apply, forward_ad_active, func_function,
+from .common import (_C, FuncRules, batch_first, eager_apply, forward_ad_active, func_function, functionalized,
                      functorch_active, no_internal_overlap, traced_call, vmap_by_loop)
 
 _index_torch_dtypes()  # the checks' class-index dtypes kept now, not by a first call inside torch.compile
@@ -264,6 +264,12 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
     # torch.compile; torch.func's wrapper tensors, or eager forward-mode AD's tangents (where the Function with
     # rules raises: cross_entropy has no forward-mode rule)
     if traced or functorch_active() or forward_ad_active():
+        # functionalize: this call again, below it (and without inplace_backward, which has no effect under
+        # torch.compile and the other transforms either: a write over the unwrapped logits would go unseen)
+        loss = None if traced else functionalized(cross_entropy, x, target, weight, ignore_index, reduction, eps,
+                                                  False)
+        if loss is not None:
+            return loss
         if target_grad:
             where = "torch.compile" if traced else "torch.func transforms"
             raise NotImplementedError(f"pixelops.{OP}: under {where} the class-probability 'target' cannot "

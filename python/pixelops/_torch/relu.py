@@ -5,7 +5,7 @@ import torch
 
 from .._arrays import stream
 from .common import (_C, FuncRules, batch_first, check_float_tensor, differentiable_op, forward_ad_active,
-                     functorch_active, has_kernels, launch, no_internal_overlap, traced_call)
+                     functionalized, functorch_active, has_kernels, launch, no_internal_overlap, traced_call)
 
 
 def forward_kernel(x: torch.Tensor) -> torch.Tensor:
@@ -108,13 +108,20 @@ def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     if not has_kernels(x):
         if isinstance(x, torch.Tensor) and x.is_cpu and x.dtype in _CPU_HALVES and x.layout is torch.strided:
             # no half kernels on the CPU (CPU autocast hands conv2d's bfloat16 output on): max(x, 0) in float32
-            # is exact after rounding back
+            # is exact after rounding back (in place under functionalize: x's value replaced, as below)
+            y = functionalized(relu, x, False, writes=0) if inplace and functorch_active() else None
+            if y is not None:
+                return y
             y = relu(x.float(), False).to(x.dtype)
             return x.copy_(y) if inplace else y
         check_float_tensor(x, "input", "relu")  # raises the clear error
     traced = traced_call("relu")
-    # torch.compile; torch.func's wrapper tensors, or eager forward-mode AD's tangents (the Function with rules)
+    # torch.compile; torch.func's wrapper tensors, or eager forward-mode AD's tangents (the Function with rules);
+    # under functionalize, relu below it (out of place: its output becomes x's value where inplace)
     if traced or functorch_active() or forward_ad_active():
+        y = None if traced else functionalized(relu, x, False, writes=0 if inplace else None)
+        if y is not None:
+            return y
         y = relu_op(x) if traced else _relu.func_apply(x)
         return x.copy_(y) if inplace else y
     needs_grad = x.requires_grad and torch.is_grad_enabled()

@@ -14,6 +14,7 @@ OP = "cross_entropy"
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}  # torch's Reduction enum, as the kernels take it
 NO_ARRAY = ABSENT
 _INDEX_DTYPES = ("int64", "uint8")  # PyTorch takes Long or Byte class indices
+_ARGUMENTS = ("input", "target", "weight")  # the tensors' names in messages
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
@@ -37,7 +38,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     gets a buffer as without it). input's values are gone after the call; autograd is told, so a
     backward that needs them raises instead of reading gradients. Use it only when nothing else needs the
     logits. Under torch.compile the call goes through the functional custom op pixelops::cross_entropy and
-    inplace_backward has no effect. Class-probability targets that require grad get their gradient too
+    inplace_backward has no effect, nor under torch.func transforms (functionalize included: the logits
+    keep their values). Class-probability targets that require grad get their gradient too
     (eagerly; not under torch.compile). Not supported: double backward (a backward with create_graph=True
     raises). Unlike torch's, no size_average / reduce arguments (pixelops.nn.functional.cross_entropy takes
     them, in torch's places).
@@ -48,7 +50,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     """
     checks = _checks
     if is_tensor(input):  # torch.autocast's policy: cross-entropy in float32 (pixelops/_torch/autocast.py)
-        input, target, weight = torch_ops("autocast").float32(input, target, weight)
+        input, target, weight = torch_ops("autocast").float32(OP, _ARGUMENTS, input, target, weight)
         if not torch_ops("common").compiling():  # (traced calls keep no cache in the graph)
             checks = _checks_cached
     ignore_index, red, label_smoothing, probs = checks(input, target, weight, ignore_index, reduction,
