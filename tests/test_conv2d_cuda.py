@@ -117,7 +117,7 @@ def _tiled_takes(x_shape, w_shape, kw):
 # forward_direct, and grad_input by taps or the direct kernel): tiles across and down the image with edges inside
 # them, grad_y's channel chunks and the forward's channel blocks past the last channel, a mask's short last
 # kernel row, dilated rows, 1 to 4 channels a group, uneven padding, an input and a grad_y that are views
-# (strided rows), bias, fused ReLU. float32 against torch in float64.
+# (strided rows), bias, fused ReLU; every gradient. float32 against torch in float64.
 TILED = [
     ((2, 1, 30, 70), (37, 7, 7), dict(padding=3), "A", False),
     ((1, 6, 17, 33), (33, 5, 5), dict(padding=(2, 1), dilation=(2, 1), groups=3), "B", True),
@@ -137,18 +137,18 @@ def test_few_channels_tiled(x_shape, w_shape, kw, mask, view, relu):
     y_shape = F.conv2d(x, w, None, **kw).shape
     g = _randn(*y_shape[:3], 2 * y_shape[3], seed=33, dtype=torch.float32)
     g = g[..., ::2] if view else g[..., :y_shape[3]].contiguous()
-    xg = x.clone().requires_grad_()
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
     act = "relu" if relu else None
-    conv = (lambda a: pixelops.masked_conv2d(a, w, b, mask, activation=act, **kw)) if mask else \
-        (lambda a: pixelops.conv2d(a, w, b, activation=act, **kw))
-    y = conv(xg)
-    got = (y, *torch.autograd.grad(y, xg, g))
+    conv = (lambda a, c, d: pixelops.masked_conv2d(a, c, d, mask, activation=act, **kw)) if mask else \
+        (lambda a, c, d: pixelops.conv2d(a, c, d, activation=act, **kw))
+    y = conv(*leaves)
+    got = (y, *torch.autograd.grad(y, leaves, g))
     m = pixelops.conv_mask(w_shape[1:], mask, dtype=torch.float64, device="cuda") if mask else 1.0
-    xr = x.double().requires_grad_()
-    y_ref = F.conv2d(xr, w.double() * m, b.double(), **kw)
+    refs = [t.double().requires_grad_() for t in (x, w, b)]
+    y_ref = F.conv2d(refs[0], refs[1] * m, refs[2], **kw)
     y_ref = torch.relu(y_ref) if relu else y_ref
-    ref = (y_ref, *torch.autograd.grad(y_ref, xr, g.double()))
-    for a, r, name in zip(got, ref, ("output", "grad_input")):
+    ref = (y_ref, *torch.autograd.grad(y_ref, refs, g.double()))
+    for a, r, name in zip(got, ref, ("output", "grad_input", "grad_weight", "grad_bias")):
         torch.testing.assert_close(a.double(), r.detach(), rtol=1e-4, atol=1e-4, msg=lambda msg: f"{name}: {msg}")
 
 

@@ -539,11 +539,11 @@ bool halo_takes(int64_t rows, bool tf32) { return halo_enabled(tf32) && (tf32 ||
 // PIXELOPS_CONV_HALO_NARROW: the TF32 halo forward and grad_input on 64 x 96 tiles where those take fewer waves
 // of blocks (conv2d_halo.cuh, halo_pick_narrow): res_s2's forward, 392 tiles of 128 pixels at two blocks an SM,
 // was 1.48 waves of the H100's 264 slots, and 0.75x cuDNN's GPU time (0.098 -> 0.078 ms with it).
-// PIXELOPS_CONV_FEW_TILED: the float32 forward and grad_input of few-channel layers (Cg <= 4, stride 1) on
-// forward_tiled and grad_input_tiled (conv2d_few_channels.cuh: a tile and its halo staged in shared memory),
-// instead of forward_direct (about 7 instructions a multiply-add: mnist_c1's forward 18 us on an H100, 6
-// TFLOP/s) and grad_input by taps (three launches and a workspace: pcnn_maskA's 0.037 ms, 4 TFLOP/s) or
-// grad_input_direct. Not yet timed.
+// PIXELOPS_CONV_FEW_TILED: the float32 forward, grad_input and weight gradient of few-channel layers (Cg <= 4,
+// stride 1) on forward_tiled, grad_input_tiled and grad_weight_tiled (conv2d_few_channels.cuh: a tile and its
+// halo staged in shared memory), instead of forward_direct (about 7 instructions a multiply-add: mnist_c1's
+// forward 18 us on an H100, 6 TFLOP/s), grad_input by taps (three launches and a workspace: pcnn_maskA's 0.037
+// ms, 4 TFLOP/s) or grad_input_direct, and grad_weight_direct (pcnn_maskA's 0.038 ms). Not yet timed.
 struct NewPaths {
   bool gw_simt, flat, wide, split, preround, pw_gw, phases, direct_gi, gemm_mma, gw_tile96, gate_first,
       gi_one_launch, gw_one_block, narrow, few_tiled;
@@ -690,6 +690,7 @@ void few_channels_launch(const P& p, int KW, dim3 grid, cudaStream_t s) {
 }
 template <int KW, int CG> struct PickForwardTiled { static constexpr auto kernel = conv::forward_tiled<KW, CG>; };
 template <int KW, int CG> struct PickGradInputTiled { static constexpr auto kernel = conv::grad_input_tiled<KW, CG>; };
+template <int KW, int CG> struct PickGradWeightTiled { static constexpr auto kernel = conv::grad_weight_tiled<KW, CG>; };
 // (shared memory within 100 KB: two blocks an SM at the least)
 size_t few_channels_smem() { return std::min(size_t(100) << 10, size_t(smem_optin())); }
 
@@ -716,6 +717,26 @@ bool tiled_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T*
     const dim3 grid{unsigned(p.blocks()), unsigned(q.G)};
     few_channels_launch<PickGradInputTiled>(p, q.KW, grid, s);
     check_launch("conv2d_backward (input, tiled)");
+    return true;
+  } else {
+    return false;
+  }
+}
+
+// (grad_bias too where gb: its partial sums as one more column)
+template <class T>
+bool tiled_grad_weight(const Geometry& q, const T* x, const T* y, const T* gy, T* gw, T* gb, cudaStream_t s) {
+  if constexpr (std::is_same_v<T, float>) {
+    conv::GwTiled<float> p;
+    // (splits: one wave of three blocks an SM, what the launch bounds allow)
+    if (y || !new_paths().few_tiled ||
+        !conv::grad_weight_tiled_setup(p, q, x, gy, gb != nullptr, 3 * int64_t(sm_count()), few_channels_smem()))
+      return false;
+    const dim3 grid{unsigned(p.splits), unsigned(q.G), unsigned(p.mblocks)};
+    weight_from_partials<float, float>(q, p.splits, gw, gb, s, "conv2d_backward (weight, tiled)", [&](float* ws) {
+      p.ws = ws;
+      few_channels_launch<PickGradWeightTiled>(p, q.KW, grid, s);
+    });
     return true;
   } else {
     return false;
@@ -937,17 +958,21 @@ void conv2d_backward(const Array& x, const Array& w, const Array& y, const Array
     if (grad_w.data && grad_w.numel() > 0) {
       expect_contiguous(grad_w, "conv2d_backward: grad_weight");
       const bool direct = conv::grad_weight_direct_fits(q);
-      bias_done = want_bias && (!direct || conv::grad_weight_direct_takes_bias(q));
-      T* gb = bias_done ? grad_b.ptr<T>() : nullptr;
-      if (direct)
-        grad_weight_direct<T>(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, s);
-      else if (pointwise_grad_weight(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s) ||
-               halo_grad_weight(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s))
-        ;  // ran on the pointwise GEMM or the halo kernel
-      else
-        with_weight_tile<T>(q.Mg, q.Cg * q.ntaps, allow_tf32, [&](auto tile) {
-          grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s);
-        });
+      if (tiled_grad_weight<T>(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), want_bias ? grad_b.ptr<T>() : nullptr, s)) {
+        bias_done = want_bias;  // (few channels, with grad_bias: PIXELOPS_CONV_FEW_TILED)
+      } else {
+        bias_done = want_bias && (!direct || conv::grad_weight_direct_takes_bias(q));
+        T* gb = bias_done ? grad_b.ptr<T>() : nullptr;
+        if (direct)
+          grad_weight_direct<T>(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, s);
+        else if (pointwise_grad_weight(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s) ||
+                 halo_grad_weight(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s))
+          ;  // ran on the pointwise GEMM or the halo kernel
+        else
+          with_weight_tile<T>(q.Mg, q.Cg * q.ntaps, allow_tf32, [&](auto tile) {
+            grad_weight<T, decltype(tile)>(q, x.ptr<T>(), yp, gyp, grad_w.ptr<T>(), gb, allow_tf32, s);
+          });
+      }
     }
     if (want_bias && !bias_done) grad_bias<T>(q, yp, gyp, grad_b.ptr<T>(), s);
   });

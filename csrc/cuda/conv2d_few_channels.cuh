@@ -1,28 +1,32 @@
-// The forward and grad_input of layers with few input channels a group (Cg <= 4: an image net's first layer,
-// PixelCNN's mask-A input layer), stride 1, as direct convolutions of a tile staged in shared memory
-// (PIXELOPS_CONV_FEW_TILED). Both are float32's alone (cp.async copies 4 bytes); not yet timed on a GPU.
+// The forward, grad_input and weight gradient of layers with few input channels a group (Cg <= 4: an image
+// net's first layer, PixelCNN's mask-A input layer), stride 1, as direct convolutions of a tile staged in shared
+// memory (PIXELOPS_CONV_FEW_TILED). All three are float32's alone (cp.async copies 4 bytes); not yet timed on a
+// GPU.
 //
-// Such a layer is a poor GEMM: its forward has K = Cg x taps (24 for pcnn_maskA), its grad_input M = Cg rows.
-// By default its forward runs on forward_direct (conv2d_direct.cuh: per tap a global load, a table entry and 16
-// multiply-adds; about 7 instructions a multiply-add on mnist_c1's layer, 18 us for 0.12 GFLOP on an H100) and
-// its grad_input by taps (conv2d_taps.cuh: a weight pack, a 1x1 GEMM into per-tap planes and a gather, three
-// launches and a workspace; pcnn_maskA's 0.037 ms, 4 TFLOP/s).
+// Such a layer is a poor GEMM: its forward has K = Cg x taps (24 for pcnn_maskA), its grad_input M = Cg rows,
+// its weight gradient N = Cg x taps columns. By default its forward runs on forward_direct (conv2d_direct.cuh:
+// per tap a global load, a table entry and 16 multiply-adds; about 7 instructions a multiply-add on mnist_c1's
+// layer, 18 us for 0.12 GFLOP on an H100), its grad_input by taps (conv2d_taps.cuh: a weight pack, a 1x1 GEMM
+// into per-tap planes and a gather, three launches and a workspace; pcnn_maskA's 0.037 ms, 4 TFLOP/s) and its
+// weight gradient on grad_weight_direct (pcnn_maskA's 0.038 ms).
 //
 // Here a block takes a tile of kFcTH x kFcTW pixels of one image and one group. It copies the values those
-// pixels' taps reach (the tile and the kernel's reach around it: the halo, [channel][row][cs]) and their
-// weights into shared memory. Thread (slice, row, tx) owns kFcP consecutive pixels of a tile row. For each
-// channel and kernel row it reads the kFcP + KW - 1 halo values its pixels' taps reach into registers (one
-// shared load each, conflict-free: a tile row's 8 threads read every fourth float, and cs is 1 mod 4), then does
-// kFcP x KW x (its outputs) multiply-adds, the row's weights read as broadcasts. The kernel width is a template
-// argument (3, 5 or 7; dilation 1 along rows), so that the taps index registers. The active taps are a
-// row-major prefix (a PixelCNN mask): every kernel row above the last active one is whole, the last cut short.
-//  - forward: the halo is x's Cg channels, read once; each slice takes 8 of the block's kFwMB output channels
-//    (a grid dimension over channel blocks): per kernel row and channel, kFcP + KW - 1 loads and 2 x KW 16-byte
-//    weight loads for 32 x KW multiply-adds.
+// pixels' taps reach (the tile and the kernel's reach around it: the halo, [channel][row][cs]) into shared
+// memory, with the weights or grad_y's tile. The kernel width is a template argument (3, 5 or 7; dilation 1
+// along rows), so that the taps index registers: for each channel and kernel row a thread reads the
+// kFcP + KW - 1 halo values that its kFcP consecutive pixels' taps reach (one shared load each, conflict-free:
+// a tile row's 8 threads read every fourth float, and cs is 1 mod 4) and does kFcP x KW multiply-adds for each
+// of its outputs. The active taps are a row-major prefix (a PixelCNN mask): every kernel row above the last
+// active one is whole, the last cut short.
+//  - forward: the halo is x's Cg channels, read once; thread (slice, row, tx) owns kFcP pixels of a tile row, and
+//    each slice 8 of the block's kFwMB output channels (a grid dimension over channel blocks): per kernel row
+//    and channel, kFcP + KW - 1 loads and 2 x KW 16-byte weight loads for 32 x KW multiply-adds.
 //  - grad_input: the halo is grad_y's, kGiKc channels a chunk in two stages (cp.async: chunk cc+1 in flight
 //    while chunk cc is multiplied); the slices split a chunk's channels (slice s takes s, s + 4, ...) and add
 //    their sums at the end, in a fixed order, for the Cg outputs: for a 7 x 7 kernel and one channel, 12 shared
 //    loads for 28 multiply-adds where grad_input_direct made a global load for each.
+//  - weight gradient: x's halo and grad_y's tile, tile after tile of a split; a thread sums one kernel row of
+//    one channel for 4 output channels (see grad_weight_tiled's part below).
 // Staging, products and stores are functions of their own, so that tests/cuda_host runs them for every thread
 // in turn (in float64 there).
 #pragma once
@@ -386,6 +390,160 @@ __host__ __device__ __forceinline__ void gi_store(const GiTiled<T>& p, int64_t g
   }
 }
 
+// ---- weight gradient ----------------------------------------------------------------------------------------
+// gw[m][c][tap] = sum over output pixels of grad_y[m] times x at the tap's offset: a split's blocks (blockIdx.x;
+// kGwMB output channels: blockIdx.z; a group: blockIdx.y) take the tiles split, split + splits, ... of output
+// pixels. For each, they stage x's halo (as the forward) and grad_y's tile ([m][row][col], kGwS floats a
+// channel). Thread (row group, (c, kh), mq) sums, over its tile rows, kernel row kh's KW taps of channel c for
+// output channels mq + 8 * [0, 4): per 4 pixels of a row, kFcP + KW - 1 loads of x and 4 16-byte loads of
+// grad_y for 16 x KW multiply-adds (every tap of the row, the inactive ones of a mask's last row too: they are
+// not stored). The threads of (c, kh) 0 add grad_y itself too: grad_bias. At the end the row groups add their
+// sums in order, and the block writes its split's partial sums in weight_from_partials' layout
+// ([split][M][Cg * ntaps + bias]), which reduce_grad_weight adds in split order. (grad_weight_direct, which this
+// replaces for these layers, takes pcnn_maskA's in 0.038 ms on an H100, 4 TFLOP/s.)
+constexpr int kGwMB = 32, kGwMq = 8;        // output channels a block; a thread's 4 are mq + 8 * [0, 4)
+constexpr int kGwS = kFcTH * kFcTW + 4;     // a channel's grad_y tile: 260 floats, 4 mod 32 (conflict-free)
+static_assert(kGwMq * 4 == kGwMB, "a block's channels are 8 threads' 4");
+
+template <class T>
+struct GwTiled {
+  Geometry q;  // the convolution; q.xs x's strides, q.gs grad_y's
+  FcShape s;
+  const T* x = nullptr;
+  const T* gy = nullptr;
+  T* ws = nullptr;    // partial sums, [split][q.M][ncol()]
+  bool bias = false;  // grad_bias's partial sums as the last column
+  int mblocks = 0;    // ceil(Mg / kGwMB)
+  int splits = 1;
+  int nck = 1;        // (channel, kernel row) pairs: cg * kha
+  int groups = 8;     // row groups: 8, or fewer where 8 * nck * 8 threads would pass kFcThreads
+
+  __host__ __device__ int halo_floats() const { return (s.cg * s.rows * s.cs + 3) / 4 * 4; }
+  __host__ __device__ int gy_floats() const { return kGwMB * kGwS; }
+  __host__ __device__ int red_floats() const { return kFcThreads * 4 * 8; }  // (KW + 1 <= 8 sums of 4 channels)
+  size_t smem_bytes() const {
+    return size_t(halo_floats() + gy_floats() > red_floats() ? halo_floats() + gy_floats() : red_floats()) * sizeof(T);
+  }
+  __host__ __device__ int64_t tiles() const { return q.N * s.tiles_h * s.tiles_w; }
+  __host__ __device__ int64_t ncol() const { return q.Cg * q.ntaps + (bias ? 1 : 0); }
+};
+
+// Fills p (splits: about `blocks` blocks in all, at most one a tile), or returns false where the kernel does not
+// take q.
+template <class T>
+inline bool grad_weight_tiled_setup(GwTiled<T>& p, const Geometry& q, const T* x, const T* gy, bool bias,
+                                    int64_t blocks, size_t smem_most) {
+  if (!few_channels_shape(p.s, q, q.OH, q.OW) || q.Mg > int64_t(kGwMB) * 65535) return false;
+  p.q = q;
+  p.x = x;
+  p.gy = gy;
+  p.bias = bias;
+  p.mblocks = int((q.Mg + kGwMB - 1) / kGwMB);
+  p.nck = p.s.cg * p.s.kha;
+  p.groups = 8;
+  while (p.groups > 1 && kGwMq * p.nck * p.groups > kFcThreads) p.groups /= 2;
+  if (kGwMq * p.nck * p.groups > kFcThreads) return false;
+  const int64_t per_split = q.G * p.mblocks, want = (blocks + per_split - 1) / per_split;
+  p.splits = int(want < 1 ? 1 : want > p.tiles() ? p.tiles() : want);
+  return p.smem_bytes() <= smem_most;
+}
+
+// Thread tid's role: its row group (>= p.groups: idle), channel c, kernel row kh, and channel quad mq.
+template <class T>
+__host__ __device__ __forceinline__ void gw_place(const GwTiled<T>& p, int tid, int& group, int& c, int& kh, int& mq) {
+  mq = tid % kGwMq;
+  const int ck = (tid / kGwMq) % p.nck;
+  group = tid / (kGwMq * p.nck);
+  c = ck / p.s.kha;
+  kh = ck - c * p.s.kha;
+}
+
+// Thread tid's share of staging tile t of block (g, mb): x's halo ([c][row][cs]), then grad_y's tile
+// ([m][row][col], kGwS a channel; zero past the output or the group's channels).
+template <int CG, class T, class Copy4>
+__host__ __device__ __forceinline__ void gw_stage(const GwTiled<T>& p, int64_t g, const FcTile& t, int mb, T* smem,
+                                                  int tid, Copy4&& copy4) {
+  const Geometry& q = p.q;
+  const FcColumns cols = fc_columns(p.s, t.c0 - q.pw, q.W, q.xs[3], tid % 32);
+  fc_copy_halo(p.s, p.x + t.n * q.xs[0] + g * q.Cg * q.xs[1], q.xs[1], q.xs[2], CG, q.Cg, t.r0 - q.ph, q.H, cols,
+               p.x, smem, tid, copy4);
+  T* gys = smem + p.halo_floats();
+  const int64_t m0 = int64_t(mb) * kGwMB;
+  const T* src = p.gy + t.n * q.gs[0] + (g * q.Mg + m0) * q.gs[1];
+  for (int e = tid; e < kGwMB * kFcTH * kFcTW; e += kFcThreads) {
+    const int m = e / (kFcTH * kFcTW), r = e / kFcTW % kFcTH, col = e % kFcTW;
+    const bool valid = m0 + m < q.Mg && t.r0 + r < q.OH && t.c0 + col < q.OW;
+    copy4(gys + m * kGwS + r * kFcTW + col,
+          valid ? src + m * q.gs[1] + (t.r0 + r) * q.gs[2] + (t.c0 + col) * q.gs[3] : p.gy, valid);
+  }
+}
+
+// Thread tid's sums over a staged tile: acc[i][kw] for channel mq + 8*i and tap (kh, kw) of channel c; bias[i]
+// grad_y's own sum (threads of (c, kh) 0).
+template <int KW, class T, class A>
+__host__ __device__ __forceinline__ void gw_tile(const GwTiled<T>& p, const T* smem, int tid, A (&acc)[4][KW],
+                                                 A (&bias)[4]) {
+  int group, c, kh, mq;
+  gw_place(p, tid, group, c, kh, mq);
+  if (group >= p.groups) return;
+  const T* gys = smem + p.halo_floats();
+  for (int r = group; r < kFcTH; r += p.groups) {
+    const T* h = smem + (c * p.s.rows + r + int64_t(kh) * p.q.dh) * p.s.cs;
+    for (int j0 = 0; j0 < kFcTW; j0 += kFcP) {
+      A xv[kFcP + KW - 1];
+#pragma unroll
+      for (int i = 0; i < kFcP + KW - 1; ++i) xv[i] = A(h[j0 + i]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        A gv[kFcP];
+        fc_weights<kFcP>(gys + (mq + kGwMq * i) * kGwS + r * kFcTW + j0, gv);
+#pragma unroll
+        for (int kw = 0; kw < KW; ++kw)
+#pragma unroll
+          for (int j = 0; j < kFcP; ++j) acc[i][kw] += gv[j] * xv[j + kw];
+        if (c == 0 && kh == 0) bias[i] += (gv[0] + gv[1]) + (gv[2] + gv[3]);
+      }
+    }
+  }
+}
+
+// The end of a block, in two steps with a barrier between (the stages are free then: red is shared memory's
+// start): each row group's sums into red (gw_put), then row group 0 adds them in order and writes the split's
+// partial sums of the taps that are active, and grad_bias's (gw_store).
+template <int KW, class T, class A>
+__host__ __device__ __forceinline__ void gw_put(const GwTiled<T>& p, A* red, int tid, const A (&acc)[4][KW],
+                                                const A (&bias)[4]) {
+  int group, c, kh, mq;
+  gw_place(p, tid, group, c, kh, mq);
+  if (group >= p.groups) return;
+  A* r = red + tid * 4 * 8;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int kw = 0; kw < KW; ++kw) r[i * 8 + kw] = acc[i][kw];
+    r[i * 8 + 7] = bias[i];
+  }
+}
+template <int KW, class T, class A>
+__host__ __device__ __forceinline__ void gw_store(const GwTiled<T>& p, int64_t g, int mb, int split, const A* red,
+                                                  int tid) {
+  int group, c, kh, mq;
+  gw_place(p, tid, group, c, kh, mq);
+  const Geometry& q = p.q;
+  if (group != 0 || c >= q.Cg) return;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t m = int64_t(mb) * kGwMB + mq + kGwMq * i;
+    if (m >= q.Mg) continue;
+    A sum[8];
+    for (int k = 0; k < 8; ++k) sum[k] = red[tid * 4 * 8 + i * 8 + k];
+    for (int gr = 1; gr < p.groups; ++gr)
+      for (int k = 0; k < 8; ++k) sum[k] += red[(tid + gr * kGwMq * p.nck) * 4 * 8 + i * 8 + k];
+    T* out = p.ws + (int64_t(split) * q.M + g * q.Mg + m) * p.ncol();
+    for (int kw = 0; kw < KW && kh * KW + kw < q.ntaps; ++kw) out[c * q.ntaps + kh * KW + kw] = T(sum[kw]);
+    if (p.bias && c == 0 && kh == 0) out[q.Cg * q.ntaps] = T(sum[7]);
+  }
+}
+
 #ifdef __CUDACC__
 // Grid: x over tiles (image-major), y over groups, z over blocks of kFwMB output channels. One stage: a block's
 // copies are small (pcnn_maskA: 451 floats of x, 1024 of weights), and several blocks share an SM.
@@ -431,6 +589,33 @@ __global__ void __launch_bounds__(kFcThreads, 3) grad_input_tiled(const __grid_c
   gi_put<CG>(smem, tid, acc);
   __syncthreads();
   gi_store<CG>(p, g, t, smem, tid, acc);
+}
+
+// Grid: x over splits, y over groups, z over blocks of kGwMB output channels. One stage a tile, several blocks
+// an SM.
+template <int KW, int CG>
+__global__ void __launch_bounds__(kFcThreads, 3) grad_weight_tiled(const __grid_constant__ GwTiled<float> p) {
+  extern __shared__ __align__(16) float smem[];
+  const int tid = threadIdx.x, mb = int(blockIdx.z), split = int(blockIdx.x);
+  const int64_t g = blockIdx.y;
+  float acc[4][KW], bias[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    bias[i] = 0.f;
+#pragma unroll
+    for (int kw = 0; kw < KW; ++kw) acc[i][kw] = 0.f;
+  }
+  for (int64_t tile = split; tile < p.tiles(); tile += p.splits) {
+    gw_stage<CG>(p, g, fc_tile(p.s, tile), mb, smem, tid, CpAsync4{});
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    halo_wait(0);
+    __syncthreads();
+    gw_tile<KW>(p, smem, tid, acc, bias);
+    __syncthreads();  // every warp is done with the tile before the next one is staged over it
+  }
+  gw_put<KW>(p, smem, tid, acc, bias);
+  __syncthreads();
+  gw_store<KW>(p, g, mb, split, smem, tid);
 }
 #endif  // __CUDACC__
 

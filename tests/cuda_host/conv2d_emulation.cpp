@@ -2,7 +2,7 @@
 // loaders and epilogues (forward, grad_input, grad_weight; generic and tap-major K), driven the way
 // gemm_kernel drives them (tiles, K steps, slots, SIMT product), the direct kernels (forward, grad_input,
 // grad_weight), grad_input by taps
-// (conv2d_taps.cuh), the few-channel tiled forward and grad_input
+// (conv2d_taps.cuh), the few-channel tiled forward, grad_input and grad_weight
 // (conv2d_few_channels.cuh) and FastDiv.
 // Built and run by tests/test_conv2d_cuda_host.py; it needs only a C++17 compiler, no GPU.
 //   c++ -std=c++17 -O1 -I tests/cuda_host -I csrc tests/cuda_host/conv2d_emulation.cpp && ./a.out
@@ -205,6 +205,49 @@ static void emulate_grad_input_tiled(const Case& c, const Geometry& q, const dou
       }
   });
   expect_close("grad_input (tiled)", c, got, ref_gx);
+}
+
+// grad_weight_tiled (and grad_bias as its last column): every split's blocks, tile by tile, then
+// reduce_grad_weight's sums. About c.gw_splits blocks in all (so 1 to 8 splits, tiles shared out unevenly).
+static void emulate_grad_weight_tiled(const Case& c, const Geometry& q, const double* xp, const double* gyp,
+                                      const std::vector<double>& ref_gw, const std::vector<double>& ref_gb) {
+  for (bool bias : {false, true}) {
+    GwTiled<double> p;
+    if (c.relu || !grad_weight_tiled_setup(p, q, xp, gyp, bias, c.gw_splits, size_t(1) << 30)) {
+      refuse("grad_weight (tiled)");
+      return;
+    }
+    std::vector<double> ws(size_t(p.splits * q.M * p.ncol()), NAN), smem(p.smem_bytes() / sizeof(double));
+    p.ws = ws.data();
+    few_channels_instance(q.KW, p.s.cg, [&](auto kw, auto cg) {
+      constexpr int KW = decltype(kw)::value, CG = decltype(cg)::value;
+      static double acc[kFcThreads][4][KW], bsum[kFcThreads][4];
+      for (int64_t g = 0; g < q.G; ++g)
+        for (int mb = 0; mb < p.mblocks; ++mb)
+          for (int split = 0; split < p.splits; ++split) {
+            for (auto& a : acc) for (auto& row : a) for (double& v : row) v = 0.0;
+            for (auto& a : bsum) for (double& v : a) v = 0.0;
+            for (int64_t tile = split; tile < p.tiles(); tile += p.splits) {
+              std::fill(smem.begin(), smem.end(), NAN);
+              for (int tid = 0; tid < kFcThreads; ++tid)
+                gw_stage<CG>(p, g, fc_tile(p.s, tile), mb, smem.data(), tid, copy4_host);
+              for (int tid = 0; tid < kFcThreads; ++tid) gw_tile<KW>(p, smem.data(), tid, acc[tid], bsum[tid]);
+            }
+            std::fill(smem.begin(), smem.end(), NAN);
+            for (int tid = 0; tid < kFcThreads; ++tid) gw_put<KW>(p, smem.data(), tid, acc[tid], bsum[tid]);
+            for (int tid = 0; tid < kFcThreads; ++tid) gw_store<KW>(p, g, mb, split, smem.data(), tid);
+          }
+    });
+    std::vector<double> got(ref_gw.size());
+    for (int64_t i = 0; i < int64_t(got.size()); ++i) got[i] = reduce_weight_output(q, ws.data(), p.splits, bias, i);
+    expect_close(bias ? "grad_weight (tiled, with bias)" : "grad_weight (tiled)", c, got, ref_gw);
+    if (bias) {
+      std::vector<double> gb(q.M);
+      for (int64_t m = 0; m < q.M; ++m)
+        gb[m] = reduce_weight_output(q, ws.data(), p.splits, true, int64_t(got.size()) + m);  // past grad_weight's
+      expect_close("grad_bias (tiled)", c, gb, ref_gb);
+    }
+  }
 }
 
 template <class Tl>
@@ -491,6 +534,8 @@ static void run_case(const Case& c, std::mt19937& rng) {
         default: run(std::integral_constant<int, 64>{});
       }
     }
+    // grad_weight_tiled (few channels a group, stride 1, no ReLU gate; once a case)
+    if constexpr (std::is_same_v<Tl, NarrowTile>) emulate_grad_weight_tiled(c, q, xp, gyp, ref_gw, ref_gb);
   }
 }
 
