@@ -125,17 +125,26 @@ __host__ __device__ __forceinline__ void fc_copy_halo(const FcShape& s, const T*
                                                       int nch, int64_t have, int64_t first_row, int64_t height,
                                                       const FcColumns& cols, const T* any, T* hs, int tid,
                                                       Copy4&& copy4) {
+  // (the source and destination rows stepped along, not recomputed: a row's copy is then a few instructions)
+  constexpr int kStep = kFcThreads / 32;
   const int lane = tid % 32;
-  for (int c = 0, r = tid / 32; c < nch;) {
+  int r = tid / 32;
+  const T* from = src + (first_row + r) * rstride;
+  T* dst = hs + r * s.cs + lane;
+  for (int c = 0; c < nch;) {
     const int64_t row = first_row + r;
     const bool row_ok = c < have && row >= 0 && row < height;
-    const T* from = src + c * cstride + row * rstride;
-    T* dst = hs + (c * s.rows + r) * s.cs + lane;
 #pragma unroll
     for (int j = 0; j < 2; ++j)
       if (lane + 32 * j < s.cols) copy4(dst + 32 * j, row_ok && cols.in[j] ? from + cols.off[j] : any, row_ok && cols.in[j]);
-    r += kFcThreads / 32;
-    if (r >= s.rows) r -= s.rows, ++c;
+    r += kStep;
+    from += kStep * rstride;
+    dst += kStep * s.cs;
+    if (r >= s.rows) {  // on to the next channel's rows
+      r -= s.rows;
+      ++c;
+      from += cstride - s.rows * rstride;
+    }
   }
 }
 
@@ -467,14 +476,16 @@ __host__ __device__ __forceinline__ void gw_stage(const GwTiled<T>& p, int64_t g
   const FcColumns cols = fc_columns(p.s, t.c0 - q.pw, q.W, q.xs[3], tid % 32);
   fc_copy_halo(p.s, p.x + t.n * q.xs[0] + g * q.Cg * q.xs[1], q.xs[1], q.xs[2], CG, q.Cg, t.r0 - q.ph, q.H, cols,
                p.x, smem, tid, copy4);
-  T* gys = smem + p.halo_floats();
+  // grad_y: warp w copies tile row w of every channel, a lane a column (pointers stepped a channel at a time)
+  static_assert(kFcTW == 32 && kFcThreads / 32 == kFcTH, "a warp a tile row");
+  const int lane = tid % 32, r = tid / 32;
   const int64_t m0 = int64_t(mb) * kGwMB;
-  const T* src = p.gy + t.n * q.gs[0] + (g * q.Mg + m0) * q.gs[1];
-  for (int e = tid; e < kGwMB * kFcTH * kFcTW; e += kFcThreads) {
-    const int m = e / (kFcTH * kFcTW), r = e / kFcTW % kFcTH, col = e % kFcTW;
-    const bool valid = m0 + m < q.Mg && t.r0 + r < q.OH && t.c0 + col < q.OW;
-    copy4(gys + m * kGwS + r * kFcTW + col,
-          valid ? src + m * q.gs[1] + (t.r0 + r) * q.gs[2] + (t.c0 + col) * q.gs[3] : p.gy, valid);
+  const bool at = t.c0 + lane < q.OW && t.r0 + r < q.OH;
+  const T* from = p.gy + t.n * q.gs[0] + (g * q.Mg + m0) * q.gs[1] + ((t.r0 + r) * q.gs[2] + (t.c0 + lane) * q.gs[3]);
+  T* dst = smem + p.halo_floats() + r * kFcTW + lane;
+  for (int m = 0; m < kGwMB; ++m, from += q.gs[1], dst += kGwS) {
+    const bool valid = at && m0 + m < q.Mg;
+    copy4(dst, valid ? from : p.gy, valid);
   }
 }
 
