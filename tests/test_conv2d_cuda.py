@@ -152,6 +152,34 @@ def test_few_channels_tiled(x_shape, w_shape, kw, mask, view, relu):
         torch.testing.assert_close(a.double(), r.detach(), rtol=1e-4, atol=1e-4, msg=lambda msg: f"{name}: {msg}")
 
 
+def test_side_streams_match_the_default_stream():
+    # Workspaces (the halo's packed weights, split-K partial sums, per-tap planes) are stream-ordered: layers run
+    # on two side streams at once, several times over, give what they give on the default stream, bit for bit
+    # (the kernels add in a fixed order). With PIXELOPS_WORKSPACE_ARENA=1, each stream's arena serves its own.
+    layers = [((4, 16, 20, 22), (24, 3, 3), dict(padding=1), None), ((3, 1, 28, 28), (32, 7, 7), dict(padding=3), "A"),
+              ((2, 8, 12, 40), (40, 3, 3), dict(padding=1, dilation=(2, 1)), "B")]
+    data = []
+    for k, (x_shape, w_shape, kw, mask) in enumerate(layers):
+        x = _randn(*x_shape, seed=40 + k, dtype=torch.float32)
+        w = _randn(w_shape[0], x_shape[1], *w_shape[1:], seed=50 + k, dtype=torch.float32)
+        b = _randn(w_shape[0], seed=60 + k, dtype=torch.float32)
+        g = _randn(*F.conv2d(x, w, None, **kw).shape, seed=70 + k, dtype=torch.float32)
+        data.append(((x, w, b, g, False, mask), kw))
+    ref = [_run(*args, **kw) for args, kw in data]
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    got = []
+    for s in streams:
+        s.wait_stream(torch.cuda.current_stream())
+    for _ in range(3):
+        for s in streams:
+            with torch.cuda.stream(s):
+                got.append([_run(*args, **kw) for args, kw in data])
+    torch.cuda.synchronize()
+    for run in got:
+        for outs, refs in zip(run, ref):
+            assert all(torch.equal(o, r) for o, r in zip(outs, refs))
+
+
 def test_grad_weight_is_deterministic():
     # split-K partial sums are added in a fixed order, not with atomics: repeated runs agree bit for bit
     x, w = _randn(16, 8, 32, 32, seed=5, dtype=torch.float32), _randn(8, 8, 3, 3, seed=6, dtype=torch.float32)
