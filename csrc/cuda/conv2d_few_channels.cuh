@@ -100,17 +100,19 @@ __host__ __device__ __forceinline__ void fc_place(int tid, int& slice, int& row,
 // source row. The halo's column 0 is source column `first`.
 struct FcColumns {
   bool in[2];
+  bool second;  // whether the lane has a second column (lane + 32 < cols; every lane has a first: cols > 32)
   int64_t off[2];
 };
 __host__ __device__ __forceinline__ FcColumns fc_columns(const FcShape& s, int64_t first, int64_t width,
                                                          int64_t stride, int lane) {
-  static_assert(kFcTW + 7 - 1 <= 64, "a halo row is two columns a lane");
+  static_assert(kFcTW + 7 - 1 <= 64 && kFcTW + 3 - 1 > 32, "a halo row is one or two columns a lane");
   FcColumns k;
   for (int j = 0; j < 2; ++j) {
     const int64_t c = first + lane + 32 * j;
     k.in[j] = lane + 32 * j < s.cols && c >= 0 && c < width;
     k.off[j] = c * stride;
   }
+  k.second = lane + 32 < s.cols;
   return k;
 }
 
@@ -132,11 +134,10 @@ __host__ __device__ __forceinline__ void fc_copy_halo(const FcShape& s, const T*
   const T* from = src + (first_row + r) * rstride;
   T* dst = hs + r * s.cs + lane;
   for (int c = 0; c < nch;) {
-    const int64_t row = first_row + r;
-    const bool row_ok = c < have && row >= 0 && row < height;
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-      if (lane + 32 * j < s.cols) copy4(dst + 32 * j, row_ok && cols.in[j] ? from + cols.off[j] : any, row_ok && cols.in[j]);
+    const bool row_ok = c < have && uint64_t(first_row + r) < uint64_t(height);  // (a row above 0 wraps past it)
+    const bool in0 = row_ok && cols.in[0], in1 = row_ok && cols.in[1];
+    copy4(dst, in0 ? from + cols.off[0] : any, in0);
+    if (cols.second) copy4(dst + 32, in1 ? from + cols.off[1] : any, in1);
     r += kStep;
     from += kStep * rstride;
     dst += kStep * s.cs;
