@@ -699,7 +699,7 @@ bool tiled_forward(const Geometry& q, const T* x, const T* w, const T* b, T* y, 
   if constexpr (std::is_same_v<T, float>) {
     conv::FwTiled<float> p;
     if (!new_paths().few_tiled || !conv::forward_tiled_setup(p, q, x, w, b, y, relu, few_channels_smem())) return false;
-    const dim3 grid{unsigned(p.blocks()), unsigned(q.G), unsigned(p.mblocks)};
+    const dim3 grid{unsigned(p.s.tiles), unsigned(q.G), unsigned(p.mblocks)};
     few_channels_launch<PickForwardTiled>(p, q.KW, grid, s);
     check_launch("conv2d_forward (tiled)");
     return true;
@@ -714,7 +714,7 @@ bool tiled_grad_input(const Geometry& q, const T* w, const T* y, const T* gy, T*
     conv::GiTiled<float> p;
     if (y || !new_paths().few_tiled || !conv::grad_input_tiled_setup(p, q, w, gy, gx, few_channels_smem()))
       return false;
-    const dim3 grid{unsigned(p.blocks()), unsigned(q.G)};
+    const dim3 grid{unsigned(p.s.tiles), unsigned(q.G)};
     few_channels_launch<PickGradInputTiled>(p, q.KW, grid, s);
     check_launch("conv2d_backward (input, tiled)");
     return true;

@@ -50,7 +50,7 @@ static_assert(kGiKc % kFcSlices == 0, "a chunk's channels split evenly over the 
 // The CG a kernel instance is compiled for (1, 2 or 4: a Cg of 3 computes a fourth channel of zero weights).
 inline int few_channels_cg(int64_t Cg) { return Cg == 1 ? 1 : Cg == 2 ? 2 : 4; }
 
-// What both kernels share: the tiles and the halo's shape.
+// What the kernels share: the tiles and the halo's shape.
 struct FcShape {
   int cg = 1;       // few_channels_cg(q.Cg)
   int kha = 1;      // kernel rows with an active tap
@@ -58,6 +58,11 @@ struct FcShape {
   int cols = 1;     // halo columns a row: kFcTW + KW - 1
   int cs = 1;       // a halo row's length in shared memory: cols rounded up to 1 mod 4
   int64_t tiles_w = 0, tiles_h = 0;  // tiles across and down the computed planes
+  int64_t tiles = 0;                 // ... and in all: images x tiles_h x tiles_w
+
+  // x's halo (the forward and weight gradient stage cg channels of it), rounded up to whole 16 bytes so that
+  // what follows it is aligned (fc_weights)
+  __host__ __device__ int x_halo_floats() const { return (cg * rows * cs + 3) / 4 * 4; }
 };
 
 // Whether the kernels take q (stride 1, dilation 1 along rows, a kernel 3, 5 or 7 wide, at most 4 input
@@ -75,7 +80,8 @@ inline bool few_channels_shape(FcShape& s, const Geometry& q, int64_t h, int64_t
   s.cs = s.cols + ((1 - s.cols) % 4 + 4) % 4;
   s.tiles_w = (w + kFcTW - 1) / kFcTW;
   s.tiles_h = (h + kFcTH - 1) / kFcTH;
-  return q.N * s.tiles_h * s.tiles_w < (int64_t(1) << 31);
+  s.tiles = q.N * s.tiles_h * s.tiles_w;
+  return s.tiles < (int64_t(1) << 31);
 }
 
 // Block b's tile: image n, first computed row r0 and column c0.
@@ -203,11 +209,9 @@ struct FwTiled {
   bool relu = false;
   int mblocks = 0;  // ceil(Mg / kFwMB)
 
-  // (the weights start 16-byte aligned: fc_weights)
-  __host__ __device__ int halo_floats() const { return (s.cg * s.rows * s.cs + 3) / 4 * 4; }
+  __host__ __device__ int halo_floats() const { return s.x_halo_floats(); }
   __host__ __device__ int weight_floats() const { return s.cg * s.kha * kFcKwPad * kFwMB; }
   size_t smem_bytes() const { return size_t(halo_floats() + weight_floats()) * sizeof(T); }
-  int64_t blocks() const { return q.N * s.tiles_h * s.tiles_w; }
 };
 
 template <class T>
@@ -302,7 +306,6 @@ struct GiTiled {
   __host__ __device__ int weight_floats() const { return kGiKc * s.kha * kFcKwPad * s.cg; }
   __host__ __device__ int stage_floats() const { return halo_floats() + weight_floats(); }
   size_t smem_bytes() const { return 2 * size_t(stage_floats()) * sizeof(T); }
-  int64_t blocks() const { return q.N * s.tiles_h * s.tiles_w; }
 };
 
 template <class T>
@@ -428,13 +431,12 @@ struct GwTiled {
   int nck = 1;        // (channel, kernel row) pairs: cg * kha
   int groups = 8;     // row groups: 8, or fewer where 8 * nck * 8 threads would pass kFcThreads
 
-  __host__ __device__ int halo_floats() const { return (s.cg * s.rows * s.cs + 3) / 4 * 4; }
+  __host__ __device__ int halo_floats() const { return s.x_halo_floats(); }
   __host__ __device__ int gy_floats() const { return kGwMB * kGwS; }
   __host__ __device__ int red_floats() const { return kFcThreads * 4 * 8; }  // (KW + 1 <= 8 sums of 4 channels)
   size_t smem_bytes() const {
     return size_t(halo_floats() + gy_floats() > red_floats() ? halo_floats() + gy_floats() : red_floats()) * sizeof(T);
   }
-  __host__ __device__ int64_t tiles() const { return q.N * s.tiles_h * s.tiles_w; }
   __host__ __device__ int64_t ncol() const { return q.Cg * q.ntaps + (bias ? 1 : 0); }
 };
 
@@ -454,7 +456,7 @@ inline bool grad_weight_tiled_setup(GwTiled<T>& p, const Geometry& q, const T* x
   while (p.groups > 1 && kGwMq * p.nck * p.groups > kFcThreads) p.groups /= 2;
   if (kGwMq * p.nck * p.groups > kFcThreads) return false;
   const int64_t per_split = q.G * p.mblocks, want = (blocks + per_split - 1) / per_split;
-  p.splits = int(want < 1 ? 1 : want > p.tiles() ? p.tiles() : want);
+  p.splits = int(want < 1 ? 1 : want > p.s.tiles ? p.s.tiles : want);
   return p.smem_bytes() <= smem_most;
 }
 
@@ -617,7 +619,7 @@ __global__ void __launch_bounds__(kFcThreads, 3) grad_weight_tiled(const __grid_
 #pragma unroll
     for (int kw = 0; kw < KW; ++kw) acc[i][kw] = 0.f;
   }
-  for (int64_t tile = split; tile < p.tiles(); tile += p.splits) {
+  for (int64_t tile = split; tile < p.s.tiles; tile += p.splits) {
     gw_stage<CG>(p, g, fc_tile(p.s, tile), mb, smem, tid, CpAsync4{});
     asm volatile("cp.async.commit_group;" ::: "memory");
     halo_wait(0);

@@ -167,7 +167,7 @@ static void emulate_forward_tiled(const Case& c, const Geometry& q, const double
     constexpr int KW = decltype(kw)::value, CG = decltype(cg)::value;
     for (int64_t g = 0; g < q.G; ++g)
       for (int mb = 0; mb < p.mblocks; ++mb)
-        for (int64_t b = 0; b < p.blocks(); ++b) {
+        for (int64_t b = 0; b < p.s.tiles; ++b) {
           const FcTile t = fc_tile(p.s, b);
           std::fill(smem.begin(), smem.end(), NAN);
           for (int tid = 0; tid < kFcThreads; ++tid) fw_stage<CG>(p, g, t, mb, smem.data(), tid, copy4_host);
@@ -190,7 +190,7 @@ static void emulate_grad_input_tiled(const Case& c, const Geometry& q, const dou
     std::vector<double> stage(size_t(p.stage_floats()));
     static double acc[kFcThreads][CG][kFcP];
     for (int64_t g = 0; g < q.G; ++g)
-      for (int64_t b = 0; b < p.blocks(); ++b) {
+      for (int64_t b = 0; b < p.s.tiles; ++b) {
         const FcTile t = fc_tile(p.s, b);
         for (auto& a : acc) for (auto& row : a) for (double& v : row) v = 0.0;
         for (int cc = 0; cc < p.nchunks; ++cc) {
@@ -227,7 +227,7 @@ static void emulate_grad_weight_tiled(const Case& c, const Geometry& q, const do
           for (int split = 0; split < p.splits; ++split) {
             for (auto& a : acc) for (auto& row : a) for (double& v : row) v = 0.0;
             for (auto& a : bsum) for (double& v : a) v = 0.0;
-            for (int64_t tile = split; tile < p.tiles(); tile += p.splits) {
+            for (int64_t tile = split; tile < p.s.tiles; tile += p.splits) {
               std::fill(smem.begin(), smem.end(), NAN);
               for (int tid = 0; tid < kFcThreads; ++tid)
                 gw_stage<CG>(p, g, fc_tile(p.s, tile), mb, smem.data(), tid, copy4_host);
