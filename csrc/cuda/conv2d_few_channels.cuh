@@ -409,8 +409,8 @@ __host__ __device__ __forceinline__ void gi_store(const GiTiled<T>& p, int64_t g
 // pixels. For each, they stage x's halo (as the forward) and grad_y's tile ([m][row][col], kGwS floats a
 // channel). Thread (row group, (c, kh), mq) sums, over its tile rows, kernel row kh's KW taps of channel c for
 // output channels mq + 8 * [0, 4): per 4 pixels of a row, kFcP + KW - 1 loads of x and 4 16-byte loads of
-// grad_y for 16 x KW multiply-adds (every tap of the row, the inactive ones of a mask's last row too: they are
-// not stored). The threads of (c, kh) 0 add grad_y itself too: grad_bias. At the end the row groups add their
+// grad_y for 16 x KW multiply-adds (a mask's last active row: its active taps alone, on warps of their own:
+// gw_thread). The threads of (c, kh) 0 add grad_y itself too: grad_bias. At the end the row groups add their
 // sums in order, and the block writes its split's partial sums in weight_from_partials' layout
 // ([split][M][Cg * ntaps + bias]), which reduce_grad_weight adds in split order. (grad_weight_direct, which this
 // replaces for these layers, takes pcnn_maskA's in 0.038 ms on an H100, 4 TFLOP/s.)
@@ -460,14 +460,26 @@ inline bool grad_weight_tiled_setup(GwTiled<T>& p, const Geometry& q, const T* x
   return p.smem_bytes() <= smem_most;
 }
 
-// Thread tid's role: its row group (>= p.groups: idle), channel c, kernel row kh, and channel quad mq.
+// The thread of row group `group`, (kernel row, channel) pair ck and channel quad mq. The pairs are the slowest
+// index, kernel row first (ck = kh * cg + c): a warp's threads share one pair, or (where fewer than 4 row groups
+// fit) pairs of one kernel row, so that a mask's last kernel row, whose threads do fewer taps, takes warps of its
+// own, and those warps' issue slots go to the others (pcnn_maskA: 2 of 8 warps do 3 taps where the rest do 7).
 template <class T>
-__host__ __device__ __forceinline__ void gw_place(const GwTiled<T>& p, int tid, int& group, int& c, int& kh, int& mq) {
+__host__ __device__ __forceinline__ int gw_thread(const GwTiled<T>& p, int group, int ck, int mq) {
+  return mq + kGwMq * (group + p.groups * ck);
+}
+
+// Thread tid's role: its row group, channel c, kernel row kh, and channel quad mq; false for an idle thread
+// (past the nck pairs).
+template <class T>
+__host__ __device__ __forceinline__ bool gw_place(const GwTiled<T>& p, int tid, int& group, int& c, int& kh,
+                                                  int& mq) {
   mq = tid % kGwMq;
-  const int ck = (tid / kGwMq) % p.nck;
-  group = tid / (kGwMq * p.nck);
-  c = ck / p.s.kha;
-  kh = ck - c * p.s.kha;
+  const int rest = tid / kGwMq, ck = rest / p.groups;
+  group = rest - ck * p.groups;
+  kh = ck / p.s.cg;
+  c = ck - kh * p.s.cg;
+  return ck < p.nck;
 }
 
 // Thread tid's share of staging tile t of block (g, mb): x's halo ([c][row][cs]), then grad_y's tile
@@ -492,33 +504,44 @@ __host__ __device__ __forceinline__ void gw_stage(const GwTiled<T>& p, int64_t g
   }
 }
 
-// Thread tid's sums over a staged tile: acc[i][kw] for channel mq + 8*i and tap (kh, kw) of channel c; bias[i]
-// grad_y's own sum (threads of (c, kh) 0).
-template <int KW, class T, class A>
-__host__ __device__ __forceinline__ void gw_tile(const GwTiled<T>& p, const T* smem, int tid, A (&acc)[4][KW],
-                                                 A (&bias)[4]) {
-  int group, c, kh, mq;
-  gw_place(p, tid, group, c, kh, mq);
-  if (group >= p.groups) return;
+// gw_tile's sums for kernel row kh's first NACT taps (NACT = KW: the whole row) over the thread's tile rows. The
+// count is a template argument so that the taps index registers and nothing tests them.
+template <int KW, int NACT, class T, class A>
+__host__ __device__ __forceinline__ void gw_rows(const GwTiled<T>& p, const T* smem, int group, int c, int kh, int mq,
+                                                 A (&acc)[4][KW], A (&bias)[4]) {
   const T* gys = smem + p.halo_floats();
   for (int r = group; r < kFcTH; r += p.groups) {
     const T* h = smem + (c * p.s.rows + r + int64_t(kh) * p.q.dh) * p.s.cs;
     for (int j0 = 0; j0 < kFcTW; j0 += kFcP) {
-      A xv[kFcP + KW - 1];
+      A xv[kFcP + NACT - 1];
 #pragma unroll
-      for (int i = 0; i < kFcP + KW - 1; ++i) xv[i] = A(h[j0 + i]);
+      for (int i = 0; i < kFcP + NACT - 1; ++i) xv[i] = A(h[j0 + i]);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         A gv[kFcP];
         fc_weights<kFcP>(gys + (mq + kGwMq * i) * kGwS + r * kFcTW + j0, gv);
 #pragma unroll
-        for (int kw = 0; kw < KW; ++kw)
+        for (int kw = 0; kw < NACT; ++kw)
 #pragma unroll
           for (int j = 0; j < kFcP; ++j) acc[i][kw] += gv[j] * xv[j + kw];
         if (c == 0 && kh == 0) bias[i] += (gv[0] + gv[1]) + (gv[2] + gv[3]);
       }
     }
   }
+}
+
+// Thread tid's sums over a staged tile: acc[i][kw] for channel mq + 8*i and tap (kh, kw) of channel c; bias[i]
+// grad_y's own sum (threads of (c, kh) 0). A PixelCNN mask's last active row (KW / 2 taps for mask A, one more
+// for B) sums its active taps alone; a row cut elsewhere sums all KW, the inactive ones never stored.
+template <int KW, class T, class A>
+__host__ __device__ __forceinline__ void gw_tile(const GwTiled<T>& p, const T* smem, int tid, A (&acc)[4][KW],
+                                                 A (&bias)[4]) {
+  int group, c, kh, mq;
+  if (!gw_place(p, tid, group, c, kh, mq)) return;
+  const int nact = p.q.ntaps - kh * KW;
+  if (nact == KW / 2) gw_rows<KW, KW / 2>(p, smem, group, c, kh, mq, acc, bias);
+  else if (nact == KW / 2 + 1) gw_rows<KW, KW / 2 + 1>(p, smem, group, c, kh, mq, acc, bias);
+  else gw_rows<KW, KW>(p, smem, group, c, kh, mq, acc, bias);
 }
 
 // The end of a block, in two steps with a barrier between (the stages are free then: red is shared memory's
@@ -528,8 +551,7 @@ template <int KW, class T, class A>
 __host__ __device__ __forceinline__ void gw_put(const GwTiled<T>& p, A* red, int tid, const A (&acc)[4][KW],
                                                 const A (&bias)[4]) {
   int group, c, kh, mq;
-  gw_place(p, tid, group, c, kh, mq);
-  if (group >= p.groups) return;
+  if (!gw_place(p, tid, group, c, kh, mq)) return;
   A* r = red + tid * 4 * 8;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -542,16 +564,15 @@ template <int KW, class T, class A>
 __host__ __device__ __forceinline__ void gw_store(const GwTiled<T>& p, int64_t g, int mb, int split, const A* red,
                                                   int tid) {
   int group, c, kh, mq;
-  gw_place(p, tid, group, c, kh, mq);
   const Geometry& q = p.q;
-  if (group != 0 || c >= q.Cg) return;
+  if (!gw_place(p, tid, group, c, kh, mq) || group != 0 || c >= q.Cg) return;
   for (int i = 0; i < 4; ++i) {
     const int64_t m = int64_t(mb) * kGwMB + mq + kGwMq * i;
     if (m >= q.Mg) continue;
     A sum[8];
     for (int k = 0; k < 8; ++k) sum[k] = red[tid * 4 * 8 + i * 8 + k];
     for (int gr = 1; gr < p.groups; ++gr)
-      for (int k = 0; k < 8; ++k) sum[k] += red[(tid + gr * kGwMq * p.nck) * 4 * 8 + i * 8 + k];
+      for (int k = 0; k < 8; ++k) sum[k] += red[gw_thread(p, gr, kh * p.s.cg + c, mq) * 4 * 8 + i * 8 + k];
     T* out = p.ws + (int64_t(split) * q.M + g * q.Mg + m) * p.ncol();
     for (int kw = 0; kw < KW && kh * KW + kw < q.ntaps; ++kw) out[c * q.ntaps + kh * KW + kw] = T(sum[kw]);
     if (p.bias && c == 0 && kh == 0) out[q.Cg * q.ntaps] = T(sum[7]);

@@ -733,9 +733,11 @@ int main(int argc, char** argv) {
       // the tiled kernels: tiles across and down images (edges inside a tile), chunks past the channels, a
       // mask's short last row, dilated rows, each kernel width and CG, uneven padding
       {2, 1, 30, 70, 37, 7, 7, 24, 1, 1, 3, 3, 1, 1, 1, false},   // mask A, 3 tiles a row, 37 channels
-      {1, 6, 17, 33, 33, 5, 5, 12, 1, 1, 2, 1, 2, 1, 3, false},   // 2 channels a group, mask B 5x5, dilation 2x1
+      {1, 6, 17, 33, 33, 5, 5, 12, 1, 1, 2, 1, 2, 1, 3, false},   // 2 channels a group, mask A 5x5, dilation 2x1
       {2, 9, 12, 40, 21, 3, 3, 4, 1, 1, 0, 2, 1, 1, 3, false},    // 3 channels a group (CG 4), mask A 3x3
       {1, 4, 9, 5, 16, 3, 7, 21, 1, 1, 1, 3, 3, 1, 1, false},     // 4 channels, a 3x7 kernel, dilation 3 down
+      {2, 3, 11, 35, 40, 7, 7, 25, 1, 1, 3, 3, 1, 1, 1, false},   // 3 channels (CG 4), mask B 7x7: 2 row groups
+      {1, 2, 9, 34, 8, 3, 3, 5, 1, 1, 1, 1, 1, 1, 1, false},      // 2 channels, mask B 3x3
   };
   for (const Case& c : cases) {
     std::printf("-- 64 x 64 tiles\n");
