@@ -81,14 +81,21 @@ def test_jit_trace_records_the_ops(grad):
     torch.testing.assert_close(loss_trace(x2[:, 0, 1], y), torch.nn.functional.cross_entropy(x2[:, 0, 1], y))
 
 
-def test_first_calls_compile_in_one_graph_without_recompiling():
+@pytest.mark.parametrize("imports", ["torch, pixelops", "pixelops, torch"])
+def test_first_calls_compile_in_one_graph_without_recompiling(imports):
     # In a fresh process (nothing called eagerly before): cross_entropy's first call compiled whole (its entry
     # point imported a module inside the traced code: a graph break), and a conv's second identical call not
-    # compiled again (a cache the first call filled changed a global the guards read).
+    # compiled again (a cache the first call filled changed a global the guards read). With pixelops imported
+    # first (isort's order), its torch side loads as torch is imported: loaded at the first call, inside the
+    # traced function, it was an import Dynamo cannot trace (an error under fullgraph=True). torch's module keeps
+    # its own loader.
     import subprocess
     import sys
-    code = """
-import torch, pixelops
+    code = f"""
+import importlib.machinery, sys
+import {imports}
+assert "pixelops._torch.conv2d" in sys.modules and "pixelops._torch.cross_entropy" in sys.modules
+assert type(torch.__loader__) is type(torch.__spec__.loader) is importlib.machinery.SourceFileLoader
 w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
 f = torch.compile(lambda x, t: pixelops.cross_entropy(pixelops.conv2d(x, w, padding=1).flatten(2).mean(2), t),
                   backend="eager", fullgraph=True)
@@ -105,10 +112,28 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_numpy_calls_never_import_torch():
+    # pixelops waits for torch's import to load its torch side (pixelops/_torch_loader.py): numpy calls alone
+    # leave torch unimported
+    import subprocess
+    import sys
+    code = """
+import sys
+import numpy as np
+import pixelops
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal((1, 3, 5, 5)), rng.standard_normal((3, 3, 3, 3))
+pixelops.relu(pixelops.masked_conv2d(pixelops.conv2d(x, w, padding=1), w))
+pixelops.cross_entropy(rng.standard_normal((3, 4)), np.array([0, 3, 1]))
+print("torch" in sys.modules)
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
+
+
 def test_a_dynamic_size_is_not_fixed_by_a_one_row_output():
     w = torch.randn(2, 3, 3, 3, dtype=torch.float64)
-    pixelops.conv2d(torch.randn(1, 3, 3, 3), w.float())  # (pixelops imported before torch here: its torch side
-    # loads at a first eager call; see the README on torch.compile)
     f = torch.compile(lambda x: pixelops.conv2d(x, w), backend="eager", fullgraph=True)
     for shape in [(2, 3, 6, 6), (3, 3, 3, 4)]:  # the second: one output row (its test fixed the height at 3)
         x = torch.randn(shape, dtype=torch.float64)

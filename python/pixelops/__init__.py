@@ -6,7 +6,8 @@ go in, the same kind comes out.
 from __future__ import annotations
 
 from . import _C
-from ._torch_loader import load_all as _load_all, torch_is_loaded as _torch_is_loaded
+from ._torch_loader import load_all as _load_all, load_when_torch_imports as _load_when_torch_imports
+from ._torch_loader import torch_is_loaded as _torch_is_loaded
 from .ops.relu import relu
 from .ops.cross_entropy import cross_entropy
 from .ops.conv2d import conv2d, masked_conv2d, conv_mask
@@ -21,6 +22,8 @@ def available_backends() -> dict:
 
 if _torch_is_loaded():
     _load_all()
+else:  # (a numpy user who never imports torch never loads it)
+    _load_when_torch_imports()
 
 __all__ = ["relu", "available_backends", "__version__"]
 __all__ += ["cross_entropy"]
