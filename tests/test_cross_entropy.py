@@ -480,7 +480,11 @@ def test_bad_options(kwargs, error, match):
     (torch.zeros(3, 5, dtype=torch.int64), ValueError, "must have shape \\(3, 4\\)"),
     (torch.zeros(3, 4, dtype=torch.int32), TypeError, "'target' must hold class indices \\(int64 or uint8\\).*int32"),
     (torch.zeros(3, 4, dtype=torch.bool), TypeError, "got dtype bool"),
-    (torch.rand(3, 5, 4, dtype=torch.float64), TypeError, "class-probability 'target' must have input's dtype float32"),
+    (torch.rand(3, 5, 4).to(torch.float8_e5m2), TypeError,
+     "class-probability 'target' must have dtype float16, bfloat16, float32 or float64.*got float8_e5m2"),
+    (torch.zeros(3, 5, 4, dtype=torch.int64), TypeError,  # torch: probabilities by their shape, refused by dtype
+     "'target' of input's shape \\(3, 5, 4\\) holds class probabilities, which must be floating.*int64"),
+    (torch.zeros(3, 5, 4, dtype=torch.int32), TypeError, "holds class probabilities, which must be floating.*int32"),
     (torch.rand(3, 5), ValueError, "class-probability 'target' must have input's shape \\(3, 5, 4\\)"),
     (np.zeros((3, 4), np.int64), TypeError, "must both be numpy arrays or both torch tensors"),
     ([0, 1, 2], TypeError, "'target' must be a numpy array or a torch tensor, got list"),
@@ -545,6 +549,223 @@ def test_probability_target_grad_refuses_inplace_backward_and_compile():
         compiled(a, q)
 
 
+# ---- class probabilities of another dtype than the logits ----------------------------------------------------
+# torch promotes: the loss has torch.result_type(input, target), the gradients the dtypes of what they belong to.
+# pixelops runs its one-dtype kernels in the logits' dtype on the target converted to it, and casts the loss.
+
+MIXED = [(torch.float32, torch.float64), (torch.float32, torch.float16), (torch.float32, torch.bfloat16),
+         (torch.float64, torch.float32), (torch.float64, torch.float16), (torch.float64, torch.bfloat16)]
+# the rounding of a result stored in a 16-bit dtype (a target's gradient), against a float64 reference
+ROUNDED_TOL = {torch.float16: dict(rtol=2e-3, atol=1e-5), torch.bfloat16: dict(rtol=1e-2, atol=1e-4)}
+
+
+def _mixed_tol(x_dtype, dtype):
+    """Tolerance for a result of `dtype` computed from logits of x_dtype: float32 work (as torch's log_softmax of
+    float32 logits) is float32-exact at best, whatever dtype the result is stored in."""
+    if dtype in ROUNDED_TOL:
+        return ROUNDED_TOL[dtype]
+    return F32_TOL if torch.float32 in (x_dtype, dtype) else {}
+
+
+def _check_mixed(x, q, weight=None, reduction="mean", eps=0.0):
+    """pixelops against F.cross_entropy in float64 on the same values: the loss's value and dtype (torch's own
+    for this pair), and the gradients of x and of q (where they require grad) in their own dtypes."""
+    loss = pixelops.cross_entropy(x, q, weight, reduction=reduction, label_smoothing=eps)
+    with torch.no_grad():
+        torch_dtype = F.cross_entropy(x, q, weight, reduction=reduction, label_smoothing=eps).dtype
+    assert loss.dtype == torch_dtype == torch.result_type(x, q) and loss.device == x.device
+    grad_out = torch.randn(loss.shape, dtype=torch.float64, device=x.device).to(loss.dtype)
+    wanted = [t for t in (x, q) if t.requires_grad]
+    grads = torch.autograd.grad(loss, wanted, grad_out)
+
+    xr = x.detach().double().cpu().requires_grad_(x.requires_grad)
+    qr = q.detach().double().cpu().requires_grad_(q.requires_grad)
+    ref = F.cross_entropy(xr, qr, None if weight is None else weight.double().cpu(), reduction=reduction,
+                          label_smoothing=eps)
+    refs = torch.autograd.grad(ref, [t for t in (xr, qr) if t.requires_grad], grad_out.double().cpu())
+    assert loss.shape == ref.shape
+    torch.testing.assert_close(loss.double().cpu(), ref, equal_nan=True, **_mixed_tol(x.dtype, loss.dtype))
+    for t, g, r in zip(wanted, grads, refs):
+        assert g.dtype == t.dtype and g.shape == t.shape and g.device == t.device
+        torch.testing.assert_close(g.double().cpu(), r, **_mixed_tol(x.dtype, t.dtype))
+    return loss
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_dtype, q_dtype", MIXED)
+@pytest.mark.parametrize("shape", [(7,), (37, 11), (3, 13, 5, 7)])
+def test_probability_targets_of_another_dtype(device, x_dtype, q_dtype, shape):
+    C = _classes(shape)
+    for weighted, reduction, eps, grads in itertools.product(
+            [False, True], ["none", "mean", "sum"], [0.0, 0.3], ["x", "q", "both"]):
+        x = _logits(shape, x_dtype, device, requires_grad=grads != "q")
+        q = _prob_target(shape, q_dtype, device).requires_grad_(grads != "x")
+        w = _weight(C, x_dtype, device) if weighted else None
+        _check_mixed(x, q, w, reduction, eps)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_dtype, q_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float16)])
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last"])
+def test_probability_targets_of_another_dtype_strided(device, x_dtype, q_dtype, layout):
+    # the converted target keeps a strided target's layout (or is made dense): the kernel reads either
+    shape = (4, 9, 3, 5)
+    x = _logits(shape, x_dtype, device, layout)
+    q = _layout(_prob_target(shape, q_dtype, device), layout).requires_grad_()
+    _check_mixed(x, q, _weight(9, x_dtype, device), "mean", 0.1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_probability_targets_of_another_dtype_empty_batch(device):
+    for reduction in ("mean", "sum", "none"):
+        x = torch.randn(0, 5, 3, dtype=torch.float32, device=device, requires_grad=True)
+        q = torch.zeros(0, 5, 3, dtype=torch.float64, device=device, requires_grad=True)
+        loss = pixelops.cross_entropy(x, q, reduction=reduction)
+        ref = F.cross_entropy(x.detach(), q.detach(), reduction=reduction)
+        assert loss.dtype == ref.dtype == torch.float64
+        torch.testing.assert_close(loss, ref, equal_nan=True)  # NaN for the mean, as torch's
+        gx, gq = torch.autograd.grad(loss, (x, q), torch.full_like(loss, 2.0))
+        assert (gx.shape, gx.dtype, gq.shape, gq.dtype) == (x.shape, x.dtype, q.shape, q.dtype)
+
+
+def test_probability_targets_of_another_dtype_inplace_backward():
+    # The kernel runs in the logits' dtype, so the gradient it writes fits the logits' own memory: mixed dtypes
+    # take inplace_backward=True as one dtype does (the float64 loss's incoming gradient is cast to float32).
+    a = _logits((9, 33), torch.float32, "cpu")
+    q = _prob_target((9, 33), torch.float64, "cpu")
+    x = a * 2
+    ptr = x.data_ptr()
+    loss = pixelops.cross_entropy(x, q, label_smoothing=0.1, inplace_backward=True)
+    assert loss.dtype == torch.float64
+    xr = (a * 2).detach().double().requires_grad_()
+    ref = F.cross_entropy(xr, q, label_smoothing=0.1)
+    (ref_gx,) = torch.autograd.grad(ref, xr)
+    torch.testing.assert_close(loss, ref, **F32_TOL)
+    (ga,) = torch.autograd.grad(loss, a)
+    assert ga.dtype == torch.float32
+    torch.testing.assert_close(ga.double(), 2 * ref_gx, **F32_TOL)
+    torch.testing.assert_close(x.detach().double(), ref_gx, **F32_TOL)  # the logits' memory holds d loss / d x
+    assert x.data_ptr() == ptr
+    # a target that requires grad still refuses it, whatever its dtype (its gradient needs the logits)
+    with pytest.raises(ValueError, match="inplace_backward=True cannot be used"):
+        pixelops.cross_entropy(a * 2, q.float().half().requires_grad_(), inplace_backward=True)
+
+
+def test_gradcheck_probability_targets_of_another_dtype():
+    # float64 logits, float32 probabilities (converted exactly): the whole computation is float64's
+    x = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    q = torch.softmax(torch.randn(4, 5, 3), 1)
+    w = torch.rand(5, dtype=torch.float64) + 0.5
+    for reduction in ("mean", "sum", "none"):
+        assert torch.autograd.gradcheck(
+            lambda x: pixelops.cross_entropy(x, q, w, reduction=reduction, label_smoothing=0.2), (x,))
+
+
+def test_probability_targets_of_another_dtype_under_cpu_autocast():
+    # autocast runs cross-entropy in float32 but leaves float64 alone: torch then promotes the float32 logits
+    # with float64 probabilities to a float64 loss (where pixelops refused the float64 target), and half
+    # probabilities with the logits to float32.
+    x = _logits((6, 7), torch.float32, "cpu")
+    for logits, q in [(x, _prob_target((6, 7), torch.float64, "cpu")),
+                      (x.bfloat16(), _prob_target((6, 7), torch.float64, "cpu")),
+                      (x.bfloat16(), _prob_target((6, 7), torch.float16, "cpu").requires_grad_())]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = pixelops.cross_entropy(logits, q, label_smoothing=0.1)
+            ref = F.cross_entropy(logits, q, label_smoothing=0.1)
+        assert loss.dtype == ref.dtype
+        torch.testing.assert_close(loss, ref, **F32_TOL)
+        got = torch.autograd.grad(loss, (x, q) if q.requires_grad else (x,))
+        want = torch.autograd.grad(ref, (x, q) if q.requires_grad else (x,))
+        for g, r in zip(got, want):
+            assert g.dtype == r.dtype
+            torch.testing.assert_close(g, r, **(ROUNDED_TOL.get(g.dtype) or F32_TOL))
+
+
+def test_probability_targets_of_another_dtype_under_compile_and_torch_func():
+    x = _logits((8, 12, 3), torch.float32, "cpu")
+    q = _prob_target((8, 12, 3), torch.float64, "cpu")
+    w = _weight(12, torch.float32, "cpu")
+    xr = x.detach().double().requires_grad_()
+    ref = F.cross_entropy(xr * 1.5, q, w.double(), label_smoothing=0.1)
+    (gref,) = torch.autograd.grad(ref, xr)
+
+    def loss_fn(x, q, w):
+        return pixelops.cross_entropy(x * 1.5, q, w, label_smoothing=0.1)
+
+    # eager, then compiled whole
+    for fn in (loss_fn, torch.compile(loss_fn, fullgraph=True, backend="aot_eager")):
+        loss = fn(x, q, w)
+        (gx,) = torch.autograd.grad(loss, x)
+        assert loss.dtype == torch.float64 and gx.dtype == torch.float32
+        torch.testing.assert_close(loss, ref, **F32_TOL)
+        torch.testing.assert_close(gx.double(), gref, **F32_TOL)
+
+    loss_of = lambda x: pixelops.cross_entropy(x * 1.5, q, w, label_smoothing=0.1)  # noqa: E731
+    gx, loss = torch.func.grad_and_value(loss_of)(x.detach())
+    assert loss.dtype == torch.float64 and gx.dtype == torch.float32
+    torch.testing.assert_close(loss, ref.detach(), **F32_TOL)
+    torch.testing.assert_close(gx.double(), gref, **F32_TOL)
+    # per-sample losses and gradients under vmap (entries of 12 classes, unbatched): each entry's as a call
+    x, q = x[:, :, 0], q[:, :, 0]
+    per_entry = torch.func.vmap(torch.func.grad_and_value(
+        lambda z, p: pixelops.cross_entropy(z, p, w, label_smoothing=0.1)))(x.detach(), q)
+    for i in (0, 5):
+        zr = x[i].detach().double().requires_grad_()
+        one = F.cross_entropy(zr, q[i], w.double(), label_smoothing=0.1)
+        torch.testing.assert_close(per_entry[1][i], one.detach(), **F32_TOL)
+        torch.testing.assert_close(per_entry[0][i].double(), torch.autograd.grad(one, zr)[0], **F32_TOL)
+    assert per_entry[1].dtype == torch.float64 and per_entry[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("x_dtype, q_dtype", [(np.float32, np.float64), (np.float32, np.float16),
+                                              (np.float64, np.float32), (np.float64, np.float16)])
+def test_numpy_probability_targets_of_another_dtype(x_dtype, q_dtype):
+    # numpy in, numpy out, in the dtype torch gives the same arrays (numpy's promotion agrees on these pairs)
+    rng = np.random.default_rng(3)
+    x = (3 * rng.standard_normal((5, 9, 7))).astype(x_dtype)
+    q = rng.random((5, 9, 7))
+    q = (q / q.sum(1, keepdims=True)).astype(q_dtype)
+    w = (rng.random(9) + 0.5).astype(x_dtype)
+    for reduction, eps in [("mean", 0.0), ("none", 0.2), ("sum", 0.1)]:
+        out = pixelops.cross_entropy(x[:, :, ::-1], q[:, :, ::-1], w, reduction=reduction, label_smoothing=eps)
+        tx, tq, tw = (torch.from_numpy(a.copy()) for a in (x[:, :, ::-1], q[:, :, ::-1], w))
+        want_dtype = F.cross_entropy(tx, tq, tw, reduction=reduction, label_smoothing=eps).numpy().dtype
+        ref = F.cross_entropy(tx.double(), tq.double(), tw.double(), reduction=reduction,
+                              label_smoothing=eps).numpy()
+        assert isinstance(out, np.ndarray) and out.dtype == want_dtype == np.result_type(x_dtype, q_dtype)
+        assert out.shape == ref.shape
+        tol = dict(rtol=1e-12, atol=1e-12) if x_dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(out, ref, **tol)
+
+
+def test_numpy_probability_targets_torch_has_no_dtype_for():
+    # numpy's long double (float128 here): torch.from_numpy refuses it, and there is no kernel dtype to cast to
+    if np.dtype(np.longdouble).itemsize == 8:
+        pytest.skip("long double is float64 on this platform")
+    q = np.full((2, 3), 1 / 3, np.longdouble)
+    with pytest.raises(TypeError, match=f"class-probability 'target' must have dtype float16, float32 or float64, "
+                                        f"got {q.dtype.name}"):
+        pixelops.cross_entropy(np.zeros((2, 3), np.float32), q)
+
+
+def test_probability_target_dtype_is_part_of_the_cached_signature():
+    # The eager checks are kept per call signature: a float64 target's "ok" must not pass a target of the same
+    # shape but a dtype torch refuses (float8: no promotion; integers of the logits' shape: not probabilities).
+    x = _logits((3, 5, 4), torch.float32, "cpu")
+    q = _prob_target((3, 5, 4), torch.float64, "cpu")
+    pixelops.cross_entropy(x, q)
+    pixelops.cross_entropy(x, q)  # (the kept answer)
+    for bad, match in [(q.to(torch.float8_e4m3fn), "must have dtype float16, bfloat16, float32 or float64"),
+                       (torch.zeros(3, 5, 4, dtype=torch.int64), "must be floating"),
+                       (torch.zeros(3, 5, 4, dtype=torch.uint8), "must be floating")]:
+        with pytest.raises(Exception):  # torch refuses each
+            F.cross_entropy(x, bad)
+        for _ in range(2):  # (a refusal is not kept as an answer either)
+            with pytest.raises(TypeError, match=match):
+                pixelops.cross_entropy(x, bad)
+    assert pixelops.cross_entropy(x, q.half()).dtype == torch.float32  # good calls still pass
+
+
 # ---- CUDA only -----------------------------------------------------------------------------------------------
 
 @pytest.mark.cuda
@@ -559,6 +780,32 @@ def test_cuda_half_types_accumulate_in_float32(dtype, shape):
         _check(x, _index_target(shape, "cuda"), _weight(_classes(shape), dtype, "cuda"), -100, reduction, eps, tol)
         x = _logits(shape, dtype, "cuda")
         _check(x, _prob_target(shape, dtype, "cuda"), None, -100, reduction, eps, tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("x_dtype, q_dtype", [(torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+                                              (torch.float16, torch.float64), (torch.bfloat16, torch.float16)])
+@pytest.mark.parametrize("shape", [(64, 1000), (4, 256, 7, 9), (33, 5)])
+def test_cuda_half_logits_with_probability_targets_of_another_dtype(x_dtype, q_dtype, shape):
+    # The kernel runs on the logits' half dtype (with float32 arithmetic) and the probabilities rounded to it:
+    # the loss, promoted to float32 or float64 as torch's, is as exact as a half loss (torch's log_softmax is
+    # rounded to the half dtype too). Half tolerances for the loss and the logits' gradient.
+    tol = dict(rtol=2e-2, atol=2e-3) if torch.bfloat16 in (x_dtype, q_dtype) else dict(rtol=5e-3, atol=5e-4)
+    for reduction, eps, weighted in [("mean", 0.0, True), ("none", 0.1, False), ("sum", 0.0, True)]:
+        x = _logits(shape, x_dtype, "cuda")
+        q = _prob_target(shape, q_dtype, "cuda").requires_grad_()
+        w = _weight(_classes(shape), x_dtype, "cuda") if weighted else None
+        loss = pixelops.cross_entropy(x, q, w, reduction=reduction, label_smoothing=eps)
+        assert loss.dtype == torch.result_type(x, q)
+        g = torch.randn(loss.shape, dtype=torch.float64, device="cuda").to(loss.dtype)
+        gx, gq = torch.autograd.grad(loss, (x, q), g)
+        xr, qr = x.detach().double().requires_grad_(), q.detach().double().requires_grad_()
+        ref = F.cross_entropy(xr, qr, None if w is None else w.double(), reduction=reduction, label_smoothing=eps)
+        gxr, gqr = torch.autograd.grad(ref, (xr, qr), g.double())
+        assert gx.dtype == x_dtype and gq.dtype == q_dtype
+        torch.testing.assert_close(loss.double(), ref, **tol)
+        torch.testing.assert_close(gx.double(), gxr, **tol)
+        torch.testing.assert_close(gq.double(), gqr, **tol)
 
 
 @pytest.mark.cuda

@@ -417,6 +417,26 @@ def test_cross_entropy_loss_takes_half_logits_on_cpu(dtype, probs):
     torch.testing.assert_close(x.grad.double(), xr.grad, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("target_dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_cross_entropy_loss_promotes_half_logits_with_other_probabilities_on_cpu(dtype, target_dtype):
+    # pixelops.nn.functional's cross_entropy, called directly (the drop-in table sends such pairs to torch), on
+    # CPU half logits with class probabilities of another dtype: the loss in torch's promoted dtype (float64
+    # probabilities give a float64 loss, not one rounded to the logits' dtype)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(7, 5, generator=gen).to(dtype).requires_grad_()
+    t = torch.softmax(3 * torch.randn(7, 5, generator=gen), 1).to(target_dtype)
+    loss = pnn.functional.cross_entropy(x, t, label_smoothing=0.1)
+    assert loss.dtype == F.cross_entropy(x.detach(), t, label_smoothing=0.1).dtype
+    loss.backward()
+    xr = x.detach().double().requires_grad_()
+    ref = F.cross_entropy(xr, t.double(), label_smoothing=0.1)
+    ref.backward()
+    assert x.grad.dtype == dtype
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=2e-2, atol=2e-3)
+
+
 def test_modules_run_torch_where_pixelops_has_no_kernels():
     # a swapped model keeps taking what it took before the swap: calls pixelops has no kernels for run torch's
     # own forward (the drop-in table's rule, as under patch())

@@ -254,6 +254,8 @@ _cross_entropy_apply = eager_apply(CrossEntropyFunction, 3)  # x, target, weight
 
 def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
                   reduction: int, eps: float, inplace: bool) -> torch.Tensor:
+    if target.is_floating_point() and target.dtype != x.dtype:
+        return _promoted(x, target, weight, ignore_index, reduction, eps, inplace)
     grad_on = torch.is_grad_enabled()
     needs_grad = x.requires_grad and grad_on
     target_grad = target.requires_grad and grad_on  # only class probabilities can require grad
@@ -287,3 +289,24 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
         raise RuntimeError(f"pixelops.{OP}: inplace_backward=True would overwrite a leaf tensor that requires grad "
                            "(or a view of one); use it on computed logits (the output of a layer)")
     return _cross_entropy_apply(x, target, weight, ignore_index, reduction, eps, inplace)
+
+
+def _promoted(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], ignore_index: int,
+              reduction: int, eps: float, inplace: bool) -> torch.Tensor:
+    """Class probabilities of another dtype than the logits (the checks took float16, bfloat16, float32 and
+    float64): torch's loss has the promoted dtype, its gradients the dtypes of the logits and of the target.
+
+    The kernels hold one dtype, so they run in the logits' dtype on the probabilities converted to it, and the
+    loss is converted to the promoted dtype: both conversions are differentiable .to's, so autograd (eager,
+    torch.compile, torch.func) casts the incoming gradient to the logits' dtype and the target's gradient back
+    to the target's. That is torch's own precision: its log_softmax runs in the logits' dtype (the products
+    and the sum after it are promoted). Converting the logits to the promoted dtype instead would be more exact
+    than torch, but costs a logits-sized copy, and a gradient buffer, in the wider dtype, and could not take
+    inplace_backward; this way inplace_backward writes the gradient of the logits' dtype over them as with one
+    dtype (a target that requires grad still refuses it: its gradient needs the logits). Narrower probabilities
+    convert exactly; float64 ones with float32 logits differ from torch's by float32 rounding (of the
+    probabilities, and of the loss before it is promoted: about 1e-7 relative). On CUDA, float16/bfloat16
+    logits round the probabilities and the loss to their dtype (torch's log-probabilities are rounded to it
+    too, but it sums in the wider dtype): a half-precision loss, returned in the promoted dtype."""
+    loss = cross_entropy(x, target.to(x.dtype), weight, ignore_index, reduction, eps, inplace)
+    return loss.to(torch.promote_types(x.dtype, target.dtype))  # (no copy where that is x's dtype)

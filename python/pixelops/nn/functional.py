@@ -61,10 +61,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
     if input.dtype in _LOW and input.is_cpu and not torch.is_autocast_enabled("cpu"):
         # No half kernels on the CPU (a bfloat16 model's logits): in float32, as torch accumulates them, the loss
-        # rounded back to the logits' dtype. (Under autocast the op's own policy takes them: a float32 loss.)
+        # rounded back to torch's dtype for it: the logits', or the one class probabilities of another dtype
+        # promote it to (float64 probabilities, taken as they are: a float64 loss). (Under autocast the op's own
+        # policy takes them: a float32 loss.)
         def up(t):
             return t.float() if t is not None and t.is_floating_point() else t
-        return pixelops.cross_entropy(up(input), up(target), weight=up(weight), ignore_index=ignore_index,
-                                      reduction=reduction, label_smoothing=label_smoothing).to(input.dtype)
+        out = torch.promote_types(input.dtype, target.dtype) if target.is_floating_point() else input.dtype
+        return pixelops.cross_entropy(up(input), target.float() if target.dtype in _LOW else target,
+                                      weight=up(weight), ignore_index=ignore_index, reduction=reduction,
+                                      label_smoothing=label_smoothing).to(out)
     return pixelops.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
                                   label_smoothing=label_smoothing)

@@ -14,7 +14,12 @@ OP = "cross_entropy"
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}  # torch's Reduction enum, as the kernels take it
 NO_ARRAY = ABSENT
 _INDEX_DTYPES = ("int64", "uint8")  # PyTorch takes Long or Byte class indices
-_ARGUMENTS = ("input", "target", "weight")  # the tensors' names in messages
+# Class probabilities of these dtypes are taken with logits of any (kernel) dtype, as torch promotes them: the
+# loss in torch.result_type(input, target). (torch has no promotion for its float8 types, and no numpy long
+# double; numpy has no bfloat16.)
+_PROB_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_NUMPY_PROB_DTYPES = ("float16", "float32", "float64")
+_AUTOCAST_ARGUMENTS = ("input", "weight")  # the names of the tensors autocast casts, in its messages
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
@@ -23,12 +28,16 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
 
     input: logits of shape (C), (N, C) or (N, C, d1, ..., dk), the classes on dimension 1 (any strides: the
     (N, C, H, W) case is read in place, without a transposed copy). target: class indices (int64 or uint8) of
-    shape (), (N) or (N, d1, ..., dk), or class probabilities of input's shape and dtype. weight: (C) class
-    weights. ignore_index, reduction ('none', 'mean', 'sum') and label_smoothing as in PyTorch, including its
-    weighted mean and the NaN of a mean over targets that are all ignored (also for an unbatched input whose
-    one target is ignored, on both devices, as PyTorch on the CPU; PyTorch's CUDA kernel returns 0 there).
+    shape (), (N) or (N, d1, ..., dk), or class probabilities of input's shape (float16, bfloat16, float32 or
+    float64, whatever input's dtype: the loss then has torch's promoted dtype, torch.result_type(input, target),
+    as F.cross_entropy's; the kernels run in input's dtype on the probabilities converted to it, and each
+    gradient comes in the dtype of what it belongs to). weight: (C) class weights, of input's dtype.
+    ignore_index, reduction ('none', 'mean', 'sum') and label_smoothing as in PyTorch, including its weighted mean
+    and the NaN of a mean over targets that are all ignored (also for an unbatched input whose one target is
+    ignored, on both devices, as PyTorch on the CPU; PyTorch's CUDA kernel returns 0 there).
 
-    numpy arrays in, numpy array out (CPU, float32/float64); torch tensors in, a tensor out (CPU: float32,
+    numpy arrays in, numpy array out (CPU, float32/float64 logits; probabilities also float16, the loss in
+    numpy's promoted dtype, which is torch's for these); torch tensors in, a tensor out (CPU: float32,
     float64; CUDA: float32, float16, bfloat16 with float32 arithmetic, float64), differentiable through
     pixelops' own kernels: the forward pass writes the gradient as it computes the loss and backward only scales
     it. The class weights get no gradient (a weight that requires grad is refused).
@@ -50,7 +59,12 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     """
     checks = _checks
     if is_tensor(input):  # torch.autocast's policy: cross-entropy in float32 (pixelops/_torch/autocast.py)
-        input, target, weight = torch_ops("autocast").float32(OP, _ARGUMENTS, input, target, weight)
+        # The target is left out: class indices are not cast, and class probabilities of any dtype are promoted
+        # with the logits by the torch side (pixelops/_torch/cross_entropy.py: _promoted), which gives what
+        # autocast's cast and torch's promotion give together (float16 probabilities: float32; float64 ones,
+        # which autocast leaves alone: float64, where the cast's check refused them for meeting float32 logits,
+        # though torch takes them).
+        input, weight = torch_ops("autocast").float32(OP, _AUTOCAST_ARGUMENTS, input, weight)
         if not torch_ops("common").compiling():  # (traced calls keep no cache in the graph)
             checks = _checks_cached
     ignore_index, red, label_smoothing, probs = checks(input, target, weight, ignore_index, reduction,
@@ -59,6 +73,13 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     if isinstance(input, np.ndarray):
         if inplace_backward:
             raise ValueError(f"pixelops.{OP}: inplace_backward=True needs torch tensors (numpy arrays have no backward)")
+        if probs and target.dtype != input.dtype:
+            # Promoted as numpy promotes (the dtype torch gives the same arrays, through torch.from_numpy), and
+            # computed as the tensor path computes it, in input's dtype, so both paths give the same numbers:
+            # no gradient or inplace_backward here for a mixed pair to refuse.
+            loss = _numpy_forward(input, target.astype(input.dtype), weight, ignore_index, red, label_smoothing,
+                                  probs)
+            return loss.astype(np.result_type(input.dtype, target.dtype))
         return _numpy_forward(input, target, weight, ignore_index, red, label_smoothing, probs)
     return torch_ops(OP).cross_entropy(input, target, weight, ignore_index, red, label_smoothing,
                                        bool(inplace_backward))
@@ -101,9 +122,10 @@ def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
         raise ValueError(f"pixelops.{OP}: 'input' has no classes (size 0 on its class dimension)")
     probs = _is_floating(target)
     if probs:
-        if target.dtype != input.dtype:
-            raise TypeError(f"pixelops.{OP}: class-probability 'target' must have input's dtype {dtype_name(input)}, "
-                            f"got {dtype_name(target)}")
+        if target.dtype != input.dtype and not _is_prob_dtype(target):  # (torch refuses these too)
+            names = _NUMPY_PROB_DTYPES if isinstance(target, np.ndarray) else _PROB_DTYPES
+            raise TypeError(f"pixelops.{OP}: class-probability 'target' must have dtype {', '.join(names[:-1])} "
+                            f"or {names[-1]}, got {dtype_name(target)}")
         if tuple(target.shape) != shape:
             raise ValueError(f"pixelops.{OP}: class-probability 'target' must have input's shape {shape}, "
                              f"got {tuple(target.shape)}")
@@ -111,9 +133,12 @@ def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
             raise ValueError(f"pixelops.{OP}: 'ignore_index' is not supported with class-probability targets, "
                              f"got ignore_index={ignore_index}")
     else:
+        if tuple(target.shape) == shape:  # torch reads a target of input's shape as probabilities, by its shape
+            raise TypeError(f"pixelops.{OP}: a 'target' of input's shape {shape} holds class probabilities, which "
+                            f"must be floating (float16, bfloat16, float32 or float64), got dtype {dtype_name(target)}")
         if not _is_index_dtype(target):
             raise TypeError(f"pixelops.{OP}: 'target' must hold class indices (int64 or uint8) or class "
-                            f"probabilities (input's dtype), got dtype {dtype_name(target)}")
+                            f"probabilities (floating), got dtype {dtype_name(target)}")
         expected = shape[:1] + shape[2:] if len(shape) > 1 else ()
         if tuple(target.shape) != expected:
             raise ValueError(f"pixelops.{OP}: class-index 'target' must have shape {expected} for input of shape "
@@ -129,8 +154,9 @@ def _checks(input, target, weight, ignore_index, reduction, label_smoothing):
 
 
 # _checks' answers for eager tensor calls, by call signature (types, shapes, dtypes and devices of the tensors,
-# and the other arguments): a call repeats the checks only for a signature it has not met (they were most of a
-# small call's host time: 17 us for the forward of an 8 x 10 loss on a 2-core CPU, against torch's 4.5).
+# and the other arguments; the target's dtype among them, so a float64 target's answer is not one for a float8
+# or integer target of the same shape): a call repeats the checks only for a signature it has not met (they were
+# most of a small call's host time: 17 us for the forward of an 8 x 10 loss on a 2-core CPU, against torch's 4.5).
 _CHECKED = CheckedCalls()
 
 
@@ -168,17 +194,31 @@ def _is_index_dtype(t) -> bool:
     return t.dtype in _index_torch_dtypes()
 
 
+def _is_prob_dtype(t) -> bool:
+    """A class-probability dtype that is promoted with any logits' dtype (_PROB_DTYPES)."""
+    if isinstance(t, np.ndarray):
+        return t.dtype.name in _NUMPY_PROB_DTYPES
+    return t.dtype in _prob_torch_dtypes()
+
+
 _index_dtype_set: list = []
 
 
 def _index_torch_dtypes():
-    """torch's class-index dtypes; kept from the first call, or from pixelops._torch.cross_entropy's import (so
-    that torch.compile's guards never see the list change between two calls)."""
+    """torch's class-index dtypes, and (_prob_torch_dtypes) the class-probability ones; kept from the first call,
+    or from pixelops._torch.cross_entropy's import (so that torch.compile's guards never see the lists change
+    between two calls)."""
     if not _index_dtype_set:
         import torch  # a tensor reached us, so torch is loaded already
 
         _index_dtype_set.append(frozenset((torch.int64, torch.uint8)))
+        _index_dtype_set.append(frozenset(getattr(torch, name) for name in _PROB_DTYPES))
     return _index_dtype_set[0]
+
+
+def _prob_torch_dtypes():
+    _index_torch_dtypes()
+    return _index_dtype_set[1]
 
 
 def _is_floating(a) -> bool:
