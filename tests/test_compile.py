@@ -81,7 +81,8 @@ def test_jit_trace_records_the_ops(grad):
     torch.testing.assert_close(loss_trace(x2[:, 0, 1], y), torch.nn.functional.cross_entropy(x2[:, 0, 1], y))
 
 
-@pytest.mark.parametrize("imports", ["torch, pixelops", "pixelops, torch"])
+# (pixelops first: also asked whether torch is installed before importing it, as libraries do)
+@pytest.mark.parametrize("imports", ["torch, pixelops", "pixelops\nassert importlib.util.find_spec('torch')\nimport torch"])
 def test_first_calls_compile_in_one_graph_without_recompiling(imports):
     # In a fresh process (nothing called eagerly before): cross_entropy's first call compiled whole (its entry
     # point imported a module inside the traced code: a graph break), and a conv's second identical call not
@@ -92,7 +93,7 @@ def test_first_calls_compile_in_one_graph_without_recompiling(imports):
     import subprocess
     import sys
     code = f"""
-import importlib.machinery, sys
+import importlib.machinery, importlib.util, sys
 import {imports}
 assert "pixelops._torch.conv2d" in sys.modules and "pixelops._torch.cross_entropy" in sys.modules
 assert type(torch.__loader__) is type(torch.__spec__.loader) is importlib.machinery.SourceFileLoader

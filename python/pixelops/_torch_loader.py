@@ -8,6 +8,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import threading
 
 _loaded: dict = {}
 
@@ -39,13 +40,21 @@ class _TorchImportHook(importlib.abc.MetaPathFinder):
     Why: where pixelops is imported before torch (`import pixelops` sorts before `import torch`), the torch side
     would otherwise load at the first call with a tensor, and where that call is inside a function that
     torch.compile traces, the import is a graph break (an error under fullgraph=True): Dynamo does not trace
-    importlib. Loading it when torch arrives makes both import orders alike."""
+    importlib. Loading it when torch arrives makes both import orders alike. The hook stays until torch's module
+    has run: a library that only asks whether torch is installed (importlib.util.find_spec) gets torch's spec
+    and leaves it in place."""
+
+    def __init__(self):
+        self._finding = threading.local()  # (set while find_spec below asks the other finders)
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "torch":
+        if fullname != "torch" or getattr(self._finding, "on", False):
             return None
-        _remove_hook()  # one import of torch; and find_spec below must not come back here
-        spec = importlib.util.find_spec("torch")
+        self._finding.on = True
+        try:
+            spec = importlib.util.find_spec("torch")
+        finally:
+            self._finding.on = False
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec  # (None: no torch; the import raises as usual)
         spec.loader = _LoadAfterTorch(spec, spec.loader)
@@ -73,6 +82,7 @@ class _LoadAfterTorch(importlib.abc.Loader):
             self._spec.loader = self._loader
             if getattr(module, "__loader__", None) is self:
                 module.__loader__ = self._loader
+        _remove_hook()  # (torch has run; after an import that failed, the hook stays for the next try)
         try:
             load_all()
         except Exception:  # (never fail torch's import for pixelops: the first tensor call loads again and raises)
