@@ -101,7 +101,7 @@ section "conv2d: GPU time per kernel of a forward + backward (TF32 off / on; def
 # KT_VARIANTS: space-separated environment settings to time as well (several in one: joined by commas), e.g.
 # "PIXELOPS_CONV_TILE_N=64" (the narrow GEMM tile everywhere); by default the paths that timing turned on, all
 # off (OLD_PATHS: is each still faster than what it replaced?), the paths that stay off, all on (NEW_PATHS:
-# README, the table of them).
+# benchmarks/README.md, the table of them).
 for tf32 in "" --tf32; do
   for v in - ${KT_VARIANTS-$OLD_PATHS $NEW_PATHS}; do
     [ "$v" = - ] && v=
