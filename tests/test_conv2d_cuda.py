@@ -123,6 +123,7 @@ TILED = [
     ((1, 6, 17, 33), (33, 5, 5), dict(padding=(2, 1), dilation=(2, 1), groups=3), "B", True),
     ((2, 9, 12, 40), (21, 3, 3), dict(padding=(0, 2), groups=3), "A", False),
     ((1, 4, 9, 5), (16, 3, 7), dict(padding=(1, 3), dilation=(3, 1)), None, True),
+    ((2, 3, 11, 35), (40, 7, 7), dict(padding=3), "B", False),  # 3 channels: the weight gradient's 2 row groups
 ]
 
 
