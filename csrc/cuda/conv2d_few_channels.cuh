@@ -457,8 +457,8 @@ inline bool grad_weight_tiled_setup(GwTiled<T>& p, const Geometry& q, const T* x
   if (kGwMq * p.nck * p.groups > kFcThreads) return false;
   // as few splits as give each its share of the tiles that `blocks` blocks would: the same longest split
   // (pcnn_maskA: 256 tiles, 198 splits wanted, 2 tiles the most), fewer partial sums to write and add (128)
-  const int64_t per_split = q.G * p.mblocks, want = (blocks + per_split - 1) / per_split;
-  const int64_t most = (p.s.tiles + (want < 1 ? 1 : want) - 1) / (want < 1 ? 1 : want);  // tiles a split
+  const int64_t per_split = q.G * p.mblocks, asked = (blocks + per_split - 1) / per_split, want = asked < 1 ? 1 : asked;
+  const int64_t most = (p.s.tiles + want - 1) / want;  // tiles a split
   p.splits = int((p.s.tiles + most - 1) / most);
   return p.smem_bytes() <= smem_most;
 }

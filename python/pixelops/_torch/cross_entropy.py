@@ -16,7 +16,7 @@ from ..ops.cross_entropy import NO_ARRAY, OP, _index_torch_dtypes, layout
 from .common import (_C, FuncRules, batch_first, eager_apply, forward_ad_active, func_function, functionalized,
                      functorch_active, no_internal_overlap, traced_call, vmap_by_loop)
 
-_index_torch_dtypes()  # the checks' class-index dtypes kept now, not by a first call inside torch.compile
+_index_torch_dtypes()  # the checks' index and probability dtypes kept now, not by a first call inside compile
 
 
 def _as_3d(x: torch.Tensor, N: int, C: int, S: int):

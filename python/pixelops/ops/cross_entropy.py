@@ -201,24 +201,24 @@ def _is_prob_dtype(t) -> bool:
     return t.dtype in _prob_torch_dtypes()
 
 
-_index_dtype_set: list = []
+_torch_dtype_sets: list = []  # [class-index dtypes, class-probability dtypes], as torch dtypes
 
 
 def _index_torch_dtypes():
     """torch's class-index dtypes, and (_prob_torch_dtypes) the class-probability ones; kept from the first call,
     or from pixelops._torch.cross_entropy's import (so that torch.compile's guards never see the lists change
     between two calls)."""
-    if not _index_dtype_set:
+    if not _torch_dtype_sets:
         import torch  # a tensor reached us, so torch is loaded already
 
-        _index_dtype_set.append(frozenset((torch.int64, torch.uint8)))
-        _index_dtype_set.append(frozenset(getattr(torch, name) for name in _PROB_DTYPES))
-    return _index_dtype_set[0]
+        _torch_dtype_sets.append(frozenset((torch.int64, torch.uint8)))
+        _torch_dtype_sets.append(frozenset(getattr(torch, name) for name in _PROB_DTYPES))
+    return _torch_dtype_sets[0]
 
 
 def _prob_torch_dtypes():
     _index_torch_dtypes()
-    return _index_dtype_set[1]
+    return _torch_dtype_sets[1]
 
 
 def _is_floating(a) -> bool:
