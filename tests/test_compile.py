@@ -82,7 +82,8 @@ def test_jit_trace_records_the_ops(grad):
 
 
 # (pixelops first: also asked whether torch is installed before importing it, as libraries do)
-@pytest.mark.parametrize("imports", ["torch, pixelops", "pixelops\nassert importlib.util.find_spec('torch')\nimport torch"])
+@pytest.mark.parametrize("imports", ["torch, pixelops", "pixelops\nassert importlib.util.find_spec('torch')\nimport torch"],
+                         ids=["torch-first", "pixelops-first"])
 def test_first_calls_compile_in_one_graph_without_recompiling(imports):
     # In a fresh process (nothing called eagerly before): cross_entropy's first call compiled whole (its entry
     # point imported a module inside the traced code: a graph break), and a conv's second identical call not
