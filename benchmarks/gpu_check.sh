@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu_check.sh              # everything
 #   OPS=relu,conv2d TESTS="tests/test_conv2d.py" bash benchmarks/gpu_check.sh
-#   SKIP_KERNEL_TIMES=1 SKIP_HOST_TIMES=1 SKIP_TRAIN=1 NCU="res_3x3 res_s2:tf32" ...   # leave out / add sections
+#   SKIP_KERNEL_TIMES=1 SKIP_HOST_TIMES=1 SKIP_TORCH_NODE=1 SKIP_TRAIN=1 NCU="res_3x3 res_s2:tf32" ...   # leave out / add sections
 #   KT_VARIANTS=PIXELOPS_CONV_TILE_N=64 ...            # per-kernel times under other settings too
 #   KT_RELU_VARIANTS=... ...                           # the same for the layers with their ReLU fused
 #   CASE_KT=per_sample ...                             # both sides' kernels of those bench rows
@@ -123,6 +123,12 @@ done
 [ -n "${SKIP_HOST_TIMES:-}" ] || {
 section "conv2d: host time of a call, layer by layer, against F.conv2d's (the host-bound rows' figures)"
 timeout 90 "$PY" "$REPO/benchmarks/conv2d_host_times.py" 2>&1 | tee "$LOGS/conv2d-host-times.log" | tail -14
+}
+
+[ -n "${SKIP_TORCH_NODE:-}" ] || {
+section "conv2d behind a C++ autograd node (benchmarks/torch_node, built here against this torch): the masked rows"
+timeout 300 "$PY" "$REPO/benchmarks/torch_node/host_times.py" >"$LOGS/torch-node.log" 2>&1
+echo "rc=$?"; grep -vE 'Warning|warn\(' "$LOGS/torch-node.log" | tail -12
 }
 
 if [ -n "${CASE_KT:-}" ]; then

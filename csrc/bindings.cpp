@@ -7,6 +7,7 @@
 
 #include <type_traits>
 
+#include "entry_points.h"
 #include "ops.h"
 
 namespace py = pybind11;
@@ -153,4 +154,12 @@ PYBIND11_MODULE(_C, m) {
   BIND(conv2d_backward);
   BIND(pixelcnn_sample);
   BIND(pixel_uniforms);
+
+  static const pixelops::EntryPoints entry_points = {
+      pixelops::kEntryPointsAbi,
+      {&pixelops::cpu::conv2d_forward, CUDA_KERNEL(conv2d_forward)},
+      {&pixelops::cpu::conv2d_backward, CUDA_KERNEL(conv2d_backward)},
+  };
+  m.attr("entry_points") =
+      py::capsule(static_cast<const void*>(&entry_points), pixelops::kEntryPointsCapsule);
 }

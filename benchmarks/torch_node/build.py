@@ -1,0 +1,37 @@
+"""Builds conv2d_node.cpp against the installed torch (torch.utils.cpp_extension, cached per torch version and
+source) and attaches it to pixelops._C's kernels. An experiment's build: the package itself never links torch.
+
+    from build import load; node = load(); node.conv2d(x, w, b, params)
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CSRC = HERE.parent.parent / "csrc"
+
+
+def load(verbose: bool = False):
+    import torch
+    import torch.utils.cpp_extension as ext
+
+    import pixelops._C as core
+
+    cuda = bool(core.built_with_cuda) and torch.cuda.is_available()
+    tag = f"torch{torch.__version__}{'_cuda' if cuda else ''}_py{sys.version_info[0]}{sys.version_info[1]}"
+    build_dir = Path(tempfile.gettempdir()) / f"pixelops_conv2d_node_{''.join(c if c.isalnum() else '_' for c in tag)}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    node = ext.load(
+        name="pixelops_conv2d_node", sources=[str(HERE / "conv2d_node.cpp")],
+        extra_include_paths=[str(CSRC)], extra_cflags=["-O3"] + (["-DPIXELOPS_NODE_CUDA"] if cuda else []),
+        with_cuda=cuda, build_directory=str(build_dir), verbose=verbose)
+    node.attach(core.entry_points)
+    return node
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 2))
+    print(load(verbose=True))

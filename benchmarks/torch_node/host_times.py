@@ -1,0 +1,128 @@
+"""What a C++ autograd node would give pixelops' small layers: forward + backward timed three ways side by
+side, PyTorch (F.conv2d, x * mask for the masked layers), pixelops as it is (a Python autograd.Function), and
+the same kernels behind the libtorch node of conv2d_node.cpp, with pixelops' own checks in front of it.
+
+    python benchmarks/torch_node/host_times.py [--device cpu|cuda]
+
+Two kinds of rows:
+- a tiny layer, many calls back to back on the host clock: the host's cost of a call (one thread on a CPU);
+- the bench's masked rows (pcnn_maskA, pcnn_maskB; on CUDA with TF32 off and on), timed as
+  `python -m pixelops bench` times them (each call with the device idle before it, medians), so the speedups
+  compare with the bench's.
+Every row first checks that the node's results equal pixelops' (the same kernels: they must).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import pixelops
+from pixelops._torch.conv2d import _tf32
+from pixelops.bench import _cudnn_tf32
+from pixelops.bench.conv2d import SUITE, _cases
+from pixelops.bench.timer import time_pair
+from pixelops.ops.conv2d import _setup_cached
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build import load  # noqa: E402
+
+
+def node_conv(node):
+    """pixelops.conv2d / masked_conv2d's eager autograd path with the node in place of the Python Function:
+    the same cached checks, then one C++ call."""
+    def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, mask_type=None):
+        op = "conv2d" if mask_type is None else "masked_conv2d"
+        (strides, pads, dilations, ngroups, ntaps, relu, allow), _ = _setup_cached(
+            x, w, b, stride, padding, dilation, groups, None, None, op, mask_type)
+        return node.conv2d(x, w, b, [*strides, *pads, *dilations, ngroups, ntaps, int(relu), int(_tf32(x, allow))])
+    return conv
+
+
+def same(a, b):
+    return all(torch.allclose(u, v, rtol=1e-5, atol=1e-6) for u, v in zip(a, b))
+
+
+def per_call_us(fn, sync, calls=2000, rounds=5):
+    for _ in range(50):
+        fn()
+    sync()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+    return best
+
+
+def tiny_rows(conv, device, sync):
+    """Host us per call of a tiny masked layer (1x2>2 5^2, 3x3 mask B: next to no arithmetic), each way."""
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=g).to(device).requires_grad_() for s in ((1, 2, 5, 5), (2, 2, 3, 3), (2,)))
+    grad = torch.randn(1, 2, 5, 5, generator=g).to(device)
+    mask = pixelops.conv_mask((3, 3), "B", device=device)
+    ways = {
+        "PyTorch, F.conv2d(x, w * mask)": lambda: F.conv2d(x, w * mask, b, 1, 1),
+        "pixelops (Python autograd.Function)": lambda: pixelops.masked_conv2d(x, w, b, "B", 1, 1),
+        "pixelops kernels, C++ node": lambda: conv(x, w, b, 1, 1, mask_type="B"),
+    }
+    outs = [torch.autograd.grad(f(), (x, w, b), grad) for f in ways.values()]
+    assert same(outs[1], outs[2]), "the node's gradients differ from pixelops'"
+    print(f"host us per call, tiny masked layer 1x2>2 5^2 k3 mask B, float32, {device}:")
+    for name, f in ways.items():
+        fwd = per_call_us(f, sync)
+        both = per_call_us(lambda: torch.autograd.grad(f(), (x, w, b), grad), sync)
+        print(f"  forward (recorded) {fwd:6.1f}, forward + backward {both:6.1f}  {name}")
+
+
+def bench_rows(conv, device):
+    """The bench's masked fwd+bwd rows: PyTorch vs pixelops and PyTorch vs the node, each side by side."""
+    print(f"bench rows (fwd+bwd, medians, {device}): PyTorch ms, then each pixelops way's ms and speedup")
+    for name in ("pcnn_maskA", "pcnn_maskB"):
+        for case in _cases(name, SUITE[name], device):
+            if not case.name.startswith("fwd+bwd"):
+                continue
+            mask_type = SUITE[name][-1]
+            stride, pad = SUITE[name][5], SUITE[name][6]
+
+            def with_node(args, stride=stride, pad=pad, mask_type=mask_type):
+                x, w, b, g = args
+                return torch.autograd.grad(conv(x, w, b, stride, pad, mask_type=mask_type), (x, w, b), g)
+
+            node_case = dataclasses.replace(case, ours_fn=with_node)
+            args = case.setup()
+            with _cudnn_tf32(case.tf32):
+                assert same(case.ours_fn(args), with_node(args)), f"{name}: the node's gradients differ"
+                t_torch, t_ours = time_pair(case, args)
+                t_torch2, t_node = time_pair(node_case, args)
+            print(f"  {name:11s} {case.name:13s} PyTorch {t_torch:.3f} | pixelops {t_ours:.3f} "
+                  f"({t_torch / t_ours:.2f}x) | node: PyTorch {t_torch2:.3f}, node {t_node:.3f} "
+                  f"({t_torch2 / t_node:.2f}x)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    device = ap.parse_args().device
+    t0 = time.perf_counter()
+    conv = node_conv(load())
+    print(f"node built and attached in {time.perf_counter() - t0:.0f} s (torch {torch.__version__})")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    threads = torch.get_num_threads()
+    if device == "cpu":  # one thread for the tiny layer: its rows are about the host's cost, not the kernels'
+        torch.set_num_threads(1)
+    tiny_rows(conv, device, sync)
+    torch.set_num_threads(threads)
+    bench_rows(conv, device)
+
+
+if __name__ == "__main__":
+    main()
