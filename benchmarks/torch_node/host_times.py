@@ -6,9 +6,8 @@ the same kernels behind the libtorch node of conv2d_node.cpp, with pixelops' own
 
 Two kinds of rows:
 - a tiny layer, many calls back to back on the host clock: the host's cost of a call (one thread on a CPU);
-- the bench's masked rows (pcnn_maskA, pcnn_maskB; on CUDA with TF32 off and on), timed as
-  `python -m pixelops bench` times them (each call with the device idle before it, medians), so the speedups
-  compare with the bench's.
+- the bench's conv2d fwd+bwd rows (on CUDA with TF32 off and on), timed as `python -m pixelops bench` times
+  them (each call with the device idle before it, medians), so the speedups compare with the bench's.
 Every row first checks that the node's results equal pixelops' (the same kernels: they must).
 """
 from __future__ import annotations
@@ -27,7 +26,7 @@ import pixelops
 from pixelops._torch.conv2d import _tf32
 from pixelops.bench import _cudnn_tf32
 from pixelops.bench.conv2d import SUITE, _cases
-from pixelops.bench.timer import time_pair
+from pixelops.bench.timer import time_calls
 from pixelops.ops.conv2d import _setup_cached
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -84,28 +83,30 @@ def tiny_rows(conv, device, sync):
 
 
 def bench_rows(conv, device):
-    """The bench's masked fwd+bwd rows: PyTorch vs pixelops and PyTorch vs the node, each side by side."""
+    """The bench's fwd+bwd rows (the forward rows record no autograd, so the node does not change them): PyTorch,
+    pixelops and the node in turn call by call, each call timed as the bench times it."""
     print(f"bench rows (fwd+bwd, medians, {device}): PyTorch ms, then each pixelops way's ms and speedup")
-    for name in ("pcnn_maskA", "pcnn_maskB"):
-        for case in _cases(name, SUITE[name], device):
+    speedups = {}
+    for name, spec in SUITE.items():
+        stride, pad, mask_type = spec[5], spec[6], spec[7]
+        for case in _cases(name, spec, device):
             if not case.name.startswith("fwd+bwd"):
                 continue
-            mask_type = SUITE[name][-1]
-            stride, pad = SUITE[name][5], SUITE[name][6]
 
             def with_node(args, stride=stride, pad=pad, mask_type=mask_type):
                 x, w, b, g = args
                 return torch.autograd.grad(conv(x, w, b, stride, pad, mask_type=mask_type), (x, w, b), g)
 
-            node_case = dataclasses.replace(case, ours_fn=with_node)
             args = case.setup()
             with _cudnn_tf32(case.tf32):
                 assert same(case.ours_fn(args), with_node(args)), f"{name}: the node's gradients differ"
-                t_torch, t_ours = time_pair(case, args)
-                t_torch2, t_node = time_pair(node_case, args)
+                t_torch, t_ours, t_node = time_calls(case, (case.torch_fn, case.ours_fn, with_node), args)
+            speedups.setdefault(case.name, []).append((t_torch / t_ours, t_torch / t_node))
             print(f"  {name:11s} {case.name:13s} PyTorch {t_torch:.3f} | pixelops {t_ours:.3f} "
-                  f"({t_torch / t_ours:.2f}x) | node: PyTorch {t_torch2:.3f}, node {t_node:.3f} "
-                  f"({t_torch2 / t_node:.2f}x)")
+                  f"({t_torch / t_ours:.2f}x) | node {t_node:.3f} ({t_torch / t_node:.2f}x)")
+    for name, pairs in speedups.items():
+        ours, node = (statistics.geometric_mean(p[k] for p in pairs) for k in (0, 1))
+        print(f"  geometric mean {name:13s} pixelops {ours:.2f}x, node {node:.2f}x")
 
 
 def main():

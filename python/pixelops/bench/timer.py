@@ -43,15 +43,20 @@ def _calls_per_sample(fn, args, device, target_s):
 
 def time_pair(case, args, repeats=None, warmup=3):
     """Median milliseconds per call of (torch_fn, ours_fn) on the same inputs."""
-    fns = (case.torch_fn, case.ours_fn)
+    return tuple(time_calls(case, (case.torch_fn, case.ours_fn), args, repeats, warmup))
+
+
+def time_calls(case, fns, args, repeats=None, warmup=3):
+    """Median milliseconds per call of each of fns (on the same inputs, in turn call by call), timed as the
+    case says (device, host_bound, flush_cache)."""
     for fn in fns:
         for _ in range(warmup):
             fn(args)
-    samples = ([], [])
+    samples = [[] for _ in fns]
     if case.device == "cuda" and not case.host_bound:
         repeats = repeats or 50
         flush = _Flusher("cuda") if case.flush_cache else (lambda: None)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(2)]
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in fns]
         for _ in range(repeats):
             for k, fn in enumerate(fns):
                 flush()
@@ -74,7 +79,7 @@ def time_pair(case, args, repeats=None, warmup=3):
                     fn(args)
                 sync()
                 samples[k].append((time.perf_counter() - t0) * 1e3 / inner[k])
-    return statistics.median(samples[0]), statistics.median(samples[1])
+    return [statistics.median(s) for s in samples]
 
 
 def copy_bandwidth(device) -> float:
