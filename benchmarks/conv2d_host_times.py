@@ -9,7 +9,6 @@ the differences say which layer costs what. The suite's small layers are host-bo
 times a call with the GPU idle before it), which is why this matters.
 """
 import argparse
-from time import perf_counter
 
 import torch
 import torch.nn.functional as F
@@ -18,21 +17,7 @@ import pixelops
 from pixelops._arrays import ABSENT, stream
 from pixelops._torch import conv2d as tconv
 from pixelops._torch.common import _C
-
-
-def per_call_us(fn, sync, calls=2000, rounds=5):
-    """Best of `rounds` of the mean host time of `calls` back-to-back calls (a synchronisation at the end)."""
-    for _ in range(50):
-        fn()
-    sync()
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = perf_counter()
-        for _ in range(calls):
-            fn()
-        sync()
-        best = min(best, (perf_counter() - t0) / calls * 1e6)
-    return best
+from pixelops.bench.timer import per_call_us
 
 
 def main():

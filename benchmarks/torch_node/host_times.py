@@ -26,7 +26,7 @@ import pixelops
 from pixelops._torch.conv2d import _tf32
 from pixelops.bench import _cudnn_tf32
 from pixelops.bench.conv2d import SUITE, _cases
-from pixelops.bench.timer import time_calls
+from pixelops.bench.timer import per_call_us, time_calls
 from pixelops.ops.conv2d import _setup_cached
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,20 +46,6 @@ def node_conv(node):
 
 def same(a, b):
     return all(torch.allclose(u, v, rtol=1e-5, atol=1e-6) for u, v in zip(a, b))
-
-
-def per_call_us(fn, sync, calls=2000, rounds=5):
-    for _ in range(50):
-        fn()
-    sync()
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync()
-        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
-    return best
 
 
 def tiny_rows(conv, device, sync):

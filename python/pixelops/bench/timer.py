@@ -82,6 +82,21 @@ def time_calls(case, fns, args, repeats=None, warmup=3):
     return [statistics.median(s) for s in samples]
 
 
+def per_call_us(fn, sync, calls=2000, rounds=5):
+    """Best of `rounds` of the mean host time of `calls` back-to-back calls (a synchronisation at the end)."""
+    for _ in range(50):
+        fn()
+    sync()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+    return best
+
+
 def copy_bandwidth(device) -> float:
     """Measured device copy bandwidth in GB/s (bytes read + written): the memory ceiling."""
     n = (1 << 28) if device == "cuda" else (1 << 24)  # 1 GiB on the GPU, 64 MiB on the host
