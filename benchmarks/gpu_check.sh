@@ -126,9 +126,14 @@ timeout 90 "$PY" "$REPO/benchmarks/conv2d_host_times.py" 2>&1 | tee "$LOGS/conv2
 }
 
 [ -n "${SKIP_TORCH_NODE:-}" ] || {
-section "conv2d behind a C++ autograd node (benchmarks/torch_node, built here against this torch): the masked rows"
-timeout 300 "$PY" "$REPO/benchmarks/torch_node/host_times.py" >"$LOGS/torch-node.log" 2>&1
-echo "rc=$?"; grep -vE 'Warning|warn\(' "$LOGS/torch-node.log" | tail -12
+section "conv2d behind a C++ autograd node (benchmarks/torch_node, built here against this torch): fwd+bwd rows, conv tests"
+timeout 240 "$PY" "$REPO/benchmarks/torch_node/host_times.py" >"$LOGS/torch-node.log" 2>&1
+echo "rc=$?"; grep -vE 'Warning|warn\(' "$LOGS/torch-node.log" | tail -22
+# the conv files' CUDA tests with the node as the eager autograd path (the node built above, from its cache)
+PYTHONPATH="$REPO/benchmarks/torch_node${PYTHONPATH:+:$PYTHONPATH}" timeout 200 "$PY" -m pytest \
+  "$REPO/tests/test_conv2d.py" "$REPO/tests/test_masked_conv2d.py" "$REPO/tests/test_conv2d_paths.py" -m cuda -q \
+  --no-header -p no:cacheprovider -p pytest_node --timeout=120 >"$LOGS/torch-node-tests.log" 2>&1
+echo "conv tests with the node: rc=$?"; grep -E '^(FAILED|ERROR)|C\+\+ node|passed|failed' "$LOGS/torch-node-tests.log" | head -12
 }
 
 if [ -n "${CASE_KT:-}" ]; then

@@ -1,5 +1,6 @@
 """Builds conv2d_node.cpp against the installed torch (torch.utils.cpp_extension, cached per torch version and
-source) and attaches it to pixelops._C's kernels. An experiment's build: the package itself never links torch.
+source) and attaches it to pixelops._C's kernels and to pixelops' differentiable backward (for
+create_graph=True). An experiment's build: the package itself never links torch.
 
     from build import load; node = load(); node.conv2d(x, w, b, params)
 """
@@ -19,6 +20,7 @@ def load(verbose: bool = False):
     import torch.utils.cpp_extension as ext
 
     import pixelops._C as core
+    from pixelops._torch.conv2d import _conv2d
 
     cuda = bool(core.built_with_cuda) and torch.cuda.is_available()
     tag = f"torch{torch.__version__}{'_cuda' if cuda else ''}_py{sys.version_info[0]}{sys.version_info[1]}"
@@ -28,7 +30,7 @@ def load(verbose: bool = False):
         name="pixelops_conv2d_node", sources=[str(HERE / "conv2d_node.cpp")],
         extra_include_paths=[str(CSRC)], extra_cflags=["-O3"] + (["-DPIXELOPS_NODE_CUDA"] if cuda else []),
         with_cuda=cuda, build_directory=str(build_dir), verbose=verbose)
-    node.attach(core.entry_points)
+    node.attach(core.entry_points, _conv2d.differentiable_backward)
     return node
 
 

@@ -2,7 +2,8 @@
 // backward), calling the kernels that pixelops._C already holds through its entry_points capsule
 // (csrc/entry_points.h). It measures what the small layers' forward + backward would gain if pixelops' eager
 // autograd path were C++ instead of a Python autograd.Function; see README.md here. Built at run time against
-// the installed torch by build.py. It covers the eager path only: no double backward, no torch.func rules.
+// the installed torch by build.py. It covers the eager path only (no torch.func rules); a backward run with
+// create_graph=True goes through pixelops' own differentiable backward in Python.
 #include <torch/extension.h>
 #ifdef PIXELOPS_NODE_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -17,6 +18,10 @@ using torch::autograd::variable_list;
 using pixelops::Array;
 
 const pixelops::EntryPoints* kernels = nullptr;
+// pixelops' differentiable backward (a Python callable taking the Python Function's backward arguments), for a
+// backward that autograd records (create_graph=True): its own backward is pixelops' double-backward rule.
+// Kept for the life of the process (never released at interpreter exit).
+PyObject* differentiable_backward = nullptr;
 
 Array describe(const at::Tensor& t) {
   Array a;  // an undefined tensor stays absent (null data), as the kernels read a missing bias or gradient
@@ -84,17 +89,17 @@ struct Conv2dNode : torch::autograd::Function<Conv2dNode> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "conv2d_node (an experiment): no double backward; use pixelops.conv2d for create_graph=True");
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1], &y = saved[2];
     const std::vector<int64_t> p = ctx->saved_data["p"].toIntVector();
-    const bool has_bias = ctx->saved_data["bias"].toBool();
+    const bool needs[3] = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                           ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)};
     const at::Tensor& grad = grads[0];
     at::Tensor gx, gw, gb;
-    if (ctx->needs_input_grad(0)) gx = at::empty_like(x, at::MemoryFormat::Contiguous);
-    if (ctx->needs_input_grad(1)) gw = at::empty_like(w, at::MemoryFormat::Contiguous);
-    if (has_bias && ctx->needs_input_grad(2)) gb = at::empty({w.size(0)}, w.options());
+    if (at::GradMode::is_enabled()) return recorded_backward(x, w, y, grad, p, needs);
+    if (needs[0]) gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+    if (needs[1]) gw = at::empty_like(w, at::MemoryFormat::Contiguous);
+    if (needs[2]) gb = at::empty({w.size(0)}, w.options());
     if (gx.defined() || gw.defined() || gb.defined()) {
       const int s = x.is_cuda();
       c10::DeviceGuard guard(x.device());
@@ -106,23 +111,42 @@ struct Conv2dNode : torch::autograd::Function<Conv2dNode> {
     }
     return {gx, gw, gb, at::Tensor()};
   }
+
+  // create_graph=True: the gradients through pixelops' differentiable backward, so that autograd records them
+  static variable_list recorded_backward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& y,
+                                         const at::Tensor& grad, const std::vector<int64_t>& p,
+                                         const bool (&needs)[3]) {
+    TORCH_CHECK(differentiable_backward, "conv2d_node: attach() was given no differentiable backward");
+    py::gil_scoped_acquire gil;
+    py::list wanted;
+    for (bool n : needs) wanted.append(n);
+    py::tuple out = py::reinterpret_borrow<py::object>(differentiable_backward)(
+        x, w, y.defined() ? y : x, grad, py::make_tuple(p[SH], p[SW]), py::make_tuple(p[PT], p[PB], p[PL], p[PR]),
+        py::make_tuple(p[DH], p[DW]), p[GROUPS], p[NTAPS], bool(p[RELU]), bool(p[TF32]), wanted);
+    variable_list result{at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    for (int i = 0; i < 3; ++i)
+      if (needs[i]) result[i] = out[i].cast<at::Tensor>();
+    return result;
+  }
 };
 
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
                   std::vector<int64_t> params) {
-  TORCH_CHECK(kernels, "conv2d_node: call attach(pixelops._C.entry_points) first");
+  TORCH_CHECK(kernels, "conv2d_node: call attach(pixelops._C.entry_points, backward) first");
   TORCH_CHECK(x.dim() == 4 && w.dim() == 4, "conv2d_node: 4-D input and weight (pixelops checks the rest)");
   TORCH_CHECK(kernels->conv2d_forward[x.is_cuda()], "conv2d_node: this pixelops build has no CUDA kernels");
   return Conv2dNode::apply(x, w, b, std::move(params));
 }
 
-void attach(py::capsule entry_points) {
+void attach(py::capsule entry_points, py::object backward) {
   auto* table = static_cast<const pixelops::EntryPoints*>(
       PyCapsule_GetPointer(entry_points.ptr(), pixelops::kEntryPointsCapsule));
   if (!table) throw py::error_already_set();
   TORCH_CHECK(table->abi == pixelops::kEntryPointsAbi, "conv2d_node: pixelops._C has entry-point ABI ",
               table->abi, ", this node was built for ", pixelops::kEntryPointsAbi);
   kernels = table;
+  Py_XDECREF(differentiable_backward);
+  differentiable_backward = backward.release().ptr();
 }
 
 }  // namespace
