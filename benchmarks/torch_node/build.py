@@ -2,7 +2,8 @@
 source) and attaches it to pixelops._C's kernels and to pixelops' differentiable backward (for
 create_graph=True). An experiment's build: the package itself never links torch.
 
-    from build import load; node = load(); node.conv2d(x, w, b, params)
+    from build import load, as_eager_apply; node = load(); node.conv2d(x, w, b, params)
+    pixelops._torch.conv2d._conv2d_apply = as_eager_apply(node)   # the node as pixelops' eager autograd path
 """
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def load(verbose: bool = False):
         with_cuda=cuda, build_directory=str(build_dir), verbose=verbose)
     node.attach(core.entry_points, _conv2d.differentiable_backward)
     return node
+
+
+def as_eager_apply(node):
+    """The node with the signature of pixelops' eager conv2d Function (pixelops._torch.conv2d._conv2d_apply,
+    which pixelops.conv2d and masked_conv2d call after their checks where a gradient is wanted)."""
+    def apply(x, w, b, strides, pads, dilations, groups, ntaps, relu, tf32):
+        return node.conv2d(x, w, b, [*strides, *pads, *dilations, groups, ntaps, int(relu), int(tf32)])
+    return apply
 
 
 if __name__ == "__main__":
