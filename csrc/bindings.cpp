@@ -1,4 +1,5 @@
-// The Python face of the core: one line per kernel entry point, no logic.
+// The Python face of the core: one line per kernel entry point, no logic; and the conv2d entry points as a
+// table for C++ callers in other shared objects (entry_points.h).
 // Arrays arrive as the tuple (data_ptr, shape, strides, dtype_code, device) that python/pixelops/_arrays.py
 // builds; streams as integers. std exceptions map to Python's: invalid_argument -> ValueError,
 // out_of_range -> IndexError, runtime_error -> RuntimeError.

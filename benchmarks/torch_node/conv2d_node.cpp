@@ -95,12 +95,12 @@ struct Conv2dNode : torch::autograd::Function<Conv2dNode> {
     const bool needs[3] = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                            ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)};
     const at::Tensor& grad = grads[0];
-    at::Tensor gx, gw, gb;
     if (at::GradMode::is_enabled()) return recorded_backward(x, w, y, grad, p, needs);
+    at::Tensor gx, gw, gb;
     if (needs[0]) gx = at::empty_like(x, at::MemoryFormat::Contiguous);
     if (needs[1]) gw = at::empty_like(w, at::MemoryFormat::Contiguous);
     if (needs[2]) gb = at::empty({w.size(0)}, w.options());
-    if (gx.defined() || gw.defined() || gb.defined()) {
+    if (needs[0] || needs[1] || needs[2]) {
       const int s = x.is_cuda();
       c10::DeviceGuard guard(x.device());
       run([&] {
